@@ -1,0 +1,1 @@
+"""Thin Thespian shells around the pure core: shards, payment desk, head-end gateways."""

@@ -1,0 +1,1 @@
+"""Durable state behind one interface: journal, snapshots, ledger, outbox, dead letters, audit."""

@@ -1,0 +1,1 @@
+"""Supervisor actors applying the pure OTP policy of domain.supervision."""
