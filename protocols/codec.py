@@ -1,0 +1,400 @@
+"""The msgpack codec for every jodo message: one format for the wire, the journal and the tests.
+
+A registered message is a frozen dataclass. On the wire it is ``[tag, version, [field values...]]``:
+the tag names the class (its bare class name unless given), the version is the class's schema version,
+and the values follow the dataclass's field order. Fields are only ever appended, with defaults, so an
+older encoding (fewer values) still decodes; an encoding from a *newer* schema than this code knows is
+refused, since it may carry meaning this code would silently drop.
+
+Field types the codec understands: ``int``, ``str``, ``bool``, ``bytes``, ``None``, ``StrEnum`` /
+``IntEnum``, ``Literal[...]``, ``tuple[X, ...]`` and ``tuple[X, Y]``, unions (``X | None``, unions of
+registered messages) and other registered messages. Anything malformed raises `CodecError` and only
+that: callers taking bytes from outside catch it, reject the input and carry on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgpack
+
+from protocols.errors import CodecError
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "CodecError",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_many",
+    "from_fields",
+    "from_wire",
+    "message",
+    "registered",
+    "spec_for",
+    "to_wire",
+]
+
+#: Largest encoded message or batch accepted by `decode`: bigger input is refused before parsing.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+T = TypeVar("T")
+_Decoder = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpec:
+    """How one registered class maps to and from its wire form."""
+
+    cls: type[Any]
+    tag: str
+    version: int
+    fields: tuple[str, ...]
+    required: int  # how many leading fields have no default
+    decoders: tuple[_Decoder, ...]
+
+
+_BY_TAG: dict[str, MessageSpec] = {}
+_BY_CLASS: dict[type[Any], MessageSpec] = {}
+_PENDING: list[tuple[type[Any], str, int]] = []
+
+
+def message(
+    cls: type[T] | None = None, *, tag: str | None = None, version: int = 1
+) -> Any:
+    """Register a frozen dataclass as a jodo message (usable as ``@message`` or ``@message(version=2)``).
+
+    Tags and bare class names are unique across the project: Thespian dispatches on the bare class
+    name, so two classes called the same would be one message to it.
+    """
+
+    def wrap(klass: type[T]) -> type[T]:
+        _register(klass, tag or klass.__name__, version)
+        return klass
+
+    return wrap(cls) if cls is not None else wrap
+
+
+def _register(cls: type[Any], tag: str, version: int) -> None:
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls.__qualname__} is not a dataclass")
+    if version < 1:
+        raise TypeError(f"{cls.__qualname__}: version must be >= 1")
+    existing = _BY_TAG.get(tag)
+    if existing is not None and existing.cls is not cls:
+        raise TypeError(
+            f"message tag {tag!r} is taken by {existing.cls.__module__}.{existing.cls.__qualname__}"
+        )
+    for other in _BY_CLASS:
+        if other.__name__ == cls.__name__ and other is not cls:
+            raise TypeError(f"class name {cls.__name__!r} is already a message in {other.__module__}")
+    # Type hints may name classes defined later in the module: resolve them on first use.
+    _PENDING.append((cls, tag, version))
+    _BY_TAG[tag] = MessageSpec(cls, tag, version, (), 0, ())
+    _BY_CLASS[cls] = _BY_TAG[tag]
+
+
+def _resolve_pending() -> None:
+    while _PENDING:
+        cls, tag, version = _PENDING[0]
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        required = 0
+        for index, f in enumerate(fields):
+            has_default = (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            if not has_default:
+                if required != index:
+                    raise TypeError(f"{cls.__qualname__}.{f.name}: fields without defaults come first")
+                required += 1
+        spec = MessageSpec(
+            cls=cls,
+            tag=tag,
+            version=version,
+            fields=tuple(f.name for f in fields),
+            required=required,
+            decoders=tuple(_decoder_for(hints[f.name]) for f in fields),
+        )
+        _BY_TAG[tag] = spec
+        _BY_CLASS[cls] = spec
+        _PENDING.pop(0)
+
+
+def spec_for(cls_or_tag: type[Any] | str) -> MessageSpec:
+    """The registered spec of a class or tag; `CodecError` if there is none."""
+    _resolve_pending()
+    spec = _BY_TAG.get(cls_or_tag) if isinstance(cls_or_tag, str) else _BY_CLASS.get(cls_or_tag)
+    if spec is None:
+        raise CodecError(f"unknown message type {cls_or_tag!r}")
+    return spec
+
+
+def registered() -> dict[str, type[Any]]:
+    """Every registered message class by tag (for inject, docs and the round-trip tests)."""
+    _resolve_pending()
+    return {tag: spec.cls for tag, spec in _BY_TAG.items()}
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def to_wire(obj: Any) -> list[Any]:
+    """The msgpack-ready form ``[tag, version, [values]]`` of a registered message."""
+    spec = _BY_CLASS.get(type(obj))
+    if spec is None or not spec.fields:
+        spec = spec_for(type(obj))
+    return [spec.tag, spec.version, [getattr(obj, name) for name in spec.fields]]
+
+
+def _default(obj: Any) -> Any:
+    if type(obj) in _BY_CLASS:
+        return to_wire(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode(obj: Any) -> bytes:
+    """Encode one registered message."""
+    return msgpack.packb(to_wire(obj), default=_default, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode_many(objs: Iterable[Any]) -> bytes:
+    """Encode a batch of registered messages as one msgpack array."""
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [to_wire(o) for o in objs], default=_default, use_bin_type=True
+    )
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _unpack(data: bytes, max_bytes: int) -> Any:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise CodecError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        # unpackb bounds every length by len(data), so a header cannot claim more than was sent
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types for bad bytes; all mean the same here
+        raise CodecError(f"not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def decode(data: bytes, *, expect: type[T] | None = None, max_bytes: int = MAX_MESSAGE_BYTES) -> T:
+    """Decode one message; with ``expect``, it must be of that class (or a subclass)."""
+    return from_wire(_unpack(data, max_bytes), expect=expect)  # type: ignore[no-any-return]
+
+
+def decode_many(
+    data: bytes, *, expect: type[T] | None = None, max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[T]:
+    """Decode a batch made by `encode_many`. One bad item fails the whole batch: its bytes are one unit."""
+    value = _unpack(data, max_bytes)
+    if not isinstance(value, list):
+        raise CodecError(f"a batch is an array, got {type(value).__name__}")
+    return [from_wire(item, expect=expect, where=f"[{i}]") for i, item in enumerate(value)]
+
+
+def from_wire(value: Any, *, expect: type[Any] | None = None, where: str = "") -> Any:
+    """Build a message from its ``[tag, version, [values]]`` form, checking every field."""
+    _resolve_pending()
+    if not isinstance(value, list) or len(value) != 3:
+        raise CodecError(f"{where or 'message'}: expected [tag, version, values]")
+    tag, version, values = value
+    if not isinstance(tag, str):
+        raise CodecError(f"{where or 'message'}: type tag must be a string")
+    spec = _BY_TAG.get(tag)
+    if spec is None:
+        raise CodecError(f"{where or 'message'}: unknown message type {tag[:64]!r}")
+    here = f"{where}{tag}" if where else tag
+    if expect is not None and not issubclass(spec.cls, expect):
+        raise CodecError(f"{here}: expected {expect.__name__}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CodecError(f"{here}: bad schema version {version!r}")
+    if version > spec.version:
+        raise CodecError(f"{here}: schema version {version} is newer than {spec.version}")
+    if not isinstance(values, list):
+        raise CodecError(f"{here}: field values must be an array")
+    if not spec.required <= len(values) <= len(spec.fields):
+        raise CodecError(
+            f"{here}: {len(values)} field values, expected {spec.required}..{len(spec.fields)}"
+        )
+    kwargs = {
+        name: dec(v, f"{here}.{name}")
+        for name, dec, v in zip(spec.fields, spec.decoders, values, strict=False)
+    }
+    try:
+        return spec.cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise CodecError(f"{here}: {exc}") from None
+
+
+def from_fields(cls_or_tag: type[T] | str, fields: dict[str, Any]) -> T:
+    """Build a message from named fields (JSON from an operator's inject), checked like the wire."""
+    spec = spec_for(cls_or_tag)
+    if not isinstance(fields, dict):
+        raise CodecError(f"{spec.tag}: fields must be an object")
+    unknown = set(fields) - set(spec.fields)
+    if unknown:
+        raise CodecError(f"{spec.tag}: unknown fields {sorted(unknown)}")
+    missing = [n for n in spec.fields[: spec.required] if n not in fields]
+    if missing:
+        raise CodecError(f"{spec.tag}: missing fields {missing}")
+    kwargs = {
+        name: dec(_jsonish(fields[name]), f"{spec.tag}.{name}")
+        for name, dec in zip(spec.fields, spec.decoders, strict=True)
+        if name in fields
+    }
+    try:
+        return spec.cls(**kwargs)  # type: ignore[no-any-return]
+    except (ValueError, TypeError) as exc:
+        raise CodecError(f"{spec.tag}: {exc}") from None
+
+
+def _jsonish(value: Any) -> Any:
+    """JSON has no tuples: arrays arrive as lists, which the decoders accept."""
+    return value
+
+
+# ---------------------------------------------------------------- field decoders
+
+
+def _decoder_for(hint: Any) -> _Decoder:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return lambda v, where: v
+    if hint is type(None) or hint is None:
+        return _none
+    if hint is bool:
+        return _bool
+    if hint is int:
+        return _int
+    if hint is str:
+        return _str
+    if hint is bytes:
+        return _bytes
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _enum_decoder(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _nested_decoder(hint)
+    if origin is typing.Literal:
+        return _literal_decoder(typing.get_args(hint))
+    if origin is tuple:
+        return _tuple_decoder(typing.get_args(hint))
+    if origin is typing.Union or origin is types.UnionType:
+        return _union_decoder(typing.get_args(hint))
+    raise TypeError(f"the codec cannot carry fields of type {hint!r}")
+
+
+def _none(v: Any, where: str) -> None:
+    if v is not None:
+        raise CodecError(f"{where}: expected nil, got {type(v).__name__}")
+
+
+def _bool(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise CodecError(f"{where}: expected a boolean, got {type(v).__name__}")
+    return v
+
+
+def _int(v: Any, where: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise CodecError(f"{where}: expected an integer, got {type(v).__name__}")
+    return v
+
+
+def _str(v: Any, where: str) -> str:
+    if not isinstance(v, str):
+        raise CodecError(f"{where}: expected a string, got {type(v).__name__}")
+    return v
+
+
+def _bytes(v: Any, where: str) -> bytes:
+    if not isinstance(v, bytes):
+        raise CodecError(f"{where}: expected bytes, got {type(v).__name__}")
+    return v
+
+
+def _enum_decoder(cls: type[enum.Enum]) -> _Decoder:
+    def dec(v: Any, where: str) -> Any:
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise CodecError(f"{where}: expected a {cls.__name__} value")
+        try:
+            return cls(v)
+        except ValueError:
+            raise CodecError(f"{where}: {str(v)[:64]!r} is not a {cls.__name__}") from None
+
+    return dec
+
+
+def _nested_decoder(cls: type[Any]) -> _Decoder:
+    return lambda v, where: from_wire(v, expect=cls, where=f"{where}:")
+
+
+def _literal_decoder(allowed: tuple[Any, ...]) -> _Decoder:
+    def dec(v: Any, where: str) -> Any:
+        if isinstance(v, bool) != any(isinstance(a, bool) for a in allowed) or v not in allowed:
+            raise CodecError(f"{where}: {str(v)[:64]!r} is not one of {list(allowed)}")
+        return v
+
+    return dec
+
+
+def _tuple_decoder(args: tuple[Any, ...]) -> _Decoder:
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = _decoder_for(args[0])
+
+        def dec_var(v: Any, where: str) -> tuple[Any, ...]:
+            if not isinstance(v, list | tuple):
+                raise CodecError(f"{where}: expected an array, got {type(v).__name__}")
+            return tuple(item(x, f"{where}[{i}]") for i, x in enumerate(v))
+
+        return dec_var
+    items = tuple(_decoder_for(a) for a in args)
+
+    def dec_fixed(v: Any, where: str) -> tuple[Any, ...]:
+        if not isinstance(v, list | tuple) or len(v) != len(items):
+            raise CodecError(f"{where}: expected an array of {len(items)}")
+        return tuple(d(x, f"{where}[{i}]") for i, (d, x) in enumerate(zip(items, v, strict=True)))
+
+    return dec_fixed
+
+
+def _union_decoder(args: tuple[Any, ...]) -> _Decoder:
+    allows_none = type(None) in args
+    members = [a for a in args if a is not type(None)]
+    classes = [m for m in members if isinstance(m, type) and dataclasses.is_dataclass(m)]
+    if classes and len(classes) == len(members):
+        allowed = tuple(classes)
+
+        def dec_msgs(v: Any, where: str) -> Any:
+            if v is None and allows_none:
+                return None
+            obj = from_wire(v, where=f"{where}:")
+            if not isinstance(obj, allowed):
+                raise CodecError(f"{where}: {type(obj).__name__} is not allowed here")
+            return obj
+
+        return dec_msgs
+    if len(members) == 1:
+        inner = _decoder_for(members[0])
+        return lambda v, where: None if v is None else inner(v, where)
+    decoders = [_decoder_for(m) for m in members]
+
+    def dec_any(v: Any, where: str) -> Any:
+        if v is None and allows_none:
+            return None
+        for d in decoders:
+            try:
+                return d(v, where)
+            except CodecError:
+                continue
+        raise CodecError(f"{where}: {type(v).__name__} fits none of the allowed types")
+
+    return dec_any
