@@ -1,0 +1,524 @@
+"""Node configuration: one TOML file plus ``JODO_*`` environment overrides, as frozen dataclasses.
+
+Every key has a default, so ``load_config()`` with no file and no variables gives a working
+single-node configuration on 127.0.0.1 (no gateways and no tokens: webhooks answer 404, admin 403).
+
+File (see ``deploy/jodo.example.toml``)::
+
+    [node]      data_dir, bind, admin_port
+    [http]      host, port, max_body_bytes, max_batch_body_bytes, max_batch_items,
+                batch_window_ms, batch_max_items, max_in_flight, submit_timeout_s
+    [shards]    logical, groups
+    [[head_ends]]        name, kind ("sim" | "reference"), host, port, rate_limit_per_s
+    [gateways.<name>]    format ("razorpay" | "jodo"), secret, account_field, tolerance_s, cashless
+    [tokens]    admin, payments
+    [logging]   level, format ("json" | "text")
+    [policy]    path
+
+Environment overrides, applied after the file: ``JODO_<SECTION>__<KEY>`` (two underscores between
+parts, names case-insensitive)::
+
+    JODO_HTTP__PORT=8081                    [http] port = 8081
+    JODO_TOKENS__ADMIN=...                  [tokens] admin
+    JODO_GATEWAYS__RAZORPAY__SECRET=...     [gateways.razorpay] secret (creates the gateway if new)
+    JODO_HEAD_ENDS__0__PORT=9000            port of the first [[head_ends]]; index len(list) appends one
+    JODO_TOKENS__ADMIN=                     an empty value unsets an optional key
+
+Values from the environment are parsed to the key's type (``true``/``false``/``1``/``0`` for booleans).
+``JODO_CONFIG`` names the file when no path is given. A variable that looks like an override but has a
+single underscore (``JODO_HTTP_PORT``) is an error rather than silently ignored.
+
+Relative paths in the file are relative to the file's directory; from the environment or the defaults,
+to the working directory. Secrets (gateway secrets, tokens) are `Secret` objects: their repr and str are
+``***``; call `Secret.reveal` where the value is used. `Config.redacted` is what ``jodo config show``
+prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jodo.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GatewayConfig",
+    "HeadEndConfig",
+    "HttpConfig",
+    "LoggingConfig",
+    "NodeConfig",
+    "PolicyConfig",
+    "Secret",
+    "ShardsConfig",
+    "TokensConfig",
+    "load_config",
+]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
+_MIN_TOKEN_CHARS = 16
+
+
+class Secret:
+    """A configured secret. Prints as ``***`` everywhere; `reveal` gives the value to the code using it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("a secret must be a non-empty string")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself: use it, never log or format it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+
+def _key(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A config key: its default and checks (``min``, ``max``, ``upper``, ``min_len``) as metadata."""
+    if default is dataclasses.MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """``[node]``: this node's data directory and the interface/port of Thespian's admin."""
+
+    data_dir: Path = Path("./data")
+    bind: str = "127.0.0.1"
+    admin_port: int = _key(1900, min=1, max=65535)  # Thespian multiprocTCPBase's conventional admin port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    """``[http]``: the front door's listener, body limits and webhook micro-batching."""
+
+    host: str = "127.0.0.1"
+    port: int = _key(8080, min=0, max=65535)  # 0: any free port (tests)
+    max_body_bytes: int = _key(64 * 1024, min=256, max=16 * 1024 * 1024)  # one webhook
+    max_batch_body_bytes: int = _key(8 * 1024 * 1024, min=1024, max=256 * 1024 * 1024)  # /v1/payments
+    max_batch_items: int = _key(10_000, min=1, max=1_000_000)  # items in one /v1/payments request
+    batch_window_ms: float = _key(2.0, min=0.0, max=1000.0)  # how long a webhook waits for company
+    batch_max_items: int = _key(256, min=1, max=100_000)  # a full window is submitted at once
+    max_in_flight: int = _key(20_000, min=1, max=10_000_000)  # webhooks waiting: more → 503
+    submit_timeout_s: float = _key(5.0, min=0.1, max=600.0)  # Razorpay wants a reply within 5 s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardsConfig:
+    """``[shards]``: logical shard count (fixed for the fleet's life) and MeterShard groups."""
+
+    logical: int = _key(256, min=1, max=65_536)
+    groups: int = _key(2, min=1, max=65_536)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeadEndConfig:
+    """One ``[[head_ends]]`` entry: a head-end system the gateway actors talk to."""
+
+    name: str = _key(pattern=_NAME)
+    kind: Literal["sim", "reference"] = "sim"
+    host: str = "127.0.0.1"
+    port: int = _key(min=1, max=65535)
+    rate_limit_per_s: float = _key(200.0, min=0.001, max=1_000_000.0)  # commands per second
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """One ``[gateways.<name>]`` section; ``<name>`` is the ``{gateway}`` of ``/v1/webhooks/{gateway}``."""
+
+    name: str = _key(pattern=_NAME)
+    format: Literal["razorpay", "jodo"]
+    secret: Secret
+    account_field: str = "account"  # razorpay: the payment's notes[<field>] holds the consumer account
+    tolerance_s: int = _key(300, min=1, max=86_400)  # jodo: |now - t| allowed in Jodo-Signature
+    cashless: bool = True  # online gateways are cashless (earns the regulator's rebate)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokensConfig:
+    """``[tokens]``: bearer tokens. Unset → that API is disabled (403), never open."""
+
+    admin: Secret | None = field(default=None, metadata={"min_len": _MIN_TOKEN_CHARS})
+    payments: Secret | None = field(default=None, metadata={"min_len": _MIN_TOKEN_CHARS})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    """``[logging]``: level name and line format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _key("INFO", upper=True)
+    format: Literal["json", "text"] = "text"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyConfig:
+    """``[policy]``: the tariff/rollout policy file (parsed by domain/); ``text`` is read at load."""
+
+    path: Path | None = None
+    text: str | None = _key(None, derived=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole node configuration. Build it with `load_config`."""
+
+    node: NodeConfig = NodeConfig()
+    http: HttpConfig = HttpConfig()
+    shards: ShardsConfig = ShardsConfig()
+    head_ends: tuple[HeadEndConfig, ...] = ()
+    gateways: Mapping[str, GatewayConfig] = field(default_factory=lambda: types.MappingProxyType({}))
+    tokens: TokensConfig = TokensConfig()
+    logging: LoggingConfig = LoggingConfig()
+    policy: PolicyConfig = PolicyConfig()
+    source: Path | None = None  # the file it came from, if any
+
+    def redacted(self) -> dict[str, Any]:
+        """Plain JSON/TOML-able data with every secret replaced by ``"***"`` (for ``jodo config show``)."""
+        out = {
+            name: _plain(getattr(self, name))
+            for name in ("node", "http", "shards", "head_ends", "gateways", "tokens", "logging")
+        }
+        out["policy"] = {"path": _plain(self.policy.path)}  # the policy text is domain/'s to show
+        out["source"] = _plain(self.source)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return "***"
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _EnvValue(str):
+    """A raw string from a ``JODO_*`` variable: parsed to the key's type, and named in errors."""
+
+    var: str
+
+    def __new__(cls, value: str, var: str) -> _EnvValue:
+        obj = super().__new__(cls, value)
+        obj.var = var
+        return obj
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "node": NodeConfig,
+    "http": HttpConfig,
+    "shards": ShardsConfig,
+    "tokens": TokensConfig,
+    "logging": LoggingConfig,
+    "policy": PolicyConfig,
+}
+_ALL_SECTIONS = (*_SECTIONS, "head_ends", "gateways")
+_DEFAULT_HEAD_END = {"name": "hes-sim", "kind": "sim", "host": "127.0.0.1", "port": 8471}
+_LOOKS_LIKE_OVERRIDE = re.compile(
+    r"^JODO_(" + "|".join(s.upper() for s in _ALL_SECTIONS) + r")_[A-Z0-9]", re.IGNORECASE
+)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or ``$JODO_CONFIG``, or nothing) and apply ``JODO_*`` overrides from ``env``.
+
+    ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the environment. Raises `ConfigError`
+    naming the key and its file or variable.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get("JODO_CONFIG"):
+        path = env["JODO_CONFIG"]
+    source = Path(path) if path is not None else None
+    raw: dict[str, Any] = _read_file(source) if source is not None else {}
+    raw.setdefault("head_ends", [dict(_DEFAULT_HEAD_END)])
+    _apply_env(raw, env)
+    return _build_config(raw, source)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var in sorted(env):
+        if not var.upper().startswith("JODO_"):
+            continue
+        if "__" not in var:
+            if _LOOKS_LIKE_OVERRIDE.match(var):
+                raise ConfigError(
+                    f"environment variable {var} looks like an override but needs two underscores "
+                    "between section and key, e.g. JODO_HTTP__PORT"
+                )
+            continue
+        value = _EnvValue(env[var], var)
+        parts = [p.lower() for p in var[len("JODO_") :].split("__")]
+        section = parts[0]
+        if section in _SECTIONS and len(parts) == 2:
+            _table(raw, section, var)[parts[1]] = value
+        elif section == "gateways" and len(parts) == 3:
+            gateways = _table(raw, "gateways", var)
+            gw = gateways.setdefault(parts[1], {})
+            if not isinstance(gw, dict):
+                raise ConfigError(f"gateways.{parts[1]} is not a table; cannot apply {var}")
+            gw[parts[2]] = value
+        elif section == "head_ends" and len(parts) == 3:
+            _apply_head_end_env(raw, parts[1], parts[2], value)
+        else:
+            raise ConfigError(
+                f"environment variable {var} does not name a config key "
+                f"(JODO_<SECTION>__<KEY>; sections: {', '.join(_ALL_SECTIONS)})"
+            )
+
+
+def _table(raw: dict[str, Any], section: str, var: str) -> dict[str, Any]:
+    table = raw.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] is not a table; cannot apply {var}")
+    return table
+
+
+def _apply_head_end_env(raw: dict[str, Any], index: str, key: str, value: _EnvValue) -> None:
+    entries = raw["head_ends"]
+    if not isinstance(entries, list):
+        raise ConfigError(f"head_ends is not an array of tables; cannot apply {value.var}")
+    if not index.isdigit() or int(index) > len(entries):
+        raise ConfigError(
+            f"{value.var}: head-end index {index!r} must be 0..{len(entries)} "
+            f"({len(entries)} appends a new head-end)"
+        )
+    if int(index) == len(entries):
+        entries.append({})
+    entry = entries[int(index)]
+    if not isinstance(entry, dict):
+        raise ConfigError(f"head_ends[{index}] is not a table; cannot apply {value.var}")
+    entry[key] = value
+
+
+def _build_config(raw: dict[str, Any], source: Path | None) -> Config:
+    origin = f"config file {source}" if source else "built-in defaults"
+    base = source.parent if source else None
+    unknown = sorted(set(raw) - set(_ALL_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}] in {origin} (known: {', '.join(_ALL_SECTIONS)})")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        sections[name] = _build(cls, _as_table(raw.get(name, {}), name, origin), name, origin, base)
+    sections["head_ends"] = _build_head_ends(raw["head_ends"], origin, base)
+    sections["gateways"] = _build_gateways(raw.get("gateways", {}), origin, base)
+    config = Config(**sections, source=source)
+    _check_whole(config, origin)
+    return _with_policy_text(config, origin)
+
+
+def _as_table(value: Any, where: str, origin: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table in {origin}, got {_describe(value)}")
+    return value
+
+
+def _build_head_ends(value: Any, origin: str, base: Path | None) -> tuple[HeadEndConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"head_ends must be an array of tables ([[head_ends]]) in {origin}")
+    entries = tuple(
+        _build(HeadEndConfig, _as_table(e, f"head_ends[{i}]", origin), f"head_ends[{i}]", origin, base)
+        for i, e in enumerate(value)
+    )
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        if entry.name in seen:
+            raise ConfigError(f"head_ends[{i}].name: duplicate head-end name {entry.name!r} in {origin}")
+        seen.add(entry.name)
+    return entries
+
+
+def _build_gateways(value: Any, origin: str, base: Path | None) -> Mapping[str, GatewayConfig]:
+    table = _as_table(value, "gateways", origin)
+    out: dict[str, GatewayConfig] = {}
+    for name, body in table.items():
+        where = f"gateways.{name}"
+        fields = dict(_as_table(body, where, origin))
+        if "name" in fields:
+            raise ConfigError(f"{where}.name: unknown key (the name is the table's name) in {origin}")
+        fields["name"] = name
+        out[name] = _build(GatewayConfig, fields, where, origin, base)
+    return types.MappingProxyType(out)
+
+
+def _check_whole(config: Config, origin: str) -> None:
+    if config.shards.groups > config.shards.logical:
+        raise ConfigError(
+            f"shards.groups ({config.shards.groups}) must not exceed shards.logical "
+            f"({config.shards.logical}) in {origin}"
+        )
+    if config.http.batch_max_items > config.http.max_in_flight:
+        raise ConfigError(f"http.batch_max_items must not exceed http.max_in_flight in {origin}")
+
+
+def _with_policy_text(config: Config, origin: str) -> Config:
+    path = config.policy.path
+    if path is None:
+        return config
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"policy.path: cannot read policy file {path} (from {origin}): {exc}") from None
+    return dataclasses.replace(config, policy=dataclasses.replace(config.policy, text=text))
+
+
+def _build(cls: type[Any], table: dict[str, Any], section: str, origin: str, base: Path | None) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {section}.{key} {_origin(table[key], origin)} (known: {', '.join(known)})"
+            )
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        where = f"{section}.{name}"
+        if name not in table:
+            if f.default is dataclasses.MISSING:
+                raise ConfigError(f"missing key {where} in {origin}")
+            continue
+        value = table[name]
+        try:
+            kwargs[name] = _convert(value, hints[name], f.metadata, base)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc} {_origin(value, origin)}") from None
+    return cls(**kwargs)
+
+
+def _origin(value: Any, origin: str) -> str:
+    return f"(from environment variable {value.var})" if isinstance(value, _EnvValue) else f"(in {origin})"
+
+
+def _describe(value: Any) -> str:
+    shown = "***" if isinstance(value, str) and len(value) > 40 else repr(value)
+    return f"{type(value).__name__} {shown}"
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _convert(value: Any, hint: Any, meta: Mapping[str, Any], base: Path | None) -> Any:
+    """Check/parse one value for a key of type ``hint``; ValueError says what is wrong."""
+    from_env = isinstance(value, _EnvValue)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):  # X | None
+        if from_env and value == "":
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if meta.get("upper") and isinstance(value, str):
+        value = _EnvValue(value.upper(), value.var) if isinstance(value, _EnvValue) else value.upper()
+    result: Any
+    if hint is bool:
+        if from_env and value.lower() in _TRUE | _FALSE:
+            result = value.lower() in _TRUE
+        elif isinstance(value, bool) and not from_env:
+            result = value
+        else:
+            raise ValueError(f"expected true or false, got {_describe(value)}")
+    elif hint is int:
+        result = _int(value, from_env)
+    elif hint is float:
+        result = _float(value, from_env)
+    elif typing.get_origin(hint) is Literal:
+        if value not in args:
+            raise ValueError(f"expected one of {', '.join(map(repr, args))}, got {_describe(value)}")
+        result = str(value)
+    elif hint in (str, Path, Secret):
+        if not isinstance(value, str) or not value:
+            shown = "a secret, not shown" if hint is Secret else _describe(value)
+            raise ValueError(f"expected a non-empty string, got {shown}")
+        result = _string_kind(str(value), hint, meta, base if not from_env else None)
+    else:  # a key type this loader does not know is a bug in this module
+        raise TypeError(f"config key of unsupported type {hint!r}")
+    _check_range(result, meta)
+    return result
+
+
+def _int(value: Any, from_env: bool) -> int:
+    if from_env:
+        try:
+            return int(value, 10)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {_describe(str(value))}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_describe(value)}")
+    return value
+
+
+def _float(value: Any, from_env: bool) -> float:
+    if from_env:
+        try:
+            parsed = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {_describe(str(value))}") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {_describe(value)}")
+    else:
+        parsed = float(value)
+    if parsed != parsed or parsed in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return parsed
+
+
+def _string_kind(value: str, hint: Any, meta: Mapping[str, Any], base: Path | None) -> Any:
+    pattern = meta.get("pattern")
+    if pattern is not None and not pattern.match(value):
+        raise ValueError(f"{value!r} must be 1-32 of a-z, 0-9, _ and -, starting with a letter or digit")
+    if hint is Path:
+        p = Path(value).expanduser()
+        return base / p if base is not None and not p.is_absolute() else p
+    if hint is Secret:
+        if len(value) < meta.get("min_len", 1):
+            raise ValueError(f"must be at least {meta['min_len']} characters")
+        return Secret(value)
+    return value
+
+
+def _check_range(value: Any, meta: Mapping[str, Any]) -> None:
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"must be between {lo} and {hi}, got {value!r}")

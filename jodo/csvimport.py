@@ -1,0 +1,534 @@
+"""Validate-first CSV import of meters, bills and payments, streamed row by row.
+
+Files (UTF-8, a BOM is allowed; header row first; columns in any order; cells are stripped)::
+
+    meters    account, serial, head_end, install_year, relay_capable, control_mode, protected
+    bills     account, bill_id, amount_paise, due_date, issued_at
+    payments  payment_id, account, amount_paise, channel, paid_at
+
+Values: money in integer paise (``12050``; ``120.50`` is refused, never rounded); booleans
+``true/false/yes/no/y/n/1/0``; ``control_mode`` the DLMS disconnect-control mode 0-6; ``due_date`` an
+ISO date (``2024-05-10``) or unix seconds; ``issued_at``/``paid_at`` unix seconds or ISO 8601 date-time
+(no offset means IST). Ids are checked like `protocols.payments` checks them. Duplicates within a file
+(meters: account and serial; bills: bill_id; payments: payment_id) are errors on the later line.
+
+Two ways to run, the caller's choice:
+
+* default — every row is validated first (one pass, nothing yielded); any bad row raises `CsvRejected`
+  with a report of line-numbered errors; otherwise a second pass yields the records.
+* ``skip_bad=True`` — one pass: good rows are yielded, bad rows go to a reject file (the same columns
+  plus ``error``) that can be fixed and imported again (an ``error`` column is ignored on import).
+
+A wrong header rejects the file either way. Records are plain frozen dataclasses; the caller turns them
+into domain commands (`PaymentRecord.to_payment` gives a `PaymentReceived`). Memory: one row at a time
+plus a set of the file's keys for the duplicate check.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from jodo.errors import CsvRejected
+from protocols.payments import MAX_PAYMENT_PAISE, PaymentReceived, validate_account, validate_payment_id
+
+__all__ = [
+    "BillRecord",
+    "CsvImport",
+    "CsvRejected",
+    "ImportKind",
+    "ImportReport",
+    "MeterRecord",
+    "ParsedRow",
+    "PaymentRecord",
+    "Record",
+    "RowError",
+    "parse_rows",
+]
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+_EARLIEST = 946_684_800  # 2000-01-01: an earlier timestamp is a unit mistake
+_FUTURE_SLACK_S = 86_400
+_SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
+_IGNORED_COLUMNS = frozenset({"error"})  # a fixed reject file goes straight back in
+_TRUE = frozenset({"true", "yes", "y", "1"})
+_FALSE = frozenset({"false", "no", "n", "0"})
+
+
+class ImportKind(StrEnum):
+    """Which file: the kind fixes the columns and the record type."""
+
+    METERS = "meters"
+    BILLS = "bills"
+    PAYMENTS = "payments"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterRecord:
+    """One meter: the consumer account (entity id) and what decides automatic reconnection."""
+
+    account: str
+    serial: str
+    head_end: str
+    install_year: int
+    relay_capable: bool
+    control_mode: int  # DLMS class 70 attribute 4; 2 and 4 reconnect without a button press
+    protected: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillRecord:
+    """One bill posted to an account."""
+
+    account: str
+    bill_id: str
+    amount_paise: int
+    due_date: date
+    issued_at: int  # unix seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRecord:
+    """One cleared payment (counter/BBPS reconciliation file)."""
+
+    payment_id: str
+    account: str
+    amount_paise: int
+    channel: str
+    paid_at: int  # unix seconds
+
+    def to_payment(self, *, gateway: str, received_at: int, cashless: bool) -> PaymentReceived:
+        """The payment desk's input record for this row."""
+        return PaymentReceived(
+            payment_id=self.payment_id, account=self.account, amount_paise=self.amount_paise,
+            channel=self.channel, gateway=gateway, paid_at=self.paid_at, received_at=received_at,
+            cashless=cashless,
+        )
+
+
+Record = MeterRecord | BillRecord | PaymentRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """What is wrong with one cell (or, with ``column`` None, the row or header) at a 1-based line."""
+
+    line: int
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}, {self.column}" if self.column else f"line {self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(kw_only=True)
+class ImportReport:
+    """Counts and the first ``max_errors`` errors of one run; filled in while the file is read."""
+
+    kind: ImportKind
+    path: Path | None = None
+    rows: int = 0  # data rows seen (blank lines not counted)
+    accepted: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    errors_dropped: int = 0  # errors beyond max_errors, counted only
+    reject_path: Path | None = None  # written only if a row was rejected with skip_bad
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0 and not self.errors
+
+    def summary(self) -> str:
+        """One line for a CLI: counts plus the first error."""
+        first = f"; first error: {self.errors[0]}" if self.errors else ""
+        return f"{self.kind}: {self.rows} rows, {self.accepted} accepted, {self.rejected} rejected{first}"
+
+
+# ---------------------------------------------------------------- cells
+
+
+class _Bad(ValueError):
+    """One cell's problem; the row parser collects these."""
+
+
+def _text(value: str) -> str:
+    if not value:
+        raise _Bad("is empty")
+    return value
+
+
+def _check(fn: Callable[[str], None]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        try:
+            fn(_text(value))
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+        return value
+
+    return parse
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not regex.match(_text(value)):
+            raise _Bad(f"{value[:40]!r} is not a valid {what}")
+        return value
+
+    return parse
+
+
+def _whole(value: str, lo: int, hi: int, unit: str = "") -> int:
+    if not re.fullmatch(r"-?[0-9]{1,19}", _text(value)):
+        hint = " (whole paise: amounts are never rounded)" if unit == "paise" else ""
+        raise _Bad(f"{value[:40]!r} is not an integer{hint}")
+    number = int(value)
+    if not lo <= number <= hi:
+        raise _Bad(f"{number} is out of range {lo}..{hi}{' ' + unit if unit else ''}")
+    return number
+
+
+def _paise(lo: int) -> Callable[[str], int]:
+    return lambda value: _whole(value, lo, MAX_PAYMENT_PAISE, "paise")
+
+
+def _bool(value: str) -> bool:
+    lowered = _text(value).lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise _Bad(f"{value[:40]!r} is not true/false")
+
+
+def _timestamp(now: float) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if _text(value).isdigit():
+            seconds = _whole(value, _EARLIEST, int(now) + _FUTURE_SLACK_S)
+        else:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise _Bad(f"{value[:40]!r} is neither unix seconds nor an ISO 8601 date-time") from None
+            seconds = int((moment if moment.tzinfo else moment.replace(tzinfo=IST)).timestamp())
+            if not _EARLIEST <= seconds <= now + _FUTURE_SLACK_S:
+                raise _Bad(f"{value[:40]!r} is before 2000 or more than a day in the future")
+        return seconds
+
+    return parse
+
+
+def _due_date(value: str) -> date:
+    if _text(value).isdigit():
+        seconds = _whole(value, _EARLIEST, 4_102_444_800)  # up to 2100
+        return datetime.fromtimestamp(seconds, UTC).astimezone(IST).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _Bad(f"{value[:40]!r} is neither an ISO date (YYYY-MM-DD) nor unix seconds") from None
+
+
+def _channel(value: str) -> str:
+    if not 1 <= len(_text(value)) <= 32:
+        raise _Bad("must be 1-32 characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    columns: tuple[str, ...]
+    parsers: dict[str, Callable[[str], Any]]
+    unique: tuple[str, ...]
+    build: Callable[..., Record]
+
+
+def _schema(kind: ImportKind, now: float, head_ends: Collection[str] | None) -> _Schema:
+    account = _check(validate_account)
+    if kind is ImportKind.METERS:
+        def head_end(value: str) -> str:
+            _pattern(_NAME, "head-end name")(value)
+            if head_ends is not None and value not in head_ends:
+                raise _Bad(f"unknown head-end {value!r} (configured: {', '.join(sorted(head_ends))})")
+            return value
+
+        this_year = datetime.fromtimestamp(now, IST).year
+        return _Schema(
+            ("account", "serial", "head_end", "install_year", "relay_capable", "control_mode", "protected"),
+            {
+                "account": account,
+                "serial": _pattern(_SERIAL, "meter serial (1-64 of letters, digits, _.-/)"),
+                "head_end": head_end,
+                "install_year": lambda v: _whole(v, 1990, this_year + 1),
+                "relay_capable": _bool,
+                "control_mode": lambda v: _whole(v, 0, 6),
+                "protected": _bool,
+            },
+            ("account", "serial"),
+            MeterRecord,
+        )
+    if kind is ImportKind.BILLS:
+        return _Schema(
+            ("account", "bill_id", "amount_paise", "due_date", "issued_at"),
+            {
+                "account": account,
+                "bill_id": _check(lambda v: validate_payment_id(v, "bill_id")),
+                "amount_paise": _paise(0),
+                "due_date": _due_date,
+                "issued_at": _timestamp(now),
+            },
+            ("bill_id",),
+            BillRecord,
+        )
+    return _Schema(
+        ("payment_id", "account", "amount_paise", "channel", "paid_at"),
+        {
+            "payment_id": _check(validate_payment_id),
+            "account": account,
+            "amount_paise": _paise(1),
+            "channel": _channel,
+            "paid_at": _timestamp(now),
+        },
+        ("payment_id",),
+        PaymentRecord,
+    )
+
+
+# ---------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRow:
+    """One data row: its line, its raw cells (header order) and either a record or its errors."""
+
+    line: int
+    cells: list[str]
+    record: Record | None
+    errors: tuple[RowError, ...]
+
+
+def parse_rows(
+    lines: Iterable[str],
+    kind: ImportKind | str,
+    *,
+    now: float | None = None,
+    head_ends: Collection[str] | None = None,
+) -> tuple[list[str], Iterator[ParsedRow]]:
+    """Check the header of ``lines`` (a CSV text stream) and return it with a lazy row parser.
+
+    Raises `CsvRejected` at once if the header is wrong. Blank lines are skipped; line numbers count
+    physical lines from 1 (the header), so a quoted cell spanning lines moves the count on correctly.
+    """
+    kind = ImportKind(kind)
+    schema = _schema(kind, time.time() if now is None else now, head_ends)
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise _header_rejected(kind, f"header is not valid CSV: {exc}") from None
+    if header is None:
+        raise _header_rejected(kind, f"file is empty; expected the header {', '.join(schema.columns)}")
+    names = [h.strip().lstrip("\ufeff").lower() for h in header]
+    problems = []
+    missing = [c for c in schema.columns if c not in names]
+    unknown = [n for n in names if n not in schema.columns and n not in _IGNORED_COLUMNS]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if unknown:
+        problems.append(f"unknown columns {unknown}")
+    if duplicated:
+        problems.append(f"repeated columns {duplicated}")
+    if problems:
+        raise _header_rejected(kind, f"{'; '.join(problems)}; expected {', '.join(schema.columns)}")
+    return names, _rows(reader, names, schema)
+
+
+def _header_rejected(kind: ImportKind, message: str) -> CsvRejected:
+    report = ImportReport(kind=kind, errors=[RowError(1, None, message)])
+    return CsvRejected(f"{kind} file rejected: line 1: {message}", report)
+
+
+def _rows(reader: Any, names: list[str], schema: _Schema) -> Iterator[ParsedRow]:
+    first_line: dict[str, dict[str, int]] = {column: {} for column in schema.unique}
+    index = {name: names.index(name) for name in schema.columns}
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            error = RowError(reader.line_num, None, f"not valid CSV: {exc}")
+            yield ParsedRow(reader.line_num, [], None, (error,))
+            continue
+        line = reader.line_num
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        cells = [c.strip() for c in cells]
+        if len(cells) != len(names):
+            message = f"expected {len(names)} fields, got {len(cells)}"
+            yield ParsedRow(line, cells, None, (RowError(line, None, message),))
+            continue
+        values: dict[str, Any] = {}
+        errors: list[RowError] = []
+        for name in schema.columns:
+            try:
+                values[name] = schema.parsers[name](cells[index[name]])
+            except _Bad as exc:
+                errors.append(RowError(line, name, str(exc)))
+        for name in schema.unique:
+            seen = first_line[name]
+            key = cells[index[name]]
+            if name in values and key in seen:
+                errors.append(RowError(line, name, f"duplicate {key[:40]!r}: first seen on line {seen[key]}"))
+        if errors:
+            yield ParsedRow(line, cells, None, tuple(errors))
+            continue
+        for name in schema.unique:
+            first_line[name][cells[index[name]]] = line
+        yield ParsedRow(line, cells, schema.build(**values), ())
+
+
+# ---------------------------------------------------------------- files
+
+
+class CsvImport:
+    """One import of one file. Iterate it (or `batches`) once; read `report` afterwards.
+
+    ``skip_bad=False`` (default): a first pass validates everything and raises `CsvRejected` before
+    yielding anything if one row is bad. ``skip_bad=True``: bad rows go to ``reject_path`` (default
+    ``<name>.rejects.csv`` beside the file), good rows are yielded.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        kind: ImportKind | str,
+        *,
+        skip_bad: bool = False,
+        reject_path: str | Path | None = None,
+        max_errors: int = 1000,
+        now: float | None = None,
+        head_ends: Collection[str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.kind = ImportKind(kind)
+        self.skip_bad = skip_bad
+        self.reject_path = Path(reject_path) if reject_path else self.path.with_suffix(".rejects.csv")
+        self.max_errors = max_errors
+        self.now = time.time() if now is None else now
+        self.head_ends = head_ends
+        self.report = ImportReport(kind=self.kind, path=self.path)
+        self._started = False
+
+    def check(self) -> ImportReport:
+        """Validate the whole file and return the report; yields nothing, writes nothing."""
+        report = ImportReport(kind=self.kind, path=self.path)
+        try:
+            with self._open() as f:
+                _, rows = self._parse(f)
+                for row in rows:
+                    self._count(report, row)
+        except CsvRejected as exc:
+            exc.report.path = self.path
+            return exc.report
+        return report
+
+    def __iter__(self) -> Iterator[Record]:
+        if self._started:
+            raise RuntimeError("a CsvImport is read once; make a new one")
+        self._started = True
+        return self._skip_bad() if self.skip_bad else self._all_or_nothing()
+
+    def batches(self, size: int) -> Iterator[list[Record]]:
+        """The records in lists of up to ``size`` (for group-committed commands)."""
+        batch: list[Record] = []
+        for record in self:
+            batch.append(record)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _open(self) -> IO[str]:
+        try:
+            return self.path.open(newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            report = ImportReport(kind=self.kind, path=self.path, errors=[RowError(0, None, str(exc))])
+            raise CsvRejected(f"cannot read {self.path}: {exc.strerror or exc}", report) from None
+
+    def _parse(self, f: IO[str]) -> tuple[list[str], Iterator[ParsedRow]]:
+        return parse_rows(_utf8_lines(f, self.kind), self.kind, now=self.now, head_ends=self.head_ends)
+
+    def _count(self, report: ImportReport, row: ParsedRow) -> None:
+        report.rows += 1
+        if row.record is not None:
+            report.accepted += 1
+            return
+        report.rejected += 1
+        room = self.max_errors - len(report.errors)
+        report.errors.extend(row.errors[: max(room, 0)])
+        report.errors_dropped += max(len(row.errors) - max(room, 0), 0)
+
+    def _all_or_nothing(self) -> Iterator[Record]:
+        checked = self.check()
+        if not checked.ok:
+            self.report = checked
+            raise CsvRejected(
+                f"{self.kind} file {self.path} rejected: {checked.rejected} bad rows; "
+                f"first: {checked.errors[0]}",
+                checked,
+            )
+        with self._open() as f:
+            _, rows = self._parse(f)
+            for row in rows:
+                self._count(self.report, row)
+                if row.record is None:  # the file changed under us since the check
+                    raise CsvRejected(f"{self.path} changed during import at line {row.line}", self.report)
+                yield row.record
+
+    def _skip_bad(self) -> Iterator[Record]:
+        with self._open() as f:
+            names, rows = self._parse(f)
+            writer: Any = None
+            out: IO[str] | None = None
+            try:
+                for row in rows:
+                    self._count(self.report, row)
+                    if row.record is not None:
+                        yield row.record
+                        continue
+                    if writer is None:
+                        out = self.reject_path.open("w", newline="", encoding="utf-8")
+                        writer = csv.writer(out)
+                        writer.writerow([n for n in names if n not in _IGNORED_COLUMNS] + ["error"])
+                        self.report.reject_path = self.reject_path
+                    writer.writerow(_reject_cells(names, row))
+            finally:
+                if out is not None:
+                    out.close()
+
+
+def _reject_cells(names: list[str], row: ParsedRow) -> list[str]:
+    cells = (row.cells + [""] * len(names))[: len(names)]
+    kept = [c for n, c in zip(names, cells, strict=True) if n not in _IGNORED_COLUMNS]
+    return [*kept, "; ".join(str(e) for e in row.errors)]
+
+
+def _utf8_lines(f: IO[str], kind: ImportKind) -> Iterator[str]:
+    """The file's lines; a byte that is not UTF-8 rejects the file with its position."""
+    line = 0
+    try:
+        for line, text in enumerate(f, start=1):  # noqa: B007 - line is read after the loop on error
+            yield text
+    except UnicodeDecodeError as exc:
+        report = ImportReport(kind=kind, errors=[RowError(line + 1, None, f"not UTF-8: {exc.reason}")])
+        raise CsvRejected(f"{kind} file is not UTF-8 near line {line + 1}", report) from None
