@@ -334,7 +334,7 @@ def _apply_head_end_env(raw: dict[str, Any], index: str, key: str, value: _EnvVa
 
 
 def _build_config(raw: dict[str, Any], source: Path | None) -> Config:
-    origin = f"config file {source}" if source else "built-in defaults"
+    origin = f"config file {source}" if source else "the environment (no config file)"
     base = source.parent if source else None
     unknown = sorted(set(raw) - set(_ALL_SECTIONS))
     if unknown:
@@ -417,7 +417,9 @@ def _build(cls: type[Any], table: dict[str, Any], section: str, origin: str, bas
         where = f"{section}.{name}"
         if name not in table:
             if f.default is dataclasses.MISSING:
-                raise ConfigError(f"missing key {where} in {origin}")
+                env_vars = sorted(v.var for v in table.values() if isinstance(v, _EnvValue))
+                also = f"; the table is set by {', '.join(env_vars)}" if env_vars else ""
+                raise ConfigError(f"missing key {where} in {origin}{also}")
             continue
         value = table[name]
         try:
@@ -432,8 +434,9 @@ def _origin(value: Any, origin: str) -> str:
 
 
 def _describe(value: Any) -> str:
-    shown = "***" if isinstance(value, str) and len(value) > 40 else repr(value)
-    return f"{type(value).__name__} {shown}"
+    if isinstance(value, str):
+        return f"str {'***' if len(value) > 40 else repr(str(value))}"
+    return f"{type(value).__name__} {value!r}"
 
 
 _TRUE = {"true", "1", "yes", "on"}
