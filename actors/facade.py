@@ -283,3 +283,8 @@ class TypedActor(ActorTypeDispatcher):  # type: ignore[misc]  # thespian is unty
 
     def register_for_dead_letters(self) -> None:
         self.handleDeadLetters(True)
+
+    def runs_in_own_process(self) -> bool:
+        """Whether this actor has a process of its own (multiproc bases), not a thread's turn in a
+        simpleSystemBase shared with its caller: process-wide acts (signals, prctl) only then."""
+        return hasattr(self._myRef, "transport")

@@ -31,6 +31,7 @@ from actors.facade import (
     ActorRuntime,
     ActorRuntimeError,
     Address,
+    AskTimeout,
     RuntimeConfig,
     SystemBaseName,
     new_request_id,
@@ -94,17 +95,23 @@ class NodeConfig:
     seed: int | None = None
     ready_timeout: float = 30.0
     ask_timeout: float = 5.0
+    subtree_ask_timeout: float = 1.0  # a sub-supervisor that just died never answers: do not wait long
     stop_tree_timeout: float = 30.0
     exit_timeout: float = 15.0  # after the system shutdown: how long processes get to vanish
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SupervisorView:
-    """One supervisor's status and, for each of its supervisor children, theirs."""
+    """One supervisor's status and, for each of its supervisor children, theirs.
+
+    ``unreachable``: supervisor children that did not answer (typically just died, their exit not yet
+    seen by this supervisor).
+    """
 
     status: SupervisorStatus
     path: str
     subtrees: tuple[SupervisorView, ...]
+    unreachable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +127,7 @@ class TreeStatus:
 
     @property
     def ready(self) -> bool:
-        return all(view.status.ready for view in self.supervisors())
+        return all(view.status.ready and not view.unreachable for view in self.supervisors())
 
     def child(self, path: str) -> ChildStatus:
         """A child by path from the root, e.g. ``"worker"`` or ``"shards/shard-3"``."""
@@ -208,28 +215,38 @@ class Node:
 
     # ------------------------------------------------------------ status
 
-    def supervisor_status(self, address: Address) -> SupervisorStatus:
+    def supervisor_status(self, address: Address, timeout: float | None = None) -> SupervisorStatus:
         return self.runtime.ask(
             address,
             SupervisorStatusQuery(request_id=new_request_id()),
             SupervisorStatus,
-            self.config.ask_timeout,
+            self.config.ask_timeout if timeout is None else timeout,
         )
 
     def status(self) -> TreeStatus:
         """The whole tree, asking each supervisor in turn. Also records every process seen."""
-        tree = TreeStatus(root=self._view(self.root, ROOT_NAME))
+        tree = TreeStatus(root=self._view(self.root, ROOT_NAME, self.config.ask_timeout))
         self._remember(tree)
         return tree
 
-    def _view(self, address: Address, path: str) -> SupervisorView:
-        status = self.supervisor_status(address)
-        subtrees = tuple(
-            self._view(child.address, f"{path}/{child.id}")
-            for child in status.children
-            if child.type is ChildType.SUPERVISOR and child.address is not None and child.pid
+    def _view(self, address: Address, path: str, timeout: float) -> SupervisorView:
+        status = self.supervisor_status(address, timeout)
+        subtrees: list[SupervisorView] = []
+        unreachable: list[str] = []
+        for child in status.children:
+            if child.type is not ChildType.SUPERVISOR or child.address is None or not child.pid:
+                continue
+            if self._known_dead(child.pid):
+                unreachable.append(child.id)  # killed; its supervisor has not seen the exit yet
+                continue
+            try:
+                sub_timeout = self.config.subtree_ask_timeout
+                subtrees.append(self._view(child.address, f"{path}/{child.id}", sub_timeout))
+            except AskTimeout:
+                unreachable.append(child.id)
+        return SupervisorView(
+            status=status, path=path, subtrees=tuple(subtrees), unreachable=tuple(unreachable)
         )
-        return SupervisorView(status=status, path=path, subtrees=subtrees)
 
     def wait_ready(self, timeout: float) -> TreeStatus:
         """Poll the tree until it is ready; `NodeError` on escalation or at the deadline."""
@@ -270,6 +287,10 @@ class Node:
                 self._known.setdefault(pid, ref)
         for ref in process_group_members(self._pgid):
             self._known.setdefault(ref.pid, ref)
+
+    def _known_dead(self, pid: int) -> bool:
+        ref = self._known.get(pid)
+        return ref is not None and not is_alive(ref)
 
     def known_processes(self) -> tuple[ProcessRef, ...]:
         """Every process of this node's actor system seen so far (admin, logger, actors)."""

@@ -12,7 +12,7 @@ import os
 from actors.facade import Address, TypedActor
 from domain.supervision import ExitReason
 from protocols.control import ChildStarted, ChildStopping
-from supervisors.processes import boot_id, process_ref
+from supervisors.processes import boot_id, die_with_parent, process_ref
 
 __all__ = ["SupervisedChild", "started_message"]
 
@@ -33,11 +33,21 @@ class SupervisedChild(TypedActor):
     """Base for supervised actors: remembers its supervisor, reports its process, ends cleanly."""
 
     supervisor: Address | None = None
+    linked: bool = False
 
     def report_started(self, supervisor: Address) -> None:
-        """Tell ``supervisor`` (the sender of our init message) we are up, with our pid."""
+        """Tell ``supervisor`` (the sender of our init message) we are up, with our pid.
+
+        Also links our process to our parent's (`die_with_parent`): if the supervisor is killed, so
+        are we, and it restarts a whole fresh subtree rather than one beside our orphaned one.
+        """
+        self.link_to_parent_process()
         self.supervisor = supervisor
         self.tell(supervisor, started_message())
+
+    def link_to_parent_process(self) -> None:
+        if not self.linked and self.runs_in_own_process():
+            self.linked = die_with_parent()
 
     def stop_normally(self, reason: ExitReason = ExitReason.NORMAL) -> None:
         """End without counting as a crash: tell the supervisor why, then exit."""

@@ -7,10 +7,12 @@ and to list the TCP sockets those processes listen on.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ __all__ = [
     "ListeningSocket",
     "ProcessRef",
     "boot_id",
+    "die_with_parent",
     "is_alive",
     "kill_process",
     "listening_sockets",
@@ -49,6 +52,26 @@ def boot_id() -> str:
         return (_PROC / "sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send us ``sig`` when the process that forked us dies (Linux only).
+
+    In a multiproc actor system each actor is forked by its parent actor, so this makes a killed
+    supervisor take its whole subtree down, as an OTP link would, instead of leaving orphans that
+    keep running and answering (THESPIAN.md). Call it only in an actor's own process.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    if os.getppid() == 1:  # the parent died before the call: we would never get the signal
+        os.kill(os.getpid(), sig)
+    return True
 
 
 def _stat_fields(pid: int) -> list[str] | None:

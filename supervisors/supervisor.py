@@ -151,6 +151,7 @@ class Supervisor(SupervisedChild):
                     _resolve(spec.init.path, ":")
         except Exception as exc:  # a typo in a tree spec: fail like supervisor.erl's init/1
             problem = f"bad child spec or sink: {exc!r}"
+        self.link_to_parent_process()
         self._config = msg
         self.supervisor = None if self.is_root else sender
         self._sink = sink

@@ -3,6 +3,8 @@
 - `CrashableWorker`: starts from `SampleInit` (or a bare ChildStart), crashes, ends or blocks on command,
   answers `SamplePing` with its pid.
 - `AddressRecorder`: subscribes to its supervisor's child addresses and reports what it learnt.
+- `RecordingDeadLetterSink` (factory `recording_sink`) and `IN_PROCESS_EVENTS`: module-level records,
+  readable only when the actors run in the test's own process (simpleSystemBase).
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from domain.supervision import ChildSpec
 from protocols.control import ChildAddressChanged, ChildStart, SubscribeChildAddresses
 from protocols.wire import Carrier
 from supervisors.child import SupervisedChild
+from supervisors.deadletters import DeadLetter
 
 __all__ = [
+    "IN_PROCESS_EVENTS",
+    "RECORDED_LETTERS",
     "AddressRecorder",
     "CrashableWorker",
+    "RecordingDeadLetterSink",
     "SampleBlock",
     "SampleCrash",
     "SampleCrashMode",
@@ -30,8 +36,15 @@ __all__ = [
     "SamplePong",
     "SampleRecorderQuery",
     "SampleRecorderReport",
+    "recording_sink",
     "sample_init",
+    "sample_init_failing_first",
 ]
+
+#: ("start" | "stop", worker name) in the order they happened (in-process systems only).
+IN_PROCESS_EVENTS: list[tuple[str, str]] = []
+#: Every letter any RecordingDeadLetterSink got (in-process systems only).
+RECORDED_LETTERS: list[DeadLetter] = []
 
 
 class SampleCrashMode(StrEnum):
@@ -89,6 +102,23 @@ def sample_init(spec: ChildSpec, restarts: int) -> SampleInit:
     return SampleInit(name=f"{spec.id}#{restarts}")
 
 
+def sample_init_failing_first(spec: ChildSpec, restarts: int) -> SampleInit:
+    """An InitFactory target whose first init fails (a PoisonMessage for the supervisor)."""
+    return SampleInit(name=f"{spec.id}#{restarts}", fail_on_init=restarts == 0)
+
+
+class RecordingDeadLetterSink:
+    def record(self, letter: DeadLetter) -> None:
+        RECORDED_LETTERS.append(letter)
+
+    def count(self) -> int:
+        return len(RECORDED_LETTERS)
+
+
+def recording_sink() -> RecordingDeadLetterSink:
+    return RecordingDeadLetterSink()
+
+
 class CrashableWorker(SupervisedChild):
     def __init__(self) -> None:
         super().__init__()
@@ -98,11 +128,16 @@ class CrashableWorker(SupervisedChild):
         if msg.fail_on_init:
             raise RuntimeError(f"{msg.name}: told to fail on init")
         self.name = msg.name
+        IN_PROCESS_EVENTS.append(("start", msg.name))
         self.report_started(sender)
 
     def receiveMsg_ChildStart(self, msg: ChildStart, sender: Address) -> None:
         self.name = msg.child_id
+        IN_PROCESS_EVENTS.append(("start", msg.child_id))
         self.report_started(sender)
+
+    def receiveMsg_ActorExitRequest(self, msg: Any, sender: Address) -> None:
+        IN_PROCESS_EVENTS.append(("stop", self.name))
 
     def receiveMsg_SampleCrash(self, msg: SampleCrash, sender: Address) -> None:
         if msg.mode is SampleCrashMode.RAISE:
