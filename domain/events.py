@@ -1,0 +1,314 @@
+"""Events: facts about one meter, journaled before any effect leaves the shard, folded by `evolve`.
+
+Every event carries ``account`` and ``at`` (epoch seconds when it was decided) plus what `evolve`
+needs and what an auditor asks: who or what caused it (payment id, bill id, engineer, command id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.enums import (
+    CommandOrigin,
+    ControlState,
+    OverrideAction,
+    RelayAction,
+    RelayResultStatus,
+    RelayState,
+    RelayTarget,
+    WorkOrderAction,
+    WorkOrderOutcome,
+)
+
+__all__ = [
+    "AwaitingButtonPress",
+    "BillPosted",
+    "DisconnectionDeferred",
+    "DisconnectionNoticeIssued",
+    "DisconnectionNoticeWithdrawn",
+    "MeterEvent",
+    "MeterRegistered",
+    "MeterUpdated",
+    "OverrideApplied",
+    "PaymentApplied",
+    "RebateGranted",
+    "ReconnectionChargeApplied",
+    "RelayCommandCancelled",
+    "RelayCommandFailed",
+    "RelayCommandIssued",
+    "RelayCommandRetryScheduled",
+    "RelayStateConfirmed",
+    "RelayStateReported",
+    "RelayTargetSet",
+    "SurchargeApplied",
+    "WorkOrderClosed",
+    "WorkOrderOpened",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterRegistered:
+    account: str
+    at: int
+    serial: str
+    head_end: str
+    install_year: int
+    relay_capable: bool
+    control_mode: int
+    protected: bool
+    relay: RelayState
+    opening_dues_paise: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterUpdated:
+    """The meter's attributes after the update (all of them, not only the changed ones)."""
+
+    account: str
+    at: int
+    serial: str
+    head_end: str
+    install_year: int
+    relay_capable: bool
+    control_mode: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillPosted:
+    account: str
+    at: int
+    bill_id: str
+    amount_paise: int
+    due_date: str
+    due_at: int  # first overdue second (local midnight after due_date)
+    issued_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentApplied:
+    account: str
+    at: int
+    payment_id: str
+    amount_paise: int
+    channel: str
+    cashless: bool
+    paid_at: int
+    dues_after_paise: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RebateGranted:
+    """Cashless payment by the due date that settled the bill: rate x bill amount, floored."""
+
+    account: str
+    at: int
+    bill_id: str
+    payment_id: str
+    amount_paise: int
+    rate_bp: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SurchargeApplied:
+    """Delayed-payment surcharge on the bill's unpaid part (``base_paise``), floored."""
+
+    account: str
+    at: int
+    bill_id: str
+    amount_paise: int
+    base_paise: int
+    rate_bp: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisconnectionNoticeIssued:
+    """The s.56 written notice was served; disconnection is lawful from ``not_before``."""
+
+    account: str
+    at: int
+    notice_id: str
+    bill_id: str
+    dues_paise: int
+    not_before: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisconnectionNoticeWithdrawn:
+    account: str
+    at: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisconnectionDeferred:
+    """A due automatic disconnection met a no-disconnection window; it waits until ``not_before``."""
+
+    account: str
+    at: int
+    not_before: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayTargetSet:
+    """What jodo wants the relay to be from now on, and why."""
+
+    account: str
+    at: int
+    target: RelayTarget
+    reason: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayCommandIssued:
+    account: str
+    at: int
+    command_id: str
+    action: RelayAction
+    attempt: int
+    expires_at: int
+    reason: str
+    correlation_id: str
+    origin: CommandOrigin
+    engineer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayCommandCancelled:
+    """The pending command is dropped. ``in_flight``: the head-end had it, so it may have run; jodo
+    then assumes it did (and drives the relay back), since a cancel can race the meter."""
+
+    account: str
+    at: int
+    command_id: str
+    in_flight: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayCommandRetryScheduled:
+    """This attempt failed, was rejected or expired; the command is re-sent at ``retry_at``."""
+
+    account: str
+    at: int
+    command_id: str
+    attempt: int
+    retry_at: int
+    status: RelayResultStatus
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayCommandFailed:
+    """The command is given up (attempts used up, or not retryable); a work order follows."""
+
+    account: str
+    at: int
+    command_id: str
+    action: RelayAction
+    attempts: int
+    status: RelayResultStatus
+    error_code: str | None = None
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayStateConfirmed:
+    """The pending command is done: the relay read back as ``relay`` (connected or disconnected)."""
+
+    account: str
+    at: int
+    command_id: str
+    relay: RelayState
+    control_state: ControlState
+    output_state: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitingButtonPress:
+    """The meter is ready_for_reconnection (control modes 1, 3, 5, 6): the consumer must press."""
+
+    account: str
+    at: int
+    control_mode: int
+    command_id: str | None = None  # the connect command that got here; None if seen in a read
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayStateReported:
+    """A read with nothing pending showed the relay in another state than jodo believed."""
+
+    account: str
+    at: int
+    relay: RelayState
+    control_state: ControlState
+    output_state: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkOrderOpened:
+    account: str
+    at: int
+    work_order_id: str
+    action: WorkOrderAction
+    reason: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkOrderClosed:
+    account: str
+    at: int
+    work_order_id: str
+    outcome: WorkOrderOutcome
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconnectionChargeApplied:
+    """A disconnection for dues was confirmed; reconnecting costs this (research §0, Ujjain)."""
+
+    account: str
+    at: int
+    amount_paise: int
+    ref: str  # the command or work order that disconnected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverrideApplied:
+    """An engineer's action, audited. ``deliberate_disconnection`` marks a human-ordered cut, which
+    no-disconnection windows do not bind."""
+
+    account: str
+    at: int
+    action: OverrideAction
+    engineer_id: str
+    reason: str
+    request_id: str | None = None
+    deliberate_disconnection: bool = False
+
+
+MeterEvent = (
+    MeterRegistered
+    | MeterUpdated
+    | BillPosted
+    | PaymentApplied
+    | RebateGranted
+    | SurchargeApplied
+    | DisconnectionNoticeIssued
+    | DisconnectionNoticeWithdrawn
+    | DisconnectionDeferred
+    | RelayTargetSet
+    | RelayCommandIssued
+    | RelayCommandCancelled
+    | RelayCommandRetryScheduled
+    | RelayCommandFailed
+    | RelayStateConfirmed
+    | AwaitingButtonPress
+    | RelayStateReported
+    | WorkOrderOpened
+    | WorkOrderClosed
+    | ReconnectionChargeApplied
+    | OverrideApplied
+)

@@ -1,0 +1,151 @@
+"""The meter entity's state: small frozen records, invariants checked on construction.
+
+A `Meter` is what a MeterShard holds per account (DESIGN §2). It is built only by `evolve` (and the
+codec, from a snapshot). Attributes that many meters share (head-end, cohort, relay capability) sit in
+one interned `MeterProfile`; optional parts (bill, pending command, work order) are None when absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from domain.enums import CommandOrigin, RelayAction, RelayState, RelayTarget, WorkOrderAction
+from domain.errors import MeterInvariantError
+
+__all__ = [
+    "RECENT_BILL_IDS_KEPT",
+    "RECENT_PAYMENT_IDS_KEPT",
+    "BillState",
+    "FieldWorkOrder",
+    "Meter",
+    "MeterProfile",
+    "PendingRelayCommand",
+    "meter_profile",
+]
+
+#: Payment ids a meter remembers to answer a redelivery with "applied" and credit nothing. The desk's
+#: ledger deduplicates durably; this window covers desk → shard redelivery of recent, unacked credits.
+RECENT_PAYMENT_IDS_KEPT = 4
+#: Bill ids a meter remembers (the current bill last) to ignore a re-imported bill.
+RECENT_BILL_IDS_KEPT = 2
+#: DLMS control modes (class 70 attribute 4) are 0..6 (research §1.1).
+CONTROL_MODES = range(7)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterProfile:
+    """Attributes shared by a cohort of meters. Interned: build it with `meter_profile`."""
+
+    head_end: str
+    install_year: int
+    relay_capable: bool
+    control_mode: int  # DLMS class 70 attribute 4; 0 = no remote switching at all
+
+    def __post_init__(self) -> None:
+        if self.control_mode not in CONTROL_MODES:
+            raise MeterInvariantError(f"control_mode must be 0..6, got {self.control_mode!r}")
+        if not self.head_end:
+            raise MeterInvariantError("head_end must not be empty")
+
+
+@lru_cache(maxsize=65536)
+def meter_profile(head_end: str, install_year: int, relay_capable: bool, control_mode: int) -> MeterProfile:
+    """The one shared `MeterProfile` with these attributes (7.25 lakh meters, a few hundred profiles)."""
+    return MeterProfile(
+        head_end=head_end,
+        install_year=install_year,
+        relay_capable=relay_capable,
+        control_mode=control_mode,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillState:
+    """The current bill: what the rebate and the surcharge (once per bill each) are computed on."""
+
+    bill_ids: tuple[str, ...]  # recent bill ids, the current bill last
+    amount_paise: int
+    due_at: int  # first overdue second (local midnight after the due date)
+    rebated: bool = False
+    surcharged: bool = False
+
+    @property
+    def bill_id(self) -> str:
+        return self.bill_ids[-1]
+
+    def __post_init__(self) -> None:
+        if not self.bill_ids or len(self.bill_ids) > RECENT_BILL_IDS_KEPT:
+            raise MeterInvariantError(f"bill_ids must hold 1..{RECENT_BILL_IDS_KEPT} ids")
+        if self.amount_paise < 0:
+            raise MeterInvariantError("bill amount must not be negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingRelayCommand:
+    """The one relay command a meter has outstanding: in flight, or failed and waiting to retry."""
+
+    command_id: str
+    action: RelayAction
+    attempt: int  # 1 for the first send
+    issued_at: int
+    expires_at: int  # a result at or after this never counts
+    from_relay: RelayState  # the relay state before the command, restored if it fails
+    reason: str
+    correlation_id: str  # payment id, bill id or override request that caused it (audit)
+    origin: CommandOrigin
+    engineer_id: str | None = None
+    retry_at: int | None = None  # None: in flight at the head-end; else: failed, re-send at retry_at
+
+    def __post_init__(self) -> None:
+        if self.action is RelayAction.READ:
+            raise MeterInvariantError("a read is not a pending relay command")
+        if self.attempt < 1:
+            raise MeterInvariantError("attempt counts from 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldWorkOrder:
+    """A field visit jodo asked for (meter not remotely switchable, or remote switching failed)."""
+
+    work_order_id: str
+    action: WorkOrderAction
+
+
+_TRANSIT = {RelayState.CONNECTING: RelayAction.CONNECT, RelayState.DISCONNECTING: RelayAction.DISCONNECT}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Meter:
+    """One meter entity (id = the consumer account, MP's IVRS number). Money in integer paise.
+
+    ``dues_paise`` may be negative (a credit). ``relay`` is what jodo believes; ``desired`` is what
+    it wants and why. A pending command exists exactly when the relay is connecting/disconnecting.
+    """
+
+    account: str
+    serial: str
+    profile: MeterProfile
+    relay: RelayState
+    desired: RelayTarget
+    dues_paise: int = 0
+    protected: bool = False
+    on_hold: bool = False
+    bill: BillState | None = None
+    notice_at: int | None = None  # when the current disconnection notice was served
+    switch_off_not_before: int | None = None  # notice maturity, pushed past windows by deferrals
+    pending: PendingRelayCommand | None = None
+    work_order: FieldWorkOrder | None = None
+    seq: int = 0  # ids this meter has minted (commands, notices, work orders): ids are deterministic
+    recent_payment_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        pending = self.pending
+        expected = _TRANSIT.get(self.relay)
+        if (pending.action if pending is not None else None) is not expected:
+            raise MeterInvariantError(
+                f"{self.account}: relay {self.relay} with pending "
+                f"{pending.action if pending is not None else None}"
+            )
+        if self.seq < 0 or len(self.recent_payment_ids) > RECENT_PAYMENT_IDS_KEPT:
+            raise MeterInvariantError(f"{self.account}: bad seq or payment id window")
