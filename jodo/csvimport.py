@@ -430,15 +430,18 @@ class CsvImport:
 
     def check(self) -> ImportReport:
         """Validate the whole file and return the report; yields nothing, writes nothing."""
-        report = ImportReport(kind=self.kind, path=self.path)
         try:
-            with self._open() as f:
-                _, rows = self._parse(f)
-                for row in rows:
-                    self._count(report, row)
+            return self._validate()
         except CsvRejected as exc:
             exc.report.path = self.path
             return exc.report
+
+    def _validate(self) -> ImportReport:
+        report = ImportReport(kind=self.kind, path=self.path)
+        with self._open() as f:
+            _, rows = self._parse(f)
+            for row in rows:
+                self._count(report, row)
         return report
 
     def __iter__(self) -> Iterator[Record]:
@@ -458,14 +461,14 @@ class CsvImport:
         if batch:
             yield batch
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> IO[bytes]:
         try:
-            return self.path.open(newline="", encoding="utf-8-sig")
+            return self.path.open("rb")
         except OSError as exc:
             report = ImportReport(kind=self.kind, path=self.path, errors=[RowError(0, None, str(exc))])
             raise CsvRejected(f"cannot read {self.path}: {exc.strerror or exc}", report) from None
 
-    def _parse(self, f: IO[str]) -> tuple[list[str], Iterator[ParsedRow]]:
+    def _parse(self, f: IO[bytes]) -> tuple[list[str], Iterator[ParsedRow]]:
         return parse_rows(_utf8_lines(f, self.kind), self.kind, now=self.now, head_ends=self.head_ends)
 
     def _count(self, report: ImportReport, row: ParsedRow) -> None:
@@ -479,7 +482,7 @@ class CsvImport:
         report.errors_dropped += max(len(row.errors) - max(room, 0), 0)
 
     def _all_or_nothing(self) -> Iterator[Record]:
-        checked = self.check()
+        checked = self._validate()
         if not checked.ok:
             self.report = checked
             raise CsvRejected(
@@ -523,12 +526,13 @@ def _reject_cells(names: list[str], row: ParsedRow) -> list[str]:
     return [*kept, "; ".join(str(e) for e in row.errors)]
 
 
-def _utf8_lines(f: IO[str], kind: ImportKind) -> Iterator[str]:
-    """The file's lines; a byte that is not UTF-8 rejects the file with its position."""
-    line = 0
-    try:
-        for line, text in enumerate(f, start=1):  # noqa: B007 - line is read after the loop on error
-            yield text
-    except UnicodeDecodeError as exc:
-        report = ImportReport(kind=kind, errors=[RowError(line + 1, None, f"not UTF-8: {exc.reason}")])
-        raise CsvRejected(f"{kind} file is not UTF-8 near line {line + 1}", report) from None
+def _utf8_lines(f: IO[bytes], kind: ImportKind) -> Iterator[str]:
+    """The file's lines decoded one by one, so a byte that is not UTF-8 is reported with its line."""
+    for line, raw in enumerate(f, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            report = ImportReport(kind=kind, errors=[RowError(line, None, f"not UTF-8: {exc.reason}")])
+            message = f"{kind} file is not UTF-8 at line {line}, byte {exc.start + 1}"
+            raise CsvRejected(message, report) from None
+        yield text.removeprefix("\ufeff") if line == 1 else text
