@@ -58,30 +58,38 @@ class MessageSpec:
     fields: tuple[str, ...]
     required: int  # how many leading fields have no default
     decoders: tuple[_Decoder, ...]
+    factory: Callable[..., Any]  # builds the object from keyword fields: the class, or an interner
 
 
 _BY_TAG: dict[str, MessageSpec] = {}
 _BY_CLASS: dict[type[Any], MessageSpec] = {}
-_PENDING: list[tuple[type[Any], str, int]] = []
+_PENDING: list[tuple[type[Any], str, int, Callable[..., Any] | None]] = []
 
 
 def message(
-    cls: type[T] | None = None, *, tag: str | None = None, version: int = 1
+    cls: type[T] | None = None,
+    *,
+    tag: str | None = None,
+    version: int = 1,
+    factory: Callable[..., Any] | None = None,
 ) -> Any:
-    """Register a frozen dataclass as a jodo message (usable as ``@message`` or ``@message(version=2)``).
+    """Register a frozen dataclass as a jodo message (``@message`` or ``@message(version=2)``).
 
     Tags and bare class names are unique across the project: Thespian dispatches on the bare class
-    name, so two classes called the same would be one message to it.
+    name, so two classes called the same would be one message to it. ``factory`` (keyword fields →
+    object) replaces the class on decoding, e.g. to intern records many objects share.
     """
 
     def wrap(klass: type[T]) -> type[T]:
-        _register(klass, tag or klass.__name__, version)
+        _register(klass, tag or klass.__name__, version, factory)
         return klass
 
     return wrap(cls) if cls is not None else wrap
 
 
-def _register(cls: type[Any], tag: str, version: int) -> None:
+def _register(
+    cls: type[Any], tag: str, version: int, factory: Callable[..., Any] | None = None
+) -> None:
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls.__qualname__} is not a dataclass")
     if version < 1:
@@ -95,14 +103,14 @@ def _register(cls: type[Any], tag: str, version: int) -> None:
         if other.__name__ == cls.__name__ and other is not cls:
             raise TypeError(f"class name {cls.__name__!r} is already a message in {other.__module__}")
     # Type hints may name classes defined later in the module: resolve them on first use.
-    _PENDING.append((cls, tag, version))
-    _BY_TAG[tag] = MessageSpec(cls, tag, version, (), 0, ())
+    _PENDING.append((cls, tag, version, factory))
+    _BY_TAG[tag] = MessageSpec(cls, tag, version, (), 0, (), cls)
     _BY_CLASS[cls] = _BY_TAG[tag]
 
 
 def _resolve_pending() -> None:
     while _PENDING:
-        cls, tag, version = _PENDING[0]
+        cls, tag, version, factory = _PENDING[0]
         hints = typing.get_type_hints(cls)
         fields = [f for f in dataclasses.fields(cls) if f.init]
         required = 0
@@ -121,6 +129,7 @@ def _resolve_pending() -> None:
             fields=tuple(f.name for f in fields),
             required=required,
             decoders=tuple(_decoder_for(hints[f.name]) for f in fields),
+            factory=factory or cls,
         )
         _BY_TAG[tag] = spec
         _BY_CLASS[cls] = spec
@@ -230,8 +239,8 @@ def from_wire(value: Any, *, expect: type[Any] | None = None, where: str = "") -
         for name, dec, v in zip(spec.fields, spec.decoders, values, strict=False)
     }
     try:
-        return spec.cls(**kwargs)
-    except (ValueError, TypeError) as exc:
+        return spec.factory(**kwargs)
+    except Exception as exc:  # an invariant the record's own constructor checks: input, not a bug
         raise CodecError(f"{here}: {exc}") from None
 
 
@@ -252,8 +261,8 @@ def from_fields(cls_or_tag: type[T] | str, fields: dict[str, Any]) -> T:
         if name in fields
     }
     try:
-        return spec.cls(**kwargs)  # type: ignore[no-any-return]
-    except (ValueError, TypeError) as exc:
+        return spec.factory(**kwargs)  # type: ignore[no-any-return]
+    except Exception as exc:  # as in from_wire
         raise CodecError(f"{spec.tag}: {exc}") from None
 
 
