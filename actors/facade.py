@@ -137,12 +137,26 @@ def _logging_dict(config: RuntimeConfig) -> dict[str, Any]:
     }
 
 
+# Our saved copies of fds 0-2 while the admin is forked: the forked child must close them, or it would
+# hold our pipes anyway. `os.register_at_fork` runs in every child; it acts only during a start.
+_saved_stdio: list[int] = []
+
+
+def _close_saved_stdio_in_child() -> None:
+    while _saved_stdio:
+        with contextlib.suppress(OSError):
+            os.close(_saved_stdio.pop())
+
+
+os.register_at_fork(after_in_child=_close_saved_stdio_in_child)
+
+
 @contextlib.contextmanager
 def _detached_stdio(target: Path | None) -> Iterator[None]:
     """Point fds 0-2 away from our own while the admin is forked, so it never holds our pipes.
 
     A system started with stdout on a pipe keeps that pipe open forever (THESPIAN.md): a caller
-    waiting for EOF, like ``subprocess.run(capture_output=True)``, would hang.
+    waiting for EOF, like ``subprocess.run(capture_output=True)``, hangs if the system outlives us.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -153,12 +167,14 @@ def _detached_stdio(target: Path | None) -> Iterator[None]:
         if target is not None
         else os.open(os.devnull, os.O_WRONLY)
     )
+    _saved_stdio.extend([*saved, null_in, out])  # the child needs none of them beyond its 0-2
     try:
         os.dup2(null_in, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)
         yield
     finally:
+        _saved_stdio.clear()
         for fd, copy in enumerate(saved):
             os.dup2(copy, fd)
             os.close(copy)

@@ -26,12 +26,19 @@ import os
 from importlib import metadata
 from typing import Any
 
-__all__ = ["PINNED_THESPIAN", "BindPatchError", "apply_bind_patch", "bind_patch_applied"]
+__all__ = [
+    "PINNED_THESPIAN",
+    "BindPatchError",
+    "apply_bind_patch",
+    "bind_patch_applied",
+    "verify_thespian",
+]
 
 PINNED_THESPIAN = "4.0.1"
 _EXPECTED_BINDNAME = "self.bindname = ('', sa[1]) if external else sa"
 _EXPECTED_BINDARGS = "def bindArgs(self): return self.bindname,"
 _MARK = "_jodo_bind_patched"
+_ORIGINAL = "_jodo_original_bindArgs"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 
@@ -57,14 +64,21 @@ def bind_patch_applied() -> bool:
     return bool(getattr(IPBase.IPActorAddress, _MARK, False))
 
 
-def _check_shape(ip_address_class: Any) -> None:
+def verify_thespian() -> None:
+    """Raise `BindPatchError` unless the installed thespian is the one this patch was checked against."""
+    from thespian.system.transport import IPBase
+
+    cls = IPBase.IPActorAddress
+    _check_shape(cls, getattr(cls, _ORIGINAL, None) or inspect.getattr_static(cls, "bindArgs", None))
+
+
+def _check_shape(ip_address_class: Any, prop: Any) -> None:
     version = metadata.version("thespian")
     if version != PINNED_THESPIAN:
         raise BindPatchError(
             f"thespian {version} is installed, the bind patch was verified against {PINNED_THESPIAN}:"
             " re-verify IPBase.IPActorAddress and update PINNED_THESPIAN"
         )
-    prop = inspect.getattr_static(ip_address_class, "bindArgs", None)
     if not isinstance(prop, property) or prop.fget is None:
         raise BindPatchError("IPActorAddress.bindArgs is no longer a property: re-verify the patch")
     try:
@@ -91,6 +105,8 @@ def apply_bind_patch() -> None:
         return
     if not os.environ.get("THESPIAN_BASE_IPADDR"):
         raise BindPatchError("set THESPIAN_BASE_IPADDR (e.g. 127.0.0.1) before applying the patch")
-    _check_shape(cls)
+    original = inspect.getattr_static(cls, "bindArgs", None)
+    _check_shape(cls, original)
+    setattr(cls, _ORIGINAL, original)
     cls.bindArgs = property(_bind_args)
     setattr(cls, _MARK, True)
