@@ -58,6 +58,7 @@ _EARLIEST = 946_684_800  # 2000-01-01: an earlier timestamp is a unit mistake
 _FUTURE_SLACK_S = 86_400
 _SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 _IGNORED_COLUMNS = frozenset({"error"})  # a fixed reject file goes straight back in
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
@@ -187,7 +188,7 @@ def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
 
 
 def _whole(value: str, lo: int, hi: int, unit: str = "") -> int:
-    if not re.fullmatch(r"-?[0-9]{1,19}", _text(value)):
+    if not _INTEGER.fullmatch(_text(value)):
         hint = " (whole paise: amounts are never rounded)" if unit == "paise" else ""
         raise _Bad(f"{value[:40]!r} is not an integer{hint}")
     number = int(value)

@@ -61,7 +61,7 @@ def test_bad_rows_reject_the_whole_file_with_line_numbers_and_columns(tmp_path: 
         "N4,SM-4,hes-1,2021,true\n"  # line 5: too few fields
     )
     importer = CsvImport(write(tmp_path, text), ImportKind.METERS, now=NOW)
-    yielded = []
+    yielded: list[object] = []
     with pytest.raises(CsvRejected) as caught:
         yielded.extend(importer)
     assert yielded == []  # validate-first: nothing reaches the caller
