@@ -1,0 +1,202 @@
+"""Many meter entities in one place: what a MeterShard actor hosts, with no I/O of its own.
+
+Each meter keeps the actor guarantees (DESIGN §2): its commands are handled one at a time, in the
+order they arrive, against its own state. A batch is computed first (`MeterHost.step`, no mutation),
+journaled by the caller, then assigned (`MeterHost.assign`): a handler that raises and is re-run by
+Thespian computes the same step again, and nothing half-applied is left behind.
+
+Timers: one time-bucketed index for the whole host (not a timer per meter). Every assignment files
+the meter under its `next_check_at` second; when a bucket comes due each meter in it is checked
+again against its *current* state, so a stale entry costs one look-up and is dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from domain.commands import CheckMeter, MeterCommand
+from domain.effects import Effect
+from domain.enums import RelayState
+from domain.events import MeterEvent
+from domain.meter import evolve, handle, next_check_at
+from domain.policy import Policy
+from domain.sharding import DEFAULT_LOGICAL_SHARDS, logical_shard
+from domain.state import Meter
+
+__all__ = ["HostStep", "MeterHost", "MeterStatus", "meter_status"]
+
+#: The relay states in which a consumer is without supply because of jodo (or waiting on it).
+_OFF = frozenset({RelayState.DISCONNECTED, RelayState.DISCONNECTING, RelayState.CONNECTING})
+
+
+class MeterStatus:
+    """Labels for the host's running counts (bounded: never an account)."""
+
+    PAID_BUT_DISCONNECTED = "paid_but_disconnected"
+    AWAITING_BUTTON = "awaiting_button"
+
+
+def meter_status(m: Meter, policy: Policy) -> tuple[RelayState, bool]:
+    """A meter's relay state, and whether it is paid up yet still off (the broken promise)."""
+    return m.relay, m.relay in _OFF and m.dues_paise <= policy.reconnection_threshold_paise
+
+
+@dataclass(frozen=True, slots=True)
+class HostStep:
+    """What a batch of commands decided, before anything is assigned.
+
+    ``events``: (logical shard, event) in order, to journal. ``effects``: to carry out after the
+    journal commit. ``states``: the new state of every meter that changed. ``failures``: commands
+    that raised (each rejected on its own; the rest of the batch stands) with the reason.
+    """
+
+    events: tuple[tuple[int, MeterEvent], ...]
+    effects: tuple[Effect, ...]
+    states: dict[str, Meter]
+    failures: tuple[tuple[MeterCommand, str], ...]
+
+
+class MeterHost:
+    """The meter entities of some logical shards, with one timer index and running counts."""
+
+    def __init__(self, policy: Policy, shards: int = DEFAULT_LOGICAL_SHARDS) -> None:
+        self.policy = policy
+        self.shards = shards
+        self._by_shard: dict[int, dict[str, Meter]] = {}
+        self._buckets: dict[int, list[str]] = {}
+        self._keys: list[int] = []  # heap of bucket keys (epoch seconds)
+        self.relay_counts: Counter[RelayState] = Counter()
+        self.paid_but_disconnected = 0
+
+    # ------------------------------------------------------------ looking up
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._by_shard.values())
+
+    def get(self, account: str) -> Meter | None:
+        shard = self._by_shard.get(logical_shard(account, self.shards))
+        return None if shard is None else shard.get(account)
+
+    def shard_meters(self, shard: int) -> Iterator[Meter]:
+        """Every meter of one logical shard (for its snapshot)."""
+        return iter(list(self._by_shard.get(shard, {}).values()))
+
+    def hosted_shards(self) -> tuple[int, ...]:
+        return tuple(sorted(self._by_shard))
+
+    def meters(self) -> Iterator[Meter]:
+        for shard in list(self._by_shard.values()):
+            yield from list(shard.values())
+
+    # ------------------------------------------------------------ compute, then assign
+
+    def step(self, commands: Iterable[MeterCommand], now: int) -> HostStep:
+        """Decide a batch of commands, in order, without changing the host."""
+        overlay: dict[str, Meter] = {}
+        events: list[tuple[int, MeterEvent]] = []
+        effects: list[Effect] = []
+        failures: list[tuple[MeterCommand, str]] = []
+        for command in commands:
+            account = command.account
+            state = overlay.get(account) or self.get(account)
+            try:
+                new, evs, effs = handle(state, command, now, self.policy)
+            except Exception as exc:  # one bad record must not poison the other 9 999
+                failures.append((command, f"{type(exc).__name__}: {exc}"))
+                continue
+            if evs and new is not None:
+                overlay[account] = new
+                shard = logical_shard(account, self.shards)
+                events.extend((shard, e) for e in evs)
+            effects.extend(effs)
+        return HostStep(tuple(events), tuple(effects), overlay, tuple(failures))
+
+    def assign(self, step: HostStep, now: int) -> None:
+        """Make a journaled step's states current and file their next checks."""
+        for account, meter in step.states.items():
+            self._put(account, meter)
+            self._schedule(account, meter, now)
+
+    def _put(self, account: str, meter: Meter) -> None:
+        shard = self._by_shard.setdefault(logical_shard(account, self.shards), {})
+        old = shard.get(account)
+        if old is not None:
+            self._count(old, -1)
+        shard[account] = meter
+        self._count(meter, +1)
+
+    def _count(self, m: Meter, sign: int) -> None:
+        relay, paid_off = meter_status(m, self.policy)
+        self.relay_counts[relay] += sign
+        if paid_off:
+            self.paid_but_disconnected += sign
+
+    # ------------------------------------------------------------ recovery
+
+    def restore(self, meters: Iterable[Meter]) -> None:
+        """Load meters from a snapshot (no events, no timers yet: call `rebuild_timers` after replay)."""
+        for m in meters:
+            self._put(m.account, m)
+
+    def replay(self, event: MeterEvent) -> None:
+        """Apply one journaled event (recovery: snapshot + tail)."""
+        self._put(event.account, evolve(self.get(event.account), event))
+
+    def rebuild_timers(self, now: int) -> None:
+        """File every meter's next check (after a restore and replay)."""
+        self._buckets.clear()
+        self._keys.clear()
+        for m in self.meters():
+            self._schedule(m.account, m, now)
+
+    # ------------------------------------------------------------ timers
+
+    def _schedule(self, account: str, meter: Meter, now: int) -> None:
+        at = next_check_at(meter, self.policy)
+        if at is None:
+            return
+        key = max(at, now + 1)  # a check due now runs on the next tick, never in a tight loop
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = bucket = []
+            heapq.heappush(self._keys, key)
+        bucket.append(account)
+
+    def next_due(self) -> int | None:
+        """The earliest second at which some meter may need a check."""
+        return self._keys[0] if self._keys else None
+
+    def due(self, now: int, limit: int) -> list[CheckMeter]:
+        """Take up to ``limit`` checks that are due at ``now``, earliest first.
+
+        The entries taken are gone from the index: if the caller cannot commit their step, it gives
+        the accounts back with `reschedule` (a restart rebuilds the index from the states anyway).
+        """
+        out: list[CheckMeter] = []
+        seen: set[str] = set()
+        while self._keys and self._keys[0] <= now and len(out) < limit:
+            key = self._keys[0]
+            bucket = self._buckets[key]
+            while bucket and len(out) < limit:
+                account = bucket.pop()
+                if account in seen:
+                    continue
+                m = self.get(account)
+                at = None if m is None else next_check_at(m, self.policy)
+                if at is not None and at <= now:
+                    seen.add(account)
+                    out.append(CheckMeter(account=account))
+            if not bucket:
+                heapq.heappop(self._keys)
+                del self._buckets[key]
+        return out
+
+    def reschedule(self, accounts: Iterable[str], now: int) -> None:
+        """File these meters again (their checks were taken by `due` but not committed)."""
+        for account in accounts:
+            m = self.get(account)
+            if m is not None:
+                self._schedule(account, m, now)
