@@ -97,6 +97,7 @@ class _Child:
     start_due: float = 0.0
     stop_deadline: float = 0.0
     killed: bool = False
+    recent_failures: tuple[float, ...] = ()  # this child's own, for its backoff attempt number
 
     @property
     def restarts(self) -> int:
@@ -297,9 +298,14 @@ class Supervisor(SupervisedChild):
             )
             return
         plan = restart_plan(specs, cid, flags.strategy)
-        due = now + backoff_delay(len(window) - 1, flags.backoff_base, flags.backoff_cap, self._rng)
+        # One flapping child backs off further each time; its healthy siblings are not slowed.
+        recent = (*(t for t in child.recent_failures if t >= now - flags.period), now)
+        attempt = len(recent) - 1
+        due = now + backoff_delay(attempt, flags.backoff_base, flags.backoff_cap, self._rng)
         children = dict(self._children)
-        children[cid] = replace(child, state=ChildState.RESTART_PENDING, start_due=due)
+        children[cid] = replace(
+            child, state=ChildState.RESTART_PENDING, start_due=due, recent_failures=recent
+        )
         queue = list(self._stop_queue)
         for sid in plan.stop:
             sibling = children[sid]
