@@ -24,6 +24,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.fixture
+def port_factory() -> Callable[[], int]:
+    """Hands out loopback ports nobody listens on right now (a fresh admin port per node)."""
+    return free_port
+
+
 @pytest.fixture(scope="session")
 def node_process_ledger() -> Iterator[list[ProcessRef]]:
     """Every process any test's node started; at the end, none may still run."""

@@ -22,13 +22,13 @@ from supervisors.testing import (
     SampleRecorderQuery,
     SampleRecorderReport,
 )
-from tests.system.conftest import StartNode, free_port
 
 pytestmark = pytest.mark.system
 
 WORKER = "supervisors.testing.CrashableWorker"
 RECORDER = "supervisors.testing.AddressRecorder"
 SUPERVISOR = "supervisors.supervisor.Supervisor"
+StartNode = Callable[..., Node]  # the start_node fixture (tests/system/conftest.py)
 
 
 def _poll(node: Node, done: Callable[[TreeStatus], bool], timeout: float = 10.0) -> TreeStatus:
@@ -153,8 +153,10 @@ def test_a_child_stuck_past_its_shutdown_time_is_killed_for_a_restart(
     assert tree.child("w").restarts == 1 and tree.child("stuck").restarts == 1
 
 
-def test_a_node_refuses_an_admin_port_someone_else_listens_on(tmp_path: object) -> None:
-    port = free_port()
+def test_a_node_refuses_an_admin_port_someone_else_listens_on(
+    port_factory: Callable[[], int],
+) -> None:
+    port = port_factory()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen(1)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,6 @@ from thespian.system.transport import IPBase
 
 from actors import netpatch
 from supervisors.processes import kill_process, process_group_members
-from tests.system.conftest import free_port
 
 pytestmark = pytest.mark.system
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +67,11 @@ def _wait_group_empty(pgid: int, timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
-def _listener_hosts(tmp_path: Path, patched: bool) -> list[str]:
+def _listener_hosts(tmp_path: Path, port: int, patched: bool) -> list[str]:
     out = tmp_path / f"listeners-{int(patched)}.json"
     with out.open("w") as sink:  # a file, never a pipe: the admin would hold a pipe open forever
         subprocess.run(
-            [sys.executable, "-c", _LISTENERS, str(free_port()), "1" if patched else "0"],
+            [sys.executable, "-c", _LISTENERS, str(port), "1" if patched else "0"],
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -83,12 +83,16 @@ def _listener_hosts(tmp_path: Path, patched: bool) -> list[str]:
     return list(result["hosts"])
 
 
-def test_unpatched_thespian_listens_on_every_interface_despite_base_ipaddr(tmp_path: Path) -> None:
-    assert "0.0.0.0" in _listener_hosts(tmp_path, patched=False)
+def test_unpatched_thespian_listens_on_every_interface_despite_base_ipaddr(
+    tmp_path: Path, port_factory: Callable[[], int]
+) -> None:
+    assert "0.0.0.0" in _listener_hosts(tmp_path, port_factory(), patched=False)
 
 
-def test_patched_thespian_listens_on_loopback_only(tmp_path: Path) -> None:
-    assert _listener_hosts(tmp_path, patched=True) == ["127.0.0.1"]
+def test_patched_thespian_listens_on_loopback_only(
+    tmp_path: Path, port_factory: Callable[[], int]
+) -> None:
+    assert _listener_hosts(tmp_path, port_factory(), patched=True) == ["127.0.0.1"]
 
 
 def test_a_system_outliving_its_starter_does_not_hold_the_starters_pipes() -> None:
