@@ -1,0 +1,357 @@
+"""What a MeterShard does, without Thespian: decide a batch, journal it, then say what to send.
+
+`ShardService` owns one shard group's `MeterHost` and `ShardStore`. Every batch goes the same way
+(DESIGN §4, write-ahead): compute the step (nothing changes), commit its events and outbox entries in
+one transaction, assign the step, and only then hand back what must leave the shard (`Outgoing`): the
+payment acknowledgements, the relay commands per head-end, the notices. If the commit raises, nothing
+was assigned and nothing leaves; Thespian re-runs the handler and the same step is computed again.
+
+The actor around it (actors/shard.py) only delivers `Outgoing` and feeds messages in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from domain.commands import MeterCommand
+from domain.effects import (
+    AckPayment,
+    CancelRelayCommand,
+    CancelWorkOrder,
+    Effect,
+    MeterCommandRejected,
+    NotifyConsumer,
+    OpenWorkOrder,
+    SendRelayCommand,
+)
+from domain.enums import RelayState
+from domain.events import (
+    MeterEvent,
+    RelayCommandCancelled,
+    RelayCommandFailed,
+    RelayCommandIssued,
+    RelayCommandRetryScheduled,
+    RelayStateConfirmed,
+    WorkOrderClosed,
+)
+from domain.policy import Policy
+from domain.shard import HostStep, MeterHost
+from domain.sharding import shards_of_group
+from domain.state import Meter
+from protocols import codec
+from storage.api import ShardStore
+from storage.records import NewEvent, NewOutboxEntry, OutboxStatus, OutboxUpdate, Snapshot
+
+__all__ = ["Outgoing", "ShardService", "relay_command_of"]
+
+log = logging.getLogger("jodo.shard")
+
+RelayEffect = SendRelayCommand | CancelRelayCommand
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """What must leave the shard after a commit, grouped by destination."""
+
+    acks: list[AckPayment] = field(default_factory=list)
+    relay: dict[str, list[RelayEffect]] = field(default_factory=lambda: defaultdict(list))
+    notices: list[NotifyConsumer] = field(default_factory=list)
+    work_orders: list[OpenWorkOrder | CancelWorkOrder] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
+    reconnected: list[tuple[str, float]] = field(default_factory=list)  # (head-end, payment→connected s)
+
+    def extend(self, other: Outgoing) -> None:
+        self.acks += other.acks
+        for head_end, commands in other.relay.items():
+            self.relay[head_end] += commands
+        self.notices += other.notices
+        self.work_orders += other.work_orders
+        self.rejected += other.rejected
+        self.reconnected += other.reconnected
+
+
+def relay_command_of(m: Meter) -> SendRelayCommand | None:
+    """The command a meter has in flight (to re-send after a restart), or None."""
+    p = m.pending
+    if p is None or p.retry_at is not None:
+        return None
+    return SendRelayCommand(
+        command_id=p.command_id,
+        account=m.account,
+        meter_serial=m.serial,
+        head_end=m.profile.head_end,
+        action=p.action,
+        expires_at=p.expires_at,
+        reason=p.reason,
+        correlation_id=p.correlation_id,
+        attempt=p.attempt,
+        origin=p.origin,
+        engineer_id=p.engineer_id,
+    )
+
+
+def _ref(event: MeterEvent) -> str | None:
+    for name in ("payment_id", "command_id", "bill_id", "work_order_id", "notice_id", "correlation_id"):
+        value = getattr(event, name, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+_TRACKED = 1_000_000  # payments/commands followed for latency; the oldest are forgotten past this
+
+
+def _trim(d: dict[str, object] | dict[str, float] | dict[str, str]) -> None:
+    while len(d) > _TRACKED:
+        del d[next(iter(d))]
+
+
+_FINAL: dict[type, OutboxStatus] = {
+    RelayStateConfirmed: OutboxStatus.DONE,
+    RelayCommandFailed: OutboxStatus.FAILED,
+    RelayCommandCancelled: OutboxStatus.DONE,
+}
+
+
+class ShardService:
+    """One shard group: its meters, its journal, its timers and what it has in flight."""
+
+    def __init__(
+        self,
+        *,
+        group: int,
+        groups: int,
+        shards: int,
+        store: ShardStore,
+        policy: Policy,
+        snapshot_every: int = 200_000,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.group = group
+        self.shards = tuple(shards_of_group(group, groups, shards))
+        self.store = store
+        self.host = MeterHost(policy, shards)
+        self.snapshot_every = snapshot_every
+        self.wall = wall
+        self.heads: dict[int, int] = {}
+        self._since_snapshot: dict[int, int] = defaultdict(int)
+        self.sent_at: dict[str, float] = {}  # command id → wall time last sent to its gateway
+        self.notices_delivered: list[str] = []  # notice ids written out, to mark done next commit
+        # payment id → wall time the desk received it; command id → payment id: payment→connected
+        self.paid_wall: dict[str, float] = {}
+        self.command_payment: dict[str, str] = {}
+        self.recovery_seconds = 0.0
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self, now: int) -> float:
+        """Load snapshot + journal tail for every logical shard of the group; rebuild the timers."""
+        started = time.perf_counter()
+        for item in self.store.recover(self.shards):
+            if isinstance(item, Snapshot):
+                self.host.restore(codec.decode_many(item.body, expect=Meter))
+            else:
+                self.host.replay(codec.decode(item.body))
+        self.heads = {s: h for s, h in self.store.heads().items() if s in self.shards}
+        self.host.rebuild_timers(now)
+        self.recovery_seconds = time.perf_counter() - started
+        return self.recovery_seconds
+
+    def in_flight(self) -> list[SendRelayCommand]:
+        """Every command some meter is waiting on (to send again after a restart)."""
+        out = []
+        for m in self.host.meters():
+            if m.pending is not None:
+                command = relay_command_of(m)
+                if command is not None:
+                    out.append(command)
+        return out
+
+    def open_notices(self) -> list[NotifyConsumer]:
+        """Notices journaled but not yet delivered (at-least-once: delivered again after a crash)."""
+        return [codec.decode(e.body, expect=NotifyConsumer) for e in self.store.open_outbox(kind="notice")]
+
+    # ------------------------------------------------------------ batches
+
+    def apply(self, commands: Sequence[MeterCommand], now: int) -> Outgoing:
+        """Decide, journal, assign; return what must be sent. Raises only if the journal fails."""
+        step = self.host.step(commands, now)
+        self._commit(step, now)
+        self.host.assign(step, now)
+        out = self._route(step.effects)
+        index = {id(c): i for i, c in enumerate(commands)}
+        out.rejected += [(index.get(id(c), -1), reason) for c, reason in step.failures]
+        for c, reason in step.failures:
+            log.warning("meter command rejected", extra={"account": c.account, "reason": reason})
+        self._follow(step, out)
+        return out
+
+    def note_payments(self, received: Iterable[tuple[str, float]]) -> None:
+        """Remember when the desk received these payments (for payment→connected seconds)."""
+        for payment_id, wall in received:
+            self.paid_wall[payment_id] = wall
+        _trim(self.paid_wall)
+
+    def _follow(self, step: HostStep, out: Outgoing) -> None:
+        wall = self.wall()
+        for _, event in step.events:
+            if isinstance(event, RelayCommandIssued) and event.correlation_id in self.paid_wall:
+                self.command_payment[event.command_id] = event.correlation_id
+                _trim(self.command_payment)
+            elif isinstance(event, RelayStateConfirmed | RelayCommandFailed | RelayCommandCancelled):
+                self.sent_at.pop(event.command_id, None)
+                payment_id = self.command_payment.pop(event.command_id, None)
+                if (
+                    payment_id is not None
+                    and isinstance(event, RelayStateConfirmed)
+                    and event.relay is RelayState.CONNECTED
+                ):
+                    paid = self.paid_wall.pop(payment_id, None)
+                    m = self.host.get(event.account)
+                    if paid is not None and m is not None:
+                        out.reconnected.append((m.profile.head_end, max(0.0, wall - paid)))
+            elif isinstance(event, RelayCommandRetryScheduled):
+                self.sent_at.pop(event.command_id, None)
+
+    def tick(self, now: int, *, limit: int, resend_after: float) -> Outgoing:
+        """Run the checks that are due, and re-send commands that had no answer for too long."""
+        out = Outgoing()
+        checks = self.host.due(now, limit)
+        if checks:
+            try:
+                out.extend(self.apply(checks, now))
+            except BaseException:
+                self.host.reschedule([c.account for c in checks], now)
+                raise
+        stale_before = self.wall() - resend_after
+        stale = [cid for cid, t in self.sent_at.items() if t < stale_before]
+        for cid in stale[:limit]:
+            account = cid.rsplit(":", 1)[0]
+            m = self.host.get(account)
+            command = None if m is None else relay_command_of(m)
+            if command is None or command.command_id != cid:
+                self.sent_at.pop(cid, None)
+            else:
+                out.relay[command.head_end].append(command)
+        return out
+
+    def mark_sent(self, commands: Iterable[RelayEffect]) -> None:
+        wall = self.wall()
+        for c in commands:
+            if isinstance(c, SendRelayCommand):
+                self.sent_at[c.command_id] = wall
+
+    def snapshot_due(self) -> list[int]:
+        return [s for s, n in self._since_snapshot.items() if n >= self.snapshot_every]
+
+    def snapshot(self, shards: Iterable[int], now: int) -> int:
+        """Save snapshots of these logical shards at their current heads; returns meters saved."""
+        snaps = []
+        saved = 0
+        for shard in shards:
+            head = self.heads.get(shard, 0)
+            if head == 0:
+                continue
+            meters = list(self.host.shard_meters(shard))
+            snaps.append(Snapshot(shard=shard, upto_seq=head, at=now, body=codec.encode_many(meters)))
+            saved += len(meters)
+        if snaps:
+            self.store.save_snapshots(snaps)
+            for s in snaps:
+                self._since_snapshot[s.shard] = 0
+        return saved
+
+    # ------------------------------------------------------------ internals
+
+    def _commit(self, step: HostStep, now: int) -> None:
+        events = [
+            NewEvent(
+                shard=shard,
+                account=e.account,
+                kind=type(e).__name__,
+                ref=_ref(e),
+                at=e.at,
+                body=codec.encode(e),
+            )
+            for shard, e in step.events
+        ]
+        outbox: list[NewOutboxEntry] = []
+        updates: list[OutboxUpdate] = [
+            OutboxUpdate(id=nid, status=OutboxStatus.DONE, at=now) for nid in self.notices_delivered
+        ]
+        shard_of = {e.account: shard for shard, e in step.events}
+        for effect in step.effects:
+            kind = _OUTBOX_KIND.get(type(effect))
+            if kind is None:
+                continue
+            entry_id = _outbox_id(effect)
+            shard = shard_of.get(effect.account, self.shards[0])
+            outbox.append(
+                NewOutboxEntry(
+                    id=entry_id, shard=shard, kind=kind, account=effect.account, at=now,
+                    body=codec.encode(effect),
+                )
+            )
+        for _, e in step.events:
+            if isinstance(e, RelayStateConfirmed | RelayCommandFailed | RelayCommandCancelled):
+                updates.append(OutboxUpdate(id=e.command_id, status=_FINAL[type(e)], at=now))
+            elif isinstance(e, WorkOrderClosed):
+                updates.append(OutboxUpdate(id=e.work_order_id, status=OutboxStatus.DONE, at=now))
+        if not events and not outbox and not updates:
+            return
+        started = time.perf_counter()
+        result = self.store.commit(events, outbox=outbox, outbox_updates=updates)
+        self._observe_commit(time.perf_counter() - started)
+        self.notices_delivered = []
+        for shard, head in result.heads.items():
+            self.heads[shard] = head
+        for shard, _ in step.events:
+            self._since_snapshot[shard] += 1
+
+    def _observe_commit(self, seconds: float) -> None:
+        try:
+            from jodo import metrics
+
+            metrics.journal_commit("shard", seconds)
+        except Exception:  # metrics must never take the journal down
+            log.debug("journal commit metric failed", exc_info=True)
+
+    def _route(self, effects: Iterable[Effect]) -> Outgoing:
+        out = Outgoing()
+        for e in effects:
+            if isinstance(e, AckPayment):
+                out.acks.append(e)
+            elif isinstance(e, SendRelayCommand | CancelRelayCommand):
+                out.relay[e.head_end].append(e)
+            elif isinstance(e, NotifyConsumer):
+                out.notices.append(e)
+            elif isinstance(e, OpenWorkOrder | CancelWorkOrder):
+                out.work_orders.append(e)
+            elif isinstance(e, MeterCommandRejected):
+                log.warning(
+                    "meter command refused",
+                    extra={"account": e.account, "command": e.command, "ref": e.ref, "reason": e.reason},
+                )
+        return out
+
+
+_OUTBOX_KIND: dict[type, str] = {
+    SendRelayCommand: "relay",
+    NotifyConsumer: "notice",
+    OpenWorkOrder: "work_order",
+}
+
+
+def _outbox_id(effect: Effect) -> str:
+    if isinstance(effect, SendRelayCommand):
+        return effect.command_id
+    if isinstance(effect, NotifyConsumer):
+        return effect.notice_id
+    if isinstance(effect, OpenWorkOrder):
+        return effect.work_order_id
+    raise TypeError(type(effect).__name__)
+
