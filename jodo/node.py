@@ -1,6 +1,6 @@
 """Node bootstrap: one actor system, one root supervisor, a tree of child specs; status; clean stop.
 
-    with Node(NodeConfig(children=(ChildSpec(...), ...))).start() as node:
+    with Node(NodeSetup(children=(ChildSpec(...), ...))).start() as node:
         tree = node.status()          # every supervisor, child, address and OS pid
     # leaving the block: StopTree, ActorSystem shutdown, then no process of the system is left
 
@@ -59,8 +59,8 @@ from supervisors.supervisor import ROOT_NAME
 
 __all__ = [
     "Node",
-    "NodeConfig",
     "NodeError",
+    "NodeSetup",
     "NodeStartError",
     "ShutdownReport",
     "SupervisorView",
@@ -81,7 +81,7 @@ class NodeStartError(NodeError):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NodeConfig:
+class NodeSetup:
     """A node: where its actor system runs, and the root supervisor's flags and children."""
 
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -157,7 +157,7 @@ class ShutdownReport:
 class Node:
     """An actor system with the root supervisor and its tree. Use `start`, then `shutdown`."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeSetup) -> None:
         self.config = config
         self._runtime: ActorRuntime | None = None
         self._root: Address | None = None

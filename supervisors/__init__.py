@@ -8,12 +8,17 @@
 """
 
 from supervisors.child import SupervisedChild
-from supervisors.deadletters import DeadLetter, DeadLetterKind, DeadLetterSink, LoggingDeadLetterSink
+from supervisors.deadletters import (
+    DeadLetterEvent,
+    DeadLetterKind,
+    DeadLetterSink,
+    LoggingDeadLetterSink,
+)
 from supervisors.supervisor import ROOT_NAME, RootSupervisor, Supervisor
 
 __all__ = [
     "ROOT_NAME",
-    "DeadLetter",
+    "DeadLetterEvent",
     "DeadLetterKind",
     "DeadLetterSink",
     "LoggingDeadLetterSink",

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 __all__ = [
-    "DeadLetter",
+    "DeadLetterEvent",
     "DeadLetterKind",
     "DeadLetterSink",
     "LoggingDeadLetterSink",
@@ -34,7 +34,7 @@ class DeadLetterKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class DeadLetter:
+class DeadLetterEvent:
     """One dead letter. ``message`` is the original object; ``details`` a traceback or reason."""
 
     kind: DeadLetterKind
@@ -45,14 +45,14 @@ class DeadLetter:
     at: float  # wall-clock epoch seconds, as recorded by the supervisor
 
     def __repr__(self) -> str:
-        return f"<DeadLetter {self.kind} {self.message_type}>"
+        return f"<DeadLetterEvent {self.kind} {self.message_type}>"
 
 
 @runtime_checkable
 class DeadLetterSink(Protocol):
     """Receives every dead letter a supervisor sees. Must not raise: a raise re-runs the handler."""
 
-    def record(self, letter: DeadLetter) -> None: ...
+    def record(self, letter: DeadLetterEvent) -> None: ...
 
     def count(self) -> int:
         """Letters recorded so far by this sink (reported in supervisor status)."""
@@ -65,7 +65,7 @@ class LoggingDeadLetterSink:
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
 
-    def record(self, letter: DeadLetter) -> None:
+    def record(self, letter: DeadLetterEvent) -> None:
         self.counts[(letter.kind.value, letter.message_type)] += 1
         _log().warning(
             "dead letter (%s) %s to %s: %s",

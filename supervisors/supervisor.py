@@ -64,7 +64,7 @@ from protocols.control import (
 )
 from supervisors.child import SupervisedChild, started_message
 from supervisors.deadletters import (
-    DeadLetter,
+    DeadLetterEvent,
     DeadLetterKind,
     DeadLetterSink,
     LoggingDeadLetterSink,
@@ -261,7 +261,7 @@ class Supervisor(SupervisedChild):
         self._record(DeadLetterKind.UNDELIVERABLE, msg.deadMessage, dead, "target gone")
 
     def _record(self, kind: DeadLetterKind, message: object, target: object, details: str) -> None:
-        letter = DeadLetter(
+        letter = DeadLetterEvent(
             kind=kind,
             message=message,
             message_type=type(message).__name__,

@@ -20,7 +20,7 @@ from domain.supervision import ChildSpec
 from protocols.control import ChildAddressChanged, ChildStart, SubscribeChildAddresses
 from protocols.wire import Carrier
 from supervisors.child import SupervisedChild
-from supervisors.deadletters import DeadLetter
+from supervisors.deadletters import DeadLetterEvent
 
 __all__ = [
     "IN_PROCESS_EVENTS",
@@ -44,7 +44,7 @@ __all__ = [
 #: ("start" | "stop", worker name) in the order they happened (in-process systems only).
 IN_PROCESS_EVENTS: list[tuple[str, str]] = []
 #: Every letter any RecordingDeadLetterSink got (in-process systems only).
-RECORDED_LETTERS: list[DeadLetter] = []
+RECORDED_LETTERS: list[DeadLetterEvent] = []
 
 
 class SampleCrashMode(StrEnum):
@@ -108,7 +108,7 @@ def sample_init_failing_first(spec: ChildSpec, restarts: int) -> SampleInit:
 
 
 class RecordingDeadLetterSink:
-    def record(self, letter: DeadLetter) -> None:
+    def record(self, letter: DeadLetterEvent) -> None:
         RECORDED_LETTERS.append(letter)
 
     def count(self) -> int:

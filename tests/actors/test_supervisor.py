@@ -15,7 +15,7 @@ from domain.supervision import (
     Strategy,
     SupervisorFlags,
 )
-from jodo.node import Node, NodeConfig, NodeStartError, TreeStatus
+from jodo.node import Node, NodeSetup, NodeStartError, TreeStatus
 from protocols.control import ChildState, SupervisorInit, SupervisorState
 from supervisors import testing
 from supervisors.deadletters import DeadLetterKind
@@ -49,7 +49,7 @@ def _node(
     strategy: Strategy = Strategy.ONE_FOR_ONE,
     intensity: int = 5,
 ) -> Node:
-    config = NodeConfig(
+    config = NodeSetup(
         runtime=RuntimeConfig(base=SystemBaseName.SIMPLE),
         root_flags=SupervisorFlags(strategy=strategy, intensity=intensity, period=60.0),
         children=children,
@@ -261,7 +261,7 @@ def test_ask_drops_a_late_reply_to_an_earlier_request() -> None:
 
 
 def test_a_restart_waits_out_its_backoff_then_happens() -> None:
-    config = NodeConfig(
+    config = NodeSetup(
         runtime=RuntimeConfig(base=SystemBaseName.SIMPLE),
         root_flags=SupervisorFlags(intensity=5, period=60.0, backoff_base=0.2, backoff_cap=1.0),
         children=_workers("w"),

@@ -11,7 +11,7 @@ import pytest
 
 from actors.facade import RuntimeConfig
 from domain.supervision import ChildSpec, SupervisorFlags
-from jodo.node import Node, NodeConfig
+from jodo.node import Node, NodeSetup
 from supervisors.processes import ProcessRef, is_alive, kill_process
 
 StartNode = Callable[..., Node]
@@ -55,7 +55,7 @@ def start_node(tmp_path: Path, node_process_ledger: list[ProcessRef]) -> Iterato
             admin_port=free_port(), log_file=tmp_path / f"node{len(nodes)}.log", log_level="INFO"
         )
         node = Node(
-            NodeConfig(
+            NodeSetup(
                 runtime=runtime,
                 root_flags=flags or SupervisorFlags(intensity=5, period=10.0, backoff_base=0.02),
                 children=children,

@@ -12,7 +12,7 @@ import pytest
 
 from actors.facade import RuntimeConfig
 from domain.supervision import ChildSpec, ChildType, Strategy, SupervisorFlags
-from jodo.node import Node, NodeConfig, NodeStartError, TreeStatus
+from jodo.node import Node, NodeSetup, NodeStartError, TreeStatus
 from protocols.control import ChildState, ChildStatus, SupervisorInit
 from supervisors.processes import ProcessRef, is_alive, process_group_members, process_ref
 from supervisors.testing import (
@@ -160,6 +160,6 @@ def test_a_node_refuses_an_admin_port_someone_else_listens_on(
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen(1)
-        node = Node(NodeConfig(runtime=RuntimeConfig(admin_port=port)))
+        node = Node(NodeSetup(runtime=RuntimeConfig(admin_port=port)))
         with pytest.raises(NodeStartError, match="taken"):
             node.start()

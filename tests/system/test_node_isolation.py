@@ -48,11 +48,11 @@ _NODE_THEN_CRASH = """
 import os, socket
 from actors.facade import RuntimeConfig
 from domain.supervision import ChildSpec
-from jodo.node import Node, NodeConfig
+from jodo.node import Node, NodeSetup
 with socket.socket() as probe:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
-config = NodeConfig(runtime=RuntimeConfig(admin_port=port),
+config = NodeSetup(runtime=RuntimeConfig(admin_port=port),
                     children=(ChildSpec(id="w", start="supervisors.testing.CrashableWorker"),))
 node = Node(config).start()
 print("pgid", node.status().root.status.pgid, flush=True)
