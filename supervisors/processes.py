@@ -103,7 +103,7 @@ def kill_process(ref: ProcessRef, sig: int = signal.SIGKILL) -> bool:
         return False
     try:
         os.kill(ref.pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 

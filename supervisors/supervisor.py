@@ -188,7 +188,10 @@ class Supervisor(SupervisedChild):
     def receiveMsg_ChildActorExited(self, msg: Any, sender: Address) -> None:
         cid = self._find(msg.childAddress, _LIVE)
         if cid is None:
-            return  # a child we already gave up on, or one replaced since
+            # a child we gave up on or replaced, or a re-run of this handler after a raise:
+            # advancing is idempotent and re-arms the tick if the first run could not
+            self._advance(time.monotonic())
+            return
         child = self._children[cid]
         gone = replace(child, address=None, started=None, stop_deadline=0.0, killed=False)
         if self._exiting:
@@ -452,6 +455,9 @@ class Supervisor(SupervisedChild):
             ),
         }
         self.tell(address, init)
+        # A send made from a wakeup handler can stall until the next message arrives (THESPIAN.md):
+        # one more tick shortly after guarantees that next message.
+        heapq.heappush(self._timers, now + TICK_MAX)
 
     def _init_message(self, spec: ChildSpec, restarts: int) -> object:
         if spec.init is None:
