@@ -198,6 +198,10 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# one strict decoder for every request (json.loads would build a new one per call when given hooks)
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, object_pairs_hook=_no_duplicate_keys)
+
+
 def parse_json(body: bytes, where: str = "body") -> Any:
     """Strict JSON from UTF-8 bytes: no NaN/Infinity, no duplicate keys. `MalformedRequest` (400) if not."""
     try:
@@ -205,7 +209,7 @@ def parse_json(body: bytes, where: str = "body") -> Any:
     except UnicodeDecodeError as exc:
         raise MalformedRequest(f"not UTF-8: {exc.reason} at byte {exc.start}", where=where) from None
     try:
-        return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicate_keys)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise MalformedRequest(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", where=where
