@@ -43,7 +43,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +53,7 @@ from jodo.errors import ConfigError
 __all__ = [
     "Config",
     "ConfigError",
+    "FrozenMap",
     "GatewayConfig",
     "HeadEndConfig",
     "HttpConfig",
@@ -96,6 +97,31 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash((Secret, self._value))
+
+
+class FrozenMap(Mapping[str, "GatewayConfig"]):
+    """A read-only, picklable name → gateway mapping (``types.MappingProxyType`` does not pickle, and a
+    Config may travel to actors in an init message)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, GatewayConfig] | None = None) -> None:
+        self._items = dict(items or {})
+
+    def __getitem__(self, key: str) -> GatewayConfig:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
 
 
 def _key(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
@@ -192,7 +218,7 @@ class Config:
     http: HttpConfig = HttpConfig()
     shards: ShardsConfig = ShardsConfig()
     head_ends: tuple[HeadEndConfig, ...] = ()
-    gateways: Mapping[str, GatewayConfig] = field(default_factory=lambda: types.MappingProxyType({}))
+    gateways: Mapping[str, GatewayConfig] = field(default_factory=FrozenMap)
     tokens: TokensConfig = TokensConfig()
     logging: LoggingConfig = LoggingConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -380,7 +406,7 @@ def _build_gateways(value: Any, origin: str, base: Path | None) -> Mapping[str, 
             raise ConfigError(f"{where}.name: unknown key (the name is the table's name) in {origin}")
         fields["name"] = name
         out[name] = _build(GatewayConfig, fields, where, origin, base)
-    return types.MappingProxyType(out)
+    return FrozenMap(out)
 
 
 def _check_whole(config: Config, origin: str) -> None:

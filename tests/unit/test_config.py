@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,12 @@ def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(AttributeError):
         config.http = config.http  # type: ignore[misc]
+
+
+def test_a_config_survives_pickling_for_actor_init_messages(tmp_path: Path) -> None:
+    config = load_config(full_file(tmp_path), env={})
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy == config
+    assert copy.gateways["razorpay"].secret.reveal() == GW_SECRET
+    with pytest.raises(TypeError):
+        config.gateways["x"] = config.gateways["razorpay"]  # type: ignore[index]
