@@ -1,0 +1,285 @@
+"""DeskStore on SQLite: the payment desk's ledger, suspense and dead letters in one file.
+
+Counts (payments by status, duplicates, dead letters) and the receipt/dead-letter sequences live
+in a `counters` table updated in the same transaction as the rows they count, so a metrics
+scrape reads a few rows instead of counting millions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from storage.api import StoreOptions
+from storage.errors import UnknownPayment
+from storage.records import (
+    AckResult,
+    CreditAck,
+    CreditOutcome,
+    DeadLetter,
+    NewPayment,
+    PaymentCounts,
+    PaymentRecord,
+    PaymentStatus,
+    RecordOutcome,
+    RecordResult,
+    ResolveResult,
+    StoredDeadLetter,
+)
+from storage.sqlite_base import SqliteFile
+
+__all__ = ["SCHEMA_VERSION", "SqliteDeskStore"]
+
+SCHEMA_VERSION = 1
+_KIND = "desk"
+_PAGE = 500
+
+_DDL = (
+    "CREATE TABLE counters (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) STRICT",
+    """INSERT INTO counters (name, value) VALUES ('receipt_seq', 0), ('dead_letter_id', 0),
+        ('pending', 0), ('applied', 0), ('suspense', 0), ('duplicates', 0)""",
+    """CREATE TABLE payments (
+        payment_id TEXT NOT NULL PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        event_id TEXT,
+        account TEXT NOT NULL,
+        original_account TEXT,
+        amount_paise INTEGER NOT NULL CHECK (amount_paise > 0),
+        channel TEXT NOT NULL,
+        paid_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        committed_at INTEGER NOT NULL,
+        receipt_seq INTEGER NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'suspense')),
+        applied_at INTEGER,
+        suspended_at INTEGER,
+        resolved_at INTEGER,
+        resolved_by TEXT,
+        body BLOB NOT NULL
+    ) STRICT""",
+    """CREATE UNIQUE INDEX payments_by_gateway_event ON payments (gateway, event_id)
+        WHERE event_id IS NOT NULL""",
+    "CREATE INDEX payments_pending ON payments (receipt_seq) WHERE status = 'pending'",
+    "CREATE INDEX payments_suspense ON payments (receipt_seq) WHERE status = 'suspense'",
+    "CREATE INDEX payments_by_account ON payments (account, receipt_seq)",
+    """CREATE TABLE dead_letters (
+        id INTEGER NOT NULL PRIMARY KEY,
+        source TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        body BLOB NOT NULL
+    ) STRICT""",
+)
+
+_PAYMENT_COLUMNS = (
+    "payment_id, gateway, event_id, account, original_account, amount_paise, channel, paid_at,"
+    " received_at, committed_at, receipt_seq, status, applied_at, suspended_at, resolved_at,"
+    " resolved_by, body"
+)
+
+
+def _payment(row: tuple[object, ...]) -> PaymentRecord:
+    values = dict(zip(_PAYMENT_COLUMNS.replace(" ", "").split(","), row, strict=True))
+    values["status"] = PaymentStatus(str(values["status"]))
+    return PaymentRecord(**values)  # type: ignore[arg-type]
+
+
+def _bump(db: sqlite3.Connection, deltas: dict[str, int]) -> None:
+    db.executemany(
+        "UPDATE counters SET value = value + ? WHERE name = ?",
+        [(delta, name) for name, delta in deltas.items() if delta],
+    )
+
+
+def _counter(db: sqlite3.Connection, name: str) -> int:
+    return int(db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+
+class SqliteDeskStore(SqliteFile):
+    """The payment desk's store in one SQLite file."""
+
+    def __init__(self, path: Path, options: StoreOptions) -> None:
+        super().__init__(path, options, kind=_KIND, version=SCHEMA_VERSION, ddl=_DDL)
+
+    # ------------------------------------------------------------ ledger
+
+    def record_payments(self, payments: Sequence[NewPayment], *, at: int) -> tuple[RecordResult, ...]:
+        results = []
+        with self._write() as db:
+            receipt = _counter(db, "receipt_seq")
+            for p in payments:
+                cursor = db.execute(
+                    "INSERT INTO payments (payment_id, gateway, event_id, account, amount_paise,"
+                    " channel, paid_at, received_at, committed_at, receipt_seq, status, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
+                    " ON CONFLICT (payment_id) DO NOTHING"
+                    " ON CONFLICT (gateway, event_id) WHERE event_id IS NOT NULL DO NOTHING",
+                    (
+                        p.payment_id,
+                        p.gateway,
+                        p.event_id,
+                        p.account,
+                        p.amount_paise,
+                        p.channel,
+                        p.paid_at,
+                        p.received_at,
+                        at,
+                        receipt + 1,
+                        p.body,
+                    ),
+                )
+                if cursor.rowcount == 1:
+                    receipt += 1
+                    results.append(
+                        RecordResult(
+                            payment_id=p.payment_id,
+                            outcome=RecordOutcome.NEW,
+                            stored_payment_id=p.payment_id,
+                            receipt_seq=receipt,
+                        )
+                    )
+                    continue
+                stored_id, stored_receipt = db.execute(
+                    "SELECT payment_id, receipt_seq FROM payments WHERE payment_id = ?"
+                    " OR (gateway = ? AND event_id = ?) ORDER BY payment_id != ? LIMIT 1",
+                    (p.payment_id, p.gateway, p.event_id, p.payment_id),
+                ).fetchone()
+                results.append(
+                    RecordResult(
+                        payment_id=p.payment_id,
+                        outcome=RecordOutcome.DUPLICATE,
+                        stored_payment_id=stored_id,
+                        receipt_seq=stored_receipt,
+                    )
+                )
+            new = sum(r.outcome is RecordOutcome.NEW for r in results)
+            db.execute("UPDATE counters SET value = ? WHERE name = 'receipt_seq'", (receipt,))
+            _bump(db, {"pending": new, "duplicates": len(results) - new})
+        return tuple(results)
+
+    def mark_credited(self, acks: Sequence[CreditAck]) -> tuple[AckResult, ...]:
+        results = []
+        with self._write() as db:
+            deltas = {"pending": 0, "applied": 0, "suspense": 0}
+            for ack in acks:
+                row = db.execute(
+                    "SELECT status, account FROM payments WHERE payment_id = ?", (ack.payment_id,)
+                ).fetchone()
+                if row is None:
+                    raise UnknownPayment(ack.payment_id)
+                status, account = PaymentStatus(row[0]), row[1]
+                target = (
+                    PaymentStatus.APPLIED if ack.outcome is CreditOutcome.APPLIED else PaymentStatus.SUSPENSE
+                )
+                if account != ack.account:
+                    results.append(AckResult.STALE)
+                elif status is target:
+                    results.append(AckResult.DUPLICATE)
+                elif status is not PaymentStatus.PENDING:
+                    results.append(AckResult.STALE)
+                else:
+                    column = "applied_at" if target is PaymentStatus.APPLIED else "suspended_at"
+                    db.execute(
+                        f"UPDATE payments SET status = ?, {column} = ? WHERE payment_id = ?",
+                        (target.value, ack.at, ack.payment_id),
+                    )
+                    deltas["pending"] -= 1
+                    deltas[target.value] += 1
+                    results.append(AckResult.RECORDED)
+            _bump(db, deltas)
+        return tuple(results)
+
+    def unacknowledged(self, *, after_receipt_seq: int = 0) -> Iterator[PaymentRecord]:
+        cursor = after_receipt_seq
+        while True:
+            rows = self._rows(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'pending'"
+                " AND receipt_seq > ? ORDER BY receipt_seq LIMIT ?",
+                (cursor, _PAGE),
+            )
+            yield from (_payment(row) for row in rows)
+            if len(rows) < _PAGE:
+                return
+            cursor = rows[-1][10]
+
+    def payment(self, payment_id: str) -> PaymentRecord | None:
+        row = self._one(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?", (payment_id,))
+        return None if row is None else _payment(row)
+
+    def payments_for_account(self, account: str, *, limit: int = 100) -> list[PaymentRecord]:
+        rows = self._rows(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE account = ? ORDER BY receipt_seq DESC LIMIT ?",
+            (account, limit),
+        )
+        return [_payment(row) for row in rows]
+
+    def payment_counts(self) -> PaymentCounts:
+        values = dict(self._rows("SELECT name, value FROM counters"))
+        return PaymentCounts(
+            pending=values["pending"],
+            applied=values["applied"],
+            suspense=values["suspense"],
+            duplicates=values["duplicates"],
+        )
+
+    # ------------------------------------------------------------ suspense
+
+    def suspense(self, *, limit: int = 100, after_receipt_seq: int = 0) -> list[PaymentRecord]:
+        rows = self._rows(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'suspense'"
+            " AND receipt_seq > ? ORDER BY receipt_seq LIMIT ?",
+            (after_receipt_seq, limit),
+        )
+        return [_payment(row) for row in rows]
+
+    def count_suspense(self) -> int:
+        return int(self._one("SELECT value FROM counters WHERE name = 'suspense'")[0])
+
+    def resolve_suspense(self, payment_id: str, account: str, *, at: int, by: str) -> ResolveResult:
+        with self._write() as db:
+            row = db.execute("SELECT status FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
+            if row is None:
+                return ResolveResult.UNKNOWN_PAYMENT
+            if row[0] != PaymentStatus.SUSPENSE.value:
+                return ResolveResult.NOT_IN_SUSPENSE
+            db.execute(
+                "UPDATE payments SET status = 'pending', original_account ="
+                " COALESCE(original_account, account), account = ?, resolved_at = ?,"
+                " resolved_by = ? WHERE payment_id = ?",
+                (account, at, by, payment_id),
+            )
+            _bump(db, {"suspense": -1, "pending": 1})
+        return ResolveResult.RESOLVED
+
+    # ------------------------------------------------------------ dead letters
+
+    def put_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[int, ...]:
+        with self._write() as db:
+            first = _counter(db, "dead_letter_id") + 1
+            ids = tuple(range(first, first + len(letters)))
+            db.executemany(
+                "INSERT INTO dead_letters (id, source, message_type, reason, at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (id_, d.source, d.message_type, d.reason, d.at, d.body)
+                    for id_, d in zip(ids, letters, strict=True)
+                ],
+            )
+            _bump(db, {"dead_letter_id": len(letters)})
+        return ids
+
+    def dead_letters(self, *, limit: int = 100, before_id: int | None = None) -> list[StoredDeadLetter]:
+        rows = self._rows(
+            "SELECT id, source, message_type, reason, at, body FROM dead_letters"
+            " WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (2**62 if before_id is None else before_id, limit),
+        )
+        return [
+            StoredDeadLetter(id=i, source=s, message_type=m, reason=r, at=a, body=b)
+            for i, s, m, r, a, b in rows
+        ]
+
+    def count_dead_letters(self) -> int:
+        return int(self._one("SELECT value FROM counters WHERE name = 'dead_letter_id'")[0])
