@@ -128,7 +128,7 @@ class CreditBatch(Carrier):
 
     batch_id: str
     payload: bytes
-    sent_at: float = 0.0  # monotonic seconds at the desk, for round-trip metrics only
+    received_wall: tuple[float, ...] = ()  # per payment, wall time the desk got it (latency metric)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

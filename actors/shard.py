@@ -1,0 +1,333 @@
+"""The MeterShard actor: a thin Thespian shell around `ShardService`.
+
+It hosts the meter entities of one shard group. Handlers decode, call the service (decide → journal
+→ assign), then deliver what the service hands back: acknowledgements to the desk, relay commands to
+the gateways (a credit window of unacknowledged batches per gateway), notices and work orders to the
+sender. One ``wakeupAfter`` tick drives the timers, re-sends, snapshots and gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+from actors.directory import Directory
+from actors.notices import FileNoticeSender
+from actors.shard_service import Outgoing, RelayEffect, ShardService
+from domain.commands import ClearPayment, MeterCommand
+from domain.effects import AckPayment
+from domain.policy import load_policy
+from domain.state import Meter
+from protocols import codec
+from protocols.control import Address, ChildAddressChanged
+from protocols.payments import CreditAckBatch, CreditBatch
+from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
+from protocols.runtime import (
+    ClockSet,
+    CrashActor,
+    MeterCommandBatch,
+    MeterCommandBatchResult,
+    MeterQuery,
+    MeterView,
+    ShardInit,
+    ShardStatus,
+    ShardStatusQuery,
+)
+from storage.api import StoreOptions
+from storage.sqlite import SqliteBackend
+from supervisors.child import SupervisedChild
+from supervisors.supervisor import ROOT_NAME
+
+__all__ = ["MeterShard", "gateway_child_id", "shard_child_id"]
+
+log = logging.getLogger("jodo.shard")
+_TICK = "jodo-shard-tick"
+RELAY_WINDOW = 8  # unacknowledged RelayCommandBatches per gateway (THESPIAN.md: credit windows)
+RELAY_BATCH = 5_000
+
+
+def shard_child_id(group: int) -> str:
+    return f"shard-{group}"
+
+
+def gateway_child_id(head_end: str) -> str:
+    return f"gateway-{head_end}"
+
+
+class ActorClock:
+    """Wall time, or a manual clock that moves only forward by `ClockSet`."""
+
+    def __init__(self, manual: bool, start_at: int) -> None:
+        self.manual = manual
+        self._now = start_at or int(time.time())
+
+    def now(self) -> int:
+        return self._now if self.manual else int(time.time())
+
+    def set(self, now: int) -> None:
+        self._now = max(self._now, now)
+
+
+class MeterShard(SupervisedChild):
+    def __init__(self) -> None:
+        super().__init__()
+        self.service: ShardService | None = None
+        self.init: ShardInit | None = None
+        self.clock = ActorClock(False, 0)
+        self.gateways = Directory(follow="gateways")
+        self.relay_queue: dict[str, deque[RelayEffect]] = defaultdict(deque)
+        self.relay_unacked: dict[str, set[str]] = defaultdict(set)
+        self.notices: FileNoticeSender | None = None
+        self.tick_armed = False
+
+    # ------------------------------------------------------------ start
+
+    def receiveMsg_ShardInit(self, msg: ShardInit, sender: Address) -> None:
+        if self.service is not None:
+            return
+        policy = load_policy(msg.policy_text or None)
+        clock = ActorClock(msg.manual_clock, msg.start_at)
+        data = Path(msg.data_dir)
+        store = SqliteBackend().open_shard_store(
+            data, msg.group, StoreOptions(synchronous="normal" if msg.synchronous == "normal" else "full")
+        )
+        service = ShardService(
+            group=msg.group, groups=msg.groups, shards=msg.shards, store=store, policy=policy,
+            snapshot_every=msg.snapshot_every,
+        )
+        service.recover(clock.now())
+        self.init, self.clock, self.service = msg, clock, service
+        self.notices = FileNoticeSender(data / "outbox", msg.group)
+        self._metric("recovered", "MeterShard", service.recovery_seconds)
+        log.info(
+            "shard group recovered",
+            extra={"group": msg.group, "meters": len(service.host), "seconds": service.recovery_seconds},
+        )
+        self.report_started(sender)
+        self._deliver_notices(service.open_notices())
+        self._follow_gateways()
+        self._arm_tick()
+
+    def _follow_gateways(self) -> None:
+        root = self.createActor("supervisors.supervisor.RootSupervisor", globalName=ROOT_NAME)
+        self.tell(root, self.gateways.subscribe_message())
+
+    def receiveMsg_ChildAddressChanged(self, msg: ChildAddressChanged, sender: Address) -> None:
+        learnt = self.gateways.learn(msg)
+        if learnt is None or self.service is None:
+            return
+        if isinstance(learnt, tuple):
+            # a gateway (re)started: whatever it had from us may be gone; send every pending command
+            head_end = learnt[0].removeprefix("gateway-")
+            self.relay_unacked[head_end].clear()
+            again = [c for c in self.service.in_flight() if c.head_end == head_end]
+            queued = {c.command_id for c in self.relay_queue[head_end]}
+            self.relay_queue[head_end].extend(c for c in again if c.command_id not in queued)
+            self._flush_relay(head_end)
+        else:
+            from protocols.control import SubscribeChildAddresses
+
+            self.tell(learnt, SubscribeChildAddresses())
+
+    # ------------------------------------------------------------ batches
+
+    def receiveMsg_CreditBatch(self, msg: CreditBatch, sender: Address) -> None:
+        service = self._ready()
+        try:
+            payments = codec.decode_many(msg.payload, expect=ClearPayment)
+        except codec.CodecError as exc:
+            log.error("credit batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            return
+        service.note_payments(zip((p.payment_id for p in payments), msg.received_wall, strict=False))
+        out = service.apply(payments, self.clock.now())
+        acked = {a.payment_id for a in out.acks}
+        # a payment whose command failed to decide is not acknowledged: the desk re-sends it
+        self.tell(
+            sender,
+            CreditAckBatch(
+                batch_id=msg.batch_id, group=service.group, payload=codec.encode_many(out.acks),
+                credited_at=self.clock.now(),
+            ),
+        )
+        if len(acked) < len(payments):
+            log.warning("payments not acknowledged", extra={"batch_id": msg.batch_id,
+                                                            "count": len(payments) - len(acked)})
+        self._deliver(out)
+
+    def receiveMsg_MeterCommandBatch(self, msg: MeterCommandBatch, sender: Address) -> None:
+        service = self._ready()
+        try:
+            commands: list[MeterCommand] = codec.decode_many(msg.payload)
+        except codec.CodecError as exc:
+            self.tell(sender, MeterCommandBatchResult(batch_id=msg.batch_id, group=service.group,
+                                                      accepted=0, rejected=((-1, str(exc)),)))
+            return
+        out = service.apply(commands, self.clock.now())
+        self.tell(
+            sender,
+            MeterCommandBatchResult(
+                batch_id=msg.batch_id, group=service.group,
+                accepted=len(commands) - len(out.rejected), rejected=tuple(out.rejected),
+            ),
+        )
+        self._deliver(out)
+
+    def receiveMsg_RelayResultBatch(self, msg: RelayResultBatch, sender: Address) -> None:
+        service = self._ready()
+        try:
+            results: list[MeterCommand] = codec.decode_many(msg.payload)
+        except codec.CodecError as exc:
+            log.error("relay result batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            return
+        self._deliver(service.apply(results, self.clock.now()))
+
+    def receiveMsg_RelayBatchReceived(self, msg: RelayBatchReceived, sender: Address) -> None:
+        self.relay_unacked[msg.head_end].discard(msg.batch_id)
+        self._flush_relay(msg.head_end)
+
+    def receiveMsg_ClockSet(self, msg: ClockSet, sender: Address) -> None:
+        self.clock.set(msg.now)
+        self._on_tick()
+        if msg.request_id:
+            self.tell(sender, msg)
+
+    def receiveMsg_WakeupMessage(self, msg: Any, sender: Address) -> None:
+        if msg.payload != _TICK:
+            return
+        self.tick_armed = False
+        try:
+            self._on_tick()
+        finally:
+            self._arm_tick()
+
+    def _on_tick(self) -> None:
+        service = self.service
+        init = self.init
+        if service is None or init is None:
+            return
+        now = self.clock.now()
+        while True:
+            out = service.tick(now, limit=init.max_batch, resend_after=init.resend_after_s)
+            self._deliver(out)
+            nxt = service.host.next_due()
+            if nxt is None or nxt > now or not self.clock.manual:
+                break  # wall clock: the next tick takes the rest, so a sweep never blocks the mailbox
+        due = service.snapshot_due()
+        if due:
+            service.snapshot(due[:1], now)
+        self._gauges()
+
+    def _arm_tick(self) -> None:
+        if not self.tick_armed and self.init is not None:
+            self.tick_armed = True
+            self.wake_after(self.init.tick_seconds, _TICK)
+
+    # ------------------------------------------------------------ queries and faults
+
+    def receiveMsg_MeterQuery(self, msg: MeterQuery, sender: Address) -> None:
+        service = self._ready()
+        m = service.host.get(msg.account)
+        history = b""
+        if msg.history:
+            from domain.sharding import logical_shard
+
+            rows = service.store.events_for_account(
+                logical_shard(msg.account, service.host.shards), msg.account, limit=msg.history
+            )
+            history = codec.encode_many(codec.decode(r.body) for r in rows)
+        self.tell(sender, MeterView(request_id=msg.request_id, account=msg.account,
+                                    meter=b"" if m is None else codec.encode(m), history=history))
+
+    def receiveMsg_ShardStatusQuery(self, msg: ShardStatusQuery, sender: Address) -> None:
+        service = self._ready()
+        host = service.host
+        self.tell(
+            sender,
+            ShardStatus(
+                request_id=msg.request_id, group=service.group, pid=os.getpid(), meters=len(host),
+                relay_counts=tuple((str(k), v) for k, v in host.relay_counts.items() if v),
+                paid_but_disconnected=host.paid_but_disconnected,
+                pending_commands=host.relay_counts.get("connecting", 0)  # type: ignore[call-overload]
+                + host.relay_counts.get("disconnecting", 0),  # type: ignore[call-overload]
+                now=self.clock.now(), recovery_seconds=service.recovery_seconds,
+                journal_heads=sum(service.heads.values()),
+            ),
+        )
+
+    def receiveMsg_CrashActor(self, msg: CrashActor, sender: Address) -> None:
+        log.warning("crash injected", extra={"reason": msg.reason})
+        os._exit(70)
+
+    def receiveMsg_ActorExitRequest(self, msg: Any, sender: Address) -> None:
+        if self.service is not None:
+            self.service.store.close()
+
+    # ------------------------------------------------------------ delivery
+
+    def _ready(self) -> ShardService:
+        if self.service is None:
+            raise RuntimeError("MeterShard got work before its ShardInit")
+        return self.service
+
+    def _deliver(self, out: Outgoing) -> None:
+        for head_end, commands in out.relay.items():
+            self.relay_queue[head_end].extend(commands)
+            self._flush_relay(head_end)
+        if out.notices and self.notices is not None:
+            self._deliver_notices(out.notices)
+        if out.work_orders and self.notices is not None:
+            self.notices.work_orders(out.work_orders)
+        for head_end, seconds in out.reconnected:
+            self._metric("payment_reconnected", head_end, seconds)
+
+    def _deliver_notices(self, notices: list[Any]) -> None:
+        if not notices or self.notices is None or self.service is None:
+            return
+        sent = self.notices.send(notices)
+        self.service.notices_delivered += sent
+        for n in notices:
+            self._metric("notice_sent", str(n.template))
+
+    def _flush_relay(self, head_end: str) -> None:
+        service = self.service
+        target = self.gateways.address(gateway_child_id(head_end))
+        queue = self.relay_queue[head_end]
+        if service is None or target is None:
+            return
+        unacked = self.relay_unacked[head_end]
+        while queue and len(unacked) < RELAY_WINDOW:
+            batch = [queue.popleft() for _ in range(min(RELAY_BATCH, len(queue)))]
+            batch_id = uuid.uuid4().hex
+            self.tell(target, RelayCommandBatch(batch_id=batch_id, group=service.group, head_end=head_end,
+                                                payload=codec.encode_many(batch), count=len(batch)))
+            unacked.add(batch_id)
+            service.mark_sent(batch)
+
+    def _gauges(self) -> None:
+        service = self.service
+        if service is None:
+            return
+        host = service.host
+        self._metric("set_meters_by_relay_state", {str(k): v for k, v in host.relay_counts.items()})
+        self._metric("set_paid_but_disconnected", auto=host.paid_but_disconnected, field=0)
+
+    def _metric(self, name: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            from jodo import metrics
+
+            getattr(metrics, name)(*args, **kwargs)
+        except Exception:  # metrics never take a shard down
+            log.debug("metric %s failed", name, exc_info=True)
+
+
+def acks_of(out: Outgoing) -> list[AckPayment]:
+    return out.acks
+
+
+def meter_of(view: MeterView) -> Meter | None:
+    return None if not view.meter else codec.decode(view.meter, expect=Meter)

@@ -1,0 +1,134 @@
+"""ShardService: decide → journal → assign → route, and recovery from the journal and snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.shard_service import ShardService
+from domain.commands import ClearPayment, PostBill, RegisterMeter, ReportRelayResult
+from domain.effects import AckPayment, SendRelayCommand
+from domain.enums import ControlState, PaymentOutcome, RelayAction, RelayResultStatus, RelayState
+from domain.policy import load_policy
+from domain.sharding import group_of, logical_shard
+from storage.api import StoreOptions
+from storage.sqlite import open_shard_store
+from tests.unit.test_meter_support import at
+
+POLICY = load_policy()
+T0 = at(2026, 3, 2, 11)
+GROUPS = 1
+
+
+def service(data: Path, group: int = 0) -> ShardService:
+    store = open_shard_store(data, group, StoreOptions(synchronous="normal"))
+    s = ShardService(group=group, groups=GROUPS, shards=256, store=store, policy=POLICY, snapshot_every=50)
+    s.recover(T0)
+    return s
+
+
+def registrations(
+    n: int, relay: RelayState = RelayState.DISCONNECTED, dues: int = 150_000
+) -> list[RegisterMeter]:
+    return [
+        RegisterMeter(
+            account=f"N{i:010d}", serial=f"S{i}", head_end="hes-1", install_year=2022, relay_capable=True,
+            control_mode=2, relay=relay, opening_dues_paise=dues,
+        )
+        for i in range(n)
+    ]
+
+
+def pay(i: int, amount: int = 150_000, pid: str | None = None) -> ClearPayment:
+    return ClearPayment(account=f"N{i:010d}", payment_id=pid or f"P{i}", amount_paise=amount, channel="upi",
+                        cashless=True, paid_at=T0)
+
+
+def test_a_payment_is_journaled_acknowledged_and_sends_one_connect(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(3), T0)
+    out = s.apply([pay(1)], T0 + 5)
+    assert out.acks == [AckPayment(payment_id="P1", account="N0000000001", outcome=PaymentOutcome.APPLIED)]
+    sent = out.relay["hes-1"]
+    assert len(sent) == 1 and isinstance(sent[0], SendRelayCommand) and sent[0].action is RelayAction.CONNECT
+    entry = s.store.outbox_entry(sent[0].command_id)
+    assert entry is not None and entry.kind == "relay"
+    kinds = [e.kind for e in s.store.events_for_account(logical_shard("N0000000001"), "N0000000001")]
+    assert "PaymentApplied" in kinds
+
+
+def test_redelivered_payment_is_acknowledged_and_credits_nothing(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(1), T0)
+    s.apply([pay(0, 50_000)], T0 + 1)
+    heads = dict(s.heads)
+    out = s.apply([pay(0, 50_000)], T0 + 2)
+    assert [a.outcome for a in out.acks] == [PaymentOutcome.APPLIED]
+    assert s.heads == heads and not out.relay
+
+
+def test_recovery_rebuilds_state_and_the_commands_in_flight(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(120), T0)  # > snapshot_every events in most shards? snapshot some
+    s.snapshot(s.snapshot_due() or list(s.heads), T0)
+    out = s.apply([pay(i) for i in range(0, 120, 2)], T0 + 10)
+    in_flight = {c.command_id for cmds in out.relay.values() for c in cmds}
+    before = {m.account: m for m in s.host.meters()}
+    s.store.close()
+
+    again = service(tmp_path)
+    assert {m.account: m for m in again.host.meters()} == before
+    assert {c.command_id for c in again.in_flight()} == in_flight
+    assert again.host.relay_counts[RelayState.CONNECTING] == 60
+
+
+def test_relay_result_connects_and_closes_the_outbox_entry(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(1), T0)
+    s.note_payments([("P0", 1000.0)])
+    command = s.apply([pay(0)], T0 + 1).relay["hes-1"][0]
+    s.mark_sent([command])
+    result = ReportRelayResult(account="N0000000000", command_id=command.command_id,
+                               status=RelayResultStatus.PROCESSED, control_state=ControlState.CONNECTED,
+                               output_state=True)
+    out = s.apply([result], T0 + 3)
+    m = s.host.get("N0000000000")
+    assert m is not None and m.relay is RelayState.CONNECTED
+    entry = s.store.outbox_entry(command.command_id)
+    assert entry is not None and entry.status == "done"
+    assert [h for h, _ in out.reconnected] == ["hes-1"]
+    assert command.command_id not in s.sent_at
+
+
+def test_unanswered_commands_are_sent_again_after_the_resend_delay(tmp_path: Path) -> None:
+    clock = [1000.0]
+    store = open_shard_store(tmp_path, 0, StoreOptions(synchronous="normal"))
+    s = ShardService(group=0, groups=1, shards=256, store=store, policy=POLICY, wall=lambda: clock[0])
+    s.recover(T0)
+    s.apply(registrations(1), T0)
+    command = s.apply([pay(0)], T0).relay["hes-1"][0]
+    s.mark_sent([command])
+    assert not s.tick(T0 + 1, limit=100, resend_after=30).relay
+    clock[0] += 31
+    again = s.tick(T0 + 2, limit=100, resend_after=30).relay["hes-1"]
+    assert [c.command_id for c in again] == [command.command_id]
+
+
+def test_a_bill_for_an_unknown_account_is_refused_without_sinking_the_batch(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(1, relay=RelayState.CONNECTED, dues=0), T0)
+    bills = [
+        PostBill(account="NOPE", bill_id="B1", amount_paise=100, due_date="2026-03-20", issued_at=T0),
+        PostBill(account="N0000000000", bill_id="B2", amount_paise=100, due_date="2026-03-20", issued_at=T0),
+    ]
+    s.apply(bills, T0)
+    m = s.host.get("N0000000000")
+    assert m is not None and m.dues_paise == 100
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_group_hosts_only_its_logical_shards(tmp_path: Path, groups: int) -> None:
+    store = open_shard_store(tmp_path, 1, StoreOptions(synchronous="normal"))
+    s = ShardService(group=1, groups=groups, shards=256, store=store, policy=POLICY)
+    assert all(group_of(x, groups) == 1 for x in s.shards)
