@@ -165,6 +165,9 @@ class AdapterStats:
 
 # job phases
 _CMD, _CMD_SENT, _READ, _READ_SENT, _WAIT, _DONE = range(6)
+# enum members bound once: attribute access on an enum class is a slow descriptor call
+_A_READ = HesAction.READ
+_PROCESSED = HesResultStatus.PROCESSED
 
 _TARGET: dict[HesAction, dict[tuple[HesControlState | None, bool | None], OutcomeKind]] = {
     HesAction.CONNECT: {
@@ -282,8 +285,9 @@ class HeadEndAdapterCore:
 
     def submit(self, commands: Iterable[HesCommand], now: float) -> HeadEndStep:
         """Queue commands. A command id already pending is ignored (its one outcome is still due)."""
-        jobs = self._jobs
-        stats = self.stats
+        jobs, stats = self._jobs, self.stats
+        cmd_q, read_q, expiry, push = self._cmd_q, self._read_q, self._expiry, heapq.heappush
+        seq = self._seq
         for cmd in commands:
             stats.submitted += 1
             cid = cmd.command_id
@@ -298,12 +302,18 @@ class HeadEndAdapterCore:
                 self._emit(job, OutcomeKind.EXPIRED, now)
                 continue
             jobs[cid] = job
-            if cmd.action is HesAction.READ:
-                self._enqueue(job, _READ)
+            job.token = 1
+            if cmd.action is _A_READ:
+                job.phase = _READ
+                read_q.append((1, job))
             else:
-                self._enqueue(job, _CMD)
-            self._seq += 1
-            heapq.heappush(self._expiry, (cmd.expires_at, self._seq, job))
+                cmd_q.append((1, job))
+            seq += 1
+            push(expiry, (cmd.expires_at, seq, job))
+        self._seq = seq
+        if len(expiry) > 2 * len(jobs) + 1024:
+            self._expiry = [e for e in expiry if e[2].phase != _DONE]  # drop ended jobs' entries
+            heapq.heapify(self._expiry)
         if self._linger_until is None:
             self._linger_until = now + self.config.linger
         return self._step(now)
@@ -534,28 +544,31 @@ class HeadEndAdapterCore:
         limited = self._read_rate > 0
         if limited:
             room = min(room, int(self._read_tokens))
-        read_timeout = self.config.read_timeout
-        while q and len(ids) < room:
-            token, job = q.popleft()
+        read_expiry = now + self.config.read_timeout
+        new, append, add_id, popleft = tuple.__new__, records.append, ids.append, q.popleft
+        n = 0
+        while q and n < room:
+            token, job = popleft()
             if job.token != token or job.phase != _READ:
                 continue
             cmd = job.command
-            if cmd.action is HesAction.READ:
+            if cmd.action is _A_READ:
                 if now >= cmd.expires_at:
                     self._emit(job, OutcomeKind.EXPIRED, now)
                     continue
                 expires_at = cmd.expires_at
             else:
-                expires_at = now + read_timeout
-            job.sends += 1
-            wid = f"{cmd.command_id}/{job.sends}"
+                expires_at = read_expiry  # a read-back gets its own short expiry
+            sends = job.sends = job.sends + 1
+            wid = f"{cmd.command_id}/{sends}"
             job.phase = _READ_SENT
             wire[wid] = job
-            records.append(HesCommand(wid, cmd.meter, HesAction.READ, expires_at))
-            ids.append(wid)
+            append(new(HesCommand, (wid, cmd.meter, _A_READ, expires_at)))
+            add_id(wid)
+            n += 1
         if limited:
-            self._read_tokens -= len(ids)
-        self.stats.reads_sent += len(ids)
+            self._read_tokens -= n
+        self.stats.reads_sent += n
         return ids
 
     def _take_commands(self, room: int, records: list[HesCommand], now: float) -> list[str]:
@@ -566,24 +579,27 @@ class HeadEndAdapterCore:
             avail = int(self._tokens)
             chunk = min(len(q), max(1, int(self._rate * 0.02)))  # no dribble of 1-command frames
             room = min(room, avail) if avail >= chunk else 0
-        while q and len(ids) < room:
-            token, job = q.popleft()
+        new, append, add_id, popleft = tuple.__new__, records.append, ids.append, q.popleft
+        n = 0
+        while q and n < room:
+            token, job = popleft()
             if job.token != token or job.phase != _CMD:
                 continue
             cmd = job.command
             if now >= cmd.expires_at:
                 self._end_unsent(job, now)
                 continue
-            job.sends += 1
+            sends = job.sends = job.sends + 1
             job.attempts += 1
-            wid = f"{cmd.command_id}/{job.sends}"
+            wid = f"{cmd.command_id}/{sends}"
             job.phase = _CMD_SENT
             wire[wid] = job
-            records.append(HesCommand(wid, cmd.meter, cmd.action, cmd.expires_at))
-            ids.append(wid)
+            append(new(HesCommand, (wid, cmd.meter, cmd.action, cmd.expires_at)))
+            add_id(wid)
+            n += 1
         if limited:
-            self._tokens -= len(ids)
-        self.stats.commands_sent += len(ids)
+            self._tokens -= n
+        self.stats.commands_sent += n
         return ids
 
     # --- results ----------------------------------------------------------------------------
@@ -619,15 +635,22 @@ class HeadEndAdapterCore:
                 self._emit(job, OutcomeKind.REJECTED, now, reason=reason)
 
     def _on_results(self, results: tuple[HesCommandResult, ...], now: float) -> None:
-        wire, stats = self._wire, self.stats
+        wire, stats, read_q = self._wire, self.stats, self._read_q
         stats.results += len(results)
         for r in results:
             job = wire.pop(r.command_id, None)
             if job is None:
                 stats.stale_results += 1
-            elif job.phase == _CMD_SENT:
-                self._on_command_result(job, r, now)
-            elif job.phase == _READ_SENT:
+                continue
+            phase = job.phase
+            if phase == _CMD_SENT:
+                if r.status is _PROCESSED:  # the common case, inlined: queue the read-back
+                    token = job.token = job.token + 1
+                    job.phase = _READ
+                    read_q.append((token, job))
+                else:
+                    self._on_command_result(job, r, now)
+            elif phase == _READ_SENT:
                 self._on_read_result(job, r, now)
 
     def _on_command_result(self, job: _Job, r: HesCommandResult, now: float) -> None:

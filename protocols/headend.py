@@ -498,11 +498,34 @@ def _decode_command(rec: object) -> HesCommand:
     )
 
 
+def _decode_commands(records: list[Any]) -> tuple[HesCommand, ...]:
+    """Fast path for the common, well-formed record; anything unusual goes to `_decode_command`."""
+    out: list[HesCommand] = []
+    append, actions, new, limit = out.append, _ACTIONS, tuple.__new__, MAX_ID_CHARS
+    for rec in records:
+        if type(rec) is list and len(rec) >= 4:
+            cid, meter, action, exp = rec[0], rec[1], rec[2], rec[3]
+            if (
+                type(cid) is str
+                and type(meter) is str
+                and type(action) is int
+                and type(exp) is float
+                and 0 < len(cid) <= limit
+                and 0 < len(meter) <= limit
+                and action in actions
+                and exp - exp == 0.0  # finite: inf - inf and nan - nan are nan
+            ):
+                append(new(HesCommand, (cid, meter, actions[action], exp)))
+                continue
+        append(_decode_command(rec))
+    return tuple(out)
+
+
 def _decode_submit(f: list[Any]) -> HesSubmit:
     _fields(f, 3, "submit")
     batch_id = _count(f[1], "batch_id")
     try:
-        commands = tuple([_decode_command(r) for r in _seq(f[2], "commands")])
+        commands = _decode_commands(_seq(f[2], "commands"))
     except FrameError as e:
         raise FrameError(str(e), code=e.code, batch_id=batch_id) from None
     return HesSubmit(batch_id=batch_id, commands=commands)
@@ -527,9 +550,43 @@ def _decode_result(rec: object) -> HesCommandResult:
     )
 
 
+def _decode_result_records(records: list[Any]) -> tuple[HesCommandResult, ...]:
+    """Fast path for the common, well-formed record; anything unusual goes to `_decode_result`."""
+    out: list[HesCommandResult] = []
+    append, statuses, states, new, limit = out.append, _STATUSES, _CONTROL_STATES, tuple.__new__, MAX_ID_CHARS
+    bools = _OPT_BOOL
+    for rec in records:
+        if type(rec) is list and len(rec) >= 8:
+            cid, meter, status, cs, output, mode, error, at = rec[:8]
+            if (
+                type(cid) is str
+                and type(meter) is str
+                and type(status) is int
+                and (cs is None or type(cs) is int)
+                and (output is None or type(output) is bool)
+                and (mode is None or (type(mode) is int and 0 <= mode <= 6))
+                and (error is None or (type(error) is str and len(error) <= limit))
+                and type(at) is float
+                and 0 < len(cid) <= limit
+                and 0 < len(meter) <= limit
+                and status in statuses
+                and cs in states
+                and at - at == 0.0
+            ):
+                append(
+                    new(
+                        HesCommandResult,
+                        (cid, meter, statuses[status], states[cs], bools[output], mode, error, at),
+                    )
+                )
+                continue
+        append(_decode_result(rec))
+    return tuple(out)
+
+
 def _decode_results(f: list[Any]) -> HesResults:
     _fields(f, 2, "results")
-    return HesResults(results=tuple([_decode_result(r) for r in _seq(f[1], "results")]))
+    return HesResults(results=_decode_result_records(_seq(f[1], "results")))
 
 
 def _decode_rejection(rec: object) -> HesRejection:

@@ -1,0 +1,149 @@
+"""Head-end adapter benchmarks: `python -m bench.bench_headend [--quick]`. Prints; asserts nothing.
+
+1. Throughput: commands/s through ONE adapter connection (threaded driver) to the simulator running
+   in its own process with zero latency, every connect read back before it counts. Aim ≥ 50 000/s.
+2. Mass reconnect: 100 000 disconnected meters reconnected under a 2 000 commands/s head-end rate
+   limit (the floor is 50 s). Aim ≤ 55 s.
+
+Each figure is the median of 3 runs (`--runs`). The simulator is a child process
+(`python -m headend.sim --port 0 --port-file ...`) so it gets its own interpreter and core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from headend.adapter import AdapterConfig
+from headend.threaded import ThreadedHeadEndClient
+from protocols.headend import HesAction, HesCommand
+
+
+class SimProcess:
+    """`python -m headend.sim` in a child process on an ephemeral 127.0.0.1 port."""
+
+    def __init__(self, *args: str) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-hes-")
+        port_file = Path(self._dir.name) / "port"
+        self._log = open(Path(self._dir.name) / "sim.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "headend.sim", "--host", "127.0.0.1", "--port", "0"]
+            + ["--port-file", str(port_file), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"simulator did not start: {self.log()}")
+            time.sleep(0.02)
+        self.port = int(port_file.read_text())
+
+    def log(self) -> str:
+        return (Path(self._dir.name) / "sim.log").read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self._dir.cleanup()
+
+
+def _commands(first: int, count: int, action: HesAction, tag: str) -> list[HesCommand]:
+    expires = time.time() + 3600
+    return [
+        HesCommand(f"{tag}-{i}", f"MPW{i:08d}", action, expires) for i in range(first, first + count)
+    ]
+
+
+def _drive(port: int, commands: list[HesCommand], config: AdapterConfig, timeout: float) -> float:
+    """Seconds from submit to the last outcome; prints the outcome kinds."""
+    with ThreadedHeadEndClient("127.0.0.1", port, config) as client:
+        deadline = time.monotonic() + 30
+        while client.inspect(lambda c: c.phase.value) != "ready":  # exclude connect/hello time
+            if time.monotonic() > deadline:
+                raise RuntimeError("adapter did not connect")
+            time.sleep(0.01)
+        start = time.perf_counter()
+        client.submit(commands)
+        done = client.wait_for_outcomes(len(commands), timeout)
+        elapsed = time.perf_counter() - start
+        kinds = Counter(o.kind.value for o in client.outcomes())
+        stats = client.inspect(lambda c: c.stats)
+    status = "" if done else " (TIMED OUT)"
+    print(
+        f"    {len(commands)} commands in {elapsed:.2f} s{status}: {dict(kinds)}; "
+        f"frames {stats.frames_sent}, reads {stats.reads_sent}, rate-limited {stats.rate_limited}",
+        flush=True,
+    )
+    return elapsed
+
+
+def bench_throughput(n: int, runs: int) -> None:
+    print(f"1. throughput: {n} connects (+{n} read-backs) per run, zero latency, one connection")
+    sim = SimProcess("--meters", str(n * runs), "--disconnected-fraction", "1.0", "--max-batch", "10000")
+    try:
+        rates = []
+        for r in range(runs):
+            cmds = _commands(r * n, n, HesAction.CONNECT, f"t{r}")
+            elapsed = _drive(sim.port, cmds, AdapterConfig(max_batch=10_000, max_in_flight=100_000), 120)
+            rates.append(n / elapsed)
+    finally:
+        sim.stop()
+    print(f"   median {statistics.median(rates):,.0f} commands/s  (runs: "
+          + ", ".join(f"{x:,.0f}" for x in rates) + ")  aim ≥ 50,000/s\n", flush=True)
+
+
+def bench_rate_limited(n: int, rate: float, runs: int) -> None:
+    floor = n / rate
+    print(f"2. reconnect {n} meters under a {rate:,.0f} commands/s head-end rate limit "
+          f"(floor {floor:.1f} s)")
+    times = []
+    for r in range(runs):
+        sim = SimProcess(
+            "--meters", str(n), "--disconnected-fraction", "1.0", "--rate-limit", str(rate)
+        )
+        try:
+            cmds = _commands(0, n, HesAction.CONNECT, f"r{r}")
+            times.append(_drive(sim.port, cmds, AdapterConfig(), floor * 3 + 30))
+        finally:
+            sim.stop()
+    print(f"   median {statistics.median(times):.1f} s  (runs: "
+          + ", ".join(f"{x:.1f}" for x in times) + f")  aim ≤ {floor * 1.1:.0f} s\n", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_headend", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is shown")
+    parser.add_argument("--commands", type=int, default=200_000, help="commands per throughput run")
+    parser.add_argument("--meters", type=int, default=100_000, help="meters in the mass reconnect")
+    parser.add_argument("--rate", type=float, default=2_000, help="head-end rate limit, commands/s")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in seconds")
+    parser.add_argument("--only", choices=["throughput", "reconnect"], help="run one benchmark")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.commands, args.meters, args.runs = 20_000, 4_000, 1
+    print(f"bench_headend: python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n", flush=True)
+    if args.only in (None, "throughput"):
+        bench_throughput(args.commands, args.runs)
+    if args.only in (None, "reconnect"):
+        bench_rate_limited(args.meters, args.rate, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
