@@ -44,7 +44,9 @@ def _serve(conn: Connection, window_ms: float, batch_max: int, fmt: str) -> None
         backend = FakeBackend()
         runner, port = await start_site(build_app(config, backend), "127.0.0.1", 0)
         conn.send(port)
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
+        loop = asyncio.get_running_loop()
+        while (await loop.run_in_executor(None, conn.recv)) == "cpu":
+            conn.send(time.process_time())
         batches = backend.batches
         conn.send({"batches": len(batches), "items": sum(batches), "largest": max(batches, default=0),
                    "mean": sum(batches) / len(batches) if batches else 0.0})
@@ -59,6 +61,12 @@ class RunResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    wall_s: float = 0.0
+
+
+def _server_cpu(conn: Connection) -> float:
+    conn.send("cpu")
+    return float(conn.recv())
 
 
 def _requests(prefix: str, n: int, fmt: str) -> list[tuple[bytes, dict[str, str]]]:
@@ -115,6 +123,7 @@ async def _load(url: str, requests: list[tuple[bytes, dict[str, str]]], concurre
         p50_ms=1000 * latencies[len(latencies) // 2],
         p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         errors=errors,
+        wall_s=elapsed,
     )
 
 
@@ -143,15 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_load(url, _requests("warm", min(1000, args.requests), args.format), args.concurrency))
         for run in range(args.runs):
             requests = _requests(f"r{run}", args.requests, args.format)
+            server_cpu, client_cpu = _server_cpu(parent), time.process_time()
             result = asyncio.run(_load(url, requests, args.concurrency))
+            server_cpu, client_cpu = _server_cpu(parent) - server_cpu, time.process_time() - client_cpu
             results.append(result)
             print(f"  run {run + 1}: {result.per_s:8.0f} webhooks/s  p50 {result.p50_ms:6.2f} ms  "
-                  f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.errors}")
+                  f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.errors}  CPU busy: server "
+                  f"{server_cpu / result.wall_s:4.0%}, load generator {client_cpu / result.wall_s:4.0%}")
     finally:
         parent.send("stop")
         stats: dict[str, Any] = parent.recv() if parent.poll(10) else {}
         server.join(10)
-    print(f"median: {statistics.median(r.per_s for r in results):.0f} webhooks/s, "
+    print(f"median of {len(results)}: {statistics.median(r.per_s for r in results):.0f} webhooks/s, "
           f"p50 {statistics.median(r.p50_ms for r in results):.2f} ms, "
           f"p99 {statistics.median(r.p99_ms for r in results):.2f} ms")
     if stats:
