@@ -182,7 +182,7 @@ def _authorize(request: web.Request, token: Secret | None, api: str) -> None:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise RequestRefused(401, "unauthorized", "send Authorization: Bearer <token>")
-    if not hmac.compare_digest(given.strip().encode(), token.reveal().encode()):
+    if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.reveal().encode()):
         raise RequestRefused(401, "unauthorized", f"wrong {api} token")
 
 
@@ -223,7 +223,7 @@ async def _webhook_response(request: web.Request, name: str) -> web.Response:
             gateway, request.headers, body, request.app[_CLOCK](), max_body_bytes=config.http.max_body_bytes
         )
     except WebhookError as exc:
-        log.info("webhook %s refused: %d %s at %s", name[:32], exc.status, exc.code, exc.where)
+        log.info("webhook %r refused: %d %s at %s", name[:32], exc.status, exc.code, exc.where)
         return _json(exc.status, exc.to_json())
     if isinstance(outcome, IgnoredEvent):
         return _json(200, {"result": "ignored", "event": outcome.event, "payment_id": None})
