@@ -16,7 +16,8 @@ Configured by its first message, `protocols.control.SupervisorInit` (flags + chi
 - on `StopTree` stops its children in reverse start order, answers `TreeStopped` and exits.
 
 Timers: one ``wakeupAfter`` tick at a time (Thespian's own timers are O(n^2)); deadlines sit in this
-actor's heap and the tick is capped at `TICK_MAX` so an earlier deadline is never late by more.
+actor's heap (entries no longer backed by a child's state are dropped, so an idle supervisor has no
+tick), and the tick is capped at `TICK_MAX` so a deadline added later is never late by more.
 Handlers do their fallible work (imports, init factories) before changing any state: Thespian re-runs
 a handler that raised, keeping whatever it had already changed.
 """
@@ -31,6 +32,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from actors.facade import Address
@@ -75,7 +77,7 @@ from supervisors.processes import ProcessRef, boot_id, kill_process
 __all__ = ["ROOT_NAME", "TICK_MAX", "RootSupervisor", "Supervisor"]
 
 ROOT_NAME = "jodo-root"
-TICK_MAX = 0.25  # seconds: the longest one tick sleeps, so a deadline added later is late by <= this
+TICK_MAX = 0.05  # seconds: the longest one tick sleeps, so a deadline added later is late by <= this
 KILL_GRACE = 2.0  # seconds to see ChildActorExited after a SIGKILL before giving up on a child
 _TICK = "jodo-supervisor-tick"
 _LIVE = (ChildState.STARTING, ChildState.RUNNING, ChildState.STOPPING)
@@ -83,6 +85,12 @@ def _log() -> logging.Logger:
     # Looked up per use: Thespian replaces the logging tree in each actor process after fork, and a
     # logger cached at import (in the starting process) would bypass the system's log handlers.
     return logging.getLogger("jodo.supervisor")
+
+
+class _Timer(StrEnum):
+    START = "start"  # a RESTART_PENDING child's backoff ends
+    STOP = "stop"  # a STOPPING child's shutdown time (or kill grace) ends
+    NUDGE = "nudge"  # shortly after a start: see _start_child
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,7 +139,7 @@ class Supervisor(SupervisedChild):
         self._subscribers: tuple[tuple[Address, tuple[str, ...]], ...] = ()
         self._sink: DeadLetterSink = LoggingDeadLetterSink()
         self._rng = random.Random()
-        self._timers: list[float] = []
+        self._timers: list[tuple[float, _Timer]] = []
         self._tick_armed = False
         self._boot_id = boot_id()
 
@@ -322,7 +330,7 @@ class Supervisor(SupervisedChild):
         self._window = window
         self._children = children
         self._stop_queue = tuple(queue)
-        heapq.heappush(self._timers, due)
+        heapq.heappush(self._timers, (due, _Timer.START))
 
     def _escalate(self, why: str, now: float) -> None:
         _log().error("%s: escalating: %s", self._name, why)
@@ -392,7 +400,7 @@ class Supervisor(SupervisedChild):
                 stop_deadline=deadline,
             ),
         }
-        heapq.heappush(self._timers, deadline)
+        heapq.heappush(self._timers, (deadline, _Timer.STOP))
         assert child.address is not None
         if child.spec.type is ChildType.SUPERVISOR:
             self.tell(child.address, StopTree())
@@ -407,7 +415,7 @@ class Supervisor(SupervisedChild):
             if kill_process(ref):
                 _log().warning("%s: child %s overran its shutdown, killed", self._name, cid)
             deadline = now + KILL_GRACE
-            heapq.heappush(self._timers, deadline)
+            heapq.heappush(self._timers, (deadline, _Timer.STOP))
             self._children = {
                 **self._children,
                 cid: replace(child, killed=True, stop_deadline=deadline),
@@ -457,7 +465,7 @@ class Supervisor(SupervisedChild):
         self.tell(address, init)
         # A send made from a wakeup handler can stall until the next message arrives (THESPIAN.md):
         # one more tick shortly after guarantees that next message.
-        heapq.heappush(self._timers, now + TICK_MAX)
+        heapq.heappush(self._timers, (now + TICK_MAX, _Timer.NUDGE))
 
     def _init_message(self, spec: ChildSpec, restarts: int) -> object:
         if spec.init is None:
@@ -494,11 +502,20 @@ class Supervisor(SupervisedChild):
         )
 
     def _arm(self, now: float) -> None:
-        while self._timers and self._timers[0] <= now:
+        while self._timers and (self._timers[0][0] <= now or not self._timer_valid(*self._timers[0])):
             heapq.heappop(self._timers)
         if self._timers and not self._tick_armed:
             self._tick_armed = True
-            self.wake_after(min(self._timers[0] - now, TICK_MAX), _TICK)
+            self.wake_after(min(self._timers[0][0] - now, TICK_MAX), _TICK)
+
+    def _timer_valid(self, at: float, kind: _Timer) -> bool:
+        """Whether a heap entry still stands for something a child is waiting on."""
+        children = self._children.values()
+        if kind is _Timer.START:
+            return any(c.state is ChildState.RESTART_PENDING and c.start_due == at for c in children)
+        if kind is _Timer.STOP:
+            return any(c.state is ChildState.STOPPING and c.stop_deadline == at for c in children)
+        return any(c.state is ChildState.STARTING for c in children)
 
     # ------------------------------------------------------------ reporting
 
