@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protocols.control import Address, ChildAddressChanged, SubscribeChildAddresses
+from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["ROOT_SUPERVISOR_ID", "Directory"]
 
-ROOT_SUPERVISOR_ID = "root"
+ROOT_SUPERVISOR_ID = ROOT_NAME  # the root supervisor's id in its address reports
 
 
 @dataclass(slots=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
+from actors.clock import ActorClock
 from actors.directory import Directory
 from actors.notices import FileNoticeSender
 from actors.shard_service import Outgoing, RelayEffect, ShardService
@@ -57,20 +57,6 @@ def shard_child_id(group: int) -> str:
 
 def gateway_child_id(head_end: str) -> str:
     return f"gateway-{head_end}"
-
-
-class ActorClock:
-    """Wall time, or a manual clock that moves only forward by `ClockSet`."""
-
-    def __init__(self, manual: bool, start_at: int) -> None:
-        self.manual = manual
-        self._now = start_at or int(time.time())
-
-    def now(self) -> int:
-        return self._now if self.manual else int(time.time())
-
-    def set(self, now: int) -> None:
-        self._now = max(self._now, now)
 
 
 class MeterShard(SupervisedChild):
@@ -304,7 +290,8 @@ class MeterShard(SupervisedChild):
             batch = [queue.popleft() for _ in range(min(RELAY_BATCH, len(queue)))]
             batch_id = uuid.uuid4().hex
             self.tell(target, RelayCommandBatch(batch_id=batch_id, group=service.group, head_end=head_end,
-                                                payload=codec.encode_many(batch), count=len(batch)))
+                                                payload=codec.encode_many(batch), count=len(batch),
+                                                now=self.clock.now()))
             unacked.add(batch_id)
             service.mark_sent(batch)
 

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "CodecError",
     "decode",
+    "decode_each",
     "decode_many",
     "encode",
     "encode_many",
@@ -208,6 +209,24 @@ def decode_many(
     if not isinstance(value, list):
         raise CodecError(f"a batch is an array, got {type(value).__name__}")
     return [from_wire(item, expect=expect, where=f"[{i}]") for i, item in enumerate(value)]
+
+
+def decode_each(
+    data: bytes, *, expect: type[T] | None = None, max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[T | CodecError]:
+    """Decode a batch item by item: a bad item becomes its `CodecError` in place, the rest stand.
+
+    Raises `CodecError` only if the batch itself is not an array of items."""
+    value = _unpack(data, max_bytes)
+    if not isinstance(value, list):
+        raise CodecError(f"a batch is an array, got {type(value).__name__}")
+    out: list[T | CodecError] = []
+    for i, item in enumerate(value):
+        try:
+            out.append(from_wire(item, expect=expect, where=f"[{i}]"))
+        except CodecError as exc:
+            out.append(exc)
+    return out
 
 
 def from_wire(value: Any, *, expect: type[Any] | None = None, where: str = "") -> Any:

@@ -105,6 +105,10 @@ class PaymentBatch(Carrier):
     batch_id: str
     payload: bytes
 
+    @property
+    def request_id(self) -> str:
+        return self.batch_id
+
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class PaymentBatchResult(Carrier):
@@ -113,6 +117,10 @@ class PaymentBatchResult(Carrier):
     batch_id: str
     payload: bytes
 
+    @property
+    def request_id(self) -> str:
+        return self.batch_id
+
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class DeskSaturated(Carrier):
@@ -120,6 +128,10 @@ class DeskSaturated(Carrier):
 
     batch_id: str
     retry_after_s: int = 1
+
+    @property
+    def request_id(self) -> str:
+        return self.batch_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

@@ -25,6 +25,7 @@ class RelayCommandBatch(Carrier):
     head_end: str
     payload: bytes
     count: int = 0
+    now: int = 0  # the shard's clock when sent: expiries are relative to it (a manual clock may lead)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

@@ -89,6 +89,10 @@ class MeterCommandBatch(Carrier):
     batch_id: str
     payload: bytes
 
+    @property
+    def request_id(self) -> str:
+        return self.batch_id
+
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class MeterCommandBatchResult(Carrier):
@@ -98,6 +102,10 @@ class MeterCommandBatchResult(Carrier):
     group: int
     accepted: int
     rejected: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def request_id(self) -> str:
+        return self.batch_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

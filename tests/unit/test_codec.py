@@ -176,3 +176,12 @@ def test_mutated_valid_messages_raise_only_codec_error(data: st.DataObject) -> N
         codec.decode_many(bytes(encoded))
     except CodecError:
         pass
+
+
+def test_decode_each_keeps_good_items_and_names_the_bad_one() -> None:
+    good = codec.to_wire(CodecSampleInner(n=1))
+    bad = codec.to_wire(CodecSampleInner(n=2))
+    bad[2][0] = "two"
+    items = codec.decode_each(msgpack.packb([good, bad, good]))
+    assert items[0] == CodecSampleInner(n=1) and items[2] == CodecSampleInner(n=1)
+    assert isinstance(items[1], CodecError) and "[1]" in str(items[1])

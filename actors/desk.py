@@ -1,0 +1,196 @@
+"""The PaymentDesk actor: a thin Thespian shell around `DeskService`.
+
+Owns the payments ledger. A `PaymentBatch` is answered (`PaymentBatchResult`) only after the ledger
+commit; accepted payments leave for their shard groups in `CreditBatch`es within a credit window.
+Shard addresses come from the shards' supervisor and are followed across restarts; a restarted shard
+is sent again everything it had not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from actors.clock import ActorClock
+from actors.desk_service import DeskService
+from actors.directory import Directory
+from actors.shard import shard_child_id
+from domain.effects import AckPayment
+from protocols import codec
+from protocols.control import Address, ChildAddressChanged, SubscribeChildAddresses
+from protocols.payments import (
+    CreditAckBatch,
+    DeskSaturated,
+    PaymentBatch,
+    PaymentBatchResult,
+    PaymentReceived,
+)
+from protocols.runtime import (
+    CrashActor,
+    DeskInit,
+    DeskStatus,
+    DeskStatusQuery,
+    PaymentTraceQuery,
+    PaymentTraceView,
+)
+from storage.api import StoreOptions
+from storage.sqlite import SqliteBackend
+from supervisors.child import SupervisedChild
+from supervisors.supervisor import ROOT_NAME
+
+__all__ = ["PaymentDesk"]
+
+log = logging.getLogger("jodo.desk")
+_TICK = "jodo-desk-tick"
+TICK_SECONDS = 0.5
+
+
+class PaymentDesk(SupervisedChild):
+    def __init__(self) -> None:
+        super().__init__()
+        self.service: DeskService | None = None
+        self.init: DeskInit | None = None
+        self.clock = ActorClock(False, 0)
+        self.shards = Directory(follow="shards")
+        self.tick_armed = False
+
+    def receiveMsg_DeskInit(self, msg: DeskInit, sender: Address) -> None:
+        if self.service is not None:
+            return
+        store = SqliteBackend().open_desk_store(
+            Path(msg.data_dir), StoreOptions(synchronous="normal" if msg.synchronous == "normal" else "full")
+        )
+        service = DeskService(store=store, groups=msg.groups, shards=msg.shards, window=msg.window,
+                              max_batch=msg.max_batch, max_queued=msg.max_queued)
+        recovered = service.recover()
+        self.init, self.service = msg, service
+        self.clock = ActorClock(msg.manual_clock, msg.start_at)
+        log.info("payment desk recovered", extra={"unacknowledged": recovered})
+        self.report_started(sender)
+        root = self.createActor("supervisors.supervisor.RootSupervisor", globalName=ROOT_NAME)
+        self.tell(root, self.shards.subscribe_message())
+        self._arm_tick()
+
+    def receiveMsg_ChildAddressChanged(self, msg: ChildAddressChanged, sender: Address) -> None:
+        learnt = self.shards.learn(msg)
+        if learnt is None or self.service is None:
+            return
+        if isinstance(learnt, tuple):
+            group = int(learnt[0].removeprefix("shard-"))
+            self.service.shard_restarted(group)
+            self._flush(group)
+        else:
+            self.tell(learnt, SubscribeChildAddresses())
+
+    def receiveMsg_PaymentBatch(self, msg: PaymentBatch, sender: Address) -> None:
+        service = self._ready()
+        try:
+            items = codec.decode_each(msg.payload, expect=PaymentReceived)
+        except codec.CodecError as exc:
+            items = [exc]
+        intake = service.receive(items, self.clock.now())
+        if intake.saturated:
+            self._metric("desk_saturated")
+            self.tell(sender, DeskSaturated(batch_id=msg.batch_id, retry_after_s=1))
+            return
+        result = PaymentBatchResult(batch_id=msg.batch_id, payload=codec.encode_many(intake.results))
+        self.tell(sender, result)
+        for r in intake.results:
+            item = items[r.index] if 0 <= r.index < len(items) else None
+            gateway = item.gateway if isinstance(item, PaymentReceived) else "unknown"
+            self._metric("payment_received", gateway, str(r.code))
+        for group in {service.group_of(p.account) for p in intake.accepted}:
+            self._flush(group)
+
+    def receiveMsg_CreditAckBatch(self, msg: CreditAckBatch, sender: Address) -> None:
+        service = self._ready()
+        try:
+            acks = codec.decode_many(msg.payload, expect=AckPayment)
+        except codec.CodecError as exc:
+            log.error("credit ack undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            return
+        service.acknowledged(msg.group, msg.batch_id, acks, self.clock.now())
+        self._flush(msg.group)
+
+    def receiveMsg_DeskStatusQuery(self, msg: DeskStatusQuery, sender: Address) -> None:
+        service = self._ready()
+        counts = service.store.payment_counts()
+        self.tell(
+            sender,
+            DeskStatus(
+                request_id=msg.request_id, pid=os.getpid(), queued=service.queued,
+                in_flight_batches=tuple((g, len(f)) for g, f in service.in_flight.items()),
+                counts=(("pending", counts.pending), ("applied", counts.applied),
+                        ("suspense", counts.suspense), ("duplicates", counts.duplicates)),
+                saturated=service.queued >= service.max_queued,
+            ),
+        )
+
+    def receiveMsg_PaymentTraceQuery(self, msg: PaymentTraceQuery, sender: Address) -> None:
+        service = self._ready()
+        record = service.store.payment(msg.payment_id)
+        view: dict[str, object] | None = None
+        if record is not None:
+            view = {
+                name: (str(getattr(record, name)) if name == "status" else getattr(record, name))
+                for name in (
+                    "payment_id", "gateway", "event_id", "account", "original_account", "amount_paise",
+                    "channel", "paid_at", "received_at", "committed_at", "status", "applied_at",
+                    "suspended_at", "resolved_at", "resolved_by",
+                )
+            }
+        self.tell(sender, PaymentTraceView(request_id=msg.request_id, payment_id=msg.payment_id, record=view))
+
+    def receiveMsg_CrashActor(self, msg: CrashActor, sender: Address) -> None:
+        log.warning("crash injected", extra={"reason": msg.reason})
+        os._exit(70)
+
+    def receiveMsg_WakeupMessage(self, msg: Any, sender: Address) -> None:
+        if msg.payload != _TICK:
+            return
+        self.tick_armed = False
+        try:
+            service = self.service
+            if service is not None and self.init is not None:
+                for group in service.stale(self.init.resend_after_s):
+                    log.warning("credit batch unanswered, re-sending", extra={"group": group})
+                    self._flush(group)
+                self._metric("set_payments_unapplied", service.unacknowledged)
+                self._metric("batches_in_flight", "desk_to_shard",
+                             sum(len(f) for f in service.in_flight.values()))
+        finally:
+            self._arm_tick()
+
+    def receiveMsg_ActorExitRequest(self, msg: Any, sender: Address) -> None:
+        if self.service is not None:
+            self.service.store.close()
+
+    # ------------------------------------------------------------ internals
+
+    def _ready(self) -> DeskService:
+        if self.service is None:
+            raise RuntimeError("PaymentDesk got work before its DeskInit")
+        return self.service
+
+    def _flush(self, group: int) -> None:
+        service = self.service
+        target = self.shards.address(shard_child_id(group))
+        if service is None or target is None:
+            return
+        for batch in service.batches(group):
+            self.tell(target, batch)
+
+    def _arm_tick(self) -> None:
+        if not self.tick_armed:
+            self.tick_armed = True
+            self.wake_after(TICK_SECONDS, _TICK)
+
+    def _metric(self, name: str, *args: Any) -> None:
+        try:
+            from jodo import metrics
+
+            getattr(metrics, name)(*args)
+        except Exception:  # metrics never take the desk down
+            log.debug("metric %s failed", name, exc_info=True)

@@ -1,0 +1,226 @@
+"""What the PaymentDesk does, without Thespian: the ledger first, then credits to the shards.
+
+Every payment batch is recorded in the ledger in one transaction (duplicates reported, never
+applied twice) before anyone is told it was accepted. Accepted payments wait per shard group for a
+credit window (at most ``window`` unacknowledged `CreditBatch` per group) and leave in batches; a
+shard's `CreditAckBatch` marks them applied (or moves them to suspense for an unknown account).
+A payment is re-sent until acknowledged: after a desk restart (from the ledger), after a shard
+restart (its unacknowledged batches), and after ``resend_after`` seconds without an answer. Shards
+deduplicate, so a re-send never credits twice.
+
+When more than ``max_queued`` payments are waiting, new batches are refused whole (`saturated`) and
+nothing of them is stored: the front door answers 503 with Retry-After and the gateway retries.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from domain.commands import ClearPayment
+from domain.effects import AckPayment
+from domain.enums import PaymentOutcome
+from domain.sharding import group_of, logical_shard
+from protocols import codec
+from protocols.payments import CreditBatch, PaymentItemResult, PaymentReceived, PaymentResultCode
+from storage.api import DeskStore
+from storage.records import CreditAck, CreditOutcome, NewPayment, RecordOutcome
+
+__all__ = ["DeskService", "Intake"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    credit: ClearPayment
+    received_wall: float
+
+
+@dataclass(slots=True)
+class _InFlight:
+    payments: list[_Waiting]
+    sent_wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """The desk's answer to one payment batch: per-item results, or ``saturated`` (nothing stored)."""
+
+    results: tuple[PaymentItemResult, ...]
+    saturated: bool = False
+    accepted: tuple[PaymentReceived, ...] = ()
+
+
+def _credit(p: PaymentReceived) -> ClearPayment:
+    return ClearPayment(
+        account=p.account, payment_id=p.payment_id, amount_paise=p.amount_paise, channel=p.channel,
+        cashless=p.cashless, paid_at=p.paid_at,
+    )
+
+
+class DeskService:
+    """The payments ledger and the credit flow towards the shard groups."""
+
+    def __init__(
+        self,
+        *,
+        store: DeskStore,
+        groups: int,
+        shards: int = 256,
+        window: int = 8,
+        max_batch: int = 5_000,
+        max_queued: int = 200_000,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.groups = groups
+        self.shards = shards
+        self.window = window
+        self.max_batch = max_batch
+        self.max_queued = max_queued
+        self.wall = wall
+        self.queues: dict[int, deque[_Waiting]] = {g: deque() for g in range(groups)}
+        self.in_flight: dict[int, dict[str, _InFlight]] = {g: {} for g in range(groups)}
+
+    def group_of(self, account: str) -> int:
+        return group_of(logical_shard(account, self.shards), self.groups)
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    @property
+    def unacknowledged(self) -> int:
+        return self.queued + sum(len(b.payments) for f in self.in_flight.values() for b in f.values())
+
+    # ------------------------------------------------------------ intake
+
+    def recover(self) -> int:
+        """Queue every payment the ledger has not seen acknowledged (after a desk restart)."""
+        n = 0
+        wall = self.wall()
+        for record in self.store.unacknowledged():
+            try:
+                received = codec.decode(record.body, expect=PaymentReceived)
+                credit = _credit(received)
+            except codec.CodecError:
+                credit = ClearPayment(
+                    account=record.account, payment_id=record.payment_id,
+                    amount_paise=record.amount_paise, channel=record.channel, cashless=True,
+                    paid_at=record.paid_at,
+                )
+            else:
+                if credit.account != record.account:  # re-assigned from suspense
+                    credit = ClearPayment(
+                        account=record.account, payment_id=credit.payment_id,
+                        amount_paise=credit.amount_paise, channel=credit.channel,
+                        cashless=credit.cashless, paid_at=credit.paid_at,
+                    )
+            self.queues[self.group_of(credit.account)].append(_Waiting(credit, wall))
+            n += 1
+        return n
+
+    def receive(self, items: Sequence[PaymentReceived | codec.CodecError], now: int) -> Intake:
+        """Record a batch in the ledger (one transaction) and queue the new payments for credit."""
+        good = [(i, p) for i, p in enumerate(items) if isinstance(p, PaymentReceived)]
+        if self.queued + len(good) > self.max_queued:
+            return Intake(results=(), saturated=True)
+        results: list[PaymentItemResult | None] = [None] * len(items)
+        for i, item in enumerate(items):
+            if isinstance(item, codec.CodecError):
+                results[i] = PaymentItemResult(index=i, payment_id="", code=PaymentResultCode.REJECTED,
+                                               reason=str(item))
+        recorded = self.store.record_payments(
+            [
+                NewPayment(
+                    payment_id=p.payment_id, gateway=p.gateway, event_id=p.event_id, account=p.account,
+                    amount_paise=p.amount_paise, channel=p.channel, paid_at=p.paid_at,
+                    received_at=p.received_at, body=codec.encode(p),
+                )
+                for _, p in good
+            ],
+            at=now,
+        )
+        wall = self.wall()
+        accepted = []
+        for (i, p), r in zip(good, recorded, strict=True):
+            if r.outcome is RecordOutcome.NEW:
+                results[i] = PaymentItemResult(
+                    index=i, payment_id=p.payment_id, code=PaymentResultCode.ACCEPTED
+                )
+                self.queues[self.group_of(p.account)].append(_Waiting(_credit(p), wall))
+                accepted.append(p)
+            else:
+                results[i] = PaymentItemResult(
+                    index=i, payment_id=p.payment_id, code=PaymentResultCode.DUPLICATE,
+                    reason=f"already received as {r.stored_payment_id}",
+                )
+        return Intake(results=tuple(r for r in results if r is not None), accepted=tuple(accepted))
+
+    # ------------------------------------------------------------ credits
+
+    def batches(self, group: int) -> list[CreditBatch]:
+        """Fill the group's credit window from its queue."""
+        queue = self.queues[group]
+        flying = self.in_flight[group]
+        out = []
+        wall = self.wall()
+        while queue and len(flying) < self.window:
+            taken = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
+            batch_id = uuid.uuid4().hex
+            flying[batch_id] = _InFlight(taken, wall)
+            out.append(
+                CreditBatch(
+                    batch_id=batch_id,
+                    payload=codec.encode_many(w.credit for w in taken),
+                    received_wall=tuple(w.received_wall for w in taken),
+                )
+            )
+        return out
+
+    def acknowledged(self, group: int, batch_id: str, acks: Sequence[AckPayment], now: int) -> int:
+        """Apply a shard's acknowledgements; returns how many payments they settled.
+
+        Payments of the batch the shard did not acknowledge (a command it could not decide) go back
+        to the queue, to be tried again.
+        """
+        batch = self.in_flight[group].pop(batch_id, None)
+        if acks:
+            self.store.mark_credited(
+                [
+                    CreditAck(
+                        payment_id=a.payment_id, account=a.account,
+                        outcome=CreditOutcome.APPLIED
+                        if a.outcome is PaymentOutcome.APPLIED
+                        else CreditOutcome.UNKNOWN_ACCOUNT,
+                        at=now,
+                    )
+                    for a in acks
+                ]
+            )
+        if batch is not None:
+            settled = {a.payment_id for a in acks}
+            left = [w for w in batch.payments if w.credit.payment_id not in settled]
+            self.queues[group].extend(left)
+        return len(acks)
+
+    def shard_restarted(self, group: int) -> None:
+        """The group's shard is new: whatever it had from us may be lost. Send it all again."""
+        flying = self.in_flight[group]
+        again = [w for b in flying.values() for w in b.payments]
+        flying.clear()
+        self.queues[group].extendleft(reversed(again))
+
+    def stale(self, resend_after: float) -> list[int]:
+        """Groups with a batch unanswered for ``resend_after`` seconds: their batches go again."""
+        cutoff = self.wall() - resend_after
+        groups = []
+        for group, flying in self.in_flight.items():
+            old = [bid for bid, b in flying.items() if b.sent_wall < cutoff]
+            if old:
+                again = [w for bid in old for w in flying.pop(bid).payments]
+                self.queues[group].extendleft(reversed(again))
+                groups.append(group)
+        return groups

@@ -1,0 +1,212 @@
+"""The HeadEndGateway actor: one per head-end system, a thin shell around the adapter's socket driver.
+
+The mailbox never blocks on I/O (THESPIAN.md, non-blocking I/O): the head-end socket is watched with
+``ThespianWatch`` (returned from EVERY receive, or the socket silently stops being read) and one
+``wakeupAfter`` tick drives timeouts, retries and the breaker. Commands arrive from shards in
+`RelayCommandBatch`es (acknowledged at once with `RelayBatchReceived`); final outcomes go back as
+`ReportRelayResult` meter commands in `RelayResultBatch`es to the latest address each group used.
+
+A command is identified by (command_id, attempt): a shard re-sends in-flight commands after any
+restart, so a send already running is not started again, and one already finished is answered from
+the outcome cache without touching the meter again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict, defaultdict
+from typing import Any
+
+from thespian.actors import ThespianWatch, WakeupMessage, WatchMessage
+
+from domain.commands import ReportRelayResult
+from domain.effects import CancelRelayCommand, SendRelayCommand
+from domain.enums import ControlState, RelayAction, RelayResultStatus
+from headend.adapter import AdapterConfig
+from headend.outcome import HeadEndOutcome, OutcomeKind
+from headend.socket_driver import HeadEndSocketDriver
+from protocols import codec
+from protocols.control import Address
+from protocols.headend import HesAction, HesCommand
+from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
+from protocols.runtime import CrashActor, GatewayInit, GatewayStatus, GatewayStatusQuery
+from supervisors.child import SupervisedChild
+
+__all__ = ["HeadEndGateway", "report_of"]
+
+log = logging.getLogger("jodo.gateway")
+_TICK = "jodo-gateway-tick"
+_MAX_TICK = 0.5
+_ACTIONS = {RelayAction.CONNECT: HesAction.CONNECT, RelayAction.DISCONNECT: HesAction.DISCONNECT,
+            RelayAction.READ: HesAction.READ}
+
+
+def report_of(account: str, command_id: str, o: HeadEndOutcome) -> ReportRelayResult:
+    """The meter command that tells a meter how its relay command ended."""
+    if o.succeeded:
+        return ReportRelayResult(
+            account=account, command_id=command_id, status=RelayResultStatus.PROCESSED,
+            control_state=ControlState(int(o.control_state)) if o.control_state is not None else None,
+            output_state=o.output_state,
+        )
+    if o.kind is OutcomeKind.EXPIRED:
+        return ReportRelayResult(account=account, command_id=command_id, status=RelayResultStatus.EXPIRED)
+    if o.kind is OutcomeKind.REJECTED:
+        return ReportRelayResult(account=account, command_id=command_id, status=RelayResultStatus.REJECTED,
+                                 error_code=o.reason)
+    return ReportRelayResult(account=account, command_id=command_id, status=RelayResultStatus.FAILED,
+                             error_code=o.error, retryable=o.retryable)
+
+
+class HeadEndGateway(SupervisedChild):
+    def __init__(self) -> None:
+        super().__init__()
+        self.init: GatewayInit | None = None
+        self.driver: HeadEndSocketDriver | None = None
+        self.reply_to: dict[int, Address] = {}
+        self.running: dict[str, tuple[str, int, float]] = {}  # wire id → (account, group, submit wall)
+        self.finished: OrderedDict[str, ReportRelayResult] = OrderedDict()  # wire id → result
+        self.results: dict[int, list[ReportRelayResult]] = defaultdict(list)
+        self.tick_armed = False
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def receiveMessage(self, msg: Any, sender: Address) -> Any:
+        try:
+            super().receiveMessage(msg, sender)
+        finally:
+            self._send_results()
+            self._arm_tick()
+        fd = None if self.driver is None else self.driver.fileno()
+        return ThespianWatch([fd] if fd is not None else [])
+
+    # ------------------------------------------------------------ start
+
+    def receiveMsg_GatewayInit(self, msg: GatewayInit, sender: Address) -> None:
+        if self.driver is not None:
+            return
+        config = AdapterConfig(
+            client_name=f"jodo-gateway-{msg.head_end}", command_timeout=msg.command_timeout,
+            max_attempts=msg.max_attempts, rate_limit=msg.rate_limit,
+        )
+        self.init = msg
+        self.driver = HeadEndSocketDriver(msg.host, msg.port, config)
+        self.report_started(sender)
+        self._outcomes(self.driver.on_tick())
+
+    # ------------------------------------------------------------ commands in, outcomes out
+
+    def receiveMsg_RelayCommandBatch(self, msg: RelayCommandBatch, sender: Address) -> None:
+        driver = self._ready()
+        self.reply_to[msg.group] = sender
+        self.tell(sender, RelayBatchReceived(batch_id=msg.batch_id, head_end=msg.head_end))
+        try:
+            effects: list[object] = codec.decode_many(msg.payload)
+        except codec.CodecError as exc:
+            log.error("relay batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            return
+        wall = time.time()
+        submit: list[HesCommand] = []
+        for e in effects:
+            if isinstance(e, CancelRelayCommand):
+                continue  # the reference protocol has no cancel: expiry and the shard's state cover it
+            if not isinstance(e, SendRelayCommand):
+                continue
+            wire_id = f"{e.command_id}#{e.attempt}"
+            done = self.finished.get(wire_id)
+            if done is not None:
+                self.results[msg.group].append(done)
+                continue
+            if wire_id in self.running:
+                continue
+            self.running[wire_id] = (e.account, msg.group, wall)
+            # expiry on our clock: the shard's clock may be a simulated one
+            expires = wall + (e.expires_at - msg.now) if msg.now else float(e.expires_at)
+            submit.append(HesCommand(command_id=wire_id, meter=e.meter_serial, action=_ACTIONS[e.action],
+                                     expires_at=expires))
+            self._metric("relay_command_attempted", self._head_end(), str(e.action))
+        if submit:
+            self._outcomes(driver.submit(submit))
+
+    def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Address) -> None:
+        if self.driver is not None:
+            self._outcomes(self.driver.on_readable())
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Address) -> None:
+        if msg.payload != _TICK:
+            return
+        self.tick_armed = False
+        if self.driver is not None:
+            self._outcomes(self.driver.on_tick())
+            self._metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
+            self._metric("set_relay_commands_pending", self._head_end(), len(self.running))
+
+    def _outcomes(self, outcomes: list[HeadEndOutcome]) -> None:
+        wall = time.time()
+        for o in outcomes:
+            meta = self.running.pop(o.command_id, None)
+            if meta is None:
+                continue
+            account, group, submitted = meta
+            command_id = o.command_id.rsplit("#", 1)[0]
+            report = report_of(account, command_id, o)
+            self.finished[o.command_id] = report
+            self.results[group].append(report)
+            self.counts[str(o.kind)] += 1
+            self._metric("headend_roundtrip", self._head_end(), wall - submitted)
+        cap = self.init.outcome_cache if self.init is not None else 100_000
+        while len(self.finished) > cap:
+            self.finished.popitem(last=False)
+
+    def _send_results(self) -> None:
+        for group, reports in list(self.results.items()):
+            target = self.reply_to.get(group)
+            if not reports or target is None:
+                continue
+            self.tell(target, RelayResultBatch(batch_id=uuid.uuid4().hex, head_end=self._head_end(),
+                                               payload=codec.encode_many(reports), count=len(reports)))
+            self.results[group] = []
+
+    def _arm_tick(self) -> None:
+        if self.tick_armed or self.driver is None:
+            return
+        delay = self.driver.next_tick_in()
+        self.tick_armed = True
+        self.wake_after(min(_MAX_TICK, delay if delay is not None else _MAX_TICK), _TICK)
+
+    # ------------------------------------------------------------ queries and faults
+
+    def receiveMsg_GatewayStatusQuery(self, msg: GatewayStatusQuery, sender: Address) -> None:
+        driver = self._ready()
+        self.tell(sender, GatewayStatus(
+            request_id=msg.request_id, head_end=self._head_end(), pid=os.getpid(),
+            breaker=str(driver.core.breaker_phase), pending=driver.core.pending,
+            in_flight=driver.core.in_flight, outcomes=tuple(sorted(self.counts.items())),
+        ))
+
+    def receiveMsg_CrashActor(self, msg: CrashActor, sender: Address) -> None:
+        log.warning("crash injected", extra={"reason": msg.reason})
+        os._exit(70)
+
+    def receiveMsg_ActorExitRequest(self, msg: Any, sender: Address) -> None:
+        if self.driver is not None:
+            self.driver.close()
+
+    def _ready(self) -> HeadEndSocketDriver:
+        if self.driver is None:
+            raise RuntimeError("HeadEndGateway got work before its GatewayInit")
+        return self.driver
+
+    def _head_end(self) -> str:
+        return self.init.head_end if self.init is not None else "unknown"
+
+    def _metric(self, name: str, *args: Any) -> None:
+        try:
+            from jodo import metrics
+
+            getattr(metrics, name)(*args)
+        except Exception:  # metrics never take the gateway down
+            log.debug("metric %s failed", name, exc_info=True)
+

@@ -1,0 +1,151 @@
+"""Talking to a running node from outside the actor system: tests, the CLI, the front door, benches.
+
+`NodeClient` finds the desk, shards and gateways through the tree status (addresses change when an
+actor restarts, so it looks again when asked to `refresh`) and wraps the request/reply messages.
+It holds one Thespian endpoint: use it from one thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from actors.facade import ActorRuntime, Address, new_request_id
+from domain.commands import MeterCommand
+from domain.events import MeterEvent
+from domain.sharding import group_of, logical_shard
+from domain.state import Meter
+from jodo.node import Node
+from protocols import codec
+from protocols.payments import (
+    DeskSaturated,
+    PaymentBatch,
+    PaymentBatchResult,
+    PaymentItemResult,
+    PaymentReceived,
+)
+from protocols.runtime import (
+    ClockSet,
+    DeskStatus,
+    DeskStatusQuery,
+    GatewayStatus,
+    GatewayStatusQuery,
+    MeterCommandBatch,
+    MeterCommandBatchResult,
+    MeterQuery,
+    MeterView,
+    PaymentTraceQuery,
+    PaymentTraceView,
+    ShardStatus,
+    ShardStatusQuery,
+)
+from protocols.wire import Carrier
+
+__all__ = ["NodeClient", "Saturated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Saturated:
+    retry_after_s: int
+
+
+class NodeClient:
+    """Requests to one node's actors, by kind."""
+
+    def __init__(self, node: Node, *, groups: int, shards: int = 256, timeout: float = 30.0) -> None:
+        self.node = node
+        self.groups = groups
+        self.shards = shards
+        self.timeout = timeout
+        self.desk: Address | None = None
+        self.shard: dict[int, Address] = {}
+        self.gateway: dict[str, Address] = {}
+        self.refresh()
+
+    @property
+    def runtime(self) -> ActorRuntime:
+        return self.node.runtime
+
+    def refresh(self) -> None:
+        """Look the actors' addresses up again (after a restart)."""
+        tree = self.node.status()
+        self.desk = tree.child("desk").address
+        self.shard = {}
+        self.gateway = {}
+        for view in tree.supervisors():
+            for child in view.status.children:
+                if child.address is None:
+                    continue
+                if child.id.startswith("shard-"):
+                    self.shard[int(child.id.removeprefix("shard-"))] = child.address
+                elif child.id.startswith("gateway-"):
+                    self.gateway[child.id.removeprefix("gateway-")] = child.address
+
+    def group_of(self, account: str) -> int:
+        return group_of(logical_shard(account, self.shards), self.groups)
+
+    # ------------------------------------------------------------ payments
+
+    def pay(self, payments: Sequence[PaymentReceived]) -> list[PaymentItemResult] | Saturated:
+        """Hand payments to the desk; returns after the ledger commit."""
+        assert self.desk is not None
+        batch = PaymentBatch(batch_id=uuid.uuid4().hex, payload=codec.encode_many(payments))
+        reply = self.runtime.ask(self.desk, batch, Carrier, self.timeout)
+        if isinstance(reply, DeskSaturated):
+            return Saturated(reply.retry_after_s)
+        assert isinstance(reply, PaymentBatchResult)
+        return codec.decode_many(reply.payload, expect=PaymentItemResult)
+
+    def trace(self, payment_id: str) -> dict[str, object] | None:
+        assert self.desk is not None
+        q = PaymentTraceQuery(request_id=new_request_id(), payment_id=payment_id)
+        return self.runtime.ask(self.desk, q, PaymentTraceView, self.timeout).record
+
+    def desk_status(self) -> DeskStatus:
+        assert self.desk is not None
+        return self.runtime.ask(self.desk, DeskStatusQuery(request_id=new_request_id()), DeskStatus,
+                                self.timeout)
+
+    # ------------------------------------------------------------ meters
+
+    def send(self, commands: Iterable[MeterCommand], *, chunk: int = 10_000) -> list[tuple[int, str]]:
+        """Send meter commands to their shards (in order per meter); returns the rejections."""
+        by_group: dict[int, list[MeterCommand]] = defaultdict(list)
+        for c in commands:
+            by_group[self.group_of(c.account)].append(c)
+        rejected: list[tuple[int, str]] = []
+        for group, items in sorted(by_group.items()):
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                batch = MeterCommandBatch(batch_id=uuid.uuid4().hex, payload=codec.encode_many(part))
+                reply = self.runtime.ask(self.shard[group], batch, MeterCommandBatchResult, self.timeout)
+                rejected += [(start + i, reason) for i, reason in reply.rejected]
+        return rejected
+
+    def meter(self, account: str) -> Meter | None:
+        view = self._meter_view(account, 0)
+        return None if not view.meter else codec.decode(view.meter, expect=Meter)
+
+    def history(self, account: str, limit: int = 50) -> list[MeterEvent]:
+        view = self._meter_view(account, limit)
+        return codec.decode_many(view.history) if view.history else []
+
+    def _meter_view(self, account: str, history: int) -> MeterView:
+        q = MeterQuery(request_id=new_request_id(), account=account, history=history)
+        return self.runtime.ask(self.shard[self.group_of(account)], q, MeterView, self.timeout)
+
+    def shard_status(self, group: int) -> ShardStatus:
+        return self.runtime.ask(self.shard[group], ShardStatusQuery(request_id=new_request_id()),
+                                ShardStatus, self.timeout)
+
+    def gateway_status(self, head_end: str) -> GatewayStatus:
+        return self.runtime.ask(self.gateway[head_end], GatewayStatusQuery(request_id=new_request_id()),
+                                GatewayStatus, self.timeout)
+
+    def set_clock(self, now: int) -> None:
+        """Move every shard's manual clock to ``now`` (each runs what came due before answering)."""
+        for address in self.shard.values():
+            self.runtime.ask(address, ClockSet(now=now, request_id=new_request_id()), ClockSet,
+                             self.timeout)

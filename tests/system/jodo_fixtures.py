@@ -1,0 +1,83 @@
+"""A whole jodo node for system tests: simulator thread + node tree + client, and polling helpers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from domain.commands import RegisterMeter
+from domain.enums import RelayState
+from headend.sim.config import SimConfig
+from headend.sim.server import SimulatorThread
+from jodo.client import NodeClient
+from jodo.node import Node
+from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
+from protocols.payments import PaymentReceived
+
+T = TypeVar("T")
+HEAD_END = "hes-1"
+
+
+def eventually(check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+def serial(i: int) -> str:
+    return f"MPW{i:08d}"
+
+
+def account(i: int) -> str:
+    return f"N{i:010d}"
+
+
+def register(n: int, *, relay: RelayState = RelayState.DISCONNECTED, dues: int = 150_000,
+             install_year: int = 2022, mode: int = 2) -> list[RegisterMeter]:
+    return [
+        RegisterMeter(account=account(i), serial=serial(i), head_end=HEAD_END, install_year=install_year,
+                      relay_capable=True, control_mode=mode, relay=relay, opening_dues_paise=dues)
+        for i in range(n)
+    ]
+
+
+def payment(i: int, *, amount: int = 150_000, pid: str | None = None, now: int | None = None) -> PaymentReceived:
+    t = now or int(time.time())
+    return PaymentReceived(payment_id=pid or f"pay_{i}", account=account(i), amount_paise=amount,
+                           channel="upi", gateway="razorpay", paid_at=t, received_at=t)
+
+
+@dataclass
+class Jodo:
+    node: Node
+    client: NodeClient
+    sim: SimulatorThread
+    options: TreeOptions
+
+
+@contextmanager
+def running_jodo(
+    start_node: Callable[..., Node], tmp_path: Path, *, meters: int, groups: int = 2,
+    sim: SimConfig | None = None, **options: object,
+) -> Iterator[Jodo]:
+    """A simulator whose first ``meters`` meters start disconnected, and a node wired to it."""
+    config = sim or SimConfig(meters=meters, disconnected_fraction=1.0, seed=1)
+    with SimulatorThread(config).start() as thread:
+        opts = TreeOptions(
+            data_dir=str(tmp_path / "data"), groups=groups, synchronous="normal",
+            head_ends=(HeadEnd(name=HEAD_END, host=thread.host, port=thread.port, command_timeout=10.0),),
+            **options,  # type: ignore[arg-type]
+        )
+        node = start_node(jodo_tree(opts), root_flags())
+        client = NodeClient(node, groups=groups)
+        yield Jodo(node=node, client=client, sim=thread, options=opts)
