@@ -51,7 +51,9 @@ def register(n: int, *, relay: RelayState = RelayState.DISCONNECTED, dues: int =
     ]
 
 
-def payment(i: int, *, amount: int = 150_000, pid: str | None = None, now: int | None = None) -> PaymentReceived:
+def payment(
+    i: int, *, amount: int = 150_000, pid: str | None = None, now: int | None = None
+) -> PaymentReceived:
     t = now or int(time.time())
     return PaymentReceived(payment_id=pid or f"pay_{i}", account=account(i), amount_paise=amount,
                            channel="upi", gateway="razorpay", paid_at=t, received_at=t)
