@@ -1,0 +1,105 @@
+"""What only the SQLite backend promises: file layout, WAL, schema versions, type checks."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage import (
+    NewEvent,
+    NewOutboxEntry,
+    NotAStore,
+    SchemaTooNew,
+    StoreOptions,
+    WriteRejected,
+    WrongStoreKind,
+    open_desk_store,
+    open_shard_store,
+)
+from storage.sqlite import desk_path, shard_group_path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_stores_live_in_one_file_each_under_the_data_dir(tmp_path: Path) -> None:
+    with open_desk_store(tmp_path), open_shard_store(tmp_path, 0), open_shard_store(tmp_path, 12):
+        pass
+    assert desk_path(tmp_path) == tmp_path / "desk.sqlite3"
+    assert shard_group_path(tmp_path, 12) == tmp_path / "shards" / "group-0012.sqlite3"
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.sqlite3"))
+    assert files == ["desk.sqlite3", "shards/group-0000.sqlite3", "shards/group-0012.sqlite3"]
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("full", 2), ("normal", 1)])
+def test_files_are_in_wal_mode_with_the_chosen_synchronous_level(
+    tmp_path: Path, synchronous: str, level: int
+) -> None:
+    options = StoreOptions(synchronous=synchronous)  # type: ignore[arg-type]
+    with open_shard_store(tmp_path, 0, options) as store:
+        connection = store._db()
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == level
+
+
+def test_a_file_with_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = shard_group_path(tmp_path, 0)
+    with open_shard_store(tmp_path, 0) as store:
+        store.commit([NewEvent(shard=1, account="a", kind="k", ref=None, at=1, body=b"")])
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("UPDATE schema_version SET version = 99")
+    raw.close()
+    before = _digest(path)
+    with pytest.raises(SchemaTooNew) as raised:
+        open_shard_store(tmp_path, 0)
+    assert (raised.value.found, raised.value.supported) == (99, 1)
+    assert str(path) in str(raised.value)
+    assert _digest(path) == before
+
+
+def test_a_desk_file_cannot_be_opened_as_a_shard_group(tmp_path: Path) -> None:
+    with open_desk_store(tmp_path):
+        pass
+    target = shard_group_path(tmp_path, 1)
+    target.parent.mkdir(parents=True)
+    shutil.copy(desk_path(tmp_path), target)
+    with pytest.raises(WrongStoreKind):
+        open_shard_store(tmp_path, 1)
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    desk_path(tmp_path).write_bytes(b"not a database, just some bytes" * 200)
+    with pytest.raises(NotAStore):
+        open_desk_store(tmp_path)
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    raw = sqlite3.connect(desk_path(tmp_path))
+    with raw:
+        raw.execute("CREATE TABLE accounts (id TEXT)")
+    raw.close()
+    before = _digest(desk_path(tmp_path))
+    with pytest.raises(NotAStore):
+        open_desk_store(tmp_path)
+    assert _digest(desk_path(tmp_path)) == before
+    raw = sqlite3.connect(desk_path(tmp_path))
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    raw.close()
+
+
+def test_a_value_of_the_wrong_type_rolls_back_the_whole_commit(tmp_path: Path) -> None:
+    with open_shard_store(tmp_path, 0) as store:
+        good = NewOutboxEntry(id="c1", shard=1, kind="relay", account="a", at=1, body=b"")
+        bad = NewOutboxEntry(id="c2", shard=1, kind="relay", account="a", at=1, body=b"")
+        object.__setattr__(bad, "body", "text, not bytes")  # as if built past its checks
+        event = NewEvent(shard=1, account="a", kind="k", ref=None, at=1, body=b"")
+        with pytest.raises(WriteRejected):
+            store.commit([event], outbox=[good, bad])
+        assert store.heads() == {}
+        assert store.outbox_entry("c1") is None
