@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.requests} {args.format} webhooks x {args.runs} runs, {args.concurrency} connections, "
           f"window {args.window_ms:g} ms, batch max {args.batch_max}")
     results: list[RunResult] = []
+    cpu_us: list[float] = []  # server CPU per webhook: robust to a busy machine, unlike webhooks/s
     try:
         asyncio.run(_load(url, _requests("warm", min(1000, args.requests), args.format), args.concurrency))
         for run in range(args.runs):
@@ -156,16 +157,19 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(_load(url, requests, args.concurrency))
             server_cpu, client_cpu = _server_cpu(parent) - server_cpu, time.process_time() - client_cpu
             results.append(result)
+            cpu_us.append(1e6 * server_cpu / len(requests))
             print(f"  run {run + 1}: {result.per_s:8.0f} webhooks/s  p50 {result.p50_ms:6.2f} ms  "
                   f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.errors}  CPU busy: server "
-                  f"{server_cpu / result.wall_s:4.0%}, load generator {client_cpu / result.wall_s:4.0%}")
+                  f"{server_cpu / result.wall_s:4.0%}, load generator {client_cpu / result.wall_s:4.0%}; "
+                  f"server CPU {cpu_us[-1]:.0f} us/webhook")
     finally:
         parent.send("stop")
         stats: dict[str, Any] = parent.recv() if parent.poll(10) else {}
         server.join(10)
     print(f"median of {len(results)}: {statistics.median(r.per_s for r in results):.0f} webhooks/s, "
           f"p50 {statistics.median(r.p50_ms for r in results):.2f} ms, "
-          f"p99 {statistics.median(r.p99_ms for r in results):.2f} ms")
+          f"p99 {statistics.median(r.p99_ms for r in results):.2f} ms; server CPU "
+          f"{statistics.median(cpu_us):.0f} us/webhook (one core: ~{1e6 / statistics.median(cpu_us):.0f}/s)")
     if stats:
         print(f"server batching: {stats['items']} items in {stats['batches']} batches "
               f"(mean {stats['mean']:.1f}, largest {stats['largest']})")
