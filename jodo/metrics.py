@@ -44,6 +44,7 @@ Without `setup_multiproc_dir` (unit tests, the CLI) metrics live in this process
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import warnings
@@ -62,6 +63,10 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from domain.enums import NoticeTemplate, RelayAction, RelayState, WorkOrderAction
 
 __all__ = [
     "ACTOR_KINDS",
@@ -76,7 +81,7 @@ __all__ = [
     "RELAY_OUTCOMES",
     "RELAY_STATES",
     "STAGES",
-    "WORK_ORDER_REASONS",
+    "WORK_ORDER_ACTIONS",
     "actor_restarted",
     "batches_in_flight",
     "configure_labels",
@@ -110,20 +115,19 @@ MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 OTHER: Final = "other"  # the label value for an unconfigured gateway/head-end or an unknown actor kind
 
-# Closed label sets. A value outside them is a bug and raises ValueError, except where noted.
+# Closed label sets (the core's enums where domain.enums has one). A value outside them is a bug and
+# raises ValueError, except where noted. Relay outcomes are how a command ended, seen by its shard.
 PAYMENT_OUTCOMES: Final = frozenset({"accepted", "duplicate", "suspense", "rejected"})
-RELAY_ACTIONS: Final = frozenset({"connect", "disconnect"})
+RELAY_ACTIONS: Final = frozenset(action.value for action in RelayAction)  # connect, disconnect, read
 RELAY_OUTCOMES: Final = frozenset(
     {"confirmed", "awaiting_button", "failed", "rejected", "expired", "cancelled"}
 )
-RELAY_STATES: Final = ("connected", "disconnecting", "disconnected", "connecting", "awaiting_button")
+RELAY_STATES: Final = tuple(state.value for state in RelayState)
 BREAKER_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
 PAID_DISCONNECTED_PATHS: Final = frozenset({"auto", "field"})
-WORK_ORDER_REASONS: Final = frozenset({"not_eligible", "command_failed", "reconcile"})
+WORK_ORDER_ACTIONS: Final = frozenset(action.value for action in WorkOrderAction)
 STAGES: Final = frozenset({"desk", "shard", "headend"})
-NOTICE_TEMPLATES: Final = frozenset(
-    {"disconnection_notice", "payment_received", "restored", "press_button", "reconnect_failed"}
-)
+NOTICE_TEMPLATES: Final = frozenset(template.value for template in NoticeTemplate)
 # Open-ended by nature (new actors come): an unknown kind is counted as OTHER rather than raising.
 ACTOR_KINDS: Final = frozenset(
     {
@@ -146,6 +150,7 @@ RECOVERY_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 12
 # Multiprocess mode has no ``_created`` series; drop them in-process too, so both modes expose the same.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+_MMAP_HEADER_BYTES: Final = 8  # prometheus-client's file header: 4-byte used length + 4 padding
 _LABEL_VALUE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 # If the environment already names a directory (inherited from a starter), prometheus-client chose
@@ -284,8 +289,8 @@ METERS: Final = Gauge(
 )
 WORK_ORDERS_OPEN: Final = Gauge(
     "jodo_work_orders_open",
-    "Field work orders raised and not yet closed, by reason.",
-    ["reason"],
+    "Field work orders raised and not yet closed, by what the crew is to do (reconnect, disconnect).",
+    ["action"],
     multiprocess_mode="livesum",
     registry=_REGISTRY,
 )
@@ -389,8 +394,28 @@ def render() -> bytes:
     if directory is None:
         return generate_latest(_REGISTRY)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    registry.register(_NodeCollector(directory))
     return generate_latest(registry)
+
+
+class _NodeCollector(Collector):
+    """``MultiProcessCollector`` minus a race: a process that is just starting has created its file but
+    not yet sized it, and the stock reader fails the whole scrape on that empty file. Such a file holds
+    no values yet, so it is skipped; so is one a `mark_dead` removes while we look."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._directory, "*.db")):
+            try:
+                if os.stat(path).st_size >= _MMAP_HEADER_BYTES:
+                    files.append(path)
+            except FileNotFoundError:
+                continue
+        merged: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
 
 
 def metric_names() -> frozenset[str]:
@@ -513,8 +538,9 @@ def set_paid_but_disconnected(*, auto: int, field: int) -> None:
     METERS_PAID_BUT_DISCONNECTED.labels("field").set(field)
 
 
-def set_work_orders_open(reason: str, count: int) -> None:
-    WORK_ORDERS_OPEN.labels(_closed(reason, WORK_ORDER_REASONS, "work-order reason")).set(count)
+def set_work_orders_open(action: str, count: int) -> None:
+    """This process's open work orders for ``action`` (summed over live processes)."""
+    WORK_ORDERS_OPEN.labels(_closed(action, WORK_ORDER_ACTIONS, "work-order action")).set(count)
 
 
 def actor_restarted(kind: str) -> None:

@@ -30,6 +30,7 @@ STARTER = textwrap.dedent(
 
     def actor(payments, pending, fate):
         go_r, go_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             m.process_started("meter_shard")
@@ -40,9 +41,13 @@ STARTER = textwrap.dedent(
             m.set_breaker_state("hes-a", "open" if fate == "kill" else "closed")
             if fate == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no flush: as a supervisor's victim
+            os.write(ready_w, b"r")
             os.read(go_r, 1)  # a live actor: wait until told to exit
             os._exit(0)
         os.close(go_r)
+        os.close(ready_w)
+        if fate != "kill":
+            assert os.read(ready_r, 1) == b"r"
         return pid, go_w
 
     def settle(pid):
@@ -54,8 +59,6 @@ STARTER = textwrap.dedent(
     m.mark_dead(a)
     snapshots.append(m.render().decode())          # 1: A marked dead
     b, b_go = actor(payments=4, pending=2, fate="live")
-    while "jodo_actor_processes{kind=\\"meter_shard\\"} 1.0" not in m.render().decode():
-        pass
     snapshots.append(m.render().decode())          # 2: B (the restart) alive
     os.write(b_go, b"x")
     settle(b)
@@ -66,6 +69,10 @@ STARTER = textwrap.dedent(
 )
 
 
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+
+
 def _run_starter(directory: Path) -> dict[str, object]:
     result = subprocess.run(
         [sys.executable, "-c", STARTER, str(directory)],
@@ -73,7 +80,7 @@ def _run_starter(directory: Path) -> dict[str, object]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        env=_clean_env(),
     )
     assert result.returncode == 0, result.stderr
     parsed: dict[str, object] = json.loads(result.stdout)
@@ -156,3 +163,48 @@ def test_a_process_started_with_the_directory_in_its_environment_counts_too(tmp_
     assert _value(text, "jodo_payments_received_total", gateway="razorpay", outcome="accepted") == 7
     assert _value(text, "jodo_payments_received_total", gateway="other", outcome="accepted") == 1
     assert _value(text, "jodo_desk_saturated_total") == 1
+
+
+# Scrapes while actor processes start and die: a new process's file exists before it is sized.
+STORM = textwrap.dedent(
+    """
+    import os, sys, time
+    from jodo import metrics as m
+
+    m.setup_multiproc_dir(sys.argv[1])
+    children = 60
+    if os.fork() == 0:  # the supervisor: starts actors one after another
+        for _ in range(children):
+            pid = os.fork()
+            if pid == 0:
+                m.desk_saturated()
+                m.set_payments_unapplied(1)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            m.mark_dead(pid)
+        os._exit(0)
+    renders = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = m.render().decode()  # must never raise
+        renders += 1
+        if f"jodo_desk_saturated_total {children}.0" in text:
+            break
+    os.wait()
+    print(renders, m.render().decode().count("jodo_desk_saturated_total 60.0"))
+    """
+)
+
+
+def test_scrapes_never_fail_while_actor_processes_start_and_die(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", STORM, str(tmp_path / "metrics")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    renders, final = result.stdout.split()
+    assert int(renders) > 1 and final == "1"

@@ -1,0 +1,474 @@
+"""Builds deploy/grafana/dashboards/jodo.json, the jodo overview dashboard.
+
+    python deploy/grafana/build_dashboard.py           # write the JSON
+    python deploy/grafana/build_dashboard.py --check   # exit 1 if the committed JSON is stale
+
+Four rows: the promise (payment → relay connected, paid-but-disconnected), flow (payments, commands),
+health (restarts, breakers, backlog, dead letters, journal), capacity (meters per state, memory).
+Every expression uses only metrics defined in jodo/metrics.py (tests/unit/test_metrics_dashboard.py
+checks it). Standard library only, so it runs without the project's virtualenv.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards" / "jodo.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+INST = 'instance=~"$instance"'
+RATE = "$__rate_interval"
+WIDTH = 24
+
+
+def _sel(*matchers: str) -> str:
+    return "{" + ", ".join((INST, *matchers)) + "}"
+
+
+def _quantiles(metric: str, by: str = "") -> list[tuple[str, str]]:
+    group = f"{by}, le" if by else "le"
+    return [
+        (
+            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{_sel()}[{RATE}])))",
+            f"p{int(q * 100)}" + (f" {{{{{by}}}}}" if by else ""),
+        )
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+class Layout:
+    """Places panels left to right, wrapping rows of 24 grid units; hands out ids."""
+
+    def __init__(self) -> None:
+        self.panels: list[dict[str, Any]] = []
+        self.x = 0
+        self.y = 0
+        self.row_height = 0
+        self.next_id = 1
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def row(self, title: str) -> None:
+        self._newline()
+        self.panels.append(
+            {
+                "id": self._id(),
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": self.y},
+                "panels": [],
+            }
+        )
+        self.y += 1
+
+    def _newline(self) -> None:
+        if self.x:
+            self.y += self.row_height
+            self.x = 0
+            self.row_height = 0
+
+    def panel(
+        self,
+        title: str,
+        targets: list[tuple[str, str]],
+        *,
+        description: str,
+        unit: str = "short",
+        kind: str = "timeseries",
+        width: int = 8,
+        height: int = 8,
+        stack: bool = False,
+        thresholds: Sequence[tuple[float | None, str]] | None = None,
+        mappings: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if self.x + width > WIDTH:
+            self._newline()
+        defaults: dict[str, Any] = {"unit": unit}
+        if thresholds:
+            defaults["thresholds"] = {
+                "mode": "absolute",
+                "steps": [{"value": value, "color": color} for value, color in thresholds],
+            }
+        if mappings:
+            defaults["mappings"] = mappings
+        if kind == "timeseries":
+            defaults["custom"] = {
+                "drawStyle": "line",
+                "lineWidth": 1,
+                "fillOpacity": 20 if stack else 5,
+                "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+                "showPoints": "never",
+            }
+        options: dict[str, Any] = {"tooltip": {"mode": "multi", "sort": "desc"}}
+        if kind == "timeseries":
+            options["legend"] = {
+                "displayMode": "table",
+                "placement": "bottom",
+                "calcs": ["lastNotNull", "max"],
+            }
+        elif kind == "stat":
+            options = {
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "colorMode": "background",
+                "graphMode": "area",
+                "textMode": "value",
+            }
+        elif kind == "state-timeline":
+            options = {"showValue": "auto", "mergeValues": True, "rowHeight": 0.9}
+        self.panels.append(
+            {
+                "id": self._id(),
+                "type": kind,
+                "title": title,
+                "description": description,
+                "datasource": DATASOURCE,
+                "gridPos": {"h": height, "w": width, "x": self.x, "y": self.y},
+                "targets": [
+                    {
+                        "refId": chr(ord("A") + i),
+                        "datasource": DATASOURCE,
+                        "expr": expr,
+                        "legendFormat": legend,
+                        "range": True,
+                    }
+                    for i, (expr, legend) in enumerate(targets)
+                ],
+                "fieldConfig": {"defaults": defaults, "overrides": []},
+                "options": options,
+            }
+        )
+        self.x += width
+        self.row_height = max(self.row_height, height)
+
+
+def build() -> dict[str, Any]:
+    lay = Layout()
+    green_red = [(None, "green"), (1, "red")]
+
+    lay.row("The promise: paid → supply back")
+    lay.panel(
+        "Paid but still disconnected (automatic)",
+        [("sum(jodo_meters_paid_but_disconnected" + _sel('path="auto"') + ") or vector(0)", "meters")],
+        description="Eligible meters paid down to the threshold, relay not connected past the grace. "
+        "Anything above 0 for 5 minutes pages (JodoPaidButDisconnected).",
+        kind="stat",
+        width=6,
+        thresholds=green_red,
+    )
+    lay.panel(
+        "Paid, waiting for a field visit",
+        [("sum(jodo_meters_paid_but_disconnected" + _sel('path="field"') + ") or vector(0)", "meters")],
+        description="Paid meters that cannot be reconnected remotely: a work order and a notice went out.",
+        kind="stat",
+        width=6,
+        thresholds=[(None, "green"), (1, "orange")],
+    )
+    lay.panel(
+        "Reconnected within 300 s (1h)",
+        [
+            (
+                "sum(rate(jodo_payment_to_relay_connected_seconds_bucket"
+                + _sel('le=~"300(\\\\.0)?"')
+                + "[1h])) / "
+                f"sum(rate(jodo_payment_to_relay_connected_seconds_count{_sel()}[1h]))",
+                "within 300 s",
+            )
+        ],
+        description="Share of automatic reconnections confirmed within 300 s of payment; objective 99 %.",
+        kind="stat",
+        unit="percentunit",
+        width=6,
+        thresholds=[(None, "red"), (0.95, "orange"), (0.99, "green")],
+    )
+    lay.panel(
+        "Awaiting the consumer's button",
+        [("sum(jodo_meters" + _sel('relay_state="awaiting_button"') + ") or vector(0)", "meters")],
+        description="Relay armed (DLMS ready_for_reconnection); the consumer was told to press the button.",
+        kind="stat",
+        width=6,
+        thresholds=[(None, "green"), (1, "blue")],
+    )
+    lay.panel(
+        "Payment → relay connected",
+        _quantiles("jodo_payment_to_relay_connected_seconds"),
+        description="Seconds from a payment's durable receipt to the relay confirmed connected: p50/p95/p99.",
+        unit="s",
+        width=12,
+        thresholds=[(None, "green"), (60, "orange"), (300, "red")],
+    )
+    lay.panel(
+        "Payment → relay connected p95 by head-end",
+        [
+            (
+                "histogram_quantile(0.95, sum by (head_end, le) "
+                f"(rate(jodo_payment_to_relay_connected_seconds_bucket{_sel()}[{RATE}])))",
+                "{{head_end}}",
+            )
+        ],
+        description="Which head-end is slow.",
+        unit="s",
+        width=12,
+    )
+
+    lay.row("Flow")
+    lay.panel(
+        "Payments received by outcome",
+        [(f"sum by (outcome) (rate(jodo_payments_received_total{_sel()}[{RATE}]))", "{{outcome}}")],
+        description="accepted, duplicate (deduplicated by payment id), suspense (no such account), rejected.",
+        unit="reqps",
+        stack=True,
+    )
+    lay.panel(
+        "Payments received by gateway",
+        [(f"sum by (gateway) (rate(jodo_payments_received_total{_sel()}[{RATE}]))", "{{gateway}}")],
+        description="Per configured payment gateway (others are 'other').",
+        unit="reqps",
+        stack=True,
+    )
+    lay.panel(
+        "Webhooks rejected by status class",
+        [
+            (
+                f"sum by (gateway, status_class) (rate(jodo_webhooks_rejected_total{_sel()}[{RATE}]))",
+                "{{gateway}} {{status_class}}",
+            )
+        ],
+        description="4xx: bad signature or body (the gateway's side); 5xx: ours (not durable, try again).",
+        unit="reqps",
+    )
+    lay.panel(
+        "Relay commands finished",
+        [
+            (
+                f"sum by (action, outcome) (rate(jodo_relay_commands_total{_sel()}[{RATE}]))",
+                "{{action}} {{outcome}}",
+            )
+        ],
+        description="By action and outcome: confirmed, awaiting_button, failed, rejected, expired, "
+        "cancelled.",
+        unit="ops",
+        stack=True,
+    )
+    lay.panel(
+        "Relay command transmissions by head-end",
+        [
+            (
+                f"sum by (head_end, action) (rate(jodo_relay_command_attempts_total{_sel()}[{RATE}]))",
+                "{{head_end}} {{action}}",
+            )
+        ],
+        description="Every transmission, retries included; compare with commands finished.",
+        unit="ops",
+    )
+    lay.panel(
+        "Head-end round trip",
+        _quantiles("jodo_headend_command_roundtrip_seconds", by="head_end"),
+        description="Seconds from sending a relay command to the head-end's result.",
+        unit="s",
+    )
+    lay.panel(
+        "Consumer notices sent",
+        [(f"sum by (template) (rate(jodo_consumer_notices_sent_total{_sel()}[{RATE}]))", "{{template}}")],
+        description="By template (domain.enums.NoticeTemplate).",
+        unit="ops",
+        width=12,
+        stack=True,
+    )
+    lay.panel(
+        "Work orders open",
+        [(f"sum by (action) (jodo_work_orders_open{_sel()})", "{{action}}")],
+        description="Field visits owed: meters that cannot be reconnected remotely or failed every retry.",
+        width=12,
+        stack=True,
+    )
+
+    lay.row("Health")
+    lay.panel(
+        "Head-end breakers",
+        [(f"max by (head_end) (jodo_headend_breaker_state{_sel()})", "{{head_end}}")],
+        description="Circuit breaker per head-end: closed, half-open (probing), open (not sending).",
+        kind="state-timeline",
+        width=12,
+        thresholds=[(None, "green"), (1, "orange"), (2, "red")],
+        mappings=[
+            {
+                "type": "value",
+                "options": {
+                    "0": {"text": "closed", "color": "green"},
+                    "1": {"text": "half-open", "color": "orange"},
+                    "2": {"text": "open", "color": "red"},
+                },
+            }
+        ],
+    )
+    lay.panel(
+        "Actor restarts (10 min)",
+        [(f"sum by (kind) (increase(jodo_actor_restarts_total{_sel()}[10m]))", "{{kind}}")],
+        description="Restarts by supervisors; more than 5 in 10 minutes for one kind alerts "
+        "(JodoRestartStorm).",
+        width=12,
+        thresholds=[(None, "green"), (5, "red")],
+    )
+    lay.panel(
+        "Backlog: relay commands pending",
+        [(f"sum by (head_end) (jodo_relay_commands_pending{_sel()})", "{{head_end}}")],
+        description="Issued and not finished, per head-end.",
+        stack=True,
+    )
+    lay.panel(
+        "Backlog: payments not yet applied",
+        [
+            (f"sum(jodo_payments_unapplied{_sel()})", "unapplied payments"),
+            (f"sum by (stage) (jodo_batches_in_flight{_sel()})", "batches in flight: {{stage}}"),
+        ],
+        description="Durable in the ledger, not yet applied by a shard; and unacknowledged batches "
+        "per stage.",
+    )
+    lay.panel(
+        "Backpressure and dead letters",
+        [
+            (f"sum(rate(jodo_desk_saturated_total{_sel()}[{RATE}]))", "desk saturated /s"),
+            (
+                f"sum by (kind) (increase(jodo_dead_letters_total{_sel()}[15m]))",
+                "dead letters (15 min) {{kind}}",
+            ),
+        ],
+        description="Desk saturation: intake held back because every credit window was full. "
+        "Dead letters: stored, never applied automatically (JodoDeadLetters).",
+    )
+    lay.panel(
+        "Journal commit p99",
+        [
+            (
+                "histogram_quantile(0.99, sum by (kind, le) "
+                f"(rate(jodo_journal_commit_seconds_bucket{_sel()}[{RATE}])))",
+                "{{kind}}",
+            )
+        ],
+        description="Group commit time; above 250 ms for 10 minutes alerts (JodoJournalSlow).",
+        unit="s",
+        width=12,
+        thresholds=[(None, "green"), (0.25, "red")],
+    )
+    lay.panel(
+        "Recovery time p95",
+        [
+            (
+                "histogram_quantile(0.95, sum by (kind, le) "
+                f"(rate(jodo_recovery_seconds_bucket{_sel()}[1h])))",
+                "{{kind}}",
+            )
+        ],
+        description="Snapshot + journal replay after an actor start, by kind.",
+        unit="s",
+        width=12,
+    )
+
+    lay.row("Capacity")
+    lay.panel(
+        "Meters by relay state",
+        [(f"sum by (relay_state) (jodo_meters{_sel()})", "{{relay_state}}")],
+        description="Every hosted meter, by relay state.",
+        width=12,
+        stack=True,
+    )
+    lay.panel(
+        "Actor processes",
+        [(f"sum by (kind) (jodo_actor_processes{_sel()})", "{{kind}}")],
+        description="Live actor processes by kind.",
+        width=12,
+        stack=True,
+    )
+    lay.panel(
+        "Resident memory by kind",
+        [(f"sum by (kind) (jodo_process_resident_memory_bytes{_sel()})", "{{kind}}")],
+        description="Sum over live processes of each kind (sampled on each actor's tick).",
+        unit="bytes",
+        width=12,
+        stack=True,
+    )
+    lay.panel(
+        "Memory per process",
+        [
+            (
+                f"sum by (kind) (jodo_process_resident_memory_bytes{_sel()}) / "
+                f"sum by (kind) (jodo_actor_processes{_sel()})",
+                "{{kind}}",
+            )
+        ],
+        description="Average resident memory of one process of each kind; watch meter shards grow.",
+        unit="bytes",
+        width=12,
+    )
+
+    return {
+        "uid": "jodo-overview",
+        "title": "jodo: pay to reconnect",
+        "description": "The promise, the flow, the health and the capacity of jodo. Built by "
+        "deploy/grafana/build_dashboard.py; edit that, not this JSON.",
+        "tags": ["jodo"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": False,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "annotations": {"list": []},
+        "links": [],
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"text": "Prometheus (jodo)", "value": "jodo-prometheus"},
+                    "hide": 0,
+                },
+                {
+                    "name": "instance",
+                    "label": "Node",
+                    "type": "query",
+                    "datasource": DATASOURCE,
+                    "query": {"query": "label_values(jodo_actor_processes, instance)", "refId": "instance"},
+                    "definition": "label_values(jodo_actor_processes, instance)",
+                    "refresh": 2,
+                    "multi": True,
+                    "includeAll": True,
+                    "allValue": ".*",
+                    "current": {"text": "All", "value": "$__all"},
+                    "sort": 1,
+                    "hide": 0,
+                },
+            ]
+        },
+        "panels": lay.panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUT.exists() or OUT.read_text(encoding="utf-8") != text:
+            print(f"{OUT} is stale: run python {Path(__file__).name}", file=sys.stderr)
+            return 1
+        return 0
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
