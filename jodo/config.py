@@ -7,7 +7,8 @@ File (see ``deploy/jodo.example.toml``)::
 
     [node]      data_dir, bind, admin_port
     [http]      host, port, max_body_bytes, max_batch_body_bytes, max_batch_items,
-                batch_window_ms, batch_max_items, max_in_flight, submit_timeout_s
+                batch_window_ms, batch_max_items, max_in_flight, max_batches_in_flight,
+                submit_timeout_s
     [shards]    logical, groups
     [[head_ends]]        name, kind ("sim" | "reference"), host, port, rate_limit_per_s
     [gateways.<name>]    format ("razorpay" | "jodo"), secret, account_field, tolerance_s, cashless
@@ -152,6 +153,7 @@ class HttpConfig:
     batch_window_ms: float = _key(2.0, min=0.0, max=1000.0)  # how long a webhook waits for company
     batch_max_items: int = _key(256, min=1, max=100_000)  # a full window is submitted at once
     max_in_flight: int = _key(20_000, min=1, max=10_000_000)  # webhooks waiting: more → 503
+    max_batches_in_flight: int = _key(4, min=1, max=1024)  # concurrent submit_payments calls
     submit_timeout_s: float = _key(5.0, min=0.1, max=600.0)  # Razorpay wants a reply within 5 s
 
 

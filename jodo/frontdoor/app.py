@@ -23,14 +23,14 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from jodo.config import Config, Secret
 from jodo.errors import BodyTooLarge, MalformedRequest, RequestRefused, WebhookError
-from jodo.frontdoor.backend import Backend, Saturated, match_results, result_word
+from jodo.frontdoor.backend import Backend, Saturated, result_word
 from jodo.frontdoor.batcher import MicroBatcher
 from jodo.webhooks import (
     IgnoredEvent,
@@ -86,6 +86,7 @@ def build_app(
         max_items=http.batch_max_items,
         max_in_flight=http.max_in_flight,
         timeout_s=http.submit_timeout_s,
+        max_batches=http.max_batches_in_flight,
     )
     app.on_cleanup.append(_close_batcher)
     app.router.add_post("/v1/webhooks/{gateway}", _webhook)
@@ -262,7 +263,7 @@ async def _payments(request: web.Request) -> web.Response:
         valid.append((i, payment))
     if valid:
         payments = [p for _, p in valid]
-        outcome = await _submit_batch(request, payments)
+        outcome = await request.app[BATCHER].submit_batch(payments)
         if isinstance(outcome, Saturated):
             return _unavailable(outcome.reason, outcome.retry_after_s)
         for (i, _), result in zip(valid, outcome, strict=True):
@@ -273,24 +274,6 @@ async def _payments(request: web.Request) -> web.Response:
     for item in items:
         counts[item["result"]] = counts.get(item["result"], 0) + 1
     return _json(200, {"results": items, **counts})
-
-
-async def _submit_batch(
-    request: web.Request, payments: Sequence[PaymentReceived]
-) -> Sequence[Any] | Saturated:
-    backend = request.app[BACKEND]
-    timeout = request.app[CONFIG].http.submit_timeout_s
-    try:
-        outcome = await asyncio.wait_for(backend.submit_payments(payments), timeout)
-    except TimeoutError:
-        return Saturated(1, f"the ledger did not answer within {timeout:g} s; retry")
-    if isinstance(outcome, Saturated):
-        return outcome
-    try:
-        return match_results(payments, outcome)
-    except ValueError:
-        log.exception("backend answered a batch of %d with mismatched results", len(payments))
-        return Saturated(1, "the ledger answered inconsistently; retry")
 
 
 # ---------------------------------------------------------------- admin

@@ -50,6 +50,9 @@ class Backend(Protocol):
     ) -> Sequence[PaymentItemResult] | Saturated:
         """Hand a batch to the desk; return only after the ledger commit, one result per item.
 
+        Called at most ``[http] max_batches_in_flight`` times concurrently (set 1 if the
+        implementation must not overlap calls, e.g. one Thespian ActorSystem shared across threads).
+
         ``PaymentItemResult.index`` is the item's position in ``payments``; the same payment_id (or
         event_id) twice in one batch gives ACCEPTED once and DUPLICATE after. ACCEPTED with reason
         `UNMATCHED` means stored in suspense (no such account).

@@ -94,13 +94,20 @@ class GatedBackend(FakeBackend):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gate = asyncio.Event()
+        self.active = 0
+        self.most_active = 0  # the most submit_payments calls ever running at once
 
     async def submit_payments(
         self, payments: Sequence[PaymentReceived]
     ) -> Sequence[PaymentItemResult] | Saturated:
-        outcome = await super().submit_payments(payments)
-        await self.gate.wait()
-        return outcome
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            outcome = await super().submit_payments(payments)
+            await self.gate.wait()
+            return outcome
+        finally:
+            self.active -= 1
 
 
 # ---------------------------------------------------------------- webhooks
@@ -325,6 +332,50 @@ def test_the_same_payment_twice_in_one_batch_is_accepted_then_duplicate() -> Non
             answers = await asyncio.gather(post_jodo(client, "P-1"), post_jodo(client, "P-1"))
             assert sorted(doc["result"] for _, doc in answers) == ["accepted", "duplicate"]
             assert backend.batches == [2]
+
+    run(scenario)
+
+
+def test_webhooks_arriving_while_the_ledger_is_busy_leave_together_as_the_next_batch() -> None:
+    async def scenario() -> None:
+        backend = GatedBackend()
+        async with front_door(backend, batch_window_ms=0, max_batches_in_flight=1) as (client, _):
+            app = client.app
+            assert app is not None
+            first = asyncio.ensure_future(post_jodo(client, "P-1"))
+            await until(lambda: backend.batches == [1])
+            later = [asyncio.ensure_future(post_jodo(client, f"P-{i}")) for i in (2, 3)]
+            await until(lambda: app[BATCHER].queued == 2)
+            assert backend.batches == [1]  # the one slot is busy: they wait, together
+            backend.gate.set()
+            answers = await asyncio.gather(first, *later)
+            assert [doc["result"] for _, doc in answers] == ["accepted"] * 3
+            assert backend.batches == [1, 2] and backend.most_active == 1
+
+    run(scenario)
+
+
+def test_a_payment_batch_shares_the_ledger_slots_with_webhooks() -> None:
+    items = [{"payment_id": f"C-{i}", "account": "N1", "amount_paise": 100, "channel": "counter",
+              "paid_at": NOW} for i in range(3)]
+
+    async def scenario() -> None:
+        backend = GatedBackend()
+        async with front_door(backend, batch_window_ms=0, max_batches_in_flight=1) as (client, _):
+            webhook = asyncio.ensure_future(post_jodo(client, "P-1"))
+            await until(lambda: backend.batches == [1])
+
+            async def post_batch() -> tuple[int, Any]:
+                async with client.post("/v1/payments", json=items, headers=PAY_AUTH) as r:
+                    return r.status, await r.json()
+
+            batch = asyncio.ensure_future(post_batch())
+            await until(lambda: client.app is not None and client.app[BATCHER].batches_waiting == 1)
+            backend.gate.set()
+            status, doc = await batch
+            assert status == 200 and doc["accepted"] == 3
+            assert (await webhook)[0] == 200
+            assert backend.batches == [1, 3] and backend.most_active == 1
 
     run(scenario)
 
