@@ -35,8 +35,8 @@ class SimProcess:
         port_file = Path(self._dir.name) / "port"
         self._log = open(Path(self._dir.name) / "sim.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "headend.sim", "--host", "127.0.0.1", "--port", "0"]
-            + ["--port-file", str(port_file), *args],
+            [sys.executable, "-m", "headend.sim", "--host", "127.0.0.1", "--port", "0", "--port-file",
+             str(port_file), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -76,6 +76,8 @@ __all__ = [
     "HeadEndStep",
 ]
 
+# failures that say nothing about the meter itself: trying again later may well work
+_TRANSIENT = RETRYABLE_ERRORS | {"timeout", "connection_lost"}
 _MAX_COMMAND_ID = MAX_ID_CHARS - 12  # room for the "/<send number>" wire suffix
 _BYTES_PER_RECORD = 300  # upper bound of one encoded command, to keep frames under the peer's limit
 
@@ -155,7 +157,8 @@ class AdapterStats:
     stale_results: int = 0  # duplicates and results of sends already resolved
     retries: int = 0
     timeouts: int = 0
-    mismatches: int = 0
+    mismatches: int = 0  # read back contradicted a "processed" report
+    unconfirmed: int = 0  # a send of unknown fate (timeout, lost connection) proved not to have run
     rate_limited: int = 0
     frame_errors: int = 0
     connects: int = 0
@@ -465,6 +468,7 @@ class HeadEndAdapterCore:
         for job in self._wire.values():
             if job.phase == _CMD_SENT:
                 job.maybe_executed = True
+                job.last_error = "connection_lost"
             if job.phase in (_CMD_SENT, _READ_SENT):
                 self._enqueue(job, _READ)
         self._wire.clear()
@@ -683,8 +687,11 @@ class HeadEndAdapterCore:
             self._emit(job, OutcomeKind.FAILED, now, result=r, error="inconsistent_state")
         elif job.held is not None:
             self._emit_held(job, now)
+        elif job.maybe_executed:
+            self.stats.unconfirmed += 1  # the send whose fate was unknown did not (yet) run: again
+            self._retry(job, now)
         else:
-            self.stats.mismatches += 1
+            self.stats.mismatches += 1  # reported processed, but the relay says otherwise
             job.last_error = "readback_mismatch"
             self._retry(job, now)
 
@@ -696,7 +703,7 @@ class HeadEndAdapterCore:
         if now >= cmd.expires_at:
             self._end_unsent(job, now)
         elif job.attempts >= self.config.max_attempts:
-            retryable = job.last_error in RETRYABLE_ERRORS or job.last_error == "timeout"
+            retryable = job.last_error in _TRANSIENT
             self._conclude(job, _Final(OutcomeKind.FAILED, job.last_error, retryable), now)
         else:
             self.stats.retries += 1
@@ -711,7 +718,7 @@ class HeadEndAdapterCore:
             self._emit_held(job, now)
         else:
             code = job.last_error
-            retryable = code in RETRYABLE_ERRORS or code == "timeout"
+            retryable = code in _TRANSIENT
             self._emit(job, OutcomeKind.FAILED, now, error=code, retryable=retryable)
 
     def _end_unsent(self, job: _Job, now: float) -> None:

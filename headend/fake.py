@@ -89,9 +89,11 @@ class FakeHeadEnd:
     def submit(self, commands: Iterable[HesCommand]) -> list[HeadEndOutcome]:
         now = self.clock.now()
         out: list[HeadEndOutcome] = []
+        seen: set[str] = set()
         for cmd in commands:
-            if self._closed or cmd.command_id in self._pending:
-                continue
+            if self._closed or cmd.command_id in self._pending or cmd.command_id in seen:
+                continue  # like the adapter: a pending command id is not run twice
+            seen.add(cmd.command_id)
             self.submitted.append(cmd)
             if now >= cmd.expires_at:
                 out.append(self._outcome(cmd, OutcomeKind.EXPIRED, now))

@@ -1,0 +1,233 @@
+"""The head-end adapter contract: the same tests against every adapter.
+
+Today: the reference adapter (threaded socket driver) against the simulator on 127.0.0.1, and the
+in-memory `FakeHeadEnd`. A new adapter (CIM/HTTP, DLMS) joins by adding a harness to `HARNESSES`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator
+from typing import Protocol
+
+import pytest
+
+from headend.adapter import AdapterConfig
+from headend.clock import WallClock
+from headend.fake import FakeHeadEnd
+from headend.outcome import HeadEndOutcome, OutcomeKind
+from headend.sim.config import SimConfig
+from headend.sim.fleet import Fleet
+from headend.sim.server import SimulatorThread
+from headend.threaded import ThreadedHeadEndClient
+from protocols.headend import HesAction, HesCommand, HesControlState, HesMeterState
+
+WAIT = 10.0  # real seconds any single expectation may take
+
+
+class Harness(Protocol):
+    """An adapter under test plus a window on the true relays behind it."""
+
+    def submit(self, commands: list[HesCommand]) -> None: ...
+    def wait(self, command_ids: Collection[str], timeout: float = WAIT) -> dict[str, HeadEndOutcome]: ...
+    def truth(self, serial: str) -> HesMeterState: ...
+    def press_button(self, serial: str) -> None: ...
+    def set_meter(self, serial: str, mode: int, state: HesControlState) -> None: ...
+    def serial(self, index: int) -> str: ...
+
+
+class SimulatorHarness:
+    def __init__(self) -> None:
+        self.sim = SimulatorThread(SimConfig(meters=2000)).start()
+        config = AdapterConfig(command_timeout=2.0, read_timeout=2.0, retry_base=0.05, retry_max=0.2)
+        self.client = ThreadedHeadEndClient("127.0.0.1", self.sim.port, config).start()
+
+    def close(self) -> None:
+        self.client.stop()
+        self.sim.stop()
+
+    def submit(self, commands: list[HesCommand]) -> None:
+        self.client.submit(commands)
+
+    def wait(self, command_ids: Collection[str], timeout: float = WAIT) -> dict[str, HeadEndOutcome]:
+        wanted = set(command_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = {o.command_id: o for o in self.client.outcomes() if o.command_id in wanted}
+            if len(seen) == len(wanted) or time.monotonic() > deadline:
+                return seen
+            self.client.wait_for_outcomes(len(self.client.outcomes()) + 1, 0.05)
+
+    def all_outcomes(self) -> list[HeadEndOutcome]:
+        return self.client.outcomes()
+
+    def truth(self, serial: str) -> HesMeterState:
+        return self.sim.relay_state(serial)
+
+    def press_button(self, serial: str) -> None:
+        self.sim.press_button(serial)
+
+    def set_meter(self, serial: str, mode: int, state: HesControlState) -> None:
+        self.sim.set_control_mode(serial, mode)
+        self.sim.set_control_state(serial, state)
+
+    def serial(self, index: int) -> str:
+        return f"MPW{index:08d}"
+
+
+class FakeHarness:
+    def __init__(self) -> None:
+        self.fake = FakeHeadEnd(Fleet(2000), clock=WallClock())
+        self.outcomes: list[HeadEndOutcome] = []
+
+    def close(self) -> None:
+        self.fake.close()
+
+    def submit(self, commands: list[HesCommand]) -> None:
+        self.outcomes += self.fake.submit(commands)
+
+    def wait(self, command_ids: Collection[str], timeout: float = WAIT) -> dict[str, HeadEndOutcome]:
+        wanted = set(command_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.outcomes += self.fake.on_tick()
+            seen = {o.command_id: o for o in self.outcomes if o.command_id in wanted}
+            if len(seen) == len(wanted) or time.monotonic() > deadline:
+                return seen
+
+    def all_outcomes(self) -> list[HeadEndOutcome]:
+        return list(self.outcomes)
+
+    def truth(self, serial: str) -> HesMeterState:
+        return self.fake.fleet.state(serial)
+
+    def press_button(self, serial: str) -> None:
+        self.fake.fleet.press_button(serial)
+
+    def set_meter(self, serial: str, mode: int, state: HesControlState) -> None:
+        self.fake.fleet.set_control_mode(serial, mode)
+        self.fake.fleet.set_control_state(serial, state)
+
+    def serial(self, index: int) -> str:
+        return f"MPW{index:08d}"
+
+
+HARNESSES: dict[str, Callable[[], SimulatorHarness | FakeHarness]] = {
+    "reference-adapter-vs-simulator": SimulatorHarness,
+    "fake": FakeHarness,
+}
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def he(request: pytest.FixtureRequest) -> Iterator[SimulatorHarness | FakeHarness]:
+    harness = HARNESSES[request.param]()
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def command(cid: str, serial: str, action: HesAction, expires_in: float = 60.0) -> HesCommand:
+    return HesCommand(cid, serial, action, time.time() + expires_in)
+
+
+def one(he: SimulatorHarness | FakeHarness, c: HesCommand) -> HeadEndOutcome:
+    he.submit([c])
+    outcome = he.wait([c.command_id])[c.command_id]
+    assert (outcome.command_id, outcome.meter, outcome.action) == (c.command_id, c.meter, c.action)
+    return outcome
+
+
+def test_connect_on_a_disconnected_direct_meter_ends_connected_with_the_relay_closed(
+    he: SimulatorHarness | FakeHarness,
+) -> None:
+    m = he.serial(1)
+    he.set_meter(m, 2, HesControlState.DISCONNECTED)
+    o = one(he, command("c1", m, HesAction.CONNECT))
+    assert (o.kind, o.control_state, o.output_state) == (
+        OutcomeKind.CONNECTED,
+        HesControlState.CONNECTED,
+        True,
+    )
+    assert he.truth(m).output_state is True
+
+
+def test_disconnect_ends_disconnected_with_the_relay_open(he: SimulatorHarness | FakeHarness) -> None:
+    m = he.serial(2)
+    o = one(he, command("d1", m, HesAction.DISCONNECT))
+    assert (o.kind, o.output_state) == (OutcomeKind.DISCONNECTED, False)
+    assert he.truth(m).control_state is HesControlState.DISCONNECTED
+
+
+def test_a_mode_1_meter_ends_awaiting_the_button_and_the_button_closes_it(
+    he: SimulatorHarness | FakeHarness,
+) -> None:
+    m = he.serial(3)
+    he.set_meter(m, 1, HesControlState.DISCONNECTED)
+    o = one(he, command("c3", m, HesAction.CONNECT))
+    assert o.kind is OutcomeKind.READY_FOR_RECONNECTION and o.awaiting_button
+    assert he.truth(m).output_state is False  # still dark until the consumer acts
+    he.press_button(m)
+    after = one(he, command("r3", m, HesAction.READ))
+    assert after.kind is OutcomeKind.CONNECTED
+    assert he.truth(m).control_state is HesControlState.CONNECTED
+
+
+def test_an_expired_command_ends_expired_and_never_runs(he: SimulatorHarness | FakeHarness) -> None:
+    m = he.serial(4)
+    he.set_meter(m, 2, HesControlState.DISCONNECTED)
+    o = one(he, command("late", m, HesAction.CONNECT, expires_in=-1.0))
+    assert o.kind is OutcomeKind.EXPIRED and o.attempts == 0
+    assert he.truth(m).control_state is HesControlState.DISCONNECTED
+
+
+def test_an_unknown_meter_is_rejected(he: SimulatorHarness | FakeHarness) -> None:
+    o = one(he, command("u1", "NO-SUCH-METER", HesAction.CONNECT))
+    assert (o.kind, o.reason) == (OutcomeKind.REJECTED, "unknown_meter")
+
+
+def test_a_read_reports_the_relay_and_changes_nothing(he: SimulatorHarness | FakeHarness) -> None:
+    m = he.serial(5)
+    he.set_meter(m, 3, HesControlState.READY_FOR_RECONNECTION)
+    o = one(he, command("r5", m, HesAction.READ))
+    assert (o.kind, o.control_state, o.output_state, o.control_mode) == (
+        OutcomeKind.READY_FOR_RECONNECTION,
+        HesControlState.READY_FOR_RECONNECTION,
+        False,
+        3,
+    )
+    assert he.truth(m).control_state is HesControlState.READY_FOR_RECONNECTION
+
+
+def test_a_mode_0_meter_refuses_a_disconnect_with_a_failure_not_worth_retrying(
+    he: SimulatorHarness | FakeHarness,
+) -> None:
+    m = he.serial(6)
+    he.set_meter(m, 0, HesControlState.CONNECTED)
+    o = one(he, command("d6", m, HesAction.DISCONNECT))
+    assert (o.kind, o.error, o.retryable) == (OutcomeKind.FAILED, "not_permitted", False)
+    assert he.truth(m).output_state is True
+
+
+def test_many_commands_each_end_exactly_once_in_their_true_state(he: SimulatorHarness | FakeHarness) -> None:
+    actions = [HesAction.CONNECT, HesAction.DISCONNECT, HesAction.READ]
+    commands = [command(f"m{i}", he.serial(100 + i), actions[i % 3]) for i in range(600)]
+    he.submit(commands)
+    outcomes = he.wait([c.command_id for c in commands])
+    assert len(outcomes) == 600
+    every = [o.command_id for o in he.all_outcomes() if o.command_id.startswith("m")]
+    assert sorted(every) == sorted(c.command_id for c in commands)  # none twice
+    for c in commands:
+        o = outcomes[c.command_id]
+        assert o.control_state is he.truth(c.meter).control_state
+
+
+def test_the_same_command_id_twice_in_one_submission_ends_once(he: SimulatorHarness | FakeHarness) -> None:
+    m = he.serial(7)
+    he.set_meter(m, 2, HesControlState.DISCONNECTED)
+    c = command("twice", m, HesAction.CONNECT)
+    he.submit([c, c])
+    he.wait([c.command_id])
+    he.submit([command("marker", m, HesAction.READ)])
+    he.wait(["marker"])
+    assert [o.command_id for o in he.all_outcomes()].count("twice") == 1
