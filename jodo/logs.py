@@ -19,6 +19,9 @@ Use::
 and passes the same dict to ``ActorSystem(..., logDefs=...)`` (Thespian's multiproc bases need a real
 dict; its logger process applies it, and actors forward records at or above its lowest level).
 
+Thespian forwards an actor's records to its logger process asynchronously: the last lines of an actor
+that is SIGKILLed just after logging can be lost (its metrics are not: see jodo.metrics).
+
 Secrets: `RedactSecrets`, on every handler, replaces the value of any ``extra`` key, mapping key or
 ``key=value`` / ``"key": "value"`` in the message whose name looks like secret, token, password,
 api key, authorization, credential or signature with ``***``. It is a net, not a licence: log ids,
