@@ -134,9 +134,12 @@ class ShardStore(Protocol):
         ...
 
     def recover(self, shards: Iterable[int] | None = None) -> Iterator[Snapshot | JournalEvent]:
-        """For each shard (ascending; default: every shard in `heads()`), its latest snapshot if
-        any, then its events with seq > that snapshot's upto_seq, in seq order. Streamed: fold as
-        you go. Call it before writing, not while another writer is active.
+        """What a restarted owner folds to rebuild `shards` (default: every shard in `heads()`):
+        first the latest snapshot of each shard that has one (ascending shard), then every event
+        after its shard's snapshot (after seq 0 without one). Each shard's events come in seq
+        order; events of different shards may interleave (the SQLite backend yields commit
+        order). Streamed: fold as you go. Call it before writing, not while another writer is
+        active on those shards.
         """
         ...
 

@@ -253,11 +253,14 @@ class MemoryShardStore(_Handle):
             return kept[-1] if kept else None
 
     def recover(self, shards: Iterable[int] | None = None) -> Iterator[Snapshot | JournalEvent]:
+        after: dict[int, int] = {}
         for shard in sorted(self.heads() if shards is None else set(shards)):
             snapshot = self.latest_snapshot(shard)
             if snapshot is not None:
                 yield snapshot
-            yield from self.journal(shard, after_seq=snapshot.upto_seq if snapshot else 0)
+            after[shard] = snapshot.upto_seq if snapshot is not None else 0
+        for shard, seq in after.items():
+            yield from self.journal(shard, after_seq=seq)
 
     def events_for_account(
         self, shard: int, account: str, *, limit: int = 100, since: int | None = None

@@ -1,11 +1,6 @@
-"""ShardStore on SQLite: one file per shard group.
+"""ShardStore on SQLite: one file per shard group (journal, snapshots, outbox).
 
-The journal is stored as segments (storage/segments.py): one row per logical shard per commit,
-with its first/last seq and min/max event time. There is no per-event secondary index: random
-inserts into an account or ref index cost 6-8x the journal's throughput (bench/bench_storage.py
-measures it), so the audit queries scan one logical shard's segments instead, filtered in SQL by
-time (`since`, through an index on (shard, max_at)) and by a byte search for the account or ref,
-so only segments that may hold a match are decoded.
+The journal's layout and why are in storage/sqlite_journal.py.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ from pathlib import Path
 
 import msgpack
 
+from storage import sqlite_journal as journal
 from storage.api import StoreOptions
 from storage.errors import HeadMismatch, SnapshotAheadOfJournal, UnknownOutboxEntry
 from storage.records import (
@@ -35,24 +31,10 @@ __all__ = ["SCHEMA_VERSION", "SqliteShardStore"]
 
 SCHEMA_VERSION = 1
 _KIND = "shard_group"
-_PAGE = 64  # segments or outbox rows fetched per query while streaming
+_OUTBOX_PAGE = 500  # outbox rows fetched per query while streaming
 
 _DDL = (
-    """CREATE TABLE shard_heads (
-        shard INTEGER PRIMARY KEY,
-        last_seq INTEGER NOT NULL CHECK (last_seq >= 0)
-    ) STRICT""",
-    """CREATE TABLE journal_segments (
-        shard INTEGER NOT NULL CHECK (shard >= 0),
-        first_seq INTEGER NOT NULL CHECK (first_seq >= 1),
-        last_seq INTEGER NOT NULL,
-        min_at INTEGER NOT NULL,
-        max_at INTEGER NOT NULL,
-        events BLOB NOT NULL,
-        PRIMARY KEY (shard, first_seq),
-        CHECK (last_seq >= first_seq)
-    ) STRICT""",
-    "CREATE INDEX journal_segments_by_time ON journal_segments (shard, max_at)",
+    *journal.DDL,
     """CREATE TABLE snapshots (
         shard INTEGER NOT NULL,
         upto_seq INTEGER NOT NULL CHECK (upto_seq >= 0),
@@ -93,11 +75,6 @@ def _outbox_entry(row: tuple[object, ...]) -> OutboxEntry:
     )
 
 
-def _head(db: sqlite3.Connection, shard: int) -> int:
-    row = db.execute("SELECT last_seq FROM shard_heads WHERE shard = ?", (shard,)).fetchone()
-    return 0 if row is None else int(row[0])
-
-
 class SqliteShardStore(SqliteFile):
     """A shard group's journal, snapshots and outbox in one SQLite file."""
 
@@ -125,36 +102,31 @@ class SqliteShardStore(SqliteFile):
             if bucket is None:
                 by_shard[event.shard] = bucket = []
             bucket.append(event)
-        blobs = {shard: pack_segment(evs) for shard, evs in by_shard.items()}  # outside the lock
+        # pack outside the write lock
+        packed = {
+            shard: (len(evs), max(e.at for e in evs), pack_segment(evs)) for shard, evs in by_shard.items()
+        }
+        expected = dict(expect_heads or {})
         with self._write() as db:
-            before = {shard: _head(db, shard) for shard in by_shard}
-            for shard, expected in (expect_heads or {}).items():
-                found = before[shard] if shard in before else _head(db, shard)
-                if found != expected:
-                    raise HeadMismatch(shard, expected, found)
-            after = {shard: before[shard] + len(evs) for shard, evs in by_shard.items()}
-            db.executemany(
-                "INSERT INTO journal_segments (shard, first_seq, last_seq, min_at, max_at, events)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (shard, before[shard] + 1, after[shard], *_time_range(evs), blobs[shard])
-                    for shard, evs in by_shard.items()
-                ],
-            )
-            db.executemany(
-                "INSERT INTO shard_heads (shard, last_seq) VALUES (?, ?)"
-                " ON CONFLICT (shard) DO UPDATE SET last_seq = excluded.last_seq",
-                list(after.items()),
-            )
+            heads = journal.heads_of(db, sorted(by_shard.keys() | expected.keys()))
+            for shard, seq in expected.items():
+                if heads[shard][1] != seq:
+                    raise HeadMismatch(shard, seq, heads[shard][1])
+            after = journal.append(db, heads, packed) if packed else {}
             existing = self._insert_outbox(db, outbox)
             ignored = self._update_outbox(db, outbox_updates)
-        next_seq = dict(before)
+        next_seq = {shard: heads[shard][1] for shard in by_shard}
         seqs = []
         for event in events:
             seq = next_seq[event.shard] + 1
             next_seq[event.shard] = seq
             seqs.append(seq)
-        return CommitResult(seqs=tuple(seqs), heads=after, outbox_existing=existing, outbox_ignored=ignored)
+        return CommitResult(
+            seqs=tuple(seqs),
+            heads=after,
+            outbox_existing=existing,
+            outbox_ignored=ignored,
+        )
 
     @staticmethod
     def _insert_outbox(db: sqlite3.Connection, entries: Sequence[NewOutboxEntry]) -> tuple[str, ...]:
@@ -187,8 +159,9 @@ class SqliteShardStore(SqliteFile):
     def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
         keep_offset = self.options.keep_snapshots - 1
         with self._write() as db:
+            heads = journal.heads_of(db, sorted({snap.shard for snap in snapshots}))
             for snap in snapshots:
-                head = _head(db, snap.shard)
+                head = heads[snap.shard][1]
                 if snap.upto_seq > head:
                     raise SnapshotAheadOfJournal(snap.shard, snap.upto_seq, head)
                 db.execute(
@@ -198,7 +171,8 @@ class SqliteShardStore(SqliteFile):
                     (snap.shard, snap.upto_seq, snap.at, snap.body),
                 )
                 db.execute(
-                    "INSERT INTO shard_heads (shard, last_seq) VALUES (?, 0) ON CONFLICT (shard) DO NOTHING",
+                    "INSERT INTO shard_heads (shard, last_seq, last_segment, upto_at)"
+                    " VALUES (?, 0, NULL, 0) ON CONFLICT (shard) DO NOTHING",
                     (snap.shard,),
                 )
             for shard in {snap.shard for snap in snapshots}:
@@ -211,14 +185,14 @@ class SqliteShardStore(SqliteFile):
                     oldest = db.execute(
                         "SELECT MIN(upto_seq) FROM snapshots WHERE shard = ?", (shard,)
                     ).fetchone()[0]
-                    _prune(db, shard, oldest)
+                    journal.prune(db, shard, oldest)
 
     def prune_journal(self, shard: int, upto_seq: int) -> int:
         with self._write() as db:
             row = db.execute("SELECT MAX(upto_seq) FROM snapshots WHERE shard = ?", (shard,)).fetchone()
             if row[0] is None:
                 return 0
-            return _prune(db, shard, min(upto_seq, int(row[0])))
+            return journal.prune(db, shard, min(upto_seq, int(row[0])))
 
     # ------------------------------------------------------------ journal reads
 
@@ -230,22 +204,15 @@ class SqliteShardStore(SqliteFile):
         return dict(self._rows("SELECT shard, last_seq FROM shard_heads ORDER BY shard"))
 
     def journal(self, shard: int, *, after_seq: int = 0) -> Iterator[JournalEvent]:
-        start = self._one(
-            "SELECT MAX(first_seq) FROM journal_segments WHERE shard = ? AND first_seq <= ?",
-            (shard, after_seq + 1),
-        )[0]
-        cursor = (start or 1) - 1  # page by first_seq > cursor
-        while True:
-            rows = self._rows(
-                "SELECT first_seq, events FROM journal_segments"
-                " WHERE shard = ? AND first_seq > ? ORDER BY first_seq LIMIT ?",
-                (shard, cursor, _PAGE),
-            )
-            for first_seq, blob in rows:
-                yield from to_events(shard, first_seq, unpack_segment(blob), after_seq=after_seq)
-            if len(rows) < _PAGE:
-                return
-            cursor = rows[-1][0]
+        return self._replay({shard: after_seq})
+
+    def _replay(self, after: Mapping[int, int]) -> Iterator[JournalEvent]:
+        """Events with seq > after[shard] of every shard in `after`, in commit order."""
+        db = self._db()
+        with self._translated():
+            ids = sorted(i for shard, seq in after.items() for i in journal.tail_ids(db, shard, seq))
+            for _id, shard, first_seq, blob in journal.segments(db, ids):
+                yield from to_events(shard, first_seq, unpack_segment(blob), after_seq=after[shard])
 
     def latest_snapshot(self, shard: int) -> Snapshot | None:
         row = self._one(
@@ -257,11 +224,13 @@ class SqliteShardStore(SqliteFile):
         return Snapshot(shard=shard, upto_seq=row[0], at=row[1], body=row[2])
 
     def recover(self, shards: Iterable[int] | None = None) -> Iterator[Snapshot | JournalEvent]:
+        after: dict[int, int] = {}
         for shard in sorted(self.heads() if shards is None else set(shards)):
             snapshot = self.latest_snapshot(shard)
             if snapshot is not None:
                 yield snapshot
-            yield from self.journal(shard, after_seq=snapshot.upto_seq if snapshot else 0)
+            after[shard] = snapshot.upto_seq if snapshot is not None else 0
+        yield from self._replay(after)
 
     # ------------------------------------------------------------ audit
 
@@ -269,7 +238,7 @@ class SqliteShardStore(SqliteFile):
         self, shard: int, account: str, *, limit: int = 100, since: int | None = None
     ) -> list[JournalEvent]:
         found: list[JournalEvent] = []
-        for first_seq, entries in self._segments_containing(shard, account, since, newest=True):
+        for first_seq, entries in self._matching(shard, account, since):
             for offset in range(len(entries) - 1, -1, -1):
                 entry = entries[offset]
                 if entry[0] == account and entry[3] >= (since or 0):
@@ -280,32 +249,21 @@ class SqliteShardStore(SqliteFile):
 
     def events_for_ref(self, shard: int, ref: str, *, since: int | None = None) -> list[JournalEvent]:
         found: list[JournalEvent] = []
-        for first_seq, entries in self._segments_containing(shard, ref, since, newest=False):
-            for offset, entry in enumerate(entries):
+        for first_seq, entries in self._matching(shard, ref, since):
+            for offset in range(len(entries) - 1, -1, -1):
+                entry = entries[offset]
                 if entry[2] == ref and entry[3] >= (since or 0):
                     found.extend(to_events(shard, first_seq + offset, [entry]))
+        found.reverse()
         return found
 
-    def _segments_containing(
-        self, shard: int, text: str, since: int | None, *, newest: bool
-    ) -> Iterator[tuple[int, Sequence[Entry]]]:
-        """(first_seq, entries) of the shard's segments whose bytes hold `text` as a msgpack
-        str and whose newest event is at or after `since`, paged, newest or oldest first."""
+    def _matching(self, shard: int, text: str, since: int | None) -> Iterator[tuple[int, Sequence[Entry]]]:
+        """(first_seq, entries) of segments that may hold `text` as a msgpack str, newest first."""
         needle = msgpack.packb(text, use_bin_type=True)
-        order, compare = ("DESC", "<") if newest else ("ASC", ">")
-        cursor = 2**62 if newest else 0
-        while True:
-            rows = self._rows(
-                "SELECT first_seq, events FROM journal_segments"
-                f" WHERE shard = ? AND max_at >= ? AND first_seq {compare} ?"
-                f" AND instr(events, ?) > 0 ORDER BY first_seq {order} LIMIT ?",
-                (shard, since or 0, cursor, needle, _PAGE),
-            )
-            for first_seq, blob in rows:
+        db = self._db()
+        with self._translated():
+            for first_seq, blob in journal.matching_segments(db, shard, needle, since or 0):
                 yield first_seq, unpack_segment(blob)
-            if len(rows) < _PAGE:
-                return
-            cursor = rows[-1][0]
 
     # ------------------------------------------------------------ outbox reads
 
@@ -315,12 +273,12 @@ class SqliteShardStore(SqliteFile):
             rows = self._rows(
                 f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status IN ('pending', 'sent')"
                 " AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
-                (*after, _PAGE * 8),
+                (*after, _OUTBOX_PAGE),
             )
             for row in rows:
                 if (kind is None or row[2] == kind) and (shard is None or row[1] == shard):
                     yield _outbox_entry(row)
-            if len(rows) < _PAGE * 8:
+            if len(rows) < _OUTBOX_PAGE:
                 return
             after = (rows[-1][6], rows[-1][0])
 
@@ -334,19 +292,3 @@ class SqliteShardStore(SqliteFile):
             " GROUP BY kind, status"
         )
         return {(kind, OutboxStatus(status)): count for kind, status, count in rows}
-
-
-def _time_range(events: Sequence[NewEvent]) -> tuple[int, int]:
-    times = [e.at for e in events]
-    return min(times), max(times)
-
-
-def _prune(db: sqlite3.Connection, shard: int, upto_seq: int) -> int:
-    """Delete the shard's whole segments that end at or before upto_seq; count their events."""
-    deleted = db.execute(
-        "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal_segments"
-        " WHERE shard = ? AND last_seq <= ?",
-        (shard, upto_seq),
-    ).fetchone()[0]
-    db.execute("DELETE FROM journal_segments WHERE shard = ? AND last_seq <= ?", (shard, upto_seq))
-    return int(deleted)

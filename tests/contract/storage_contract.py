@@ -312,19 +312,27 @@ class ShardStoreContract(_BackendFixtures):
             assert store.latest_snapshot(1) == snapshot(1, 3, b"three")
             assert list(store.recover([1])) == [snapshot(1, 3, b"three")]
 
-    def test_recovery_yields_each_shards_latest_snapshot_then_its_tail(self, store: ShardStore) -> None:
+    def test_recovery_yields_the_latest_snapshots_then_each_shards_tail_in_order(
+        self, store: ShardStore
+    ) -> None:
         store.commit([event(2, f"x{i}", body=bytes([i])) for i in range(5)] + [event(1, "y")])
         store.save_snapshots([snapshot(2, 3, b"upto3")])
-        store.commit([event(2, "x5", body=b"\x05")])
+        store.commit([event(2, "x5", body=b"\x05"), event(1, "z"), event(3, "w")])
+        store.save_snapshots([snapshot(3, 1, b"three")])
         steps = list(store.recover())
-        assert steps[0] == next(iter(store.journal(1)))
-        assert steps[1] == snapshot(2, 3, b"upto3")
-        assert [(e.seq, e.body) for e in steps[2:] if isinstance(e, JournalEvent)] == [
-            (4, b"\x03"),
-            (5, b"\x04"),
-            (6, b"\x05"),
-        ]
-        assert len(steps) == 5
+        assert steps[:2] == [snapshot(2, 3, b"upto3"), snapshot(3, 1, b"three")]
+        events = [e for e in steps[2:] if isinstance(e, JournalEvent)]
+        assert len(events) == len(steps) - 2
+        tails = {shard: [(e.seq, e.account) for e in events if e.shard == shard] for shard in (1, 2, 3)}
+        assert tails == {1: [(1, "y"), (2, "z")], 2: [(4, "x3"), (5, "x4"), (6, "x5")], 3: []}
+
+    def test_recovery_streams_a_tail_of_many_commits(self, store: ShardStore) -> None:
+        for i in range(150):
+            store.commit([event(shard, f"a{i}") for shard in range(4)])
+        store.save_snapshots([snapshot(0, 100)])
+        events = [e for e in store.recover() if isinstance(e, JournalEvent)]
+        assert [e.seq for e in events if e.shard == 0] == list(range(101, 151))
+        assert [e.seq for e in events if e.shard == 3] == list(range(1, 151))
 
     def test_recovery_of_chosen_shards_reads_only_those(self, store: ShardStore) -> None:
         store.commit([event(1, "a"), event(2, "b"), event(3, "c")])
