@@ -9,7 +9,7 @@ the alert rules are tested against it.
 node's starter (``THESPIAN.md``). prometheus-client's multiprocess mode gives each process its own
 memory-mapped file per metric type under one directory per node (``PROMETHEUS_MULTIPROC_DIR``);
 `render` merges them all (``MultiProcessCollector``'s merge, minus its failure on the empty file of a
-process that is just starting, which failed 3 scrapes in 5 runs of tests/unit's start/die storm):
+process that is just starting, which broke 3 of 5 runs of the start/die storm in tests/unit):
 
 - counters and histograms are summed over every file, dead processes included, so a total never
   goes backwards and never counts twice across a restart: what a SIGKILLed process wrote to its
