@@ -16,7 +16,14 @@ the codec to register: they are frozen, slotted, keyword-only dataclasses with p
 from __future__ import annotations
 
 from domain import commands, effects, events
-from domain.state import BillState, FieldWorkOrder, Meter, MeterProfile, PendingRelayCommand
+from domain.state import (
+    BillState,
+    FieldWorkOrder,
+    Meter,
+    MeterCase,
+    MeterProfile,
+    PendingRelayCommand,
+)
 
 __all__ = ["MESSAGE_TYPES"]
 
@@ -26,6 +33,7 @@ MESSAGE_TYPES: tuple[type, ...] = (
     BillState,
     PendingRelayCommand,
     FieldWorkOrder,
+    MeterCase,
     Meter,
     *(getattr(commands, name) for name in commands.__all__ if name != "MeterCommand"),
     *(getattr(events, name) for name in events.__all__ if name != "MeterEvent"),

@@ -129,6 +129,16 @@ def disconnect_due(m: Meter, policy: Policy) -> bool:
 
 def apply_standing_rules(d: Draft, cause: str) -> None:
     """Run every standing rule once, in order. ``cause`` correlates what they issue (payment id...)."""
+    m = d.m
+    if (
+        m.case is None
+        and m.relay is RelayState.CONNECTED
+        and m.desired is RelayTarget.CONNECTED
+        and (m.bill is None or d.now < m.bill.due_at)
+    ):
+        # The common case, short-cut: a quiet, connected meter with nothing overdue. Every rule
+        # below is a no-op for it (no command, notice, exemption or work order; nothing due).
+        return
     _expire_stale(d)
     _overdue(d)
     _retarget(d, cause)

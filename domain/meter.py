@@ -194,7 +194,7 @@ def _post_bill(d: Draft, c: PostBill) -> str | None:
     if m is None:
         _reject(d, c.account, c, c.bill_id, "no such meter")
         return None
-    if m.bill is not None and c.bill_id in m.bill.bill_ids:
+    if m.bill is not None and c.bill_id in (m.bill.bill_id, m.bill.previous_bill_id):
         return None  # re-imported bill
     d.emit(
         BillPosted(

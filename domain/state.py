@@ -14,21 +14,22 @@ from domain.enums import CommandOrigin, RelayAction, RelayState, RelayTarget, Wo
 from domain.errors import MeterInvariantError
 
 __all__ = [
-    "RECENT_BILL_IDS_KEPT",
+    "PROTECTED_CASE",
+    "QUIET_CASE",
     "RECENT_PAYMENT_IDS_KEPT",
     "BillState",
     "FieldWorkOrder",
     "Meter",
+    "MeterCase",
     "MeterProfile",
     "PendingRelayCommand",
     "meter_profile",
+    "shared_case",
 ]
 
 #: Payment ids a meter remembers to answer a redelivery with "applied" and credit nothing. The desk's
 #: ledger deduplicates durably; this window covers desk → shard redelivery of recent, unacked credits.
 RECENT_PAYMENT_IDS_KEPT = 4
-#: Bill ids a meter remembers (the current bill last) to ignore a re-imported bill.
-RECENT_BILL_IDS_KEPT = 2
 #: DLMS control modes (class 70 attribute 4) are 0..6 (research §1.1).
 CONTROL_MODES = range(7)
 
@@ -64,19 +65,14 @@ def meter_profile(head_end: str, install_year: int, relay_capable: bool, control
 class BillState:
     """The current bill: what the rebate and the surcharge (once per bill each) are computed on."""
 
-    bill_ids: tuple[str, ...]  # recent bill ids, the current bill last
+    bill_id: str
     amount_paise: int
     due_at: int  # first overdue second (local midnight after the due date)
     rebated: bool = False
     surcharged: bool = False
-
-    @property
-    def bill_id(self) -> str:
-        return self.bill_ids[-1]
+    previous_bill_id: str | None = None  # remembered too, so a re-imported bill is ignored
 
     def __post_init__(self) -> None:
-        if not self.bill_ids or len(self.bill_ids) > RECENT_BILL_IDS_KEPT:
-            raise MeterInvariantError(f"bill_ids must hold 1..{RECENT_BILL_IDS_KEPT} ids")
         if self.amount_paise < 0:
             raise MeterInvariantError("bill amount must not be negative")
 
@@ -112,6 +108,32 @@ class FieldWorkOrder:
     action: WorkOrderAction
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterCase:
+    """Whatever is out of the ordinary about a meter: an exemption, a served notice, a relay command
+    or a field work order. Most meters have none (``Meter.case is None``), which keeps the resident
+    record small and the per-event copy short; read these through the `Meter` properties."""
+
+    protected: bool = False
+    on_hold: bool = False
+    notice_at: int | None = None  # when the current disconnection notice was served
+    switch_off_not_before: int | None = None  # notice maturity, pushed past windows by deferrals
+    pending: PendingRelayCommand | None = None
+    work_order: FieldWorkOrder | None = None
+
+
+#: The case of a meter with nothing open, and of a merely protected one: shared, never copied.
+QUIET_CASE = MeterCase()
+PROTECTED_CASE = MeterCase(protected=True)
+
+
+def shared_case(case: MeterCase) -> MeterCase | None:
+    """``None`` for a quiet case, the shared instance for a protected-only one, else ``case``."""
+    if case == QUIET_CASE:
+        return None
+    return PROTECTED_CASE if case == PROTECTED_CASE else case
+
+
 _TRANSIT = {RelayState.CONNECTING: RelayAction.CONNECT, RelayState.DISCONNECTING: RelayAction.DISCONNECT}
 
 
@@ -129,18 +151,37 @@ class Meter:
     relay: RelayState
     desired: RelayTarget
     dues_paise: int = 0
-    protected: bool = False
-    on_hold: bool = False
     bill: BillState | None = None
-    notice_at: int | None = None  # when the current disconnection notice was served
-    switch_off_not_before: int | None = None  # notice maturity, pushed past windows by deferrals
-    pending: PendingRelayCommand | None = None
-    work_order: FieldWorkOrder | None = None
+    case: MeterCase | None = None  # None: nothing open (see MeterCase)
     seq: int = 0  # ids this meter has minted (commands, notices, work orders): ids are deterministic
     recent_payment_ids: tuple[str, ...] = ()
 
+    @property
+    def protected(self) -> bool:
+        return self.case is not None and self.case.protected
+
+    @property
+    def on_hold(self) -> bool:
+        return self.case is not None and self.case.on_hold
+
+    @property
+    def notice_at(self) -> int | None:
+        return None if self.case is None else self.case.notice_at
+
+    @property
+    def switch_off_not_before(self) -> int | None:
+        return None if self.case is None else self.case.switch_off_not_before
+
+    @property
+    def pending(self) -> PendingRelayCommand | None:
+        return None if self.case is None else self.case.pending
+
+    @property
+    def work_order(self) -> FieldWorkOrder | None:
+        return None if self.case is None else self.case.work_order
+
     def __post_init__(self) -> None:
-        pending = self.pending
+        pending = None if self.case is None else self.case.pending
         expected = _TRANSIT.get(self.relay)
         if (pending.action if pending is not None else None) is not expected:
             raise MeterInvariantError(

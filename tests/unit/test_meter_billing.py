@@ -30,6 +30,12 @@ def test_reimported_bill_is_ignored() -> None:
     assert sim.m.dues_paise == 100_000
 
 
+def test_the_previous_bill_reimported_after_a_new_one_is_ignored() -> None:
+    sim = billed(100_000).bill(at(2025, 4, 1), 70_000, "2025-04-10", bill_id="B2")
+    sim.bill(at(2025, 4, 2), 100_000, DUE_DATE, bill_id="B1")
+    assert sim.last_events == () and sim.m.dues_paise == 170_000
+
+
 def test_payment_reduces_dues_and_is_acknowledged_with_a_notice() -> None:
     sim = billed(100_000).pay(at(2025, 3, 5, 12), 40_000, "P1")
     assert sim.m.dues_paise == 60_000

@@ -19,7 +19,7 @@ from domain.errors import MeterInvariantError
 from domain.events import BillPosted, MeterUpdated, PaymentApplied
 from domain.evolve import _with, evolve
 from domain.meter import apply_all, decide, next_check_at
-from domain.state import PendingRelayCommand, meter_profile
+from domain.state import MeterCase, PendingRelayCommand, meter_profile
 
 
 def test_decide_is_deterministic_including_ids() -> None:
@@ -105,7 +105,7 @@ def test_meter_invariants_reject_a_moving_relay_without_a_pending_command() -> N
         origin=domain.enums.CommandOrigin.AUTOMATIC,
     )
     with pytest.raises(MeterInvariantError):
-        dataclasses.replace(m, pending=pending)  # pending connect while the relay says connected
+        dataclasses.replace(m, case=MeterCase(pending=pending))  # pending connect, relay connected
 
 
 def test_evolve_refuses_events_that_cannot_apply() -> None:
@@ -131,6 +131,16 @@ def test_fast_copy_is_the_same_as_dataclasses_replace() -> None:
     changes = {"dues_paise": -5, "recent_payment_ids": ("a", "b"), "desired": RelayTarget.OFF_FOR_DUES}
     assert _with(m, **changes) == dataclasses.replace(m, **changes)  # type: ignore[arg-type]
     assert _with(m) == m and _with(m) is not m
+
+
+def test_a_quiet_meter_carries_no_case_and_a_protected_one_shares_it() -> None:
+    assert Sim().register(at(2025, 3, 1)).m.case is None
+    a = Sim().register(at(2025, 3, 1), account="A1", protected=True).m
+    b = Sim().register(at(2025, 3, 1), account="A2", protected=True).m
+    assert a.case is b.case and a.protected
+    sim = overdue_meter().wake()
+    sim.disconnected_ok(sim.now + 5).pay(sim.now + 60, sim.m.dues_paise).connected_ok(sim.now + 70)
+    assert sim.m.case is None  # notice withdrawn, command done: back to quiet
 
 
 def test_meters_share_one_interned_profile() -> None:
