@@ -128,7 +128,8 @@ RELAY_STATES: Final = tuple(state.value for state in RelayState)
 BREAKER_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
 PAID_DISCONNECTED_PATHS: Final = frozenset({"auto", "field"})
 WORK_ORDER_ACTIONS: Final = frozenset(action.value for action in WorkOrderAction)
-STAGES: Final = frozenset({"desk", "shard", "headend"})
+# Links batches travel on, named sender_to_receiver.
+STAGES: Final = frozenset({"desk_to_shard", "shard_to_gateway", "gateway_to_headend"})
 NOTICE_TEMPLATES: Final = frozenset(template.value for template in NoticeTemplate)
 # Open-ended by nature (new actors come): an unknown kind is counted as OTHER rather than raising.
 ACTOR_KINDS: Final = frozenset(
@@ -143,6 +144,18 @@ ACTOR_KINDS: Final = frozenset(
         "front_door",
     }
 )
+# Actors may name themselves by class or short name; all land on the kind above.
+_KIND_ALIASES: Final = {
+    "MeterShard": "meter_shard",
+    "shard": "meter_shard",
+    "PaymentDesk": "payment_desk",
+    "desk": "payment_desk",
+    "HeadEndGateway": "headend_gateway",
+    "gateway": "headend_gateway",
+    "Supervisor": "supervisor",
+    "RootSupervisor": "supervisor",
+    "root_supervisor": "supervisor",
+}
 
 PAYMENT_TO_CONNECTED_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 HEADEND_ROUNDTRIP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
@@ -250,7 +263,7 @@ DEAD_LETTERS_TOTAL: Final = Counter(
 )
 BATCHES_IN_FLIGHT: Final = Gauge(
     "jodo_batches_in_flight",
-    "Batches sent and not yet acknowledged, by sending stage (desk, shard, headend).",
+    "Batches sent and not yet acknowledged, by link (desk_to_shard, shard_to_gateway, gateway_to_headend).",
     ["stage"],
     multiprocess_mode="livesum",
     registry=_REGISTRY,
@@ -482,6 +495,7 @@ def _configured(value: str, configured: frozenset[str]) -> str:
 
 
 def _kind(kind: str) -> str:
+    kind = _KIND_ALIASES.get(kind, kind)
     return str(kind) if kind in ACTOR_KINDS else OTHER
 
 

@@ -53,7 +53,7 @@ def _record_a_little_of_everything() -> None:
     metrics.set_work_orders_open("reconnect", 2)
     metrics.actor_restarted("meter_shard")
     metrics.dead_letter("payment_desk")
-    metrics.batches_in_flight("desk", 2)
+    metrics.batches_in_flight("desk_to_shard", 2)
     metrics.desk_saturated()
     metrics.set_payments_unapplied(5)
     metrics.journal_commit("meter_shard", 0.003)

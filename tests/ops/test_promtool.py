@@ -41,7 +41,7 @@ RECORD_AND_RENDER = textwrap.dedent(
         m.set_work_orders_open("reconnect", 2)
         m.actor_restarted("meter_shard")
         m.dead_letter("payment_desk")
-        m.batches_in_flight("desk", 4)
+        m.batches_in_flight("desk_to_shard", 4)
         m.desk_saturated()
         m.set_payments_unapplied(17)
         m.journal_commit("meter_shard", 0.004)

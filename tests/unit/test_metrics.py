@@ -86,6 +86,15 @@ def test_unknown_actor_kind_is_counted_as_other_not_raised() -> None:
     assert text[("jodo_actor_restarts_total", (("kind", "other"),))] >= 1
 
 
+def test_an_actor_class_name_counts_as_its_kind() -> None:
+    before = _samples(metrics.render()).get(("jodo_recovery_seconds_count", (("kind", "meter_shard"),)), 0.0)
+    metrics.recovered("MeterShard", 0.5)
+    metrics.journal_commit("HeadEndGateway", 0.001)
+    after = _samples(metrics.render())
+    assert after[("jodo_recovery_seconds_count", (("kind", "meter_shard"),))] == before + 1
+    assert after[("jodo_journal_commit_seconds_count", (("kind", "headend_gateway"),))] >= 1
+
+
 def test_helpers_record_what_they_say() -> None:
     metrics.configure_labels(gateways=["razorpay"], head_ends=["hes-indore"])
     before = _samples(metrics.render())
