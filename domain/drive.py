@@ -492,7 +492,11 @@ def relay_reached(
     if fulfils:
         how = "relay switched remotely" if command is not None else "relay read in the ordered state"
         close_work_order(d, WorkOrderOutcome.DONE, how, tell_crew=command is not None)
-    if relay is RelayState.CONNECTED and was is not RelayState.CONNECTED:
+    if (
+        relay is RelayState.CONNECTED
+        and was is not RelayState.CONNECTED
+        and m.desired is RelayTarget.CONNECTED
+    ):
         d.notify(f"{ref}:{NoticeTemplate.SUPPLY_RESTORED}", NoticeTemplate.SUPPLY_RESTORED, ref=ref)
     elif (
         relay is RelayState.DISCONNECTED

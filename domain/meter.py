@@ -233,8 +233,9 @@ def _clear_payment(d: Draft, c: ClearPayment) -> str | None:
         )
     )
     bill = m.bill
-    # Rebate: a cashless payment made by the due date that settles everything owed, once per bill.
-    if c.cashless and bill is not None and not bill.rebated and c.paid_at < bill.due_at and dues_after <= 0:
+    # Rebate: the cashless payment, made by the due date, that settles what is owed; once per bill.
+    settles = m.dues_paise > 0 and dues_after <= 0
+    if c.cashless and settles and bill is not None and not bill.rebated and c.paid_at < bill.due_at:
         amount = rebate_paise(bill, d.policy)
         if amount > 0:
             d.emit(

@@ -97,6 +97,12 @@ def test_payment_made_on_time_but_delivered_late_still_earns_the_rebate() -> Non
     assert len(of_type(sim.last_events, RebateGranted)) == 1
 
 
+def test_a_cashless_payment_after_the_bill_was_settled_in_cash_earns_no_rebate() -> None:
+    sim = billed(100_000).pay(at(2025, 3, 5), 100_000, cashless=False)
+    sim.pay(at(2025, 3, 6), 500, "P2")
+    assert of_type(sim.last_events, RebateGranted) == []
+
+
 def test_partial_payment_earns_no_rebate() -> None:
     sim = billed(100_000).pay(at(2025, 3, 5), 99_000)
     assert of_type(sim.last_events, RebateGranted) == []

@@ -122,6 +122,7 @@ def test_read_showing_on_while_off_for_dues_redisconnects_only_outside_windows()
     sim = disconnected_meter()
     sim.read(at(2025, 3, 28, 21), ControlState.CONNECTED, True)  # bypassed at night
     assert sim.m.relay is RelayState.CONNECTED and sim.sent() == []
+    assert of_type(sim.last_effects, NotifyConsumer) == []  # no "supply restored" for a bypass
     assert next_check_at(sim.m, POLICY) == at(2025, 3, 29, 8)
     sim.wake()
     assert len(sim.sent(RelayAction.DISCONNECT)) == 1
