@@ -9,23 +9,39 @@ second (bench/bench_storage.py measures both).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import cast
 
 import msgpack
 
 from storage.records import JournalEvent, NewEvent
 
-__all__ = ["Entry", "pack_segment", "to_events", "unpack_segment"]
+__all__ = ["Entry", "group_by_shard", "pack_segment", "to_events", "unpack_segment"]
 
 Entry = tuple[str, str, str | None, int, bytes]
 
 
-def pack_segment(events: Sequence[NewEvent]) -> bytes:
-    """The events of one shard, in seq order, as one blob."""
-    return cast(
-        bytes,
-        msgpack.packb([(e.account, e.kind, e.ref, e.at, e.body) for e in events], use_bin_type=True),
-    )
+_fields = attrgetter("account", "kind", "ref", "at", "body")
+
+
+def group_by_shard(events: Sequence[NewEvent]) -> tuple[dict[int, list[Entry]], list[tuple[int, int]]]:
+    """Split a commit's events into per-shard entry lists (in input order), and say where each
+    event went: (shard, index within that shard's list), in input order."""
+    groups: dict[int, list[Entry]] = {}
+    placed = []
+    for event in events:
+        shard = event.shard
+        group = groups.get(shard)
+        if group is None:
+            groups[shard] = group = []
+        placed.append((shard, len(group)))
+        group.append(_fields(event))
+    return groups, placed
+
+
+def pack_segment(entries: Sequence[Entry]) -> bytes:
+    """One shard's entries, in seq order, as one blob."""
+    return cast(bytes, msgpack.packb(entries, use_bin_type=True))
 
 
 def unpack_segment(blob: bytes) -> Sequence[Entry]:

@@ -31,6 +31,14 @@ __all__ = ["SqliteFile"]
 
 _CACHE_KIB = 65_536  # page cache per connection; the hot b-tree pages of a busy group fit
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # truncate the WAL back to this after a checkpoint
+# errors that mean "this input cannot be stored", as opposed to "the store failed"
+_REJECTED = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    OverflowError,
+)
 
 
 def _connect(path: Path, options: StoreOptions) -> sqlite3.Connection:
@@ -119,16 +127,15 @@ class SqliteFile:
             yield
         except StorageError:
             raise
-        except (
-            sqlite3.IntegrityError,
-            sqlite3.InterfaceError,
-            sqlite3.ProgrammingError,
-            sqlite3.DataError,
-            OverflowError,
-        ) as exc:
-            raise WriteRejected(f"{self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StorageUnavailable(f"{self.path}: {exc}") from exc
+        except (sqlite3.Error, OverflowError) as exc:
+            raise self._storage_error(exc) from exc
+
+    def _storage_error(self, exc: Exception) -> StorageError:
+        if self._conn is None:  # closed while a caller was still iterating
+            return StoreClosed(f"{self.path} is closed")
+        if isinstance(exc, _REJECTED):
+            return WriteRejected(f"{self.path}: {exc}")
+        return StorageUnavailable(f"{self.path}: {exc}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 import msgpack
@@ -24,7 +25,7 @@ from storage.records import (
     OutboxUpdate,
     Snapshot,
 )
-from storage.segments import Entry, pack_segment, to_events, unpack_segment
+from storage.segments import Entry, group_by_shard, pack_segment, to_events, unpack_segment
 from storage.sqlite_base import SqliteFile
 
 __all__ = ["SCHEMA_VERSION", "SqliteShardStore"]
@@ -32,6 +33,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteShardStore"]
 SCHEMA_VERSION = 1
 _KIND = "shard_group"
 _OUTBOX_PAGE = 500  # outbox rows fetched per query while streaming
+_at = itemgetter(3)  # an Entry's event time
 
 _DDL = (
     *journal.DDL,
@@ -96,31 +98,23 @@ class SqliteShardStore(SqliteFile):
         outbox_updates: Sequence[OutboxUpdate] = (),
         expect_heads: Mapping[int, int] | None = None,
     ) -> CommitResult:
-        by_shard: dict[int, list[NewEvent]] = {}
-        for event in events:
-            bucket = by_shard.get(event.shard)
-            if bucket is None:
-                by_shard[event.shard] = bucket = []
-            bucket.append(event)
+        groups, placed = group_by_shard(events)
         # pack outside the write lock
         packed = {
-            shard: (len(evs), max(e.at for e in evs), pack_segment(evs)) for shard, evs in by_shard.items()
+            shard: (len(entries), max(map(_at, entries)), pack_segment(entries))
+            for shard, entries in groups.items()
         }
         expected = dict(expect_heads or {})
         with self._write() as db:
-            heads = journal.heads_of(db, sorted(by_shard.keys() | expected.keys()))
+            heads = journal.heads_of(db, sorted(groups.keys() | expected.keys()))
             for shard, seq in expected.items():
                 if heads[shard][1] != seq:
                     raise HeadMismatch(shard, seq, heads[shard][1])
             after = journal.append(db, heads, packed) if packed else {}
             existing = self._insert_outbox(db, outbox)
             ignored = self._update_outbox(db, outbox_updates)
-        next_seq = {shard: heads[shard][1] for shard in by_shard}
-        seqs = []
-        for event in events:
-            seq = next_seq[event.shard] + 1
-            next_seq[event.shard] = seq
-            seqs.append(seq)
+        first = {shard: heads[shard][1] + 1 for shard in groups}
+        seqs = [first[shard] + offset for shard, offset in placed]
         return CommitResult(
             seqs=tuple(seqs),
             heads=after,
