@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from actors.base import JodoActor
 from actors.clock import ActorClock
 from actors.desk_service import DeskService
 from actors.directory import Directory
@@ -37,7 +38,6 @@ from protocols.runtime import (
 )
 from storage.api import StoreOptions
 from storage.sqlite import SqliteBackend
-from supervisors.child import SupervisedChild
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["PaymentDesk"]
@@ -47,7 +47,7 @@ _TICK = "jodo-desk-tick"
 TICK_SECONDS = 0.5
 
 
-class PaymentDesk(SupervisedChild):
+class PaymentDesk(JodoActor):
     def __init__(self) -> None:
         super().__init__()
         self.service: DeskService | None = None
@@ -66,6 +66,7 @@ class PaymentDesk(SupervisedChild):
                               max_batch=msg.max_batch, max_queued=msg.max_queued)
         recovered = service.recover()
         self.init, self.service = msg, service
+        self.use_data_dir(msg.data_dir)
         self.clock = ActorClock(msg.manual_clock, msg.start_at)
         log.info("payment desk recovered", extra={"unacknowledged": recovered})
         self.report_started(sender)
@@ -92,7 +93,7 @@ class PaymentDesk(SupervisedChild):
             items = [exc]
         intake = service.receive(items, self.clock.now())
         if intake.saturated:
-            self._metric("desk_saturated")
+            self.metric("desk_saturated")
             self.tell(sender, DeskSaturated(batch_id=msg.batch_id, retry_after_s=1))
             return
         result = PaymentBatchResult(batch_id=msg.batch_id, payload=codec.encode_many(intake.results))
@@ -100,7 +101,7 @@ class PaymentDesk(SupervisedChild):
         for r in intake.results:
             item = items[r.index] if 0 <= r.index < len(items) else None
             gateway = item.gateway if isinstance(item, PaymentReceived) else "unknown"
-            self._metric("payment_received", gateway, str(r.code))
+            self.metric("payment_received", gateway, str(r.code))
         for group in {service.group_of(p.account) for p in intake.accepted}:
             self._flush(group)
 
@@ -157,8 +158,8 @@ class PaymentDesk(SupervisedChild):
                 for group in service.stale(self.init.resend_after_s):
                     log.warning("credit batch unanswered, re-sending", extra={"group": group})
                     self._flush(group)
-                self._metric("set_payments_unapplied", service.unacknowledged)
-                self._metric("batches_in_flight", "desk_to_shard",
+                self.metric("set_payments_unapplied", service.unacknowledged)
+                self.metric("batches_in_flight", "desk_to_shard",
                              sum(len(f) for f in service.in_flight.values()))
         finally:
             self._arm_tick()
@@ -187,10 +188,3 @@ class PaymentDesk(SupervisedChild):
             self.tick_armed = True
             self.wake_after(TICK_SECONDS, _TICK)
 
-    def _metric(self, name: str, *args: Any) -> None:
-        try:
-            from jodo import metrics
-
-            getattr(metrics, name)(*args)
-        except Exception:  # metrics never take the desk down
-            log.debug("metric %s failed", name, exc_info=True)

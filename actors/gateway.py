@@ -22,6 +22,7 @@ from typing import Any
 
 from thespian.actors import ThespianWatch, WakeupMessage, WatchMessage
 
+from actors.base import JodoActor
 from domain.commands import ReportRelayResult
 from domain.effects import CancelRelayCommand, SendRelayCommand
 from domain.enums import ControlState, RelayAction, RelayResultStatus
@@ -33,7 +34,6 @@ from protocols.control import Address
 from protocols.headend import HesAction, HesCommand
 from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
 from protocols.runtime import CrashActor, GatewayInit, GatewayStatus, GatewayStatusQuery
-from supervisors.child import SupervisedChild
 
 __all__ = ["HeadEndGateway", "report_of"]
 
@@ -61,7 +61,7 @@ def report_of(account: str, command_id: str, o: HeadEndOutcome) -> ReportRelayRe
                              error_code=o.error, retryable=o.retryable)
 
 
-class HeadEndGateway(SupervisedChild):
+class HeadEndGateway(JodoActor):
     def __init__(self) -> None:
         super().__init__()
         self.init: GatewayInit | None = None
@@ -92,6 +92,7 @@ class HeadEndGateway(SupervisedChild):
             max_attempts=msg.max_attempts, rate_limit=msg.rate_limit,
         )
         self.init = msg
+        self.use_data_dir(msg.data_dir or None)
         self.driver = HeadEndSocketDriver(msg.host, msg.port, config)
         self.report_started(sender)
         self._outcomes(self.driver.on_tick())
@@ -126,7 +127,7 @@ class HeadEndGateway(SupervisedChild):
             expires = wall + (e.expires_at - msg.now) if msg.now else float(e.expires_at)
             submit.append(HesCommand(command_id=wire_id, meter=e.meter_serial, action=_ACTIONS[e.action],
                                      expires_at=expires))
-            self._metric("relay_command_attempted", self._head_end(), str(e.action))
+            self.metric("relay_command_attempted", self._head_end(), str(e.action))
         if submit:
             self._outcomes(driver.submit(submit))
 
@@ -140,8 +141,8 @@ class HeadEndGateway(SupervisedChild):
         self.tick_armed = False
         if self.driver is not None:
             self._outcomes(self.driver.on_tick())
-            self._metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
-            self._metric("set_relay_commands_pending", self._head_end(), len(self.running))
+            self.metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
+            self.metric("set_relay_commands_pending", self._head_end(), len(self.running))
 
     def _outcomes(self, outcomes: list[HeadEndOutcome]) -> None:
         wall = time.time()
@@ -155,7 +156,7 @@ class HeadEndGateway(SupervisedChild):
             self.finished[o.command_id] = report
             self.results[group].append(report)
             self.counts[str(o.kind)] += 1
-            self._metric("headend_roundtrip", self._head_end(), wall - submitted)
+            self.metric("headend_roundtrip", self._head_end(), wall - submitted)
         cap = self.init.outcome_cache if self.init is not None else 100_000
         while len(self.finished) > cap:
             self.finished.popitem(last=False)
@@ -201,12 +202,4 @@ class HeadEndGateway(SupervisedChild):
 
     def _head_end(self) -> str:
         return self.init.head_end if self.init is not None else "unknown"
-
-    def _metric(self, name: str, *args: Any) -> None:
-        try:
-            from jodo import metrics
-
-            getattr(metrics, name)(*args)
-        except Exception:  # metrics never take the gateway down
-            log.debug("metric %s failed", name, exc_info=True)
 

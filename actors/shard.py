@@ -15,6 +15,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
+from actors.base import JodoActor
 from actors.clock import ActorClock
 from actors.directory import Directory
 from actors.notices import FileNoticeSender
@@ -40,7 +41,6 @@ from protocols.runtime import (
 )
 from storage.api import StoreOptions
 from storage.sqlite import SqliteBackend
-from supervisors.child import SupervisedChild
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["MeterShard", "gateway_child_id", "shard_child_id"]
@@ -59,7 +59,7 @@ def gateway_child_id(head_end: str) -> str:
     return f"gateway-{head_end}"
 
 
-class MeterShard(SupervisedChild):
+class MeterShard(JodoActor):
     def __init__(self) -> None:
         super().__init__()
         self.service: ShardService | None = None
@@ -88,8 +88,9 @@ class MeterShard(SupervisedChild):
         )
         service.recover(clock.now())
         self.init, self.clock, self.service = msg, clock, service
+        self.use_data_dir(msg.data_dir)
         self.notices = FileNoticeSender(data / "outbox", msg.group)
-        self._metric("recovered", "MeterShard", service.recovery_seconds)
+        self.metric("recovered", "MeterShard", service.recovery_seconds)
         log.info(
             "shard group recovered",
             extra={"group": msg.group, "meters": len(service.host), "seconds": service.recovery_seconds},
@@ -269,7 +270,7 @@ class MeterShard(SupervisedChild):
         if out.work_orders and self.notices is not None:
             self.notices.work_orders(out.work_orders)
         for head_end, seconds in out.reconnected:
-            self._metric("payment_reconnected", head_end, seconds)
+            self.metric("payment_reconnected", head_end, seconds)
 
     def _deliver_notices(self, notices: list[Any]) -> None:
         if not notices or self.notices is None or self.service is None:
@@ -277,7 +278,7 @@ class MeterShard(SupervisedChild):
         sent = self.notices.send(notices)
         self.service.notices_delivered += sent
         for n in notices:
-            self._metric("notice_sent", str(n.template))
+            self.metric("notice_sent", str(n.template))
 
     def _flush_relay(self, head_end: str) -> None:
         service = self.service
@@ -300,16 +301,9 @@ class MeterShard(SupervisedChild):
         if service is None:
             return
         host = service.host
-        self._metric("set_meters_by_relay_state", {str(k): v for k, v in host.relay_counts.items()})
-        self._metric("set_paid_but_disconnected", auto=host.paid_but_disconnected, field=0)
+        self.metric("set_meters_by_relay_state", {str(k): v for k, v in host.relay_counts.items()})
+        self.metric("set_paid_but_disconnected", auto=host.paid_but_disconnected, field=0)
 
-    def _metric(self, name: str, *args: Any, **kwargs: Any) -> None:
-        try:
-            from jodo import metrics
-
-            getattr(metrics, name)(*args, **kwargs)
-        except Exception:  # metrics never take a shard down
-            log.debug("metric %s failed", name, exc_info=True)
 
 
 def acks_of(out: Outgoing) -> list[AckPayment]:

@@ -66,7 +66,8 @@ def jodo_tree(o: TreeOptions) -> tuple[ChildSpec, ...]:
             id=f"gateway-{h.name}",
             start="actors.gateway.HeadEndGateway",
             init=GatewayInit(head_end=h.name, host=h.host, port=h.port, rate_limit=h.rate_limit,
-                             command_timeout=h.command_timeout, max_attempts=h.max_attempts),
+                             command_timeout=h.command_timeout, max_attempts=h.max_attempts,
+                             data_dir=o.data_dir),
         )
         for h in o.head_ends
     )

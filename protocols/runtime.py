@@ -77,6 +77,7 @@ class GatewayInit(Carrier):
     max_attempts: int = 4
     rate_limit: float | None = None
     outcome_cache: int = 1_000_000  # final outcomes kept to answer re-sent command ids
+    data_dir: str = ""  # where dead letters are stored
 
 
 # ---------------------------------------------------------------- meter commands and time

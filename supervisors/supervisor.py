@@ -72,13 +72,18 @@ from supervisors.deadletters import (
     LoggingDeadLetterSink,
     load_sink,
 )
-from supervisors.processes import ProcessRef, boot_id, kill_process
+from supervisors.processes import ProcessRef, boot_id, is_alive, kill_process
 
 __all__ = ["ROOT_NAME", "TICK_MAX", "RootSupervisor", "Supervisor"]
 
 ROOT_NAME = "jodo-root"
 TICK_MAX = 0.05  # seconds: the longest one tick sleeps, so a deadline added later is late by <= this
 KILL_GRACE = 2.0  # seconds to see ChildActorExited after a SIGKILL before giving up on a child
+#: Seconds between checks that every running child's process is still there. Thespian can miss a
+#: child's death when two children of one parent die together (its SIGCHLD flag is cleared after the
+#: liveness scan, so a second signal during the scan is lost; seen here as a SIGKILLed shard that was
+#: never reported): a supervisor must not depend on ChildActorExited alone.
+LIVENESS_PERIOD = 0.5
 _TICK = "jodo-supervisor-tick"
 _LIVE = (ChildState.STARTING, ChildState.RUNNING, ChildState.STOPPING)
 def _log() -> logging.Logger:
@@ -87,10 +92,18 @@ def _log() -> logging.Logger:
     return logging.getLogger("jodo.supervisor")
 
 
+@dataclass(frozen=True, slots=True)
+class _Exited:
+    """Stands in for Thespian's ChildActorExited when the liveness sweep finds a dead child."""
+
+    childAddress: Any  # Thespian's spelling
+
+
 class _Timer(StrEnum):
     START = "start"  # a RESTART_PENDING child's backoff ends
     STOP = "stop"  # a STOPPING child's shutdown time (or kill grace) ends
     NUDGE = "nudge"  # shortly after a start: see _start_child
+    LIVENESS = "liveness"  # look for children that died without Thespian telling us
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +155,7 @@ class Supervisor(SupervisedChild):
         self._timers: list[tuple[float, _Timer]] = []
         self._tick_armed = False
         self._boot_id = boot_id()
+        self._next_sweep = 0.0
 
     # ------------------------------------------------------------ configuration
 
@@ -251,7 +265,30 @@ class Supervisor(SupervisedChild):
         if msg.payload != _TICK:
             return
         self._tick_armed = False
-        self._advance(time.monotonic())
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + LIVENESS_PERIOD
+            for cid in self._silently_dead():
+                child = self._children[cid]
+                _log().warning("%s: child %s (pid %s) is gone but no exit was reported; handling it",
+                               self._name, cid, child.started.pid if child.started else "?")
+                self.receiveMsg_ChildActorExited(_Exited(child.address), self.address)
+        self._advance(now)
+
+    def _silently_dead(self) -> list[str]:
+        """Children whose process has ended (or is a zombie) though Thespian said nothing."""
+        if not self.runs_in_own_process():
+            return []
+        dead = []
+        for cid, child in self._children.items():
+            started = child.started
+            if child.state not in _LIVE or started is None or child.address is None:
+                continue
+            if started.boot_id and started.boot_id != self._boot_id:
+                continue  # another host's process: its liveness is not ours to read
+            if not is_alive(ProcessRef(pid=started.pid, start_time=started.start_time)):
+                dead.append(cid)
+        return dead
 
     # ------------------------------------------------------------ dead letters
 
@@ -502,6 +539,10 @@ class Supervisor(SupervisedChild):
         )
 
     def _arm(self, now: float) -> None:
+        if not any(kind is _Timer.LIVENESS for _, kind in self._timers) and self._timer_valid(
+            now, _Timer.LIVENESS
+        ):
+            heapq.heappush(self._timers, (max(now + 0.01, self._next_sweep), _Timer.LIVENESS))
         while self._timers and (self._timers[0][0] <= now or not self._timer_valid(*self._timers[0])):
             heapq.heappop(self._timers)
         if self._timers and not self._tick_armed:
@@ -515,6 +556,8 @@ class Supervisor(SupervisedChild):
             return any(c.state is ChildState.RESTART_PENDING and c.start_due == at for c in children)
         if kind is _Timer.STOP:
             return any(c.state is ChildState.STOPPING and c.stop_deadline == at for c in children)
+        if kind is _Timer.LIVENESS:
+            return any(c.state in _LIVE and c.started is not None for c in children)
         return any(c.state is ChildState.STARTING for c in children)
 
     # ------------------------------------------------------------ reporting

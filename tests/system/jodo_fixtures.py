@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from actors.deadletters import DATA_DIR_ENV
 from domain.commands import RegisterMeter
 from domain.enums import RelayState
 from headend.sim.config import SimConfig
@@ -20,6 +22,7 @@ from protocols.payments import PaymentReceived
 
 T = TypeVar("T")
 HEAD_END = "hes-1"
+STORED_SINK = "actors.deadletters:stored_sink"
 
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
@@ -80,6 +83,14 @@ def running_jodo(
             head_ends=(HeadEnd(name=HEAD_END, host=thread.host, port=thread.port, command_timeout=10.0),),
             **options,  # type: ignore[arg-type]
         )
-        node = start_node(jodo_tree(opts), root_flags())
+        previous = os.environ.get(DATA_DIR_ENV)
+        os.environ[DATA_DIR_ENV] = opts.data_dir  # the root's dead-letter sink finds the store by it
+        try:
+            node = start_node(jodo_tree(opts), root_flags(), dead_letter_sink=STORED_SINK)
+        finally:
+            if previous is None:
+                os.environ.pop(DATA_DIR_ENV, None)
+            else:
+                os.environ[DATA_DIR_ENV] = previous
         client = NodeClient(node, groups=groups)
         yield Jodo(node=node, client=client, sim=thread, options=opts)

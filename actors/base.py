@@ -1,0 +1,44 @@
+"""What every jodo actor shares: metrics that never raise, and poison messages kept as dead letters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.deadletters import StoredDeadLetterSink
+from protocols.control import Address
+from supervisors.child import SupervisedChild
+
+__all__ = ["JodoActor"]
+
+log = logging.getLogger("jodo.actor")
+
+
+class JodoActor(SupervisedChild):
+    """Base of MeterShard, PaymentDesk and HeadEndGateway."""
+
+    dead_letters: StoredDeadLetterSink | None = None
+
+    def use_data_dir(self, data_dir: str | None) -> None:
+        self.dead_letters = StoredDeadLetterSink(data_dir)
+
+    def metric(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``jodo.metrics.<name>``; a metric failure is logged, never raised."""
+        try:
+            from jodo import metrics
+
+            getattr(metrics, name)(*args, **kwargs)
+        except Exception:
+            log.debug("metric %s failed", name, exc_info=True)
+
+    def receiveMsg_PoisonMessage(self, msg: Any, sender: Address) -> None:
+        """A message we sent made its receiver raise twice: keep it, count it, carry on.
+
+        Whatever it carried is still owed by durable state (unacknowledged payments, pending
+        commands), so the regular re-sends deliver it again once the receiver is healthy.
+        """
+        poisoned = getattr(msg, "poisonMessage", None)
+        details = str(getattr(msg, "details", "") or "")
+        log.error("poison message %s: %s", type(poisoned).__name__, details.strip()[-500:])
+        sink = self.dead_letters or StoredDeadLetterSink()
+        sink.store_letter(source=type(self).__name__, message=poisoned, reason=details)
