@@ -149,17 +149,22 @@ class MeterShard(JodoActor):
     def receiveMsg_MeterCommandBatch(self, msg: MeterCommandBatch, sender: Address) -> None:
         service = self._ready()
         try:
-            commands: list[MeterCommand] = codec.decode_many(msg.payload)
+            items = codec.decode_each(msg.payload)
         except codec.CodecError as exc:
             self.tell(sender, MeterCommandBatchResult(batch_id=msg.batch_id, group=service.group,
                                                       accepted=0, rejected=((-1, str(exc)),)))
             return
+        # a record that does not decode is refused on its own; the rest of the batch applies
+        rejected = [(i, str(c)) for i, c in enumerate(items) if isinstance(c, codec.CodecError)]
+        positions = [i for i, c in enumerate(items) if not isinstance(c, codec.CodecError)]
+        commands: list[MeterCommand] = [items[i] for i in positions]  # type: ignore[misc]
         out = service.apply(commands, self.clock.now())
+        rejected += [(positions[i] if 0 <= i < len(positions) else i, why) for i, why in out.rejected]
         self.tell(
             sender,
             MeterCommandBatchResult(
                 batch_id=msg.batch_id, group=service.group,
-                accepted=len(commands) - len(out.rejected), rejected=tuple(out.rejected),
+                accepted=len(items) - len(rejected), rejected=tuple(sorted(rejected)),
             ),
         )
         self._deliver(out)

@@ -40,7 +40,7 @@ from domain.events import (
 )
 from domain.policy import Policy
 from domain.shard import HostStep, MeterHost
-from domain.sharding import shards_of_group
+from domain.sharding import logical_shard, shards_of_group
 from domain.state import Meter
 from protocols import codec
 from storage.api import ShardStore
@@ -133,6 +133,7 @@ class ShardService:
     ) -> None:
         self.group = group
         self.shards = tuple(shards_of_group(group, groups, shards))
+        self._owned = frozenset(self.shards)
         self.store = store
         self.host = MeterHost(policy, shards)
         self.snapshot_every = snapshot_every
@@ -178,12 +179,23 @@ class ShardService:
     # ------------------------------------------------------------ batches
 
     def apply(self, commands: Sequence[MeterCommand], now: int) -> Outgoing:
-        """Decide, journal, assign; return what must be sent. Raises only if the journal fails."""
-        step = self.host.step(commands, now)
+        """Decide, journal, assign; return what must be sent. Raises only if the journal fails.
+
+        A command for a meter this group does not host is refused (a misrouted command would be
+        journaled under a logical shard this group never recovers).
+        """
+        hosted = [c for c in commands if logical_shard(c.account, self.host.shards) in self._owned]
+        step = self.host.step(hosted, now)
         self._commit(step, now)
         self.host.assign(step, now)
         out = self._route(step.effects)
         index = {id(c): i for i, c in enumerate(commands)}
+        if len(hosted) < len(commands):
+            kept = {id(c) for c in hosted}
+            out.rejected += [
+                (i, f"{c.account}: not hosted by shard group {self.group}")
+                for i, c in enumerate(commands) if id(c) not in kept
+            ]
         out.rejected += [(index.get(id(c), -1), reason) for c, reason in step.failures]
         for c, reason in step.failures:
             log.warning("meter command rejected", extra={"account": c.account, "reason": reason})

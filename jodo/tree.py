@@ -50,6 +50,7 @@ class TreeOptions:
     # supervisors: OTP's default intensity is 1 in 5 s; a shard recovering 3.6 lakh meters needs room
     intensity: int = 5
     period: float = 30.0
+    gateway_class: str = "actors.gateway.HeadEndGateway"  # actors.fakes.FakeGateway in actor tests
 
 
 def root_flags() -> SupervisorFlags:
@@ -64,7 +65,7 @@ def jodo_tree(o: TreeOptions) -> tuple[ChildSpec, ...]:
     gateways = tuple(
         ChildSpec(
             id=f"gateway-{h.name}",
-            start="actors.gateway.HeadEndGateway",
+            start=o.gateway_class,
             init=GatewayInit(head_end=h.name, host=h.host, port=h.port, rate_limit=h.rate_limit,
                              command_timeout=h.command_timeout, max_attempts=h.max_attempts,
                              data_dir=o.data_dir),

@@ -1,0 +1,134 @@
+"""The jodo actors' protocols on simpleSystemBase (one process, fake gateway): desk, shards, results."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from actors.facade import RuntimeConfig, SystemBaseName, new_request_id
+from actors.fakes import FakeGatewayMode, FakeGatewayQuery, FakeGatewayReport
+from domain.commands import RegisterMeter
+from domain.enums import RelayState
+from jodo.client import NodeClient, Saturated
+from jodo.node import Node, NodeSetup
+from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
+from protocols import codec
+from protocols.payments import PaymentReceived, PaymentResultCode
+from protocols.runtime import MeterCommandBatch, MeterCommandBatchResult
+
+T0 = 1_767_000_000
+
+
+def options(tmp_path: Path, **kw: object) -> TreeOptions:
+    return TreeOptions(
+        data_dir=str(tmp_path / "data"), groups=2, synchronous="normal", manual_clock=True, start_at=T0,
+        head_ends=(HeadEnd(name="hes-1", host="127.0.0.1", port=1),),
+        gateway_class="actors.fakes.FakeGateway",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def jodo(tmp_path: Path) -> Iterator[NodeClient]:
+    node = Node(NodeSetup(runtime=RuntimeConfig(base=SystemBaseName.SIMPLE), root_flags=root_flags(),
+                          children=jodo_tree(options(tmp_path)), ready_timeout=10.0))
+    node.start()
+    try:
+        yield NodeClient(node, groups=2)
+    finally:
+        node.shutdown()
+
+
+def meters(n: int, dues: int = 100_000) -> list[RegisterMeter]:
+    return [
+        RegisterMeter(account=f"A{i}", serial=f"S{i}", head_end="hes-1", install_year=2021,
+                      relay_capable=True, control_mode=2, relay=RelayState.DISCONNECTED,
+                      opening_dues_paise=dues)
+        for i in range(n)
+    ]
+
+
+def pay(i: int, amount: int = 100_000, pid: str | None = None) -> PaymentReceived:
+    return PaymentReceived(payment_id=pid or f"P{i}", account=f"A{i}", amount_paise=amount, channel="upi",
+                           gateway="razorpay", paid_at=T0, received_at=T0)
+
+
+def test_a_payment_flows_desk_to_shard_to_gateway_and_back(jodo: NodeClient) -> None:
+    assert jodo.send(meters(6)) == []
+    results = jodo.pay([pay(1), pay(4)])
+    assert isinstance(results, list) and {r.code for r in results} == {PaymentResultCode.ACCEPTED}
+    jodo.set_clock(T0 + 1)  # lets the simple system deliver what is queued
+    for i in (1, 4):
+        m = jodo.meter(f"A{i}")
+        assert m is not None and m.relay is RelayState.CONNECTED and m.dues_paise == 0
+    m = jodo.meter("A0")
+    assert m is not None and m.relay is RelayState.DISCONNECTED
+    assert jodo.trace("P1") is not None and jodo.trace("P1")["status"] == "applied"  # type: ignore[index]
+    report = jodo.runtime.ask(jodo.gateway["hes-1"], FakeGatewayQuery(request_id=new_request_id()),
+                              FakeGatewayReport, 5.0)
+    assert all(n == 1 for _, n in report.executed) and len(report.executed) == 2
+
+
+def test_a_payment_for_an_unknown_account_ends_in_suspense(jodo: NodeClient) -> None:
+    jodo.send(meters(1))
+    jodo.pay([PaymentReceived(payment_id="PX", account="NOBODY", amount_paise=500, channel="upi",
+                              gateway="razorpay", paid_at=T0, received_at=T0)])
+    jodo.set_clock(T0 + 1)
+    trace = jodo.trace("PX")
+    assert trace is not None and trace["status"] == "suspense"
+
+
+def test_failed_commands_are_retried_with_backoff_then_succeed(jodo: NodeClient) -> None:
+    jodo.send(meters(1))
+    jodo.runtime.tell(jodo.gateway["hes-1"], FakeGatewayMode(fail=True))
+    jodo.pay([pay(0)])
+    jodo.set_clock(T0 + 1)
+    m = jodo.meter("A0")
+    assert m is not None and m.relay is RelayState.CONNECTING and m.pending is not None
+    assert m.pending.retry_at is not None
+    jodo.runtime.tell(jodo.gateway["hes-1"], FakeGatewayMode())
+    jodo.set_clock(m.pending.retry_at + 1)
+    jodo.set_clock(m.pending.retry_at + 2)
+    m = jodo.meter("A0")
+    assert m is not None and m.relay is RelayState.CONNECTED
+
+
+def test_undecodable_meter_commands_are_refused_and_the_shard_lives_on(jodo: NodeClient) -> None:
+    batch = MeterCommandBatch(batch_id=uuid.uuid4().hex, payload=b"\x93\xa3bad")
+    reply = jodo.runtime.ask(jodo.shard[0], batch, MeterCommandBatchResult, 5.0)
+    assert reply.accepted == 0 and reply.rejected[0][0] == -1 and "msgpack" in reply.rejected[0][1]
+    assert jodo.send(meters(2)) == []
+    assert jodo.meter("A1") is not None
+
+
+def test_a_bad_command_in_a_batch_is_rejected_alone(jodo: NodeClient) -> None:
+    good = codec.to_wire(meters(1)[0])
+    bad = codec.to_wire(meters(2)[1])
+    bad[2][3] = "twenty-twenty"  # install_year must be an int
+    payload = msgpack.packb([good, bad], default=codec.to_wire, use_bin_type=True)
+    batch = MeterCommandBatch(batch_id=uuid.uuid4().hex, payload=payload)
+    reply = jodo.runtime.ask(jodo.shard[jodo.group_of("A0")], batch, MeterCommandBatchResult, 5.0)
+    assert reply.accepted == 1 and [i for i, _ in reply.rejected] == [1]
+    assert "install_year" in reply.rejected[0][1]
+    assert jodo.meter("A0") is not None and jodo.meter("A1") is None
+
+
+def test_the_desk_refuses_new_payments_when_saturated(tmp_path: Path) -> None:
+    tree = jodo_tree(options(tmp_path, desk_max_queued=5))
+    shards_free = tuple(spec for spec in tree if spec.id != "shards")  # no shard ever acknowledges
+    node = Node(NodeSetup(runtime=RuntimeConfig(base=SystemBaseName.SIMPLE), root_flags=root_flags(),
+                          children=shards_free, ready_timeout=10.0))
+    node.start()
+    try:
+        client = NodeClient(node, groups=2)
+        first = client.pay([pay(i) for i in range(5)])
+        assert isinstance(first, list) and len(first) == 5
+        assert isinstance(client.pay([pay(9)]), Saturated)
+        status = client.desk_status()
+        assert status.saturated and dict(status.counts)["pending"] == 5
+    finally:
+        node.shutdown()
