@@ -18,6 +18,7 @@ class JodoActor(SupervisedChild):
     """Base of MeterShard, PaymentDesk and HeadEndGateway."""
 
     dead_letters: StoredDeadLetterSink | None = None
+    _metric_failures: set[str] | None = None
 
     def use_data_dir(self, data_dir: str | None) -> None:
         self.dead_letters = StoredDeadLetterSink(data_dir)
@@ -29,7 +30,19 @@ class JodoActor(SupervisedChild):
 
             getattr(metrics, name)(*args, **kwargs)
         except Exception:
-            log.debug("metric %s failed", name, exc_info=True)
+            failed = self._metric_failures if self._metric_failures is not None else set()
+            self._metric_failures = failed
+            if name not in failed:  # loud once per metric and process, then quiet
+                failed.add(name)
+                log.warning("metric %s%r failed", name, args, exc_info=True)
+
+    def count_process(self) -> None:
+        """Count this actor's process as live (at init; `mark_dead` uncounts it)."""
+        self.metric("process_started", type(self).__name__)
+
+    def sample_memory(self) -> None:
+        """This process's resident memory (on the actor's tick)."""
+        self.metric("sample_process_memory", type(self).__name__)
 
     def receiveMsg_PoisonMessage(self, msg: Any, sender: Address) -> None:
         """A message we sent made its receiver raise twice: keep it, count it, carry on.

@@ -67,6 +67,7 @@ class PaymentDesk(JodoActor):
         recovered = service.recover()
         self.init, self.service = msg, service
         self.use_data_dir(msg.data_dir)
+        self.count_process()
         self.clock = ActorClock(msg.manual_clock, msg.start_at)
         log.info("payment desk recovered", extra={"unacknowledged": recovered})
         self.report_started(sender)
@@ -161,6 +162,7 @@ class PaymentDesk(JodoActor):
                 self.metric("set_payments_unapplied", service.unacknowledged)
                 self.metric("batches_in_flight", "desk_to_shard",
                              sum(len(f) for f in service.in_flight.values()))
+                self.sample_memory()
         finally:
             self._arm_tick()
 

@@ -93,6 +93,7 @@ class HeadEndGateway(JodoActor):
         )
         self.init = msg
         self.use_data_dir(msg.data_dir or None)
+        self.count_process()
         self.driver = HeadEndSocketDriver(msg.host, msg.port, config)
         self.report_started(sender)
         self._outcomes(self.driver.on_tick())
@@ -143,6 +144,7 @@ class HeadEndGateway(JodoActor):
             self._outcomes(self.driver.on_tick())
             self.metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
             self.metric("set_relay_commands_pending", self._head_end(), len(self.running))
+            self.sample_memory()
 
     def _outcomes(self, outcomes: list[HeadEndOutcome]) -> None:
         wall = time.time()

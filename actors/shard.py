@@ -49,6 +49,8 @@ log = logging.getLogger("jodo.shard")
 _TICK = "jodo-shard-tick"
 RELAY_WINDOW = 8  # unacknowledged RelayCommandBatches per gateway (THESPIAN.md: credit windows)
 RELAY_BATCH = 5_000
+#: A paid meter still off this long after its connect went out counts as "paid but disconnected".
+PAID_GRACE_S = 60
 
 
 def shard_child_id(group: int) -> str:
@@ -89,6 +91,7 @@ class MeterShard(JodoActor):
         service.recover(clock.now())
         self.init, self.clock, self.service = msg, clock, service
         self.use_data_dir(msg.data_dir)
+        self.count_process()
         self.notices = FileNoticeSender(data / "outbox", msg.group)
         self.metric("recovered", "MeterShard", service.recovery_seconds)
         log.info(
@@ -276,6 +279,8 @@ class MeterShard(JodoActor):
             self.notices.work_orders(out.work_orders)
         for head_end, seconds in out.reconnected:
             self.metric("payment_reconnected", head_end, seconds)
+        for action, outcome in out.finished:
+            self.metric("relay_command_finished", action, outcome)
 
     def _deliver_notices(self, notices: list[Any]) -> None:
         if not notices or self.notices is None or self.service is None:
@@ -307,7 +312,11 @@ class MeterShard(JodoActor):
             return
         host = service.host
         self.metric("set_meters_by_relay_state", {str(k): v for k, v in host.relay_counts.items()})
-        self.metric("set_paid_but_disconnected", auto=host.paid_but_disconnected, field=0)
+        auto, field = host.paid_but_disconnected_since(self.clock.now(), PAID_GRACE_S)
+        self.metric("set_paid_but_disconnected", auto=auto, field=field)
+        for action, n in host.work_orders.items():
+            self.metric("set_work_orders_open", str(action), n)
+        self.sample_memory()
 
 
 

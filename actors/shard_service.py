@@ -28,8 +28,9 @@ from domain.effects import (
     OpenWorkOrder,
     SendRelayCommand,
 )
-from domain.enums import RelayState
+from domain.enums import RelayAction, RelayResultStatus, RelayState
 from domain.events import (
+    AwaitingButtonPress,
     MeterEvent,
     RelayCommandCancelled,
     RelayCommandFailed,
@@ -63,6 +64,7 @@ class Outgoing:
     work_orders: list[OpenWorkOrder | CancelWorkOrder] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
     reconnected: list[tuple[str, float]] = field(default_factory=list)  # (head-end, payment→connected s)
+    finished: list[tuple[str, str]] = field(default_factory=list)  # (action, outcome) of relay commands
 
     def extend(self, other: Outgoing) -> None:
         self.acks += other.acks
@@ -72,6 +74,7 @@ class Outgoing:
         self.work_orders += other.work_orders
         self.rejected += other.rejected
         self.reconnected += other.reconnected
+        self.finished += other.finished
 
 
 def relay_command_of(m: Meter) -> SendRelayCommand | None:
@@ -100,6 +103,25 @@ def _ref(event: MeterEvent) -> str | None:
         if isinstance(value, str):
             return value
     return None
+
+
+def _finished(step: HostStep, cancelled: dict[str, RelayAction]) -> list[tuple[str, str]]:
+    """(action, outcome) of every relay command this step ended, for jodo_relay_commands_total."""
+    out: list[tuple[str, str]] = []
+    for _, e in step.events:
+        if isinstance(e, RelayStateConfirmed):
+            action = RelayAction.CONNECT if e.relay is RelayState.CONNECTED else RelayAction.DISCONNECT
+            out.append((str(action), "confirmed"))
+        elif isinstance(e, AwaitingButtonPress) and e.command_id is not None:
+            out.append((str(RelayAction.CONNECT), "awaiting_button"))
+        elif isinstance(e, RelayCommandFailed):
+            outcome = {RelayResultStatus.REJECTED: "rejected", RelayResultStatus.EXPIRED: "expired"}.get(
+                e.status, "failed"
+            )
+            out.append((str(e.action), outcome))
+        elif isinstance(e, RelayCommandCancelled) and e.command_id in cancelled:
+            out.append((str(cancelled[e.command_id]), "cancelled"))
+    return out
 
 
 _TRACKED = 1_000_000  # payments/commands followed for latency; the oldest are forgotten past this
@@ -186,6 +208,12 @@ class ShardService:
         """
         hosted = [c for c in commands if logical_shard(c.account, self.host.shards) in self._owned]
         step = self.host.step(hosted, now)
+        cancelled = {
+            e.command_id: m.pending.action
+            for _, e in step.events
+            if isinstance(e, RelayCommandCancelled)
+            and (m := self.host.get(e.account)) is not None and m.pending is not None
+        }
         self._commit(step, now)
         self.host.assign(step, now)
         out = self._route(step.effects)
@@ -200,6 +228,7 @@ class ShardService:
         for c, reason in step.failures:
             log.warning("meter command rejected", extra={"account": c.account, "reason": reason})
         self._follow(step, out)
+        out.finished += _finished(step, cancelled)
         return out
 
     def note_payments(self, received: Iterable[tuple[str, float]]) -> None:

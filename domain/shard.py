@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from domain.commands import CheckMeter, MeterCommand
 from domain.effects import Effect
-from domain.enums import RelayState
+from domain.enums import RelayState, WorkOrderAction
 from domain.events import MeterEvent
 from domain.meter import evolve, handle, next_check_at
 from domain.policy import Policy
@@ -69,7 +69,8 @@ class MeterHost:
         self._buckets: dict[int, list[str]] = {}
         self._keys: list[int] = []  # heap of bucket keys (epoch seconds)
         self.relay_counts: Counter[RelayState] = Counter()
-        self.paid_but_disconnected = 0
+        self.paid_off: set[str] = set()  # paid up yet without supply: should be brief
+        self.work_orders: Counter[WorkOrderAction] = Counter()  # open field work orders by action
 
     # ------------------------------------------------------------ looking up
 
@@ -131,8 +132,32 @@ class MeterHost:
     def _count(self, m: Meter, sign: int) -> None:
         relay, paid_off = meter_status(m, self.policy)
         self.relay_counts[relay] += sign
+        if m.work_order is not None:
+            self.work_orders[m.work_order.action] += sign
         if paid_off:
-            self.paid_but_disconnected += sign
+            if sign > 0:
+                self.paid_off.add(m.account)
+            else:
+                self.paid_off.discard(m.account)
+
+    @property
+    def paid_but_disconnected(self) -> int:
+        return len(self.paid_off)
+
+    def paid_but_disconnected_since(self, now: int, grace: int) -> tuple[int, int]:
+        """Paid-up meters still without supply ``grace`` seconds after their command went out, or with
+        none in flight: (remote path, field path: a work order is open). The promise is broken for these.
+        """
+        auto = field = 0
+        for account in self.paid_off:
+            m = self.get(account)
+            if m is None:
+                continue
+            if m.work_order is not None:
+                field += 1
+            elif m.pending is None or now - m.pending.issued_at >= grace:
+                auto += 1
+        return auto, field
 
     # ------------------------------------------------------------ recovery
 

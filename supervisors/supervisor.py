@@ -99,6 +99,16 @@ class _Exited:
     childAddress: Any  # Thespian's spelling
 
 
+def _metric(name: str, *args: Any) -> None:
+    """Call ``jodo.metrics.<name>``; metrics never take a supervisor down."""
+    try:
+        from jodo import metrics
+
+        getattr(metrics, name)(*args)
+    except Exception:
+        _log().warning("metric %s%r failed", name, args, exc_info=True)
+
+
 class _Timer(StrEnum):
     START = "start"  # a RESTART_PENDING child's backoff ends
     STOP = "stop"  # a STOPPING child's shutdown time (or kill grace) ends
@@ -215,6 +225,8 @@ class Supervisor(SupervisedChild):
             self._advance(time.monotonic())
             return
         child = self._children[cid]
+        if child.started is not None:
+            _metric("mark_dead", child.started.pid)  # its live gauges go; its counters keep counting
         gone = replace(child, address=None, started=None, stop_deadline=0.0, killed=False)
         if self._exiting:
             self._children = {**self._children, cid: replace(gone, state=ChildState.ENDED)}
@@ -346,6 +358,7 @@ class Supervisor(SupervisedChild):
             )
             return
         plan = restart_plan(specs, cid, flags.strategy)
+        _metric("actor_restarted", child.spec.kind)
         # One flapping child backs off further each time; its healthy siblings are not slowed.
         recent = (*(t for t in child.recent_failures if t >= now - flags.period), now)
         attempt = len(recent) - 1
