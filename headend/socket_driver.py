@@ -5,14 +5,20 @@ what the kernel takes and keep the rest. An actor drives it like this (THESPIAN.
 inside an actor")::
 
     def receiveMessage(self, msg, sender):
-        if isinstance(msg, WatchMessage):       outcomes = self.driver.on_readable()
-        elif isinstance(msg, WakeupMessage):    outcomes = self.driver.on_tick()
+        if isinstance(msg, WatchMessage):        outcomes = self.driver.on_readable()
+        elif isinstance(msg, WakeupMessage):     outcomes = self.driver.on_tick(); self.armed_at = None
         elif isinstance(msg, RelayCommandBatch): outcomes = self.driver.submit(msg.commands)
-        ...                                     # report outcomes upstream
-        if not self.tick_armed:                 # one tick per actor
-            self.wakeupAfter(timedelta(seconds=self.driver.next_tick_in() or 1.0)); ...
+        ...                                      # report outcomes upstream
+        # after EVERY call: any of them may move the next deadline earlier (a reply that lets a
+        # lingering frame go, a new timeout); arm a wakeup unless one is armed at least as early
+        due = now + (self.driver.next_tick_in() or 1.0)
+        if self.armed_at is None or due < self.armed_at:
+            self.wakeupAfter(timedelta(seconds=due - now)); self.armed_at = due
         fd = self.driver.fileno()
         return ThespianWatch([fd] if fd is not None else [])   # on EVERY return
+
+A wakeup that fires early is harmless (on_tick does what is due and nothing else); a missing one
+stalls timers, retries and lingering batches until the next readable event or heartbeat.
 
 `host` must be an IP address literal: resolving a name would block.
 """

@@ -118,6 +118,7 @@ class HeadEndSimulator:
         self._server: asyncio.Server | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._running = False
 
     @property
     def fleet(self) -> Fleet:
@@ -129,6 +130,7 @@ class HeadEndSimulator:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
+        self._running = True
         await self._listen()
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
 
@@ -146,10 +148,12 @@ class HeadEndSimulator:
             self._server = None
 
     async def stop(self) -> None:
+        # a flag, not cancel(): Python 3.11's wait_for can swallow a cancellation that races the
+        # wake-up it waits for, and the pump would then run forever
+        self._running = False
         if self._pump_task is not None:
-            self._pump_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump_task
+            self.kick()
+            await self._pump_task
             self._pump_task = None
         self._drop_connections()
         await self._unlisten()
@@ -173,7 +177,7 @@ class HeadEndSimulator:
 
     async def _pump(self) -> None:
         assert self._wake is not None
-        while True:
+        while self._running:
             now = self.clock.now()
             tick = self.core.on_tick(now)
             if tick.outage_started:
@@ -189,6 +193,8 @@ class HeadEndSimulator:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
+            else:
+                await asyncio.sleep(0)  # something is due now: still let the connections run
 
     # --- in-process API (loop thread) -------------------------------------------------------
 
