@@ -2,7 +2,9 @@
 
 State lives in a process-wide registry keyed by (location, group), so closing a store and opening
 it again at the same location sees what was committed, as a restarted actor would. Nothing
-survives the process. `forget(location)` drops a location's state.
+survives the process, and nothing is shared between processes: use it with Thespian's
+simpleSystemBase (every actor in one process), not multiprocTCPBase. `forget(location)` drops a
+location's state.
 """
 
 from __future__ import annotations
