@@ -110,6 +110,7 @@ __all__ = [
     "set_relay_commands_pending",
     "set_work_orders_open",
     "setup_multiproc_dir",
+    "stop_multiproc_dir",
     "webhook_rejected",
 ]
 
@@ -384,6 +385,20 @@ def setup_multiproc_dir(path: str | os.PathLike[str]) -> Path:
     return directory
 
 
+def stop_multiproc_dir() -> None:
+    """Undo `setup_multiproc_dir` in this process: metrics live in this process again, from zero.
+
+    For a process that carries on after its node stopped (a test run that started a node); the
+    directory and its files are left as they are. Processes forked earlier keep the directory.
+    """
+    close = getattr(values.ValueClass, "close_all_files", None)  # prometheus-client >= 0.21
+    if callable(close):
+        close()
+    os.environ.pop(MULTIPROC_ENV, None)
+    _use_value_class(values.MutexValue)
+    _touch_series()
+
+
 def multiprocess_dir() -> Path | None:
     """The directory metrics are written to, or None when metrics live in this process only."""
     if not getattr(values.ValueClass, "_multiprocess", False):
@@ -450,7 +465,11 @@ def _use_files_in_this_process() -> None:
     # prometheus-client picks its value class once, at import, from the environment; the starter has
     # usually imported this module before it knows its data directory. Swap in a fresh file-backed
     # class (a fresh one also forgets files of an earlier directory) and rebuild our metrics' values.
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    _use_value_class(values.MultiProcessValue())  # type: ignore[no-untyped-call]
+
+
+def _use_value_class(value_class: object) -> None:
+    values.ValueClass = value_class
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clear() warns in multiprocess mode; nothing is on file yet
         for metric in _ALL:
