@@ -29,6 +29,7 @@ from protocols.payments import (
     PaymentReceived,
 )
 from protocols.runtime import (
+    ClockSet,
     CrashActor,
     DeskInit,
     DeskStatus,
@@ -144,6 +145,12 @@ class PaymentDesk(JodoActor):
                 )
             }
         self.tell(sender, PaymentTraceView(request_id=msg.request_id, payment_id=msg.payment_id, record=view))
+
+    def receiveMsg_ClockSet(self, msg: ClockSet, sender: Address) -> None:
+        # manual clock (demo, tests): ledger times (committed, applied) follow the shards' clock
+        self.clock.set(msg.now)
+        if msg.request_id:
+            self.tell(sender, msg)
 
     def receiveMsg_CrashActor(self, msg: CrashActor, sender: Address) -> None:
         log.warning("crash injected", extra={"reason": msg.reason})

@@ -12,6 +12,7 @@ import logging
 import os
 import uuid
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ from protocols.runtime import (
     MeterCommandBatchResult,
     MeterQuery,
     MeterView,
+    ShardFlush,
     ShardInit,
+    ShardLatency,
+    ShardLatencyQuery,
     ShardStatus,
     ShardStatusQuery,
 )
@@ -49,6 +53,7 @@ log = logging.getLogger("jodo.shard")
 _TICK = "jodo-shard-tick"
 RELAY_WINDOW = 8  # unacknowledged RelayCommandBatches per gateway (THESPIAN.md: credit windows)
 RELAY_BATCH = 5_000
+FLUSH_AT = 20_000  # staged events + effects that make a shard journal at once, mailbox or not
 #: A paid meter still off this long after its connect went out counts as "paid but disconnected".
 PAID_GRACE_S = 60
 
@@ -59,6 +64,13 @@ def shard_child_id(group: int) -> str:
 
 def gateway_child_id(head_end: str) -> str:
     return f"gateway-{head_end}"
+
+
+@dataclass(frozen=True, slots=True)
+class _CreditReply:
+    desk: Address
+    batch_id: str
+    payment_ids: frozenset[str]
 
 
 class MeterShard(JodoActor):
@@ -72,6 +84,9 @@ class MeterShard(JodoActor):
         self.relay_unacked: dict[str, set[str]] = defaultdict(set)
         self.notices: FileNoticeSender | None = None
         self.tick_armed = False
+        self.flush_requested = False
+        self.replies: list[_CreditReply | MeterCommandBatchResult] = []
+        self.reply_to: list[Address] = []
 
     # ------------------------------------------------------------ start
 
@@ -134,20 +149,11 @@ class MeterShard(JodoActor):
             log.error("credit batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
             return
         service.note_payments(zip((p.payment_id for p in payments), msg.received_wall, strict=False))
-        out = service.apply(payments, self.clock.now())
-        acked = {a.payment_id for a in out.acks}
-        # a payment whose command failed to decide is not acknowledged: the desk re-sends it
-        self.tell(
-            sender,
-            CreditAckBatch(
-                batch_id=msg.batch_id, group=service.group, payload=codec.encode_many(out.acks),
-                credited_at=self.clock.now(),
-            ),
-        )
-        if len(acked) < len(payments):
-            log.warning("payments not acknowledged", extra={"batch_id": msg.batch_id,
-                                                            "count": len(payments) - len(acked)})
-        self._deliver(out)
+        service.stage(payments, self.clock.now())
+        # acknowledged after the group commit; one whose command failed to decide is not acknowledged
+        # at all, so the desk sends it again
+        self.replies.append(_CreditReply(sender, msg.batch_id, frozenset(p.payment_id for p in payments)))
+        self._request_flush()
 
     def receiveMsg_MeterCommandBatch(self, msg: MeterCommandBatch, sender: Address) -> None:
         service = self._ready()
@@ -161,16 +167,14 @@ class MeterShard(JodoActor):
         rejected = [(i, str(c)) for i, c in enumerate(items) if isinstance(c, codec.CodecError)]
         positions = [i for i, c in enumerate(items) if not isinstance(c, codec.CodecError)]
         commands: list[MeterCommand] = [items[i] for i in positions]  # type: ignore[misc]
-        out = service.apply(commands, self.clock.now())
-        rejected += [(positions[i] if 0 <= i < len(positions) else i, why) for i, why in out.rejected]
-        self.tell(
-            sender,
-            MeterCommandBatchResult(
-                batch_id=msg.batch_id, group=service.group,
-                accepted=len(items) - len(rejected), rejected=tuple(sorted(rejected)),
-            ),
-        )
-        self._deliver(out)
+        refused = service.stage(commands, self.clock.now())
+        rejected += [(positions[i] if 0 <= i < len(positions) else i, why) for i, why in refused]
+        self.replies.append(MeterCommandBatchResult(
+            batch_id=msg.batch_id, group=service.group,
+            accepted=len(items) - len(rejected), rejected=tuple(sorted(rejected)),
+        ))
+        self.reply_to.append(sender)
+        self._request_flush()
 
     def receiveMsg_RelayResultBatch(self, msg: RelayResultBatch, sender: Address) -> None:
         service = self._ready()
@@ -179,7 +183,46 @@ class MeterShard(JodoActor):
         except codec.CodecError as exc:
             log.error("relay result batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
             return
-        self._deliver(service.apply(results, self.clock.now()))
+        service.stage(results, self.clock.now())
+        self._request_flush()
+
+    def receiveMsg_ShardFlush(self, msg: ShardFlush, sender: Address) -> None:
+        self.flush_requested = False
+        self._flush()
+
+    def _request_flush(self) -> None:
+        """Group commit: journal once every message already in the mailbox has been staged.
+
+        A message to ourselves queues behind them; a large stage is flushed at once.
+        """
+        service = self._ready()
+        if service.staged >= FLUSH_AT:
+            self._flush()
+        elif not self.flush_requested:
+            self.flush_requested = True
+            self.tell(self.address, ShardFlush())
+
+    def _flush(self) -> None:
+        """Journal what is staged, then (only then) answer and send."""
+        service = self._ready()
+        out = service.flush(self.clock.now())
+        acks: dict[str, AckPayment] = {a.payment_id: a for a in out.acks}
+        credited_at = self.clock.now()
+        replies, reply_to = self.replies, self.reply_to
+        self.replies, self.reply_to = [], []
+        targets = iter(reply_to)
+        for reply in replies:
+            if isinstance(reply, _CreditReply):
+                mine = [acks[p] for p in reply.payment_ids if p in acks]
+                if len(mine) < len(reply.payment_ids):
+                    log.warning("payments not acknowledged", extra={
+                        "batch_id": reply.batch_id, "count": len(reply.payment_ids) - len(mine)})
+                ack = CreditAckBatch(batch_id=reply.batch_id, group=service.group,
+                                     payload=codec.encode_many(mine), credited_at=credited_at)
+                self.tell(reply.desk, ack)
+            else:
+                self.tell(next(targets), reply)
+        self._deliver(out)
 
     def receiveMsg_RelayBatchReceived(self, msg: RelayBatchReceived, sender: Address) -> None:
         self.relay_unacked[msg.head_end].discard(msg.batch_id)
@@ -208,6 +251,7 @@ class MeterShard(JodoActor):
         now = self.clock.now()
         while True:
             out = service.tick(now, limit=init.max_batch, resend_after=init.resend_after_s)
+            self._flush()
             self._deliver(out)
             nxt = service.host.next_due()
             if nxt is None or nxt > now or not self.clock.manual:
@@ -253,6 +297,14 @@ class MeterShard(JodoActor):
                 journal_heads=sum(service.heads.values()),
             ),
         )
+
+    def receiveMsg_ShardLatencyQuery(self, msg: ShardLatencyQuery, sender: Address) -> None:
+        service = self._ready()
+        to_command, to_connected = tuple(service.to_command), tuple(service.to_connected)
+        service.to_command.clear()
+        service.to_connected.clear()
+        self.tell(sender, ShardLatency(request_id=msg.request_id, to_command=to_command,
+                                       to_connected=to_connected))
 
     def receiveMsg_CrashActor(self, msg: CrashActor, sender: Address) -> None:
         log.warning("crash injected", extra={"reason": msg.reason})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from domain.commands import CheckMeter, MeterCommand
@@ -94,15 +94,22 @@ class MeterHost:
 
     # ------------------------------------------------------------ compute, then assign
 
-    def step(self, commands: Iterable[MeterCommand], now: int) -> HostStep:
-        """Decide a batch of commands, in order, without changing the host."""
+    def step(
+        self, commands: Iterable[MeterCommand], now: int, staged: Mapping[str, Meter] | None = None
+    ) -> HostStep:
+        """Decide a batch of commands, in order, without changing the host.
+
+        ``staged``: states decided by earlier steps not yet assigned (group commit): they stand in
+        front of the host's own.
+        """
         overlay: dict[str, Meter] = {}
+        behind = staged or {}
         events: list[tuple[int, MeterEvent]] = []
         effects: list[Effect] = []
         failures: list[tuple[MeterCommand, str]] = []
         for command in commands:
             account = command.account
-            state = overlay.get(account) or self.get(account)
+            state = overlay.get(account) or behind.get(account) or self.get(account)
             try:
                 new, evs, effs = handle(state, command, now, self.policy)
             except Exception as exc:  # one bad record must not poison the other 9 999

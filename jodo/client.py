@@ -17,7 +17,7 @@ from domain.commands import MeterCommand
 from domain.events import MeterEvent
 from domain.sharding import group_of, logical_shard
 from domain.state import Meter
-from jodo.node import Node
+from jodo.node import Node, TreeStatus
 from protocols import codec
 from protocols.payments import (
     DeskSaturated,
@@ -38,6 +38,8 @@ from protocols.runtime import (
     MeterView,
     PaymentTraceQuery,
     PaymentTraceView,
+    ShardLatency,
+    ShardLatencyQuery,
     ShardStatus,
     ShardStatusQuery,
 )
@@ -68,9 +70,9 @@ class NodeClient:
     def runtime(self) -> ActorRuntime:
         return self.node.runtime
 
-    def refresh(self) -> None:
-        """Look the actors' addresses up again (after a restart)."""
-        tree = self.node.status()
+    def refresh(self, tree: TreeStatus | None = None) -> None:
+        """Look the actors' addresses up again (after a restart), in ``tree`` if just fetched."""
+        tree = tree if tree is not None else self.node.status()
         self.desk = tree.child("desk").address
         self.shard = {}
         self.gateway = {}
@@ -112,17 +114,20 @@ class NodeClient:
 
     def send(self, commands: Iterable[MeterCommand], *, chunk: int = 10_000) -> list[tuple[int, str]]:
         """Send meter commands to their shards (in order per meter); returns the rejections."""
-        by_group: dict[int, list[MeterCommand]] = defaultdict(list)
-        for c in commands:
-            by_group[self.group_of(c.account)].append(c)
-        rejected: list[tuple[int, str]] = []
+        by_group: dict[int, list[tuple[int, MeterCommand]]] = defaultdict(list)
+        for n, c in enumerate(commands):
+            by_group[self.group_of(c.account)].append((n, c))
+        rejected: list[tuple[int, str]] = []  # (index in ``commands``, reason); -1: a whole chunk
         for group, items in sorted(by_group.items()):
             for start in range(0, len(items), chunk):
                 part = items[start : start + chunk]
-                batch = MeterCommandBatch(batch_id=uuid.uuid4().hex, payload=codec.encode_many(part))
+                payload = codec.encode_many(c for _, c in part)
+                batch = MeterCommandBatch(batch_id=uuid.uuid4().hex, payload=payload)
                 reply = self.runtime.ask(self.shard[group], batch, MeterCommandBatchResult, self.timeout)
-                rejected += [(start + i, reason) for i, reason in reply.rejected]
-        return rejected
+                rejected += [
+                    (part[i][0] if 0 <= i < len(part) else -1, reason) for i, reason in reply.rejected
+                ]
+        return sorted(rejected)
 
     def meter(self, account: str) -> Meter | None:
         view = self._meter_view(account, 0)
@@ -144,8 +149,20 @@ class NodeClient:
         return self.runtime.ask(self.gateway[head_end], GatewayStatusQuery(request_id=new_request_id()),
                                 GatewayStatus, self.timeout)
 
-    def set_clock(self, now: int) -> None:
-        """Move every shard's manual clock to ``now`` (each runs what came due before answering)."""
+    def latency(self) -> tuple[list[float], list[float]]:
+        """Take every shard's latency samples: (payment → command sent, payment → connected) seconds."""
+        to_command: list[float] = []
+        to_connected: list[float] = []
         for address in self.shard.values():
+            reply = self.runtime.ask(address, ShardLatencyQuery(request_id=new_request_id()), ShardLatency,
+                                     self.timeout)
+            to_command += reply.to_command
+            to_connected += reply.to_connected
+        return to_command, to_connected
+
+    def set_clock(self, now: int) -> None:
+        """Move every shard's manual clock to ``now`` (each runs what came due before answering), and the
+        desk's (its ledger times)."""
+        for address in [*self.shard.values(), *([self.desk] if self.desk is not None else [])]:
             self.runtime.ask(address, ClockSet(now=now, request_id=new_request_id()), ClockSet,
                              self.timeout)

@@ -24,7 +24,10 @@ __all__ = [
     "MeterView",
     "PaymentTraceQuery",
     "PaymentTraceView",
+    "ShardFlush",
     "ShardInit",
+    "ShardLatency",
+    "ShardLatencyQuery",
     "ShardStatus",
     "ShardStatusQuery",
 ]
@@ -107,6 +110,11 @@ class MeterCommandBatchResult(Carrier):
     @property
     def request_id(self) -> str:
         return self.batch_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class ShardFlush(Carrier):
+    """A shard's note to itself: journal what the messages before this one staged (group commit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -200,6 +208,23 @@ class PaymentTraceView(Carrier):
     request_id: str
     payment_id: str
     record: dict[str, object] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class ShardLatencyQuery(Carrier):
+    """Take (and clear) the shard's recent latency samples."""
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class ShardLatency(Carrier):
+    """Seconds from the desk receiving a payment to the connect command leaving this shard, and to
+    the relay's connected state being confirmed (read back), one sample per payment."""
+
+    request_id: str
+    to_command: tuple[float, ...]
+    to_connected: tuple[float, ...]
 
 
 # ---------------------------------------------------------------- faults

@@ -52,8 +52,8 @@ def test_a_payment_is_journaled_acknowledged_and_sends_one_connect(tmp_path: Pat
     assert out.acks == [AckPayment(payment_id="P1", account="N0000000001", outcome=PaymentOutcome.APPLIED)]
     sent = out.relay["hes-1"]
     assert len(sent) == 1 and isinstance(sent[0], SendRelayCommand) and sent[0].action is RelayAction.CONNECT
-    entry = s.store.outbox_entry(sent[0].command_id)
-    assert entry is not None and entry.kind == "relay"
+    audit = s.store.events_for_ref(logical_shard("N0000000001"), sent[0].command_id)
+    assert [e.kind for e in audit] == ["RelayCommandIssued"]  # the journal is the command's audit trail
     kinds = [e.kind for e in s.store.events_for_account(logical_shard("N0000000001"), "N0000000001")]
     assert "PaymentApplied" in kinds
 
@@ -83,7 +83,7 @@ def test_recovery_rebuilds_state_and_the_commands_in_flight(tmp_path: Path) -> N
     assert again.host.relay_counts[RelayState.CONNECTING] == 60
 
 
-def test_relay_result_connects_and_closes_the_outbox_entry(tmp_path: Path) -> None:
+def test_relay_result_connects_and_is_audited_under_the_command_id(tmp_path: Path) -> None:
     s = service(tmp_path)
     s.apply(registrations(1), T0)
     s.note_payments([("P0", 1000.0)])
@@ -95,8 +95,8 @@ def test_relay_result_connects_and_closes_the_outbox_entry(tmp_path: Path) -> No
     out = s.apply([result], T0 + 3)
     m = s.host.get("N0000000000")
     assert m is not None and m.relay is RelayState.CONNECTED
-    entry = s.store.outbox_entry(command.command_id)
-    assert entry is not None and entry.status == "done"
+    audit = s.store.events_for_ref(logical_shard("N0000000000"), command.command_id)
+    assert [e.kind for e in audit][-1] == "RelayStateConfirmed"
     assert [h for h, _ in out.reconnected] == ["hes-1"]
     assert command.command_id not in s.sent_at
 
