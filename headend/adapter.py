@@ -43,7 +43,7 @@ from headend.breaker import (
     breaker_retry_at,
     breaker_success,
 )
-from headend.outcome import HeadEndOutcome, OutcomeKind
+from headend.outcome import HeadEndOutcome, OutcomeKind, relay_outcome
 from protocols.errors import FrameError
 from protocols.headend import (
     MAX_ID_CHARS,
@@ -215,7 +215,7 @@ class _Job:
         self.command = command
         self.phase = _CMD
         self.next_phase = _CMD
-        self.token = 0  # validates queue/heap entries: only the newest one counts
+        self.token = 0  # validates backoff-heap entries: only the newest one counts
         self.sends = 0  # wire ids are "<command_id>/<sends>", unique per send
         self.attempts = 0  # switching commands sent
         self.reads = 0  # reads that failed or went unanswered
@@ -223,8 +223,6 @@ class _Job:
         self.held: _Final | None = None
         self.last_error = HesErrorCode.NO_COMMUNICATION.value
 
-
-_Entry = tuple[int, _Job]
 
 
 class HeadEndAdapterCore:
@@ -243,10 +241,15 @@ class HeadEndAdapterCore:
         self._reader = HesFrameReader()
         self._jobs: dict[str, _Job] = {}
         self._wire: dict[str, _Job] = {}
-        self._cmd_q: deque[_Entry] = deque()
-        self._read_q: deque[_Entry] = deque()
+        # Queues hold jobs; an entry is live iff the job is still in that queue's phase. A job leaves
+        # a queue without being popped only by expiring (for good, or into a verifying read that can
+        # never lead back to a send), so a stale entry can never send anything.
+        self._cmd_q: deque[_Job] = deque()
+        self._read_q: deque[_Job] = deque()
         self._waits: list[tuple[float, int, int, _Job]] = []
-        self._expiry: list[tuple[float, int, _Job]] = []
+        self._expiry: list[float] = []  # heap of distinct expiry times (a batch often shares one)
+        self._expiring: dict[float, list[_Job]] = {}
+        self._expiring_count = 0
         self._seq = 0
         self._unacked: dict[int, list[str]] = {}
         self._ack_deadlines: deque[tuple[float, int]] = deque()
@@ -289,8 +292,10 @@ class HeadEndAdapterCore:
     def submit(self, commands: Iterable[HesCommand], now: float) -> HeadEndStep:
         """Queue commands. A command id already pending is ignored (its one outcome is still due)."""
         jobs, stats = self._jobs, self.stats
-        cmd_q, read_q, expiry, push = self._cmd_q, self._read_q, self._expiry, heapq.heappush
-        seq = self._seq
+        cmd_q, read_q, expiring = self._cmd_q, self._read_q, self._expiring
+        last_t: float | None = None
+        bucket: list[_Job] = []
+        added = 0
         for cmd in commands:
             stats.submitted += 1
             cid = cmd.command_id
@@ -305,18 +310,24 @@ class HeadEndAdapterCore:
                 self._emit(job, OutcomeKind.EXPIRED, now)
                 continue
             jobs[cid] = job
-            job.token = 1
             if cmd.action is _A_READ:
                 job.phase = _READ
-                read_q.append((1, job))
+                read_q.append(job)
             else:
-                cmd_q.append((1, job))
-            seq += 1
-            push(expiry, (cmd.expires_at, seq, job))
-        self._seq = seq
-        if len(expiry) > 2 * len(jobs) + 1024:
-            self._expiry = [e for e in expiry if e[2].phase != _DONE]  # drop ended jobs' entries
-            heapq.heapify(self._expiry)
+                cmd_q.append(job)
+            t = cmd.expires_at
+            if t != last_t:
+                last_t = t
+                found = expiring.get(t)
+                if found is None:
+                    found = expiring[t] = []
+                    heapq.heappush(self._expiry, t)
+                bucket = found
+            bucket.append(job)
+            added += 1
+        self._expiring_count += added
+        if self._expiring_count > 2 * len(jobs) + 1024:
+            self._prune_expiring()
         if self._linger_until is None:
             self._linger_until = now + self.config.linger
         return self._step(now)
@@ -479,10 +490,17 @@ class HeadEndAdapterCore:
 
     # --- queues and sending -----------------------------------------------------------------
 
+    def _prune_expiring(self) -> None:
+        """Forget ended jobs in the expiry index (they stay there until their expiry otherwise)."""
+        live = {t: [j for j in js if j.phase != _DONE] for t, js in self._expiring.items()}
+        self._expiring = {t: js for t, js in live.items() if js}
+        self._expiry = list(self._expiring)
+        heapq.heapify(self._expiry)
+        self._expiring_count = sum(len(js) for js in self._expiring.values())
+
     def _enqueue(self, job: _Job, phase: int) -> None:
-        job.token += 1
         job.phase = phase
-        (self._read_q if phase == _READ else self._cmd_q).append((job.token, job))
+        (self._read_q if phase == _READ else self._cmd_q).append(job)
 
     def _wait(self, job: _Job, delay: float, next_phase: int, now: float) -> None:
         job.token += 1
@@ -552,8 +570,8 @@ class HeadEndAdapterCore:
         new, append, add_id, popleft = tuple.__new__, records.append, ids.append, q.popleft
         n = 0
         while q and n < room:
-            token, job = popleft()
-            if job.token != token or job.phase != _READ:
+            job = popleft()
+            if job.phase != _READ:
                 continue
             cmd = job.command
             if cmd.action is _A_READ:
@@ -586,8 +604,8 @@ class HeadEndAdapterCore:
         new, append, add_id, popleft = tuple.__new__, records.append, ids.append, q.popleft
         n = 0
         while q and n < room:
-            token, job = popleft()
-            if job.token != token or job.phase != _CMD:
+            job = popleft()
+            if job.phase != _CMD:
                 continue
             cmd = job.command
             if now >= cmd.expires_at:
@@ -631,7 +649,7 @@ class HeadEndAdapterCore:
                     job.attempts -= 1  # it never reached the meter
                 self._wait(job, self.config.rate_limited_delay, _READ if was_read else _CMD, now)
             elif reason == HesRejectReason.EXPIRED:
-                if was_read and job.command.action is not HesAction.READ:
+                if was_read and job.command.action is not _A_READ:
                     self._read_failed(job, now)
                 else:
                     self._end_unsent(job, now)
@@ -649,9 +667,8 @@ class HeadEndAdapterCore:
             phase = job.phase
             if phase == _CMD_SENT:
                 if r.status is _PROCESSED:  # the common case, inlined: queue the read-back
-                    token = job.token = job.token + 1
                     job.phase = _READ
-                    read_q.append((token, job))
+                    read_q.append(job)
                 else:
                     self._on_command_result(job, r, now)
             elif phase == _READ_SENT:
@@ -673,7 +690,7 @@ class HeadEndAdapterCore:
     def _on_read_result(self, job: _Job, r: HesCommandResult, now: float) -> None:
         action = job.command.action
         if r.status is not HesResultStatus.PROCESSED:
-            if action is HesAction.READ and r.status is HesResultStatus.EXPIRED:
+            if action is _A_READ and r.status is HesResultStatus.EXPIRED:
                 self._emit(job, OutcomeKind.EXPIRED, now)
             else:
                 if r.error:
@@ -683,7 +700,7 @@ class HeadEndAdapterCore:
         kind = _TARGET[action].get((r.control_state, r.output_state))
         if kind is not None:
             self._emit(job, kind, now, result=r)
-        elif action is HesAction.READ:
+        elif action is _A_READ:
             self._emit(job, OutcomeKind.FAILED, now, result=r, error="inconsistent_state")
         elif job.held is not None:
             self._emit_held(job, now)
@@ -723,7 +740,7 @@ class HeadEndAdapterCore:
 
     def _end_unsent(self, job: _Job, now: float) -> None:
         """Its expiry passed before a send could run: expired, unless an earlier send may have run."""
-        if job.command.action is HesAction.READ:
+        if job.command.action is _A_READ:
             self._emit(job, OutcomeKind.EXPIRED, now)
         else:
             self._conclude(job, _Final(OutcomeKind.EXPIRED), now)
@@ -758,6 +775,21 @@ class HeadEndAdapterCore:
         job.phase = _DONE
         job.token += 1
         self._jobs.pop(cmd.command_id, None)
+        if result is not None and error is None and result.control_state is not None:
+            self._outcomes.append(
+                relay_outcome(
+                    cmd.command_id,
+                    cmd.meter,
+                    cmd.action,
+                    kind,
+                    now,
+                    job.attempts,
+                    result.control_state,
+                    result.output_state,
+                    result.control_mode,
+                )
+            )
+            return
         self._outcomes.append(
             HeadEndOutcome(
                 command_id=cmd.command_id,
@@ -805,14 +837,20 @@ class HeadEndAdapterCore:
     def _expire_queued(self, now: float) -> None:
         """Commands waiting (queued or backing off) past their expiry end now, not when next sent."""
         heap = self._expiry
-        while heap and heap[0][0] <= now:
-            _, _, job = heapq.heappop(heap)
-            waiting_cmd = job.phase == _CMD or (job.phase == _WAIT and job.next_phase == _CMD)
-            waiting_read = job.command.action is HesAction.READ and (
-                job.phase == _READ or (job.phase == _WAIT and job.next_phase == _READ)
-            )
-            if waiting_cmd or waiting_read:
-                self._end_unsent(job, now)
+        while heap and heap[0] <= now:
+            jobs = self._expiring.pop(heapq.heappop(heap), [])
+            self._expiring_count -= len(jobs)
+            for job in jobs:
+                self._expire_if_waiting(job, now)
+
+    def _expire_if_waiting(self, job: _Job, now: float) -> None:
+        phase = job.phase
+        waiting_cmd = phase == _CMD or (phase == _WAIT and job.next_phase == _CMD)
+        waiting_read = job.command.action is _A_READ and (
+            phase == _READ or (phase == _WAIT and job.next_phase == _READ)
+        )
+        if waiting_cmd or waiting_read:
+            self._end_unsent(job, now)
 
     def _wake_at(self, now: float) -> float | None:
         t: list[float] = []
@@ -834,9 +872,10 @@ class HeadEndAdapterCore:
                     t.append(self._linger_until)
                 else:
                     t.append(now + self._token_wait())
-        for h in (self._waits, self._expiry):
-            if h:
-                t.append(h[0][0])
+        if self._waits:
+            t.append(self._waits[0][0])
+        if self._expiry:
+            t.append(self._expiry[0])
         return min(t) if t else None
 
     def _token_wait(self) -> float:

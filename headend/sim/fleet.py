@@ -25,11 +25,14 @@ _MANUAL_DISCONNECT_MODES = frozenset({1, 2, 5})
 _DISCONNECTED, _CONNECTED, _READY = 0, 1, 2
 
 
+_A_READ, _A_DISCONNECT = HesAction.READ, HesAction.DISCONNECT  # bound once: enum lookups are slow
+
+
 def remote_transition(control_state: int, mode: int, action: HesAction) -> tuple[int, str | None]:
     """The control_state after a remote action, and an error code if the meter refuses it."""
-    if action is HesAction.READ:
+    if action is _A_READ:
         return control_state, None
-    if action is HesAction.DISCONNECT:
+    if action is _A_DISCONNECT:
         if mode == 0:
             return control_state, HesErrorCode.NOT_PERMITTED
         return _DISCONNECTED, None
@@ -71,6 +74,8 @@ class Fleet:
         self.size = size
         self.prefix = prefix
         self.width = width
+        self._prefix_len = len(prefix)
+        self._serial_len = len(prefix) + width
         self._by_serial: dict[str, int] | None = None
         self._serials: list[str] | None = None
         if len(modes) == 1:
@@ -111,14 +116,10 @@ class Fleet:
         """The meter's index, or None if the fleet has no such meter."""
         if self._by_serial is not None:
             return self._by_serial.get(serial)
-        p = self.prefix
-        digits = serial[len(p) :]
-        if (
-            len(digits) != self.width
-            or not serial.startswith(p)
-            or not digits.isascii()
-            or not digits.isdigit()
-        ):
+        if len(serial) != self._serial_len or not serial.startswith(self.prefix):
+            return None
+        digits = serial[self._prefix_len :]
+        if not digits.isascii() or not digits.isdigit():  # isdigit alone takes "²" and "٣"
             return None
         i = int(digits)
         return i if i < self.size else None

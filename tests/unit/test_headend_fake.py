@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from headend.clock import ManualClock
 from headend.fake import FakeHeadEnd
-from headend.outcome import OutcomeKind
+from headend.outcome import HeadEndOutcome, OutcomeKind, relay_outcome
 from headend.port import HeadEndDriver
 from headend.sim.fleet import Fleet
 from protocols.headend import HesAction, HesCommand, HesControlState
@@ -105,3 +107,25 @@ def test_after_close_nothing_more_is_taken() -> None:
     fake, _ = make()
     fake.close()
     assert fake.submit([c("a")]) == []
+
+
+def test_the_fast_relay_outcome_equals_the_regular_one_and_refuses_non_relay_kinds() -> None:
+    fast = relay_outcome(
+        "c", "m", HesAction.CONNECT, OutcomeKind.CONNECTED, 1.0, 2, HesControlState.CONNECTED, True, 2
+    )
+    slow = HeadEndOutcome(
+        command_id="c",
+        meter="m",
+        action=HesAction.CONNECT,
+        kind=OutcomeKind.CONNECTED,
+        at=1.0,
+        attempts=2,
+        control_state=HesControlState.CONNECTED,
+        output_state=True,
+        control_mode=2,
+    )
+    assert fast == slow and hash(fast) == hash(slow)
+    with pytest.raises(ValueError):
+        relay_outcome(
+            "c", "m", HesAction.CONNECT, OutcomeKind.FAILED, 1.0, 1, HesControlState.CONNECTED, True, 2
+        )
