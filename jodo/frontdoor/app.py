@@ -8,6 +8,8 @@ Routes (``T`` = bearer token from ``[tokens]``: ``Authorization: Bearer <token>`
     GET  /v1/meters/{account}/history?limit=100   T admin    latest events, newest first
     GET  /v1/payments/{payment_id}   T admin                 trace of one payment
     POST /v1/admin/inject            T admin                 {"type", "fields"} JSON, or msgpack bytes
+    POST /v1/admin/meter-commands    T admin                 [{"type", "fields"}, ...] JSON, or msgpack
+                                                             (codec.encode_many); per-item refusals
     POST /v1/admin/fault             T admin                 {"kind", "target", "on"}
     GET  /v1/status                  T admin                 node summary
     GET  /healthz  /readyz  /metrics                         liveness, readiness (503 until ready), Prometheus
@@ -23,13 +25,15 @@ import asyncio
 import hmac
 import logging
 import time
+import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from domain.commands import MeterCommand
 from jodo.config import Config, Secret
-from jodo.errors import BodyTooLarge, MalformedRequest, RequestRefused, WebhookError
+from jodo.errors import BodyTooLarge, InvalidPayment, MalformedRequest, RequestRefused, WebhookError
 from jodo.frontdoor.backend import Backend, Saturated, result_word
 from jodo.frontdoor.batcher import MicroBatcher
 from jodo.webhooks import (
@@ -60,6 +64,9 @@ _OBSERVER: web.AppKey[WebhookObserver] = web.AppKey("observer")
 MSGPACK_TYPES = frozenset({"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"})
 BATCH_GATEWAY = "api"  # PaymentReceived.gateway for /v1/payments items that name none
 _HISTORY_MAX = 1000
+#: A batch of meter commands is journaled before the answer: 10 000 registrations take seconds.
+COMMANDS_TIMEOUT_S = 120.0
+_METER_COMMANDS: tuple[type[Any], ...] = typing.get_args(MeterCommand)
 T = TypeVar("T")
 
 
@@ -95,6 +102,7 @@ def build_app(
     app.router.add_get("/v1/meters/{account}/history", _meter_history)
     app.router.add_get("/v1/payments/{payment_id:.+}", _payment_trace)
     app.router.add_post("/v1/admin/inject", _inject)
+    app.router.add_post("/v1/admin/meter-commands", _meter_commands)
     app.router.add_post("/v1/admin/fault", _fault)
     app.router.add_get("/v1/status", _status)
     app.router.add_get("/healthz", _healthz)
@@ -335,12 +343,49 @@ async def _inject(request: web.Request) -> web.Response:
     return _json(200, {"injected": type(message).__name__, **result})
 
 
-def _message_from_json(doc: Any) -> Any:
+def _message_from_json(doc: Any, where: str = "") -> Any:
     if not isinstance(doc, dict) or set(doc) != {"type", "fields"}:
-        raise MalformedRequest('expected {"type": <message type>, "fields": {...}}', where="body")
+        raise MalformedRequest('expected {"type": <message type>, "fields": {...}}', where=where or "body")
     if not isinstance(doc["type"], str):
-        raise MalformedRequest("must be a message type name", where="type")
+        raise MalformedRequest("must be a message type name", where=f"{where}.type" if where else "type")
     return codec.from_fields(doc["type"], doc["fields"])
+
+
+async def _meter_commands(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    _authorize(request, config.tokens.admin, "admin")
+    _require_ready(request)
+    media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    body = await _read_body(request, config.http.max_batch_body_bytes)
+    commands: list[Any] = []
+    if media in MSGPACK_TYPES:
+        try:
+            commands = codec.decode_many(body)
+        except CodecError as exc:
+            raise MalformedRequest(str(exc), where="body") from None
+    else:
+        check_json_content_type(request.headers.get("Content-Type"))
+        doc = parse_json(body)
+        if not isinstance(doc, list):
+            raise MalformedRequest('expected a JSON array of {"type", "fields"} objects', where="body")
+        for i, item in enumerate(doc):
+            try:
+                commands.append(_message_from_json(item, f"[{i}]"))
+            except CodecError as exc:
+                raise MalformedRequest(str(exc), where=f"[{i}]") from None
+    if len(commands) > config.http.max_batch_items:
+        limit = config.http.max_batch_items
+        raise BodyTooLarge(f"{len(commands)} commands; the limit is {limit}", where="body")
+    for i, command in enumerate(commands):
+        if not isinstance(command, _METER_COMMANDS):
+            names = ", ".join(c.__name__ for c in _METER_COMMANDS)
+            raise InvalidPayment(f"{type(command).__name__} is not a meter command ({names})", where=f"[{i}]")
+    try:
+        rejected = await asyncio.wait_for(request.app[BACKEND].send_commands(commands), COMMANDS_TIMEOUT_S)
+    except TimeoutError:
+        raise RequestRefused(503, "unavailable", "the shards did not answer in time; retry") from None
+    return _json(200, {"count": len(commands), "accepted": len(commands) - len(rejected),
+                       "rejected": [{"index": i, "reason": reason} for i, reason in rejected]})
 
 
 async def _fault(request: web.Request) -> web.Response:
@@ -361,8 +406,9 @@ async def _status(request: web.Request) -> web.Response:
     _authorize(request, request.app[CONFIG].tokens.admin, "admin")
     status = await _backend_call(request, request.app[BACKEND].status())
     stats = request.app[BATCHER].stats
+    batcher = request.app[BATCHER]
     front_door = {"batches": stats.batches, "items": stats.items, "largest_batch": stats.largest,
-                  "saturated": stats.saturated}
+                  "saturated": stats.saturated, "queued": batcher.queued, "running": batcher.running}
     return _json(200, {**status, "front_door": front_door})
 
 

@@ -75,6 +75,11 @@ class Backend(Protocol):
         """Deliver an operator-injected protocol message (already decoded and checked by the codec)."""
         ...
 
+    async def send_commands(self, commands: Sequence[Any]) -> Sequence[tuple[int, str]]:
+        """Deliver meter commands (registrations, bills, overrides...) to their meters, in order per
+        meter; return after their journal commits, with ``(index, reason)`` for each one refused."""
+        ...
+
     async def fault(self, kind: str, target: str, on: bool) -> Mapping[str, Any]:
         """Switch a fault on or off (test/demo nodes), e.g. kind "drop" on target head-end "hes-1"."""
         ...

@@ -39,6 +39,7 @@ class FakeBackend:
         self.event_ids: set[str] = set()
         self.batches: list[int] = []  # size of every batch submitted, in order
         self.injected: list[Any] = []
+        self.commands: list[Any] = []  # meter commands given to send_commands, in order
         self.faults: dict[tuple[str, str], bool] = {}
 
     def ready(self) -> bool:
@@ -104,6 +105,12 @@ class FakeBackend:
                 raise RequestRefused(503, "unavailable", result.reason)
             return {"result": str(result[0].code)}
         return {"result": "delivered"}
+
+    async def send_commands(self, commands: Sequence[Any]) -> Sequence[tuple[int, str]]:
+        self.commands.extend(commands)
+        if self.accounts is not None:
+            self.accounts.update(c.account for c in commands if type(c).__name__ == "RegisterMeter")
+        return []
 
     async def fault(self, kind: str, target: str, on: bool) -> Mapping[str, Any]:
         if kind not in FAULT_KINDS:
