@@ -172,18 +172,28 @@ _CMD, _CMD_SENT, _READ, _READ_SENT, _WAIT, _DONE = range(6)
 _A_READ = HesAction.READ
 _PROCESSED = HesResultStatus.PROCESSED
 
-_TARGET: dict[HesAction, dict[tuple[HesControlState | None, bool | None], OutcomeKind]] = {
-    HesAction.CONNECT: {
-        (HesControlState.CONNECTED, True): OutcomeKind.CONNECTED,
-        (HesControlState.READY_FOR_RECONNECTION, False): OutcomeKind.READY_FOR_RECONNECTION,
-    },
-    HesAction.DISCONNECT: {(HesControlState.DISCONNECTED, False): OutcomeKind.DISCONNECTED},
-    HesAction.READ: {
-        (HesControlState.CONNECTED, True): OutcomeKind.CONNECTED,
-        (HesControlState.DISCONNECTED, False): OutcomeKind.DISCONNECTED,
-        (HesControlState.READY_FOR_RECONNECTION, False): OutcomeKind.READY_FOR_RECONNECTION,
-    },
+# The relay a read shows, as a kind; keyed by control_state * 2 + output_state so that lookups hash
+# plain ints (hashing an enum member runs Python code). Anything else is inconsistent.
+_KIND_BY_RELAY: dict[int, OutcomeKind] = {
+    HesControlState.CONNECTED * 2 + 1: OutcomeKind.CONNECTED,
+    HesControlState.DISCONNECTED * 2 + 0: OutcomeKind.DISCONNECTED,
+    HesControlState.READY_FOR_RECONNECTION * 2 + 0: OutcomeKind.READY_FOR_RECONNECTION,
 }
+_K_DISCONNECTED = OutcomeKind.DISCONNECTED
+_A_CONNECT = HesAction.CONNECT
+
+
+def _classify(action: HesAction, r: HesCommandResult) -> OutcomeKind | None:
+    """The outcome a read-back means for `action`, or None if the relay is not where it should be."""
+    cs, output = r.control_state, r.output_state
+    if cs is None or output is None:
+        return None
+    kind = _KIND_BY_RELAY.get(cs * 2 + output)
+    if kind is None or action is _A_READ:
+        return kind
+    if action is _A_CONNECT:  # connected, or waiting for the button: both are where a connect ends
+        return None if kind is _K_DISCONNECTED else kind
+    return kind if kind is _K_DISCONNECTED else None
 
 
 class _Final:
@@ -697,7 +707,7 @@ class HeadEndAdapterCore:
                     job.last_error = r.error
                 self._read_failed(job, now)
             return
-        kind = _TARGET[action].get((r.control_state, r.output_state))
+        kind = _classify(action, r)
         if kind is not None:
             self._emit(job, kind, now, result=r)
         elif action is _A_READ:

@@ -19,9 +19,10 @@ class OutcomeKind(StrEnum):
     REJECTED = "rejected"  # the head-end refused it (`reason`), e.g. unknown meter
 
 
-_RELAY_KINDS = frozenset(
-    {OutcomeKind.CONNECTED, OutcomeKind.DISCONNECTED, OutcomeKind.READY_FOR_RECONNECTION}
-)
+_CONNECTED, _DISCONNECTED = OutcomeKind.CONNECTED, OutcomeKind.DISCONNECTED
+_READY, _FAILED, _REJECTED = OutcomeKind.READY_FOR_RECONNECTION, OutcomeKind.FAILED, OutcomeKind.REJECTED
+# identity checks, not set membership: hashing an enum member runs Python code, and this is hot
+_RELAY_KINDS = (_CONNECTED, _DISCONNECTED, _READY)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,13 +47,14 @@ class HeadEndOutcome:
     control_mode: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.kind is OutcomeKind.FAILED) != (self.error is not None):
+        kind = self.kind
+        if (kind is _FAILED) != (self.error is not None):
             raise ValueError("an error is given exactly when the outcome is failed")
-        if (self.kind is OutcomeKind.REJECTED) != (self.reason is not None):
+        if (kind is _REJECTED) != (self.reason is not None):
             raise ValueError("a reason is given exactly when the outcome is rejected")
-        if self.retryable and self.kind is not OutcomeKind.FAILED:
+        if self.retryable and kind is not _FAILED:
             raise ValueError("only a failure can be retryable")
-        if self.kind in _RELAY_KINDS and self.control_state is None:
+        if self.control_state is None and (kind is _CONNECTED or kind is _DISCONNECTED or kind is _READY):
             raise ValueError("a relay outcome carries the state read back")
 
     @property
@@ -62,7 +64,8 @@ class HeadEndOutcome:
 
     @property
     def succeeded(self) -> bool:
-        return self.kind in _RELAY_KINDS
+        kind = self.kind
+        return kind is _CONNECTED or kind is _DISCONNECTED or kind is _READY
 
 
 # --- a fast constructor for the adapter's hot path -----------------------------------------------
@@ -92,7 +95,7 @@ def relay_outcome(
     control_mode: int | None,
 ) -> HeadEndOutcome:
     """A CONNECTED / DISCONNECTED / READY_FOR_RECONNECTION outcome, built fast."""
-    if kind not in _RELAY_KINDS or control_state is None:
+    if not (kind is _CONNECTED or kind is _DISCONNECTED or kind is _READY) or control_state is None:
         raise ValueError("relay_outcome builds relay outcomes with a read-back state only")
     o = _new(HeadEndOutcome)
     _s_cid(o, command_id)

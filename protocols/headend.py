@@ -557,7 +557,7 @@ def _decode_result_records(records: list[Any]) -> tuple[HesCommandResult, ...]:
     bools = _OPT_BOOL
     for rec in records:
         if type(rec) is list and len(rec) >= 8:
-            cid, meter, status, cs, output, mode, error, at = rec[:8]
+            cid, meter, status, cs, output, mode, error, at = rec if len(rec) == 8 else rec[:8]
             if (
                 type(cid) is str
                 and type(meter) is str
