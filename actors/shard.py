@@ -368,6 +368,7 @@ class MeterShard(JodoActor):
         self.metric("set_paid_but_disconnected", auto=auto, field=field)
         for action, n in host.work_orders.items():
             self.metric("set_work_orders_open", str(action), n)
+        self.metric("batches_in_flight", "shard_to_gateway", sum(map(len, self.relay_unacked.values())))
         self.sample_memory()
 
 
