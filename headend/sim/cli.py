@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 import time
@@ -289,6 +290,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"hes-sim: {e}", file=sys.stderr)
         return 2
     sim = HeadEndSimulator(config, host=args.host, port=args.port)
+    # the fleet is long-lived and the traffic is a flood of short-lived records: keep the fleet out
+    # of collections and let the young generation grow before it is scanned
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         asyncio.run(_serve(sim, args))
     except OSError as e:
