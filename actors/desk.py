@@ -31,6 +31,7 @@ from protocols.payments import (
 from protocols.runtime import (
     ClockSet,
     CrashActor,
+    DeskFlush,
     DeskInit,
     DeskStatus,
     DeskStatusQuery,
@@ -46,6 +47,7 @@ __all__ = ["PaymentDesk"]
 log = logging.getLogger("jodo.desk")
 _TICK = "jodo-desk-tick"
 TICK_SECONDS = 0.5
+FLUSH_AT = 20_000  # staged payments + acks that make the desk commit at once, mailbox or not
 
 
 class PaymentDesk(JodoActor):
@@ -56,6 +58,9 @@ class PaymentDesk(JodoActor):
         self.clock = ActorClock(False, 0)
         self.shards = Directory(follow="shards")
         self.tick_armed = False
+        self.flush_requested = False
+        self.intake: list[tuple[Address, str, list[PaymentReceived | codec.CodecError]]] = []
+        self.acks: list[tuple[int, str, list[AckPayment]]] = []
 
     def receiveMsg_DeskInit(self, msg: DeskInit, sender: Address) -> None:
         if self.service is not None:
@@ -83,39 +88,69 @@ class PaymentDesk(JodoActor):
         if isinstance(learnt, tuple):
             group = int(learnt[0].removeprefix("shard-"))
             self.service.shard_restarted(group)
-            self._flush(group)
+            self._flush_credits(group)
         else:
             self.tell(learnt, SubscribeChildAddresses())
 
     def receiveMsg_PaymentBatch(self, msg: PaymentBatch, sender: Address) -> None:
-        service = self._ready()
+        self._ready()
         try:
             items = codec.decode_each(msg.payload, expect=PaymentReceived)
         except codec.CodecError as exc:
             items = [exc]
-        intake = service.receive(items, self.clock.now())
-        if intake.saturated:
-            self.metric("desk_saturated")
-            self.tell(sender, DeskSaturated(batch_id=msg.batch_id, retry_after_s=1))
-            return
-        result = PaymentBatchResult(batch_id=msg.batch_id, payload=codec.encode_many(intake.results))
-        self.tell(sender, result)
-        for r in intake.results:
-            item = items[r.index] if 0 <= r.index < len(items) else None
-            gateway = item.gateway if isinstance(item, PaymentReceived) else "unknown"
-            self.metric("payment_received", gateway, str(r.code))
-        for group in {service.group_of(p.account) for p in intake.accepted}:
-            self._flush(group)
+        # answered after the group commit: nothing is acknowledged before it is durable
+        self.intake.append((sender, msg.batch_id, items))
+        self._request_flush()
 
     def receiveMsg_CreditAckBatch(self, msg: CreditAckBatch, sender: Address) -> None:
-        service = self._ready()
+        self._ready()
         try:
-            acks = codec.decode_many(msg.payload, expect=AckPayment)
+            acks = codec.decode_many(msg.payload, expect=AckPayment, trusted=True)
         except codec.CodecError as exc:
             log.error("credit ack undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
             return
-        service.acknowledged(msg.group, msg.batch_id, acks, self.clock.now())
-        self._flush(msg.group)
+        self.acks.append((msg.group, msg.batch_id, acks))
+        self._request_flush()
+
+    def receiveMsg_DeskFlush(self, msg: DeskFlush, sender: Address) -> None:
+        self.flush_requested = False
+        self._flush()
+
+    def _request_flush(self) -> None:
+        """Group commit: one ledger transaction for every batch already in the mailbox (a message
+        to ourselves queues behind them)."""
+        staged = sum(len(items) for _, _, items in self.intake) + sum(len(a) for _, _, a in self.acks)
+        if staged >= FLUSH_AT:
+            self._flush()
+        elif not self.flush_requested:
+            self.flush_requested = True
+            self.tell(self.address, DeskFlush())
+
+    def _flush(self) -> None:
+        service = self._ready()
+        now = self.clock.now()
+        intake, acks = self.intake, self.acks
+        if acks:
+            service.acknowledged_many(acks, now)
+            self.acks = []
+        groups: set[int] = {group for group, _, _ in acks}
+        if intake:
+            intakes = service.receive_many([items for _, _, items in intake], now)
+            self.intake = []
+            for (sender, batch_id, items), result in zip(intake, intakes, strict=True):
+                if result.saturated:
+                    self.metric("desk_saturated")
+                    self.tell(sender, DeskSaturated(batch_id=batch_id, retry_after_s=1))
+                    continue
+                self.tell(sender, PaymentBatchResult(batch_id=batch_id,
+                                                     payload=codec.encode_many(result.results)))
+                for r in result.results:
+                    item = items[r.index] if 0 <= r.index < len(items) else None
+                    gateway = item.gateway if isinstance(item, PaymentReceived) else "unknown"
+                    self.metric("payment_received", gateway, str(r.code))
+                groups |= {service.group_of(p.account) for p in result.accepted}
+        for group in groups:
+            self._flush_credits(group)
 
     def receiveMsg_DeskStatusQuery(self, msg: DeskStatusQuery, sender: Address) -> None:
         service = self._ready()
@@ -165,7 +200,7 @@ class PaymentDesk(JodoActor):
             if service is not None and self.init is not None:
                 for group in service.stale(self.init.resend_after_s):
                     log.warning("credit batch unanswered, re-sending", extra={"group": group})
-                    self._flush(group)
+                    self._flush_credits(group)
                 self.metric("set_payments_unapplied", service.unacknowledged)
                 self.metric("batches_in_flight", "desk_to_shard",
                              sum(len(f) for f in service.in_flight.values()))
@@ -184,7 +219,7 @@ class PaymentDesk(JodoActor):
             raise RuntimeError("PaymentDesk got work before its DeskInit")
         return self.service
 
-    def _flush(self, group: int) -> None:
+    def _flush_credits(self, group: int) -> None:
         service = self.service
         target = self.shards.address(shard_child_id(group))
         if service is None or target is None:

@@ -103,7 +103,7 @@ class DeskService:
         wall = self.wall()
         for record in self.store.unacknowledged():
             try:
-                received = codec.decode(record.body, expect=PaymentReceived)
+                received = codec.decode(record.body, expect=PaymentReceived, trusted=True)
                 credit = _credit(received)
             except codec.CodecError:
                 credit = ClearPayment(
@@ -124,14 +124,26 @@ class DeskService:
 
     def receive(self, items: Sequence[PaymentReceived | codec.CodecError], now: int) -> Intake:
         """Record a batch in the ledger (one transaction) and queue the new payments for credit."""
-        good = [(i, p) for i, p in enumerate(items) if isinstance(p, PaymentReceived)]
-        if self.queued + len(good) > self.max_queued:
-            return Intake(results=(), saturated=True)
-        results: list[PaymentItemResult | None] = [None] * len(items)
-        for i, item in enumerate(items):
-            if isinstance(item, codec.CodecError):
-                results[i] = PaymentItemResult(index=i, payment_id="", code=PaymentResultCode.REJECTED,
-                                               reason=str(item))
+        return self.receive_many([items], now)[0]
+
+    def receive_many(
+        self, batches: Sequence[Sequence[PaymentReceived | codec.CodecError]], now: int
+    ) -> list[Intake]:
+        """Record several batches in ONE ledger transaction (group commit); one `Intake` each.
+
+        A batch that would push the queue past ``max_queued`` is refused whole (saturated); the
+        ledger decides duplicates across all of them, in order.
+        """
+        intakes: list[Intake | None] = [None] * len(batches)
+        rows: list[tuple[int, int, PaymentReceived]] = []  # (batch, index in batch, payment)
+        queued = self.queued
+        for b, items in enumerate(batches):
+            good = [(i, p) for i, p in enumerate(items) if isinstance(p, PaymentReceived)]
+            if queued + len(good) > self.max_queued:
+                intakes[b] = Intake(results=(), saturated=True)
+                continue
+            queued += len(good)
+            rows += [(b, i, p) for i, p in good]
         recorded = self.store.record_payments(
             [
                 NewPayment(
@@ -139,25 +151,36 @@ class DeskService:
                     amount_paise=p.amount_paise, channel=p.channel, paid_at=p.paid_at,
                     received_at=p.received_at, body=codec.encode(p),
                 )
-                for _, p in good
+                for _, _, p in rows
             ],
             at=now,
-        )
+        ) if rows else ()
         wall = self.wall()
-        accepted = []
-        for (i, p), r in zip(good, recorded, strict=True):
+        results: dict[int, list[PaymentItemResult]] = {b: [] for b in range(len(batches))}
+        accepted: dict[int, list[PaymentReceived]] = {b: [] for b in range(len(batches))}
+        for b, items in enumerate(batches):
+            if intakes[b] is None:
+                results[b] += [
+                    PaymentItemResult(index=i, payment_id="", code=PaymentResultCode.REJECTED, reason=str(x))
+                    for i, x in enumerate(items) if isinstance(x, codec.CodecError)
+                ]
+        for (b, i, p), r in zip(rows, recorded, strict=True):
             if r.outcome is RecordOutcome.NEW:
-                results[i] = PaymentItemResult(
-                    index=i, payment_id=p.payment_id, code=PaymentResultCode.ACCEPTED
-                )
+                results[b].append(PaymentItemResult(index=i, payment_id=p.payment_id,
+                                                    code=PaymentResultCode.ACCEPTED))
                 self.queues[self.group_of(p.account)].append(_Waiting(_credit(p), wall))
-                accepted.append(p)
+                accepted[b].append(p)
             else:
-                results[i] = PaymentItemResult(
+                results[b].append(PaymentItemResult(
                     index=i, payment_id=p.payment_id, code=PaymentResultCode.DUPLICATE,
                     reason=f"already received as {r.stored_payment_id}",
-                )
-        return Intake(results=tuple(r for r in results if r is not None), accepted=tuple(accepted))
+                ))
+        return [
+            intake if intake is not None else Intake(
+                results=tuple(sorted(results[b], key=lambda r: r.index)), accepted=tuple(accepted[b])
+            )
+            for b, intake in enumerate(intakes)
+        ]
 
     # ------------------------------------------------------------ credits
 
@@ -181,13 +204,19 @@ class DeskService:
         return out
 
     def acknowledged(self, group: int, batch_id: str, acks: Sequence[AckPayment], now: int) -> int:
-        """Apply a shard's acknowledgements; returns how many payments they settled.
+        """Apply one shard acknowledgement batch; see `acknowledged_many`."""
+        return self.acknowledged_many([(group, batch_id, acks)], now)
 
-        Payments of the batch the shard did not acknowledge (a command it could not decide) go back
+    def acknowledged_many(
+        self, batches: Sequence[tuple[int, str, Sequence[AckPayment]]], now: int
+    ) -> int:
+        """Apply shards' acknowledgements in ONE ledger transaction; returns how many they settled.
+
+        Payments of a batch the shard did not acknowledge (a command it could not decide) go back
         to the queue, to be tried again.
         """
-        batch = self.in_flight[group].pop(batch_id, None)
-        if acks:
+        every = [a for _, _, acks in batches for a in acks]
+        if every:
             self.store.mark_credited(
                 [
                     CreditAck(
@@ -197,14 +226,15 @@ class DeskService:
                         else CreditOutcome.UNKNOWN_ACCOUNT,
                         at=now,
                     )
-                    for a in acks
+                    for a in every
                 ]
             )
-        if batch is not None:
-            settled = {a.payment_id for a in acks}
-            left = [w for w in batch.payments if w.credit.payment_id not in settled]
-            self.queues[group].extend(left)
-        return len(acks)
+        for group, batch_id, acks in batches:
+            batch = self.in_flight[group].pop(batch_id, None)
+            if batch is not None:
+                settled = {a.payment_id for a in acks}
+                self.queues[group].extend(w for w in batch.payments if w.credit.payment_id not in settled)
+        return len(every)
 
     def shard_restarted(self, group: int) -> None:
         """The group's shard is new: whatever it had from us may be lost. Send it all again."""

@@ -144,7 +144,7 @@ class MeterShard(JodoActor):
     def receiveMsg_CreditBatch(self, msg: CreditBatch, sender: Address) -> None:
         service = self._ready()
         try:
-            payments = codec.decode_many(msg.payload, expect=ClearPayment)
+            payments = codec.decode_many(msg.payload, expect=ClearPayment, trusted=True)
         except codec.CodecError as exc:
             log.error("credit batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
             return
@@ -179,7 +179,7 @@ class MeterShard(JodoActor):
     def receiveMsg_RelayResultBatch(self, msg: RelayResultBatch, sender: Address) -> None:
         service = self._ready()
         try:
-            results: list[MeterCommand] = codec.decode_many(msg.payload)
+            results: list[MeterCommand] = codec.decode_many(msg.payload, trusted=True)
         except codec.CodecError as exc:
             log.error("relay result batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
             return

@@ -184,9 +184,9 @@ class ShardService:
         started = time.perf_counter()
         for item in self.store.recover(self.shards):
             if isinstance(item, Snapshot):
-                self.host.restore(codec.decode_many(item.body, expect=Meter))
+                self.host.restore(codec.decode_many(item.body, expect=Meter, trusted=True))
             else:
-                self.host.replay(codec.decode(item.body))
+                self.host.replay(codec.decode(item.body, trusted=True))
         self.heads = {s: h for s, h in self.store.heads().items() if s in self.shards}
         self.host.rebuild_timers(now)
         self.recovery_seconds = time.perf_counter() - started

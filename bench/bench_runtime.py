@@ -144,7 +144,7 @@ def main() -> None:
              bytes_per_meter=round((rss - base_rss) / max(1, args.meters)))
 
         # ---- throughput
-        n = min(args.throughput_payments, args.meters)
+        n = min(args.throughput_payments, args.meters - int(args.rate * args.rate_seconds))
         start = time.perf_counter()
         for lo in range(0, n, args.batch):
             pay_all(client, payments(lo, min(args.batch, n - lo), dues))

@@ -44,7 +44,7 @@ class TreeOptions:
     synchronous: str = "full"
     tick_seconds: float = 0.25
     resend_after_s: int = 30
-    snapshot_every: int = 200_000
+    snapshot_every: int = 2_000
     desk_window: int = 8
     desk_max_queued: int = 200_000
     # supervisors: OTP's default intensity is 1 in 5 s; a shard recovering 3.6 lakh meters needs room

@@ -60,6 +60,7 @@ class MessageSpec:
     required: int  # how many leading fields have no default
     decoders: tuple[_Decoder, ...]
     factory: Callable[..., Any]  # builds the object from keyword fields: the class, or an interner
+    trusted: Callable[[list[Any]], Any] | None = None  # fast builder for `trusted=True` decoding
 
 
 _BY_TAG: dict[str, MessageSpec] = {}
@@ -131,6 +132,7 @@ def _resolve_pending() -> None:
             required=required,
             decoders=tuple(_decoder_for(hints[f.name]) for f in fields),
             factory=factory or cls,
+            trusted=_trusted_builder(cls, fields, hints, factory),
         )
         _BY_TAG[tag] = spec
         _BY_CLASS[cls] = spec
@@ -196,19 +198,60 @@ def _unpack(data: bytes, max_bytes: int) -> Any:
         raise CodecError(f"not valid msgpack: {type(exc).__name__}: {exc}") from None
 
 
-def decode(data: bytes, *, expect: type[T] | None = None, max_bytes: int = MAX_MESSAGE_BYTES) -> T:
-    """Decode one message; with ``expect``, it must be of that class (or a subclass)."""
-    return from_wire(_unpack(data, max_bytes), expect=expect)  # type: ignore[no-any-return]
+def decode(
+    data: bytes,
+    *,
+    expect: type[T] | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    trusted: bool = False,
+) -> T:
+    """Decode one message; with ``expect``, it must be of that class (or a subclass).
+
+    ``trusted=True`` is for bytes jodo itself wrote (its journal, snapshots, its own actors' batches):
+    the structure and tags are still checked, but not each field's type or the records' invariants,
+    which makes decoding 3-5 times faster. Never for bytes from outside.
+    """
+    value = _unpack(data, max_bytes)
+    if trusted:
+        return _from_wire_trusted(value, expect)  # type: ignore[no-any-return]
+    return from_wire(value, expect=expect)  # type: ignore[no-any-return]
 
 
 def decode_many(
-    data: bytes, *, expect: type[T] | None = None, max_bytes: int = MAX_MESSAGE_BYTES
+    data: bytes,
+    *,
+    expect: type[T] | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    trusted: bool = False,
 ) -> list[T]:
-    """Decode a batch made by `encode_many`. One bad item fails the whole batch: its bytes are one unit."""
+    """Decode a batch made by `encode_many`. One bad item fails the whole batch: its bytes are one unit.
+
+    ``trusted``: as for `decode`."""
     value = _unpack(data, max_bytes)
     if not isinstance(value, list):
         raise CodecError(f"a batch is an array, got {type(value).__name__}")
+    if trusted:
+        return [_from_wire_trusted(item, expect) for item in value]
     return [from_wire(item, expect=expect, where=f"[{i}]") for i, item in enumerate(value)]
+
+
+def _from_wire_trusted(value: Any, expect: type[Any] | None = None) -> Any:
+    try:
+        tag, version, values = value
+        spec = _BY_TAG[tag]
+        if spec.trusted is None:
+            _resolve_pending()
+            spec = _BY_TAG[tag]
+        if expect is not None and not issubclass(spec.cls, expect):
+            raise CodecError(f"{tag}: expected {expect.__name__}")
+        if version > spec.version:
+            raise CodecError(f"{tag}: schema version {version} is newer than {spec.version}")
+        assert spec.trusted is not None
+        return spec.trusted(values)
+    except CodecError:
+        raise
+    except Exception as exc:  # trusted bytes that are not what we wrote: still only a CodecError
+        raise CodecError(f"malformed trusted record: {type(exc).__name__}: {exc}") from None
 
 
 def decode_each(
@@ -288,6 +331,71 @@ def from_fields(cls_or_tag: type[T] | str, fields: dict[str, Any]) -> T:
 def _jsonish(value: Any) -> Any:
     """JSON has no tuples: arrays arrive as lists, which the decoders accept."""
     return value
+
+
+# ---------------------------------------------------------------- trusted builders
+
+
+def _converter(hint: Any) -> Callable[[Any], Any] | None:
+    """How a trusted wire value becomes the field's value; None when it is already that value."""
+    origin = typing.get_origin(hint)
+    if hint in (int, str, bool, bytes, Any, type(None)) or hint is None or origin is typing.Literal:
+        return None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        by_value = {m.value: m for m in hint}
+        return by_value.__getitem__
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _from_wire_trusted
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _converter(args[0])
+            if item is None:
+                return tuple
+            return lambda v: tuple(map(item, v))
+        items = [_converter(a) for a in args]
+        return lambda v: tuple(x if c is None else c(x) for c, x in zip(items, v, strict=True))
+    if origin is typing.Union or origin is types.UnionType:
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        if all(isinstance(m, type) and dataclasses.is_dataclass(m) for m in members):
+            return lambda v: None if v is None else _from_wire_trusted(v)
+        convs = [_converter(m) for m in members]
+        if len(convs) == 1 and convs[0] is not None:
+            inner = convs[0]
+            return lambda v: None if v is None else inner(v)
+        if all(c is None for c in convs):
+            return None
+    raise TypeError(f"no trusted converter for {hint!r}")
+
+
+def _trusted_builder(
+    cls: type[Any], fields: list[dataclasses.Field[Any]], hints: dict[str, Any],
+    factory: Callable[..., Any] | None,
+) -> Callable[[list[Any]], Any]:
+    """Generate a function building ``cls`` from trusted field values: no type checks, no
+    ``__init__``; missing trailing fields take their defaults (an older schema)."""
+    env: dict[str, Any] = {"new": object.__new__, "cls": cls, "factory": factory}
+    lines = ["def build(values):", "    n = len(values)"]
+    lines.append("    o = {}" if factory is not None else "    o = new(cls)")
+    for i, f in enumerate(fields):
+        conv = _converter(hints[f.name])
+        if conv is not None:
+            env[f"c{i}"] = conv
+        value = f"c{i}(values[{i}])" if conv is not None else f"values[{i}]"
+        if f.default is not dataclasses.MISSING:
+            env[f"d{i}"] = f.default
+            value = f"({value} if n > {i} else d{i})"
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"d{i}"] = f.default_factory
+            value = f"({value} if n > {i} else d{i}())"
+        if factory is not None:
+            lines.append(f"    o[{f.name!r}] = {value}")
+        else:
+            env[f"s{i}"] = cls.__dict__[f.name].__set__  # the slot's own setter: frozen is for users
+            lines.append(f"    s{i}(o, {value})")
+    lines.append("    return factory(**o)" if factory is not None else "    return o")
+    exec("\n".join(lines), env)  # generated from the dataclass's own fields, nothing from input
+    return env["build"]  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- field decoders

@@ -1,8 +1,9 @@
 """Registers every record of the meter core with the codec, so the journal, snapshots and the wire
 can carry them. Importing `protocols` runs this; domain/ itself never imports the codec.
 
-`MeterProfile` decodes through `domain.state.meter_profile`, which interns it: a million meters
-restored from a snapshot share a few hundred profile objects, as they did before the restart.
+`MeterProfile` decodes through `domain.state.meter_profile`, which interns it, and a protected-only
+`MeterCase` through its shared instance: a million meters restored from a snapshot share these
+objects as they did before the restart.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain import MESSAGE_TYPES
-from domain.state import MeterProfile, meter_profile
+from domain.state import PROTECTED_CASE, MeterCase, MeterProfile, meter_profile
 from protocols.codec import message
 
 __all__ = ["register_domain"]
@@ -23,13 +24,22 @@ def _profile(**f: Any) -> MeterProfile:
     return meter_profile(f["head_end"], f["install_year"], f["relay_capable"], f["control_mode"])
 
 
+def _case(**f: Any) -> MeterCase:
+    # a merely protected meter shares one case object, as it did before the restart
+    case = MeterCase(**f)
+    return PROTECTED_CASE if case == PROTECTED_CASE else case
+
+
+_FACTORIES = {MeterProfile: _profile, MeterCase: _case}
+
+
 def register_domain() -> None:
     """Register the meter core's records (idempotent)."""
     global _done
     if _done:
         return
     for cls in MESSAGE_TYPES:
-        message(cls, factory=_profile if cls is MeterProfile else None)
+        message(cls, factory=_FACTORIES.get(cls))
     _done = True
 
 

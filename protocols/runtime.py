@@ -12,6 +12,7 @@ from protocols.wire import Carrier
 __all__ = [
     "ClockSet",
     "CrashActor",
+    "DeskFlush",
     "DeskInit",
     "DeskStatus",
     "DeskStatusQuery",
@@ -49,7 +50,7 @@ class ShardInit(Carrier):
     tick_seconds: float = 0.5  # how often the timer index and re-sends are looked at
     resend_after_s: int = 30  # re-send a command with no result after this long
     synchronous: str = "full"  # storage durability ("full" or "normal")
-    snapshot_every: int = 200_000  # events per shard group between snapshots
+    snapshot_every: int = 2_000  # events per logical shard between its snapshots (one shard per tick)
     max_batch: int = 10_000  # meter commands per step (timer sweeps are chunked to this)
 
 
@@ -115,6 +116,11 @@ class MeterCommandBatchResult(Carrier):
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class ShardFlush(Carrier):
     """A shard's note to itself: journal what the messages before this one staged (group commit)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class DeskFlush(Carrier):
+    """The desk's note to itself: commit what the messages before this one staged (group commit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

@@ -97,6 +97,9 @@ def _counter(db: sqlite3.Connection, name: str) -> int:
     return int(db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
 
 
+_IN_CHUNK = 500  # ids per IN (...) look-up, well under SQLite's variable limit
+
+
 class SqliteDeskStore(SqliteFile):
     """The payment desk's store in one SQLite file."""
 
@@ -162,14 +165,26 @@ class SqliteDeskStore(SqliteFile):
     def mark_credited(self, acks: Sequence[CreditAck]) -> tuple[AckResult, ...]:
         results = []
         with self._write() as db:
+            # one look-up per chunk of ids and one executemany per outcome: a shard acknowledges
+            # thousands at a time, and two statements per ack were a third of the desk's time
+            known: dict[str, tuple[PaymentStatus, str]] = {}
+            ids = list({ack.payment_id for ack in acks})
+            for lo in range(0, len(ids), _IN_CHUNK):
+                part = ids[lo : lo + _IN_CHUNK]
+                marks = ",".join("?" * len(part))
+                for pid, status, account in db.execute(
+                    f"SELECT payment_id, status, account FROM payments WHERE payment_id IN ({marks})", part
+                ):
+                    known[pid] = (PaymentStatus(status), account)
             deltas = {"pending": 0, "applied": 0, "suspense": 0}
+            updates: dict[PaymentStatus, list[tuple[int, str]]] = {
+                PaymentStatus.APPLIED: [], PaymentStatus.SUSPENSE: []
+            }
             for ack in acks:
-                row = db.execute(
-                    "SELECT status, account FROM payments WHERE payment_id = ?", (ack.payment_id,)
-                ).fetchone()
+                row = known.get(ack.payment_id)
                 if row is None:
                     raise UnknownPayment(ack.payment_id)
-                status, account = PaymentStatus(row[0]), row[1]
+                status, account = row
                 target = (
                     PaymentStatus.APPLIED if ack.outcome is CreditOutcome.APPLIED else PaymentStatus.SUSPENSE
                 )
@@ -180,14 +195,18 @@ class SqliteDeskStore(SqliteFile):
                 elif status is not PaymentStatus.PENDING:
                     results.append(AckResult.STALE)
                 else:
-                    column = "applied_at" if target is PaymentStatus.APPLIED else "suspended_at"
-                    db.execute(
-                        f"UPDATE payments SET status = ?, {column} = ? WHERE payment_id = ?",
-                        (target.value, ack.at, ack.payment_id),
-                    )
+                    known[ack.payment_id] = (target, account)  # a repeat later in the batch is a duplicate
+                    updates[target].append((ack.at, ack.payment_id))
                     deltas["pending"] -= 1
                     deltas[target.value] += 1
                     results.append(AckResult.RECORDED)
+            for target, rows in updates.items():
+                if rows:
+                    column = "applied_at" if target is PaymentStatus.APPLIED else "suspended_at"
+                    db.executemany(
+                        f"UPDATE payments SET status = '{target.value}', {column} = ? WHERE payment_id = ?",
+                        rows,
+                    )
             _bump(db, deltas)
         return tuple(results)
 

@@ -56,6 +56,10 @@ class Sim:
     last_events: tuple[MeterEvent, ...] = ()
     last_effects: tuple[Effect, ...] = ()
     journal: list[MeterEvent] = field(default_factory=list)
+    # everything that passed through, for the codec's round-trip tests
+    commands_seen: list[MeterCommand] = field(default_factory=list)
+    effects_seen: list[Effect] = field(default_factory=list)
+    states_seen: list[Meter] = field(default_factory=list)
 
     def send(self, command: MeterCommand, now: int | None = None) -> Sim:
         if now is not None:
@@ -70,6 +74,10 @@ class Sim:
         self.state = folded
         self.last_events, self.last_effects = events, effects
         self.journal.extend(events)
+        self.commands_seen.append(command)
+        self.effects_seen.extend(effects)
+        if folded is not None:
+            self.states_seen.append(folded)
         return self
 
     @property
