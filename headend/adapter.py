@@ -16,13 +16,22 @@ What it guarantees, per command (by command_id): exactly one `HeadEndOutcome`.
   `rate_limited_delay` and do not count. Other errors fail at once.
 - A command whose fate is unknown (no result before `command_timeout`, or the connection dropped while
   it was out) is verified by a read before anything else: a relay already in the target state is a
-  success, otherwise it is retried (or ends expired/failed). Results of earlier sends, duplicates and
-  stragglers are recognised by their per-send wire id and ignored.
+  success, otherwise it is retried (or ends expired/failed). Before any unsuccessful ending of a
+  command that may have run, the relay is read once more. Results of earlier sends, duplicates and
+  stragglers are recognised by their per-send wire id (``<command_id>/<n>``) and ignored.
+- Failure codes: the head-end's (``no_communication``, ``relay_stuck``, ``load_side_voltage_present``,
+  ``not_permitted``, or any newer one) and the adapter's own: ``timeout`` and ``connection_lost``
+  (retryable: nothing was learnt about the meter), ``readback_mismatch`` (reported processed, read
+  back otherwise, on every attempt) and ``inconsistent_state`` (a read whose control_state and
+  output_state disagree).
 - One persistent connection: hello/version negotiation, heartbeats, reconnect with backoff, and a
   circuit breaker (`headend.breaker`): while it is open no connection is attempted except one probe,
   and commands wait in the queue (expiring on time) rather than storm.
 - Pacing: batches of up to `max_batch` commands per frame, at most `max_in_flight` outstanding, and a
   client-side token bucket at `rate_headroom` x the head-end's announced rate limits.
+
+Time: `now` is epoch seconds on the driver's clock (expires_at crosses processes). Call `on_tick`
+at `HeadEndStep.wake_at`; an early call is harmless, a late one delays timers and pacing.
 """
 
 from __future__ import annotations
@@ -89,7 +98,7 @@ class AdapterConfig:
     client_name: str = "jodo-gateway"
     max_batch: int = 5_000  # commands per submit frame (lowered to the head-end's max_batch)
     max_in_flight: int = 50_000  # sent, not yet resolved
-    linger: float = 0.001  # wait this long for more commands before sending a part-filled frame
+    linger: float = 0.0  # wait this long for more commands before a part-filled frame (needs a tick)
     connect_timeout: float = 5.0
     handshake_timeout: float = 5.0
     ack_timeout: float = 10.0  # submit → accepted/rejected; missing ack = dead connection
