@@ -48,3 +48,14 @@ def test_duplicate_payments_credit_once(start_node: Callable[..., Node], tmp_pat
         m = eventually(lambda: (lambda m: m if m and m.dues_paise == 60_000 else None)(
             j.client.meter(account(1))), what="one credit of 40 000 paise")
         assert m.relay is RelayState.DISCONNECTED
+
+
+def test_every_listening_socket_of_the_node_is_on_loopback(
+    start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    with running_jodo(start_node, tmp_path, meters=4) as j:
+        sockets = j.node.listening_sockets()
+        assert sockets, "the node should listen somewhere (admin, actors)"
+        assert {s.host for s in sockets} == {"127.0.0.1"}, sockets
+        pids = {s.pid for s in sockets}
+        assert j.client.shard_status(0).pid in pids  # the actors themselves, not just the admin
