@@ -133,6 +133,9 @@ class PaymentDesk(JodoActor):
         if acks:
             service.acknowledged_many(acks, now)
             self.acks = []
+            for gateway in service.suspended:
+                self.metric("payment_received", gateway, "suspense")
+            service.suspended = []
         groups: set[int] = {group for group, _, _ in acks}
         if intake:
             intakes = service.receive_many([items for _, _, items in intake], now)

@@ -36,6 +36,7 @@ __all__ = ["DeskService", "Intake"]
 class _Waiting:
     credit: ClearPayment
     received_wall: float
+    gateway: str = "other"
 
 
 @dataclass(slots=True)
@@ -82,6 +83,7 @@ class DeskService:
         self.max_queued = max_queued
         self.wall = wall
         self.queues: dict[int, deque[_Waiting]] = {g: deque() for g in range(groups)}
+        self.suspended: list[str] = []  # gateways of payments just moved to suspense (for metrics)
         self.in_flight: dict[int, dict[str, _InFlight]] = {g: {} for g in range(groups)}
 
     def group_of(self, account: str) -> int:
@@ -118,7 +120,7 @@ class DeskService:
                         amount_paise=credit.amount_paise, channel=credit.channel,
                         cashless=credit.cashless, paid_at=credit.paid_at,
                     )
-            self.queues[self.group_of(credit.account)].append(_Waiting(credit, wall))
+            self.queues[self.group_of(credit.account)].append(_Waiting(credit, wall, record.gateway))
             n += 1
         return n
 
@@ -168,7 +170,7 @@ class DeskService:
             if r.outcome is RecordOutcome.NEW:
                 results[b].append(PaymentItemResult(index=i, payment_id=p.payment_id,
                                                     code=PaymentResultCode.ACCEPTED))
-                self.queues[self.group_of(p.account)].append(_Waiting(_credit(p), wall))
+                self.queues[self.group_of(p.account)].append(_Waiting(_credit(p), wall, p.gateway))
                 accepted[b].append(p)
             else:
                 results[b].append(PaymentItemResult(
@@ -232,6 +234,8 @@ class DeskService:
         for group, batch_id, acks in batches:
             batch = self.in_flight[group].pop(batch_id, None)
             if batch is not None:
+                unknown = {a.payment_id for a in acks if a.outcome is PaymentOutcome.UNKNOWN_ACCOUNT}
+                self.suspended += [w.gateway for w in batch.payments if w.credit.payment_id in unknown]
                 settled = {a.payment_id for a in acks}
                 self.queues[group].extend(w for w in batch.payments if w.credit.payment_id not in settled)
         return len(every)
