@@ -285,6 +285,7 @@ class HeadEndAdapterCore:
         self._last_rx = 0.0
         self._last_tx = 0.0
         self._hb_seq = 0
+        self._proven = False
         # per-step output
         self._out: list[bytes] = []
         self._outcomes: list[HeadEndOutcome] = []
@@ -389,6 +390,8 @@ class HeadEndAdapterCore:
                 continue
             if frame is None:
                 break
+            if not self._proven and self.phase is ConnectionPhase.READY and not isinstance(frame, HesError):
+                self._prove()
             if isinstance(frame, HesResults):
                 self._on_results(frame.results, now)
             elif isinstance(frame, HesBatchAccepted):
@@ -440,8 +443,7 @@ class HeadEndAdapterCore:
             return
         self.welcome = w
         self.phase = ConnectionPhase.READY
-        self.breaker = breaker_success(self.breaker)
-        self._reconnect_failures = 0
+        self._proven = False  # a welcome alone is not health: a flapping head-end welcomes and drops
         self._max_batch = max(1, min(cfg.max_batch, w.max_batch, w.max_frame_bytes // _BYTES_PER_RECORD))
         self._reader.max_frame_bytes = max(self._reader.max_frame_bytes, w.max_frame_bytes)
         rate = cfg.rate_limit if cfg.rate_limit is not None else w.rate_limit * cfg.rate_headroom
@@ -452,7 +454,14 @@ class HeadEndAdapterCore:
         self._tokens = rate * cfg.rate_bucket_seconds
         self._read_tokens = read_rate * cfg.rate_bucket_seconds
         self._refilled_at = now
-        self._last_tx = now
+        self._hb_seq += 1
+        self._send(HesHeartbeat(seq=self._hb_seq), now)  # its echo proves the connection at once
+
+    def _prove(self) -> None:
+        """The peer answered on this connection: count a success (breaker, reconnect backoff)."""
+        self._proven = True
+        self.breaker = breaker_success(self.breaker)
+        self._reconnect_failures = 0
 
     def _on_error(self, e: HesError, now: float) -> None:
         wids = self._unacked.pop(e.batch_id, None) if e.batch_id is not None else None
@@ -647,7 +656,6 @@ class HeadEndAdapterCore:
 
     def _on_accepted(self, frame: HesBatchAccepted, now: float) -> None:
         wids = self._unacked.pop(frame.batch_id, None)
-        self.breaker = breaker_success(self.breaker)
         if wids is None or not frame.rejected:
             return
         by_reason: dict[str, list[str]] = {}

@@ -524,10 +524,27 @@ def test_the_breaker_opens_after_repeated_connect_failures_and_probes_once_per_c
         pass
     s._take(s.core.connection_made(s.now))
     s.receive(WELCOME)
+    assert s.core.breaker.phase is BreakerPhase.HALF_OPEN  # a welcome alone proves little
+    assert isinstance(s.sent[-2], HesHeartbeat)  # so it asks for an echo at once
+    s.receive(HesHeartbeat(seq=1))
     assert s.core.breaker.phase is BreakerPhase.CLOSED
     s.ack_and_answer()
     s.ack_and_answer()
     assert [o.kind for o in s.outcomes] == [OutcomeKind.CONNECTED]
+
+
+def test_a_head_end_that_welcomes_and_hangs_up_still_trips_the_breaker() -> None:
+    policy = BreakerPolicy(failure_threshold=3, open_seconds=1.0, max_open_seconds=4.0)
+    s = Scripted(AdapterConfig(linger=0, reconnect_base=0.01, jitter=0, breaker=policy))
+    connects = 0
+    for _ in range(500):  # 5 simulated seconds
+        if s.tick(0.01).connect:
+            connects += 1
+            s._take(s.core.connection_made(s.now))
+            s.receive(WELCOME)
+            s._take(s.core.connection_lost(s.now))
+    assert s.core.breaker.trips == 1
+    assert connects <= 3 + 3
 
 
 def test_a_fatal_peer_error_closes_the_connection() -> None:
