@@ -47,6 +47,7 @@ GATEWAY = "razorpay"
 # listening, so they hold its listening socket too; REFUSE's re-listen then fails with EADDRINUSE.
 SIM = SimConfig(meters=REMOTE + FIELD, disconnected_fraction=1.0, seed=1, outage_mode=OutageMode.CLOSE)
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "jodo.json"
+RULES = [ROOT / "deploy" / "prometheus" / "rules" / f"jodo-{kind}.yml" for kind in ("recording", "alerts")]
 TOTAL = "sum(jodo_payment_to_relay_connected_seconds_count)"
 ACCEPTED = 'sum(jodo_payments_received_total{outcome="accepted"})'
 
@@ -131,7 +132,7 @@ def test_prometheus_counts_every_reconnect_and_keeps_counting_across_a_sigkilled
     with (
         running_jodo(start_node, tmp_path, meters=REMOTE + FIELD, sim=SIM, resend_after_s=5) as j,
         serving_metrics(metrics.render, metrics.CONTENT_TYPE) as target,
-        running_prometheus(find_tool("prometheus"), tmp_path / "prometheus", target) as prom,
+        running_prometheus(find_tool("prometheus"), tmp_path / "prom", target, rule_files=RULES) as prom,
     ):
         assert j.client.send(register(REMOTE, dues=DUES) + field_meters()) == []
         reaches(prom, 'sum(jodo_meters{relay_state="disconnected"})', REMOTE + FIELD)
@@ -204,6 +205,10 @@ def test_prometheus_counts_every_reconnect_and_keeps_counting_across_a_sigkilled
         assert prom.value(f'max_over_time(sum(jodo_actor_processes{{kind="meter_shard"}})[{window}:1s])') == 2
         assert prom.value(f"max_over_time(sum(jodo_meters)[{window}:1s])") == REMOTE + FIELD
         assert prom.value(f'min_over_time(up{{job="jodo"}}[{window}])') == 1
+
+        # --- the alert and recording rules evaluate on real data; every reconnect was inside the SLO -----
+        until("every rule evaluated", lambda: all(r["health"] == "ok" for r in prom.rules()))
+        reaches(prom, "jodo:payment_to_relay_connected:slow_ratio_rate5m", 0)
 
         # --- every dashboard metric had a series in this run ----------------------------------------
         missing = sorted(
