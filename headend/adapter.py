@@ -115,8 +115,8 @@ class AdapterConfig:
     reconnect_base: float = 0.1
     reconnect_max: float = 10.0
     rate_limited_delay: float = 0.25
-    rate_limit: float | None = None  # switching commands/s; None = what the head-end announces
-    read_rate_limit: float | None = None
+    rate_limit: float | None = None  # switching commands/s; the lower of this and the announced one
+    read_rate_limit: float | None = None  # reads/s, likewise; None (or ≤ 0) = the announced one
     rate_headroom: float = 0.99  # pace at this fraction of the head-end's announced limits
     rate_bucket_seconds: float = 0.1  # burst the client bucket allows
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -129,6 +129,13 @@ class AdapterConfig:
             raise ValueError("jitter must be in [0, 1)")
         if not 0.0 < self.rate_headroom <= 1.0:
             raise ValueError("rate_headroom must be in (0, 1]")
+
+
+def _pace(configured: float | None, announced: float) -> float:
+    """The rate to pace at (0 = unpaced): the lower of ours and the head-end's, where either is set."""
+    if configured is None or configured <= 0:
+        return announced
+    return min(configured, announced) if announced > 0 else configured
 
 
 class ConnectionPhase(StrEnum):
@@ -446,10 +453,8 @@ class HeadEndAdapterCore:
         self._proven = False  # a welcome alone is not health: a flapping head-end welcomes and drops
         self._max_batch = max(1, min(cfg.max_batch, w.max_batch, w.max_frame_bytes // _BYTES_PER_RECORD))
         self._reader.max_frame_bytes = max(self._reader.max_frame_bytes, w.max_frame_bytes)
-        rate = cfg.rate_limit if cfg.rate_limit is not None else w.rate_limit * cfg.rate_headroom
-        read_rate = (
-            cfg.read_rate_limit if cfg.read_rate_limit is not None else w.read_rate_limit * cfg.rate_headroom
-        )
+        rate = _pace(cfg.rate_limit, w.rate_limit * cfg.rate_headroom)
+        read_rate = _pace(cfg.read_rate_limit, w.read_rate_limit * cfg.rate_headroom)
         self._rate, self._read_rate = rate, read_rate
         self._tokens = rate * cfg.rate_bucket_seconds
         self._read_tokens = read_rate * cfg.rate_bucket_seconds

@@ -729,3 +729,15 @@ def test_an_outage_opens_the_breaker_loses_nothing_and_everything_completes_afte
     kinds = check_outcomes(link, commands)
     assert kinds == Counter({OutcomeKind.CONNECTED: 2000})
     assert core.stats.connects <= 10  # probes, not a storm
+
+
+@pytest.mark.parametrize(
+    ("configured", "announced", "paced"),
+    [(None, 100.0, 99.0), (50.0, 100.0, 50.0), (500.0, 100.0, 99.0), (50.0, 0.0, 50.0), (None, 0.0, 0.0)],
+)
+def test_pacing_takes_the_lower_of_the_configured_and_announced_limits(
+    configured: float | None, announced: float, paced: float
+) -> None:
+    s = Scripted(AdapterConfig(linger=0, rate_limit=configured, rate_headroom=0.99))
+    s.ready(HesWelcome(version=1, server="p", rate_limit=announced))
+    assert s.core._rate == pytest.approx(paced)
