@@ -43,8 +43,8 @@ from protocols.runtime import (
     ShardStatus,
     ShardStatusQuery,
 )
-from storage.api import StoreOptions
-from storage.sqlite import SqliteBackend
+from storage.api import DeskStore, StoreOptions
+from storage.sqlite import SqliteBackend, open_desk_store
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["MeterShard", "gateway_child_id", "shard_child_id"]
@@ -64,6 +64,27 @@ def shard_child_id(group: int) -> str:
 
 def gateway_child_id(head_end: str) -> str:
     return f"gateway-{head_end}"
+
+
+class _LedgerReceipts:
+    """Payment id → when the front door received it, read from the desk's ledger (recovery only)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ledger: DeskStore | None = None
+
+    def __call__(self, payment_id: str) -> float | None:
+        try:
+            if self.ledger is None:
+                self.ledger = open_desk_store(self.data_dir)
+            record = self.ledger.payment(payment_id)
+        except Exception:  # the ledger is optional here: only a latency sample is lost
+            return None
+        return None if record is None else float(record.received_at)
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +124,11 @@ class MeterShard(JodoActor):
             group=msg.group, groups=msg.groups, shards=msg.shards, store=store, policy=policy,
             snapshot_every=msg.snapshot_every,
         )
-        service.recover(clock.now())
+        receipts = _LedgerReceipts(data)
+        try:
+            service.recover(clock.now(), receipt_of=receipts)
+        finally:
+            receipts.close()
         self.init, self.clock, self.service = msg, clock, service
         self.use_data_dir(msg.data_dir)
         self.count_process()

@@ -179,8 +179,12 @@ class ShardService:
 
     # ------------------------------------------------------------ recovery
 
-    def recover(self, now: int) -> float:
-        """Load snapshot + journal tail for every logical shard of the group; rebuild the timers."""
+    def recover(self, now: int, receipt_of: Callable[[str], float | None] | None = None) -> float:
+        """Load snapshot + journal tail for every logical shard of the group; rebuild the timers.
+
+        ``receipt_of`` (payment id → when it was received, from the ledger) lets the latency of a
+        reconnect that was in flight across the restart still be measured.
+        """
         started = time.perf_counter()
         for item in self.store.recover(self.shards):
             if isinstance(item, Snapshot):
@@ -189,8 +193,20 @@ class ShardService:
                 self.host.replay(codec.decode(item.body, trusted=True))
         self.heads = {s: h for s, h in self.store.heads().items() if s in self.shards}
         self.host.rebuild_timers(now)
+        if receipt_of is not None:
+            self._follow_recovered(receipt_of)
         self.recovery_seconds = time.perf_counter() - started
         return self.recovery_seconds
+
+    def _follow_recovered(self, receipt_of: Callable[[str], float | None]) -> None:
+        for m in self.host.meters():
+            p = m.pending
+            if p is None or p.action is not RelayAction.CONNECT:
+                continue
+            received = receipt_of(p.correlation_id)
+            if received is not None:
+                self.paid_wall[p.correlation_id] = received
+                self.command_payment[p.command_id] = p.correlation_id
 
     def in_flight(self) -> list[SendRelayCommand]:
         """Every command some meter is waiting on (to send again after a restart)."""
