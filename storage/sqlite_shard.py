@@ -77,6 +77,9 @@ def _outbox_entry(row: tuple[object, ...]) -> OutboxEntry:
     )
 
 
+_IN_CHUNK = 500  # ids per IN (...) look-up, well under SQLite's variable limit
+
+
 class SqliteShardStore(SqliteFile):
     """A shard group's journal, snapshots and outbox in one SQLite file."""
 
@@ -124,30 +127,53 @@ class SqliteShardStore(SqliteFile):
 
     @staticmethod
     def _insert_outbox(db: sqlite3.Connection, entries: Sequence[NewOutboxEntry]) -> tuple[str, ...]:
-        existing = []
+        if not entries:
+            return ()
+        ids = [e.id for e in entries]
+        # which ids exist already (a no-op insert each): one look-up per chunk, then one executemany
+        existing: set[str] = set()
+        for lo in range(0, len(ids), _IN_CHUNK):
+            part = ids[lo : lo + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            existing.update(r[0] for r in db.execute(f"SELECT id FROM outbox WHERE id IN ({marks})", part))
+        rows = []
+        repeated = []
         for e in entries:
-            cursor = db.execute(
-                f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
-                (e.id, e.shard, e.kind, e.account, e.at, e.at, e.body),
-            )
-            if cursor.rowcount == 0:
-                existing.append(e.id)
-        return tuple(existing)
+            if e.id in existing:
+                repeated.append(e.id)
+            else:
+                existing.add(e.id)  # a second insert of the id in this commit is a no-op too
+                rows.append((e.id, e.shard, e.kind, e.account, e.at, e.at, e.body))
+        db.executemany(
+            f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)", rows
+        )
+        return tuple(repeated)
 
     @staticmethod
     def _update_outbox(db: sqlite3.Connection, updates: Sequence[OutboxUpdate]) -> tuple[str, ...]:
+        if not updates:
+            return ()
+        # current status of every id named: one look-up per chunk, then one executemany
+        status: dict[str, str] = {}
+        ids = list({u.id for u in updates})
+        for lo in range(0, len(ids), _IN_CHUNK):
+            part = ids[lo : lo + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            status.update(db.execute(f"SELECT id, status FROM outbox WHERE id IN ({marks})", part).fetchall())
         ignored = []
+        rows = []
         for u in updates:
-            cursor = db.execute(
-                "UPDATE outbox SET status = ?, updated_at = ?, attempts = attempts + ?"
-                " WHERE id = ? AND status IN ('pending', 'sent')",
-                (u.status.value, u.at, int(u.status is OutboxStatus.SENT), u.id),
-            )
-            if cursor.rowcount == 0:
-                if db.execute("SELECT 1 FROM outbox WHERE id = ?", (u.id,)).fetchone() is None:
-                    raise UnknownOutboxEntry(u.id)
+            current = status.get(u.id)
+            if current is None:
+                raise UnknownOutboxEntry(u.id)
+            if current not in ("pending", "sent"):
                 ignored.append(u.id)
+                continue
+            status[u.id] = u.status.value  # a later update of the same id sees this one
+            rows.append((u.status.value, u.at, int(u.status is OutboxStatus.SENT), u.id))
+        db.executemany(
+            "UPDATE outbox SET status = ?, updated_at = ?, attempts = attempts + ? WHERE id = ?", rows
+        )
         return tuple(ignored)
 
     def save_snapshots(self, snapshots: Sequence[Snapshot]) -> None:
