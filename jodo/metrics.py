@@ -20,7 +20,9 @@ process that is just starting, which broke 3 of 5 runs of the start/die storm in
   state that one process owns per label value (a head-end's breaker: during a restart the old and
   the new gateway may both be on file, and the worse state wins). Live modes only: `mark_dead`
   (called by the supervisor on ``ChildActorExited``, before it starts the replacement) deletes the
-  dead pid's gauge files, so its gauges vanish while its counters keep counting. ``liveall`` is not
+  dead pid's gauge files, so its gauges vanish while its counters keep counting. Processes nobody
+  saw exit (the children of a SIGKILLed supervisor die with it, ``die_with_parent``) are swept by
+  `forget_dead_processes`, which a supervisor calls before each restart. ``liveall`` is not
   used: its ``pid`` label would mint new series on every restart.
 
 Why not a collector actor fed with batched deltas: an increment here is a lock and a write into a
@@ -89,6 +91,7 @@ __all__ = [
     "configure_labels",
     "dead_letter",
     "desk_saturated",
+    "forget_dead_processes",
     "headend_roundtrip",
     "journal_commit",
     "mark_dead",
@@ -418,6 +421,27 @@ def mark_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
 
+def forget_dead_processes() -> int:
+    """`mark_dead` every process that has live gauges on file but no longer runs; returns how many.
+
+    For processes whose exit no supervisor saw: the children of a killed supervisor die with it
+    (``die_with_parent``) and the supervisor that would have marked them is gone. Supervisors call
+    this before each restart (by then the dead subtree has gone). Harmless outside multiprocess mode.
+    """
+    directory = multiprocess_dir()
+    if directory is None:
+        return 0
+    dead = {
+        pid
+        for path in directory.glob("gauge_live*.db")
+        if (found := _LIVE_GAUGE_FILE.match(path.name)) is not None
+        and not _running(pid := int(found.group(1)))
+    }
+    for pid in dead:
+        mark_dead(pid)
+    return len(dead)
+
+
 def render() -> bytes:
     """The text exposition of every process's metrics on this node (or of this process only)."""
     directory = multiprocess_dir()
@@ -446,6 +470,29 @@ class _NodeCollector(Collector):
                 continue
         merged: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
         return merged
+
+
+_LIVE_GAUGE_FILE: Final = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+_PROC: Final = os.path.exists("/proc/self/stat")
+
+
+def _running(pid: int) -> bool:
+    """Is ``pid`` a process that still runs (not gone, not a zombie awaiting its reaper)?"""
+    if _PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            return False
+        state = raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3]  # the name in parentheses may hold spaces
+        return state not in (b"Z", b"X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def metric_names() -> frozenset[str]:
