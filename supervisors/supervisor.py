@@ -498,6 +498,7 @@ class Supervisor(SupervisedChild):
             self._on_exit(cid, ExitReason.ABNORMAL, now)
             return
         if child.starts:
+            _metric("forget_dead_processes")  # gauges of processes no one saw die (a killed subtree)
             self._by_kind = {**self._by_kind, spec.kind: self._by_kind.get(spec.kind, 0) + 1}
         self._children = {
             **self._children,
