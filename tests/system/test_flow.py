@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from domain.commands import RegisterMeter
 from domain.enums import RelayState
 from jodo.node import Node
 from protocols.headend import HesControlState
@@ -59,3 +61,44 @@ def test_every_listening_socket_of_the_node_is_on_loopback(
         assert {s.host for s in sockets} == {"127.0.0.1"}, sockets
         pids = {s.pid for s in sockets}
         assert j.client.shard_status(0).pid in pids  # the actors themselves, not just the admin
+
+
+def test_duplicates_and_out_of_order_parts_credit_once_and_ineligible_meters_get_one_work_order(
+    start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    eligible, ineligible = 20, 6
+    with running_jodo(start_node, tmp_path, meters=eligible + ineligible) as j:
+        meters = register(eligible) + [
+            RegisterMeter(account=account(i), serial=serial(i), head_end="hes-1", install_year=2017,
+                          relay_capable=True, control_mode=2, relay=RelayState.DISCONNECTED,
+                          opening_dues_paise=150_000)
+            for i in range(eligible, eligible + ineligible)
+        ]
+        assert j.client.send(meters) == []
+        everyone = range(eligible + ineligible)
+        # each meter pays in two parts that arrive second-part first, and the first part twice
+        j.client.pay([payment(i, amount=50_000, pid=f"part2-{i}") for i in reversed(everyone)])
+        j.client.pay([payment(i, amount=100_000, pid=f"part1-{i}") for i in everyone])
+        again = j.client.pay([payment(i, amount=100_000, pid=f"part1-{i}") for i in everyone])
+        assert isinstance(again, list) and {r.code for r in again} == {PaymentResultCode.DUPLICATE}
+        serials = [serial(i) for i in range(eligible)]
+        eventually(
+            lambda: all(s.control_state == HesControlState.CONNECTED for s in j.sim.relay_states(serials)),
+            what="every eligible paid meter connected",
+        )
+
+        def settled() -> bool:
+            ms = [j.client.meter(account(i)) for i in everyone]
+            return all(m is not None and m.dues_paise == 0 for m in ms) and all(
+                m is not None and m.work_order is not None for m in ms[eligible:]
+            )
+
+        eventually(settled, what="every meter credited exactly once and field meters handed to a crew")
+        files = sorted((Path(j.options.data_dir) / "outbox").glob("work-orders-*.jsonl"))
+        orders = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+        opened = [o for o in orders if o["type"] == "open"]
+        field = [account(i) for i in range(eligible, eligible + ineligible)]
+        assert sorted(o["account"] for o in opened) == field  # exactly one each
+        assert {o["action"] for o in opened} == {"reconnect"}
+        stuck = [serial(i) for i in range(eligible, eligible + ineligible)]
+        assert all(s.control_state == HesControlState.DISCONNECTED for s in j.sim.relay_states(stuck))
