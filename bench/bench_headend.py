@@ -53,6 +53,14 @@ class SimProcess:
             time.sleep(0.02)
         self.port = int(port_file.read_text())
 
+    def cpu_seconds(self) -> float:
+        """CPU the simulator process has used so far (Linux /proc; 0.0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         return (Path(self._dir.name) / "sim.log").read_text()
 
@@ -75,25 +83,27 @@ def _commands(first: int, count: int, action: HesAction, tag: str) -> list[HesCo
     ]
 
 
-def _drive(port: int, commands: list[HesCommand], config: AdapterConfig, timeout: float) -> float:
-    """Seconds from submit to the last outcome; prints the outcome kinds and this process's CPU."""
-    with ThreadedHeadEndClient("127.0.0.1", port, config) as client:
+def _drive(sim: SimProcess, commands: list[HesCommand], config: AdapterConfig, timeout: float) -> float:
+    """Seconds from submit to the last outcome; prints the outcome kinds and both sides' CPU."""
+    with ThreadedHeadEndClient("127.0.0.1", sim.port, config) as client:
         deadline = time.monotonic() + 30
         while client.inspect(lambda c: c.phase.value) != "ready":  # exclude connect/hello time
             if time.monotonic() > deadline:
                 raise RuntimeError("adapter did not connect")
             time.sleep(0.01)
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, sim_cpu = time.perf_counter(), time.process_time(), sim.cpu_seconds()
         client.submit(commands)
         done = client.wait_for_outcomes(len(commands), timeout)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        sim_cpu = sim.cpu_seconds() - sim_cpu
         kinds = Counter(o.kind.value for o in client.outcomes())
         stats = client.inspect(lambda c: c.stats)
     status = "" if done else " (TIMED OUT)"
     print(
         f"    {len(commands)} commands in {elapsed:.2f} s{status}: {dict(kinds)}; "
         f"frames {stats.frames_sent}, reads {stats.reads_sent}, rate-limited {stats.rate_limited}; "
-        f"adapter CPU {cpu / len(commands) * 1e6:.1f} µs/command",
+        f"CPU µs/command: adapter {cpu / len(commands) * 1e6:.1f}, simulator "
+        f"{sim_cpu / len(commands) * 1e6:.1f}",
         flush=True,
     )
     return elapsed
@@ -112,7 +122,7 @@ def bench_throughput(n: int, runs: int, young: int) -> None:
         for r in range(runs):
             cmds = _commands(r * n, n, HesAction.CONNECT, f"t{r}")
             gc.collect()
-            elapsed = _drive(sim.port, cmds, AdapterConfig(max_batch=10_000, max_in_flight=100_000), 120)
+            elapsed = _drive(sim, cmds, AdapterConfig(max_batch=10_000, max_in_flight=100_000), 120)
             rates.append(n / elapsed)
             del cmds
     finally:
@@ -133,7 +143,7 @@ def bench_rate_limited(n: int, rate: float, runs: int) -> None:
         )
         try:
             cmds = _commands(0, n, HesAction.CONNECT, f"r{r}")
-            times.append(_drive(sim.port, cmds, AdapterConfig(), floor * 3 + 30))
+            times.append(_drive(sim, cmds, AdapterConfig(), floor * 3 + 30))
         finally:
             sim.stop()
     print(f"   median {statistics.median(times):.1f} s  (runs: "
