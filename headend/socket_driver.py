@@ -20,13 +20,15 @@ inside an actor")::
 A wakeup that fires early is harmless (on_tick does what is due and nothing else); a missing one
 stalls timers, retries and lingering batches until the next readable event or heartbeat.
 
-`host` must be an IP address literal: resolving a name would block.
+`host` should be an IPv4 address literal; a name is resolved once, in the constructor (the only call
+that may block), never on reconnect.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import select
 import socket
 from collections.abc import Iterable
@@ -44,6 +46,15 @@ _IO_POLL = 0.005  # real seconds between ticks while a connect or a write is pen
 _IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, errno.EAGAIN}
 
 
+def _resolve(host: str, port: int) -> str:
+    try:
+        ipaddress.IPv4Address(host)
+        return host
+    except ValueError:
+        info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+        return str(info[0][4][0])
+
+
 class HeadEndSocketDriver:
     """One head-end connection. Every method returns the final outcomes it produced."""
 
@@ -56,7 +67,7 @@ class HeadEndSocketDriver:
         clock: Clock | None = None,
         core: HeadEndAdapterCore | None = None,
     ) -> None:
-        self.address = (host, port)
+        self.address = (_resolve(host, port), port)
         self.clock: Clock = clock or WallClock()
         self.core = core or HeadEndAdapterCore(config)
         self._sock: socket.socket | None = None
