@@ -397,24 +397,37 @@ class ActorBackend:
 
     def _status(self, client: NodeClient) -> Mapping[str, Any]:
         tree = client.node.status()
-        shards = []
-        for group in sorted(client.shard):
-            s = client.shard_status(group)
+        if _addresses_moved(client, tree):
+            client.refresh(tree)
+        client.timeout = min(self.ask_timeout, 1.0)  # one restarting actor must not hide the rest
+        shards: list[dict[str, Any]] = []
+        for group in range(self.groups):
+            try:
+                s = client.shard_status(group)
+            except (ActorRuntimeError, KeyError) as exc:
+                shards.append({"group": group, "error": f"no answer ({type(exc).__name__}): restarting?"})
+                continue
             shards.append({
                 "group": s.group, "pid": s.pid, "meters": s.meters, "relay": pairs(s.relay_counts),
                 "paid_but_disconnected": s.paid_but_disconnected, "pending_commands": s.pending_commands,
                 "clock": s.now, "recovery_seconds": round(s.recovery_seconds, 3),
             })
-        d = client.desk_status()
-        desk = {"pid": d.pid, "queued": d.queued, "in_flight_batches": pairs((str(g), n) for g, n in
-                                                                             d.in_flight_batches),
-                "payments": pairs(d.counts), "saturated": d.saturated}
+        desk: dict[str, Any]
+        try:
+            d = client.desk_status()
+            desk = {"pid": d.pid, "queued": d.queued, "saturated": d.saturated, "payments": pairs(d.counts),
+                    "in_flight_batches": {str(g): n for g, n in d.in_flight_batches}}
+        except (ActorRuntimeError, AssertionError) as exc:
+            desk = {"error": f"no answer ({type(exc).__name__}): restarting?"}
         head_ends = []
         for name in sorted(client.gateway):
-            g = client.gateway_status(name)
-            item: dict[str, Any] = {"head_end": g.head_end, "pid": g.pid, "breaker": g.breaker,
-                                    "pending": g.pending, "in_flight": g.in_flight,
-                                    "outcomes": pairs(g.outcomes)}
+            item: dict[str, Any] = {"head_end": name}
+            try:
+                g = client.gateway_status(name)
+                item |= {"pid": g.pid, "breaker": g.breaker, "pending": g.pending, "in_flight": g.in_flight,
+                         "outcomes": pairs(g.outcomes)}
+            except (ActorRuntimeError, KeyError) as exc:
+                item["error"] = f"no answer ({type(exc).__name__}): restarting?"
             sim = self.simulators.get(name)
             if sim is not None:
                 item["simulator"] = plain(sim.stats())
@@ -451,14 +464,19 @@ def _child_id(target: str) -> str:
 
 
 def _addresses_moved(client: NodeClient, tree: TreeStatus) -> bool:
-    """Whether the tree names another address than the client holds for some desk, shard or gateway."""
-    seen: dict[str, Any] = {}
+    """Whether the tree's desk, shard and gateway addresses differ from the client's (moved, or now
+    known where the client has none)."""
+    shards: dict[int, Any] = {}
+    gateways: dict[str, Any] = {}
+    desk: Any = None
     for view in tree.supervisors():
         for child in view.status.children:
-            seen[child.id] = child.address
-    if seen.get("desk") != client.desk:
-        return True
-    for group, address in client.shard.items():
-        if seen.get(f"shard-{group}") != address:
-            return True
-    return any(seen.get(f"gateway-{name}") != address for name, address in client.gateway.items())
+            if child.address is None:
+                continue
+            if child.id == "desk":
+                desk = child.address
+            elif child.id.startswith("shard-"):
+                shards[int(child.id.removeprefix("shard-"))] = child.address
+            elif child.id.startswith("gateway-"):
+                gateways[child.id.removeprefix("gateway-")] = child.address
+    return desk != client.desk or shards != client.shard or gateways != client.gateway

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     remote = argparse.ArgumentParser(add_help=False, parents=[common])
-    remote.add_argument("--url", default=None, help="the node's front door (default: from [http] host/port)")
+    remote.add_argument("--url", default=None,
+                        help="the node's front door (default: $JODO_URL, else [http] host and port)")
     remote.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -185,7 +187,7 @@ def _exit_for(status: int) -> ExitCode:
 def _client(args: argparse.Namespace, config: Config) -> AdminClient:
     admin = config.tokens.admin.reveal() if config.tokens.admin else None
     payments = config.tokens.payments.reveal() if config.tokens.payments else None
-    return AdminClient(args.url or base_url(config), admin, payments)
+    return AdminClient(args.url or os.environ.get("JODO_URL") or base_url(config), admin, payments)
 
 
 def _out(args: argparse.Namespace, doc: Any, human: Callable[[Any], str]) -> None:

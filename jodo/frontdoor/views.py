@@ -96,15 +96,15 @@ def trace_view(record: Mapping[str, Any], history: Sequence[Any]) -> dict[str, A
     hop("received", record.get("received_at"), gateway=record.get("gateway"))
     hop("committed", record.get("committed_at"), status=record.get("status"))
     events = sorted(history, key=lambda e: getattr(e, "at", 0))
-    commands: set[str] = set()
+    commands = {e.command_id for e in events
+                if isinstance(e, RelayCommandIssued) and e.correlation_id == payment_id}
     for e in events:
         if isinstance(e, PaymentApplied) and e.payment_id == payment_id:
             hop("credited", e.at, amount_paise=e.amount_paise, dues_after_paise=e.dues_after_paise)
     hop("applied", record.get("applied_at"))
     hop("suspense", record.get("suspended_at"))
     for e in events:
-        if isinstance(e, RelayCommandIssued) and e.correlation_id == payment_id:
-            commands.add(e.command_id)
+        if isinstance(e, RelayCommandIssued) and e.command_id in commands:
             hop("command", e.at, command_id=e.command_id, action=e.action.value, attempt=e.attempt)
         elif isinstance(e, _RESULTS) and getattr(e, "command_id", None) in commands:
             hop("result", e.at, **_result_fields(e))
