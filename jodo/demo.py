@@ -50,6 +50,7 @@ from jodo.frontdoor import build_app, start_site
 from jodo.serve import Stack, StackOptions
 from jodo.webhooks import sign_jodo, sign_razorpay
 from protocols.headend import HesControlState
+from supervisors.processes import is_alive
 
 __all__ = ["add_arguments", "run"]
 
@@ -72,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of consumers paying before the due date (default %(default)s)")
     parser.add_argument("--pay-at-night", type=float, default=0.7,
                         help="fraction of disconnected consumers paying by webhook (default %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=32,
+    parser.add_argument("--concurrency", type=int, default=64,
                         help="webhook connections at once (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -144,19 +145,19 @@ class Tally:
 
 
 class Out:
-    """Progress for people: a rewritten line on a terminal, a line per phase elsewhere."""
+    """Progress for people: phase lines (stdout, or stderr when stdout carries --json) and, on a
+    terminal, a status line rewritten in place."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.live = sys.stderr.isatty() and not quiet
+    def __init__(self, to_stderr: bool) -> None:
+        self.stream = sys.stderr if to_stderr else sys.stdout
+        self.live = sys.stderr.isatty()
         self.last = 0.0
 
     def say(self, text: str) -> None:
         if self.live and self.last:
-            sys.stderr.write("\n")
+            sys.stderr.write("\r" + " " * 110 + "\r")
             self.last = 0.0
-        if not self.quiet:
-            print(text, flush=True)
+        print(text, file=self.stream, flush=True)
 
     def status(self, text: str, *, every: float = 0.2) -> None:
         now = time.monotonic()
@@ -172,7 +173,7 @@ class Demo:
         self.data = data
         self.n = args.meters
         self.rng = random.Random(args.seed)
-        self.out = Out(quiet=args.json)
+        self.out = Out(to_stderr=args.json)
         self.clock = _ts(ISSUED)
         self.phases: list[tuple[str, float]] = []
         self.secrets = {"razorpay": secrets.token_hex(16), "bbps": secrets.token_hex(16)}
@@ -216,14 +217,20 @@ class Demo:
         runner, port = await start_site(app, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{port}"
         self._phase("start the node, simulator and front door", started)
+        node = self.backend.node
+        processes = node.known_processes() if node is not None else ()
         try:
             await self._month()
             summary = await self._summary(time.monotonic() - began)
         finally:
             await runner.cleanup()
             report = await loop.run_in_executor(None, stack.close)
-        clean = report is not None and report.tree_stopped and not report.survivors
+        processes = (*processes, *(node.known_processes() if node is not None else ()))
+        left = sorted({ref.pid for ref in processes if is_alive(ref)})
+        clean = report is not None and report.tree_stopped and not report.survivors and not left
         summary["shutdown"] = "clean" if clean else "NOT clean"
+        summary["node_processes"] = sorted({ref.pid for ref in processes})
+        summary["node_processes_left"] = left
         self._print(summary)
         return 0 if summary["ok"] and clean else 1
 
@@ -438,8 +445,7 @@ class Demo:
         done.set()
         await watcher
         self.forged_closed = await self._closed([i for i in forged])
-        self._phase(f"the last relays closed (waited {time.monotonic() - waited:.1f} s after the last 2xx)",
-                    started)
+        self._phase("the last relays closed, after the last 2xx", waited)
 
     async def _closed(self, indexes: list[int]) -> int:
         states = await asyncio.get_running_loop().run_in_executor(
@@ -476,6 +482,7 @@ class Demo:
     # ------------------------------------------------------------ summary
 
     async def _summary(self, wall: float) -> dict[str, Any]:
+        await self._settle()  # the shards have read back what the simulator did
         counts = await self.backend.call(_counts, timeout=60.0)
         opened = Counter[str]()
         for path in (self.data / "outbox").glob("work-orders-*.jsonl"):
@@ -509,7 +516,10 @@ class Demo:
                         "first_allowed": _local(next_allowed_at(lawful, policy))},
             "disconnected_by_hour": dict(self.disconnected_hours),
             "disconnected": sum(self.disconnected_hours.values()),
-            "spared_protected": sum(1 for c in self.consumers if c.protected and not c.pays_early),
+            "spared_protected": sum(1 for c in self.consumers if c.protected and not c.pays_early
+                                    and c.bill_paise >= policy.disconnection_min_dues_paise),
+            "spared_small_dues": sum(1 for c in self.consumers if not c.protected and not c.pays_early
+                                     and c.bill_paise < policy.disconnection_min_dues_paise),
             "work_orders": {k: v for k, v in opened.items()},
             "webhooks": {"sent": t.sent, "payments": paying, "accepted": expected,
                          "duplicate": results["duplicate:duplicate"] + results["pay:duplicate"],
@@ -531,9 +541,10 @@ class Demo:
         }
 
     def _print(self, s: dict[str, Any]) -> None:
+        """The summary table (stderr with --json, whose JSON goes to stdout for scripts)."""
         if self.args.json:
-            print(json.dumps(s, indent=2))
-            return
+            print(json.dumps(s, indent=2), flush=True)
+        out = sys.stderr if self.args.json else sys.stdout
         w = s["webhooks"]
         lat = s["payment_to_connected_seconds"]
         cut = ", ".join(f"{k}: {v:,}" for k, v in s["disconnected_by_hour"].items()) or "none"
@@ -545,6 +556,8 @@ class Demo:
             ("disconnection notices", f"{n['disconnection_notice']:,} served {n['served']}; 15 clear days to "
                                       f"{n['lawful_from']} (holiday), then Sunday"),
             ("disconnected (relay opened)", f"{s['disconnected']:,}: {cut}"),
+            ("spared by the rules", f"protected {s['spared_protected']:,}, dues below the minimum "
+                                    f"{s['spared_small_dues']:,}"),
             ("field work orders", ", ".join(f"{k.replace(':', ' ')} {v:,}" for k, v in wo.items()) or "0"),
             ("webhooks at night", f"{w['sent']:,} sent: {w['accepted']:,} accepted, {w['duplicate']:,} "
                                   f"duplicate (credited once), {w['bad_signature_401']:,} forged (401), "
@@ -559,12 +572,10 @@ class Demo:
             ("wall time", f"{s['wall_seconds']:.0f} s; shutdown {s['shutdown']}"),
         ]
         width = max(len(k) for k, _ in rows)
-        print("\njodo demo: summary")
-        for k, v in rows:
-            print(f"  {k:<{width}}  {v}")
+        lines = ["", "jodo demo: summary", *(f"  {k:<{width}}  {v}" for k, v in rows)]
         if not s["ok"]:
-            print("  SOMETHING IS OFF: not every accepted payment reconnected, or a forged one did",
-                  flush=True)
+            lines.append("  SOMETHING IS OFF: not every accepted payment reconnected, or a forged one did")
+        print("\n".join(lines), file=out, flush=True)
 
 
 def _counts(c: NodeClient) -> dict[str, Any]:

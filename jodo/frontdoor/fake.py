@@ -17,7 +17,8 @@ from protocols.payments import PaymentItemResult, PaymentReceived, PaymentResult
 
 __all__ = ["FAULT_KINDS", "FakeBackend"]
 
-FAULT_KINDS = frozenset({"drop", "delay", "reject", "partition"})
+# crash and outage are what jodo.backend.ActorBackend takes (and the CLI sends)
+FAULT_KINDS = frozenset({"drop", "delay", "reject", "partition", "crash", "outage"})
 
 
 class FakeBackend:

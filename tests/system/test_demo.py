@@ -1,0 +1,49 @@
+"""`jodo demo` as a new user runs it (smaller fleet): it finishes, prints its summary, leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisors.processes import process_ref
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_demo_runs_a_month_end_to_end_and_prints_its_summary(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--meters", "2000", "--json"],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert "jodo demo: summary" in done.stderr and "payment -> connected" in done.stderr
+    assert summary["ok"] and summary["shutdown"] == "clean"
+    assert summary["node_processes"] and summary["node_processes_left"] == []
+    assert all(process_ref(pid) is None for pid in summary["node_processes"])  # none reused or left
+    # the month happened as the rules say
+    assert summary["paid_early"] > 1000
+    assert summary["notices"]["disconnection_notice"] > 0
+    assert list(summary["disconnected_by_hour"]) == ["Mon 17 Aug 08:00-09:00"]  # not Sat (holiday), not Sun
+    assert summary["work_orders"].get("open:disconnect", 0) > 0
+    # the night's webhooks
+    hooks = summary["webhooks"]
+    assert hooks["accepted"] > 0 and hooks["duplicate"] > 0 and hooks["bad_signature_401"] > 0
+    assert summary["reconnected"] + summary["awaiting_button"] == hooks["accepted"]
+    assert summary["forged_payments_that_reconnected"] == 0
+    assert summary["ledger"]["duplicates"] == hooks["duplicate"]
+    assert summary["ledger"]["suspense"] == hooks["unknown_account_accepted"] == 10
+    assert summary["paid_but_disconnected"] == 0
+    latency = summary["payment_to_connected_seconds"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    assert took < 120, f"the demo took {took:.0f} s for 2 000 meters"
