@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -37,8 +38,12 @@ class JodoActor(SupervisedChild):
                 log.warning("metric %s%r failed", name, args, exc_info=True)
 
     def count_process(self) -> None:
-        """Count this actor's process as live (at init; `mark_dead` uncounts it)."""
+        """Count this actor's process as live (at init; `mark_dead` uncounts it), and give the cyclic
+        GC a larger young generation: these processes make many short-lived records per batch and
+        few cycles (measured in the head-end adapter: 21 → 14 µs of CPU per command)."""
         self.metric("process_started", type(self).__name__)
+        if self.runs_in_own_process():
+            gc.set_threshold(50_000, 20, 100)
 
     def sample_memory(self) -> None:
         """This process's resident memory (on the actor's tick)."""

@@ -71,6 +71,7 @@ class HeadEndGateway(JodoActor):
         self.finished: OrderedDict[str, ReportRelayResult] = OrderedDict()  # wire id → result
         self.results: dict[int, list[ReportRelayResult]] = defaultdict(list)
         self.tick_armed = False
+        self.tick_due = 0.0
         self.counts: dict[str, int] = defaultdict(int)
 
     def receiveMessage(self, msg: Any, sender: Address) -> Any:
@@ -173,11 +174,17 @@ class HeadEndGateway(JodoActor):
             self.results[group] = []
 
     def _arm_tick(self) -> None:
-        if self.tick_armed or self.driver is None:
+        """Keep a tick armed for the driver's next deadline; arm an earlier one when a call has
+        brought the deadline forward (a late tick stalls pacing, retries and timeouts)."""
+        if self.driver is None:
             return
         delay = self.driver.next_tick_in()
-        self.tick_armed = True
-        self.wake_after(min(_MAX_TICK, delay if delay is not None else _MAX_TICK), _TICK)
+        delay = _MAX_TICK if delay is None else min(_MAX_TICK, delay)
+        due = time.monotonic() + delay
+        if self.tick_armed and self.tick_due <= due + 0.001:
+            return
+        self.tick_armed, self.tick_due = True, due
+        self.wake_after(delay, _TICK)
 
     # ------------------------------------------------------------ queries and faults
 

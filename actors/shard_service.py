@@ -11,6 +11,7 @@ The actor around it (actors/shard.py) only delivers `Outgoing` and feeds message
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import defaultdict, deque
@@ -186,17 +187,28 @@ class ShardService:
         reconnect that was in flight across the restart still be measured.
         """
         started = time.perf_counter()
-        for item in self.store.recover(self.shards):
-            if isinstance(item, Snapshot):
-                self.host.restore(codec.decode_many(item.body, expect=Meter, trusted=True))
-            else:
-                self.host.replay(codec.decode(item.body, trusted=True))
+        # Hundreds of thousands of new objects: the cyclic GC would rescan the growing heap again and
+        # again (measured: 25 µs per meter with it, 9 µs without). Meters hold no cycles.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._load()
+        finally:
+            if was_enabled:
+                gc.enable()
         self.heads = {s: h for s, h in self.store.heads().items() if s in self.shards}
         self.host.rebuild_timers(now)
         if receipt_of is not None:
             self._follow_recovered(receipt_of)
         self.recovery_seconds = time.perf_counter() - started
         return self.recovery_seconds
+
+    def _load(self) -> None:
+        for item in self.store.recover(self.shards):
+            if isinstance(item, Snapshot):
+                self.host.restore(codec.decode_many(item.body, expect=Meter, trusted=True), item.shard)
+            else:
+                self.host.replay(codec.decode(item.body, trusted=True))
 
     def _follow_recovered(self, receipt_of: Callable[[str], float | None]) -> None:
         for m in self.host.meters():
@@ -344,7 +356,9 @@ class ShardService:
                 self.sent_at[c.command_id] = wall
 
     def snapshot_due(self) -> list[int]:
-        return [s for s, n in self._since_snapshot.items() if n >= self.snapshot_every]
+        """Logical shards with ``snapshot_every`` events since their last snapshot, most behind first."""
+        due = [(n, s) for s, n in self._since_snapshot.items() if n >= self.snapshot_every]
+        return [s for _, s in sorted(due, reverse=True)]
 
     def snapshot(self, shards: Iterable[int], now: int) -> int:
         """Save snapshots of these logical shards at their current heads; returns meters saved."""

@@ -168,10 +168,22 @@ class MeterHost:
 
     # ------------------------------------------------------------ recovery
 
-    def restore(self, meters: Iterable[Meter]) -> None:
-        """Load meters from a snapshot (no events, no timers yet: call `rebuild_timers` after replay)."""
+    def restore(self, meters: Iterable[Meter], shard: int | None = None) -> None:
+        """Load meters from a snapshot (no events, no timers yet: call `rebuild_timers` after replay).
+
+        With ``shard`` (a logical shard's snapshot) the meters go straight into that shard's table.
+        """
+        if shard is None:
+            for m in meters:
+                self._put(m.account, m)
+            return
+        table = self._by_shard.setdefault(shard, {})
         for m in meters:
-            self._put(m.account, m)
+            old = table.get(m.account)
+            if old is not None:
+                self._count(old, -1)
+            table[m.account] = m
+            self._count(m, +1)
 
     def replay(self, event: MeterEvent) -> None:
         """Apply one journaled event (recovery: snapshot + tail)."""
