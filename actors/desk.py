@@ -46,7 +46,7 @@ __all__ = ["PaymentDesk"]
 
 log = logging.getLogger("jodo.desk")
 _TICK = "jodo-desk-tick"
-TICK_SECONDS = 0.5
+TICK_SECONDS = 0.1  # also how long settled acknowledgements wait to be marked in the ledger
 FLUSH_AT = 20_000  # staged payments + acks that make the desk commit at once, mailbox or not
 
 
@@ -60,7 +60,6 @@ class PaymentDesk(JodoActor):
         self.tick_armed = False
         self.flush_requested = False
         self.intake: list[tuple[Address, str, list[PaymentReceived | codec.CodecError]]] = []
-        self.acks: list[tuple[int, str, list[AckPayment]]] = []
 
     def receiveMsg_DeskInit(self, msg: DeskInit, sender: Address) -> None:
         if self.service is not None:
@@ -103,14 +102,20 @@ class PaymentDesk(JodoActor):
         self._request_flush()
 
     def receiveMsg_CreditAckBatch(self, msg: CreditAckBatch, sender: Address) -> None:
-        self._ready()
+        service = self._ready()
         try:
             acks = codec.decode_many(msg.payload, expect=AckPayment, trusted=True)
         except codec.CodecError as exc:
             log.error("credit ack undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
             return
-        self.acks.append((msg.group, msg.batch_id, acks))
-        self._request_flush()
+        # the window frees at once; the ledger's marks are written on the tick (see DeskService.settle)
+        service.settle([(msg.group, msg.batch_id, acks)])
+        for gateway in service.suspended:
+            self.metric("payment_received", gateway, "suspense")
+        service.suspended = []
+        if len(service.acks_to_record) >= FLUSH_AT:
+            service.record_acks(self.clock.now())
+        self._flush_credits(msg.group)
 
     def receiveMsg_DeskFlush(self, msg: DeskFlush, sender: Address) -> None:
         self.flush_requested = False
@@ -119,7 +124,7 @@ class PaymentDesk(JodoActor):
     def _request_flush(self) -> None:
         """Group commit: one ledger transaction for every batch already in the mailbox (a message
         to ourselves queues behind them)."""
-        staged = sum(len(items) for _, _, items in self.intake) + sum(len(a) for _, _, a in self.acks)
+        staged = sum(len(items) for _, _, items in self.intake)
         if staged >= FLUSH_AT:
             self._flush()
         elif not self.flush_requested:
@@ -129,14 +134,8 @@ class PaymentDesk(JodoActor):
     def _flush(self) -> None:
         service = self._ready()
         now = self.clock.now()
-        intake, acks = self.intake, self.acks
-        if acks:
-            service.acknowledged_many(acks, now)
-            self.acks = []
-            for gateway in service.suspended:
-                self.metric("payment_received", gateway, "suspense")
-            service.suspended = []
-        groups: set[int] = {group for group, _, _ in acks}
+        intake = self.intake
+        groups: set[int] = set()
         if intake:
             intakes = service.receive_many([items for _, _, items in intake], now)
             self.intake = []
@@ -201,6 +200,7 @@ class PaymentDesk(JodoActor):
         try:
             service = self.service
             if service is not None and self.init is not None:
+                service.record_acks(self.clock.now())
                 for group in service.stale(self.init.resend_after_s):
                     log.warning("credit batch unanswered, re-sending", extra={"group": group})
                     self._flush_credits(group)

@@ -84,6 +84,7 @@ class DeskService:
         self.wall = wall
         self.queues: dict[int, deque[_Waiting]] = {g: deque() for g in range(groups)}
         self.suspended: list[str] = []  # gateways of payments just moved to suspense (for metrics)
+        self.acks_to_record: list[AckPayment] = []  # settled, not yet marked in the ledger
         self.in_flight: dict[int, dict[str, _InFlight]] = {g: {} for g in range(groups)}
 
     def group_of(self, account: str) -> int:
@@ -212,12 +213,31 @@ class DeskService:
     def acknowledged_many(
         self, batches: Sequence[tuple[int, str, Sequence[AckPayment]]], now: int
     ) -> int:
-        """Apply shards' acknowledgements in ONE ledger transaction; returns how many they settled.
+        """`settle` the batches, then `record_acks` at once; returns how many were acknowledged."""
+        self.settle(batches)
+        return self.record_acks(now)
+
+    def settle(self, batches: Sequence[tuple[int, str, Sequence[AckPayment]]]) -> None:
+        """Free the credit window for acknowledged batches (memory only).
 
         Payments of a batch the shard did not acknowledge (a command it could not decide) go back
-        to the queue, to be tried again.
+        to the queue. The acknowledgements themselves wait in `acks_to_record` for `record_acks`:
+        they are the ledger's bookkeeping, not what makes a credit safe (the shard journaled it), so
+        they need not hold up the next payments. If the desk dies first, the ledger still says
+        pending and the restarted desk sends those payments again; the shards answer "applied" again.
         """
-        every = [a for _, _, acks in batches for a in acks]
+        for group, batch_id, acks in batches:
+            self.acks_to_record.extend(acks)
+            batch = self.in_flight[group].pop(batch_id, None)
+            if batch is not None:
+                unknown = {a.payment_id for a in acks if a.outcome is PaymentOutcome.UNKNOWN_ACCOUNT}
+                self.suspended += [w.gateway for w in batch.payments if w.credit.payment_id in unknown]
+                settled = {a.payment_id for a in acks}
+                self.queues[group].extend(w for w in batch.payments if w.credit.payment_id not in settled)
+
+    def record_acks(self, now: int) -> int:
+        """Mark every settled acknowledgement in the ledger, in one transaction."""
+        every = self.acks_to_record
         if every:
             self.store.mark_credited(
                 [
@@ -231,13 +251,7 @@ class DeskService:
                     for a in every
                 ]
             )
-        for group, batch_id, acks in batches:
-            batch = self.in_flight[group].pop(batch_id, None)
-            if batch is not None:
-                unknown = {a.payment_id for a in acks if a.outcome is PaymentOutcome.UNKNOWN_ACCOUNT}
-                self.suspended += [w.gateway for w in batch.payments if w.credit.payment_id in unknown]
-                settled = {a.payment_id for a in acks}
-                self.queues[group].extend(w for w in batch.payments if w.credit.payment_id not in settled)
+            self.acks_to_record = []
         return len(every)
 
     def shard_restarted(self, group: int) -> None:
