@@ -65,6 +65,8 @@ def _serve(
             return int(s.getsockname()[1])
 
     sim_process, sim_port = _start_simulator(meters, data_dir) if own_sim else (None, free())
+    if sim_process is not None:
+        os.environ["BENCH_SIM_PID"] = str(sim_process.pid)
     env = {
         "JODO_NODE__DATA_DIR": data_dir, "JODO_NODE__ADMIN_PORT": str(free()), "JODO_HTTP__PORT": "0",
         "JODO_HTTP__BATCH_WINDOW_MS": str(window_ms), "JODO_HTTP__MAX_BATCHES_IN_FLIGHT": str(batches),
@@ -105,6 +107,15 @@ def _serve_node(conn: Connection, config: Any, stack: Any, meters: int) -> None:
         rejected = backend.run(partial(_register, part), timeout=120.0)
         assert not rejected, rejected[:3]
     loaded = time.monotonic() - started
+    tree = backend.run(lambda c: c.node.status())
+    processes = {str(os.getpid()): "front door"}  # pid -> what runs there (CPU accounted per kind)
+    if os.environ.get("BENCH_SIM_PID"):
+        processes[os.environ["BENCH_SIM_PID"]] = "simulator"
+    for view in tree.supervisors():
+        processes[str(view.status.pid)] = "supervisors"
+        for child in view.status.children:
+            if child.pid and child.type.value == "worker":
+                processes[str(child.pid)] = child.kind.rsplit(".", 1)[-1]
 
     def observe(gateway: str, status: int) -> None:
         if status >= 400:
@@ -113,7 +124,7 @@ def _serve_node(conn: Connection, config: Any, stack: Any, meters: int) -> None:
     async def main() -> None:
         app = build_app(config, backend, on_webhook=observe)
         runner, port = await start_site(app, "127.0.0.1", 0)
-        conn.send({"port": port, "load_seconds": loaded, "pid": os.getpid()})
+        conn.send({"port": port, "load_seconds": loaded, "pid": os.getpid(), "processes": processes})
         loop = asyncio.get_running_loop()
         while (await loop.run_in_executor(None, conn.recv)) == "cpu":
             conn.send(time.process_time())
@@ -207,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         random.Random(1).shuffle(accounts)
         results: list[RunResult] = []
         cpu_us: list[float] = []
+        per_kind: list[dict[str, float]] = []
         stats: dict[str, Any] = {}
         try:
             warm = _requests(accounts[: min(1000, args.requests)], args.format, "w")
@@ -215,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                 chunk = accounts[(run + 1) * args.requests : (run + 2) * args.requests]
                 requests = _requests(chunk, args.format, f"r{run}")
                 server_cpu = _cpu(parent)
+                node_cpu = _proc_cpu(hello["processes"])
                 result = asyncio.run(_load_mixed(base, requests, args.concurrency))
                 server_cpu = _cpu(parent) - server_cpu
+                used = {k: v - node_cpu.get(k, 0.0) for k, v in _proc_cpu(hello["processes"]).items()}
+                per_kind.append({k: 1e6 * v / len(requests) for k, v in used.items()})
                 results.append(result)
                 cpu_us.append(1e6 * server_cpu / len(requests))
                 print(f"  run {run + 1}: {result.per_s:8.0f} webhooks/s  p50 {result.p50_ms:6.2f} ms  "
@@ -226,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
             parent.send("stop")
             stats = parent.recv() if parent.poll(30) else {}
             server.join(120)
+    if per_kind:
+        kinds = sorted(per_kind[0], key=lambda k: -per_kind[0][k])
+        medians = {k: statistics.median(run.get(k, 0.0) for run in per_kind) for k in kinds}
+        total = sum(medians.values())
+        print(f"CPU per webhook, all node processes (median of runs): {total:.0f} us = "
+              + ", ".join(f"{k} {v:.0f}" for k, v in medians.items())
+              + f"; on {os.cpu_count()} cores at most ~{(os.cpu_count() or 1) * 1e6 / total:.0f} webhooks/s")
     print(f"median of {len(results)}: {statistics.median(r.per_s for r in results):.0f} webhooks/s, "
           f"p50 {statistics.median(r.p50_ms for r in results):.2f} ms, "
           f"p99 {statistics.median(r.p99_ms for r in results):.2f} ms")
@@ -234,6 +256,19 @@ def main(argv: list[str] | None = None) -> int:
               f"{stats['largest']}); {stats['payment_requests']} submissions in {stats['desk_batches']} "
               f"desk requests (largest {stats['largest_desk_batch']} payments)")
     return 0
+
+
+def _proc_cpu(processes: dict[str, str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far, summed per kind of process (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid, kind in processes.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[kind] = used.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
 
 
 def _cpu(conn: Connection) -> float:
