@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--batch", type=int, default=5000, help="rows per request (default %(default)s)")
     imp.add_argument("--gateway", default="import",
                      help="payments: the gateway recorded (default %(default)s)")
+    imp.add_argument("--cash", action="store_true",
+                     help="payments: cash or cheque at a counter, so no cashless rebate (default: cashless)")
 
     inject = sub.add_parser("inject", help="inject a payment, any meter command, or a fault")
     kinds = inject.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -238,15 +240,16 @@ def _import(args: argparse.Namespace, config: Config) -> int:
     total = _data_lines(args.file)
     progress = Progress(f"import {kind}", total)
     refused: list[dict[str, Any]] = []
-    applied = 0
+    applied = duplicates = 0
     started = time.monotonic()
     try:
         for batch in job.batches(args.batch):
-            answer = _send_records(client, kind, batch, args.gateway)
+            answer, seen = _send_records(client, kind, batch, args.gateway, cashless=not args.cash)
             for i, reason in answer:
                 refused.append({"record": _record_key(batch[i]) if 0 <= i < len(batch) else "?",
                                 "reason": reason})
-            applied += len(batch) - len(answer)
+            applied += len(batch) - len(answer) - seen
+            duplicates += seen
             progress.update(job.report.rows)
     except CsvRejected as exc:
         progress.done()
@@ -259,7 +262,7 @@ def _import(args: argparse.Namespace, config: Config) -> int:
     report = job.report
     doc = {
         "kind": str(kind), "file": str(args.file), "rows": report.rows, "applied": applied,
-        "refused_by_node": refused, "rejected_rows": report.rejected,
+        "duplicates": duplicates, "refused_by_node": refused, "rejected_rows": report.rejected,
         "reject_file": str(report.reject_path) if report.reject_path else None,
         "errors": [str(e) for e in report.errors], "seconds": round(time.monotonic() - started, 2),
     }
@@ -276,18 +279,20 @@ def _data_lines(path: Path) -> int:
 
 
 def _send_records(
-    client: AdminClient, kind: ImportKind, batch: list[Record], gateway: str
-) -> list[tuple[int, str]]:
+    client: AdminClient, kind: ImportKind, batch: list[Record], gateway: str, *, cashless: bool
+) -> tuple[list[tuple[int, str]], int]:
+    """Send one batch; (refused: (index, reason), how many were duplicates of earlier payments)."""
     if kind is ImportKind.PAYMENTS:
         items = [{"payment_id": r.payment_id, "account": r.account, "amount_paise": r.amount_paise,
-                  "channel": r.channel, "paid_at": r.paid_at, "gateway": gateway}
+                  "channel": r.channel, "paid_at": r.paid_at, "gateway": gateway, "cashless": cashless}
                  for r in batch if isinstance(r, PaymentRecord)]
         answer = client.post_json("/v1/payments", items, payments=True)
-        return [(item["index"], f"{item['result']}: {item.get('detail', '')}".rstrip(": "))
-                for item in answer["results"] if item["result"] in ("rejected",)]
+        refused = [(item["index"], f"{item.get('error', 'rejected')}: {item.get('detail', '')}")
+                   for item in answer["results"] if item["result"] == "rejected"]
+        return refused, int(answer.get("duplicate", 0))
     commands = [_command(r) for r in batch]
     answer = client.post_json("/v1/admin/meter-commands", commands)
-    return [(item["index"], item["reason"]) for item in answer["rejected"]]
+    return [(item["index"], item["reason"]) for item in answer["rejected"]], 0
 
 
 def _command(record: Record) -> dict[str, Any]:
@@ -322,6 +327,8 @@ def _rejected_text(doc: dict[str, Any], skip_bad: bool) -> str:
 
 def _imported_text(doc: dict[str, Any]) -> str:
     lines = [f"{doc['file']}: {doc['applied']} of {doc['rows']} rows applied in {doc['seconds']} s"]
+    if doc["duplicates"]:
+        lines.append(f"  {doc['duplicates']} payment(s) already in the ledger: credited once, not again")
     if doc["rejected_rows"]:
         lines.append(f"  {doc['rejected_rows']} bad row(s) skipped, written to {doc['reject_file']}")
         lines += [f"  {e}" for e in doc["errors"][:20]]
