@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,6 +52,23 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def roles(node: Node) -> dict[str, int]:
+    """Actor process pids by role (shard groups summed under one role)."""
+    tree = node.status()
+    out: dict[str, int] = {"bench+simulator": os.getpid()}
+    for view in tree.supervisors():
+        for child in view.status.children:
+            if child.pid is not None and child.id != "gateways" and child.id != "shards":
+                out[child.id] = child.pid
+    return out
 
 
 def account(i: int) -> str:
@@ -145,6 +161,8 @@ def main() -> None:
 
         # ---- throughput
         n = min(args.throughput_payments, args.meters - int(args.rate * args.rate_seconds))
+        pids = roles(node)
+        cpu_before = {r: cpu_seconds(p) for r, p in pids.items()}
         start = time.perf_counter()
         for lo in range(0, n, args.batch):
             pay_all(client, payments(lo, min(args.batch, n - lo), dues))
@@ -152,6 +170,8 @@ def main() -> None:
         wait(lambda: connected(client) >= n, 600, "throughput run to connect")
         took = time.perf_counter() - start
         to_command, to_connected = client.latency()
+        cpu = {r: round((cpu_seconds(p) - cpu_before[r]) * 1e6 / n) for r, p in pids.items()}
+        emit(stage="throughput_cpu_us_per_payment", **cpu, total=sum(cpu.values()))
         emit(stage="throughput", payments=n, batch=args.batch, submit_seconds=round(submitted, 2),
              seconds=round(took, 2), payments_per_s=round(n / took),
              p50_to_connected_s=round(pct(to_connected, 0.5), 3),
@@ -199,8 +219,7 @@ def main() -> None:
         status = client.shard_status(0)
         emit(stage="recovery", meters=status.meters, restart_seconds=round(restart_s, 2),
              replay_seconds=round(status.recovery_seconds, 2))
-        emit(stage="median", note="single run per stage; run the command 3 times and take medians",
-             statistics_version=statistics.__name__)
+        emit(stage="done", note="one run per stage: run the command 3 times and take the medians")
     finally:
         node.shutdown()
         sim.stop()
