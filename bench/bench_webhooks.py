@@ -17,6 +17,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -196,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-ms", type=float, default=2.0, help="[http] batch_window_ms (default 2)")
     parser.add_argument("--batches", type=int, default=4, help="[http] max_batches_in_flight (default 4)")
     parser.add_argument("--format", choices=["jodo", "razorpay", "mixed"], default="jodo")
+    parser.add_argument("--generator", choices=["aiohttp", "wrk"], default="aiohttp",
+                        help="load generator: this process (asyncio + aiohttp), or wrk (apt-get install wrk; "
+                             "C, so it leaves more of a small machine's CPU to the node)")
+    parser.add_argument("--duration", type=float, default=15.0,
+                        help="wrk: seconds per run; --requests must exceed what it sends (default 15)")
     parser.add_argument("--sim-in-node", action="store_true",
                         help="run the simulated head-end as a thread of the node's process (jodo serve's "
                              "built-in one) instead of a process of its own")
@@ -228,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
                 requests = _requests(chunk, args.format, f"r{run}")
                 server_cpu = _cpu(parent)
                 node_cpu = _proc_cpu(hello["processes"])
-                result = asyncio.run(_load_mixed(base, requests, args.concurrency))
+                if args.generator == "wrk":
+                    result, sent = _wrk(base, requests, args, Path(data_dir) / f"run{run}")
+                else:
+                    result, sent = asyncio.run(_load_mixed(base, requests, args.concurrency)), len(requests)
                 server_cpu = _cpu(parent) - server_cpu
                 used = {k: v - node_cpu.get(k, 0.0) for k, v in _proc_cpu(hello["processes"]).items()}
-                per_kind.append({k: 1e6 * v / len(requests) for k, v in used.items()})
+                per_kind.append({k: 1e6 * v / sent for k, v in used.items()})
                 results.append(result)
-                cpu_us.append(1e6 * server_cpu / len(requests))
+                cpu_us.append(1e6 * server_cpu / sent)
                 print(f"  run {run + 1}: {result.per_s:8.0f} webhooks/s  p50 {result.p50_ms:6.2f} ms  "
                       f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.errors}  front-door process CPU "
                       f"{cpu_us[-1]:.0f} us/webhook")
@@ -256,6 +265,65 @@ def main(argv: list[str] | None = None) -> int:
               f"{stats['largest']}); {stats['payment_requests']} submissions in {stats['desk_batches']} "
               f"desk requests (largest {stats['largest_desk_batch']} payments)")
     return 0
+
+
+_WRK_SCRIPT = """
+-- jodo webhooks for wrk: each thread sends its own share of pre-signed requests, each once.
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+local requests, n = {}, 0
+function init(args)
+  local i = 0
+  for line in io.lines(args[1]) do
+    if i % tonumber(args[2]) == id then
+      local path, h1, v1, h2, v2, body = line:match("^(.-)\t(.-)\t(.-)\t(.-)\t(.-)\t(.*)$")
+      local headers = {["Content-Type"] = "application/json", [h1] = v1}
+      if h2 ~= "" then headers[h2] = v2 end
+      requests[#requests + 1] = wrk.format("POST", path, headers, body)
+    end
+    i = i + 1
+  end
+end
+function request()
+  n = n + 1
+  return requests[(n - 1) % #requests + 1]
+end
+"""
+
+
+def _wrk(base: str, requests: list[tuple[str, bytes, dict[str, str]]], args: argparse.Namespace,
+         work: Path) -> tuple[RunResult, int]:
+    """One wrk run over pre-signed requests (file lines: path, two headers, body, tab-separated)."""
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / "requests.tsv").open("w") as f:
+        for gateway, body, headers in requests:
+            extra = [(k, v) for k, v in headers.items() if k != "Content-Type"] + [("", "")]
+            (h1, v1), (h2, v2) = extra[0], extra[1]
+            f.write(f"/v1/webhooks/{gateway}\t{h1}\t{v1}\t{h2}\t{v2}\t{body.decode()}\n")
+    (work / "jodo.lua").write_text(_WRK_SCRIPT)
+    threads = 2
+    done = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{args.concurrency}", f"-d{args.duration:g}s", "--latency",
+         "--timeout", "10s", "-s", str(work / "jodo.lua"), base, "--", str(work / "requests.tsv"),
+         str(threads)],
+        capture_output=True, text=True, timeout=args.duration + 60, check=True,
+    )
+    out = done.stdout
+    sent = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if sent > len(requests):
+        print(f"  warning: wrk sent {sent} requests but only {len(requests)} distinct: raise --requests")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    per_s = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return RunResult(per_s=per_s, p50_ms=_wrk_ms(out, "50%"), p99_ms=_wrk_ms(out, "99%"),
+                     errors=int(errors.group(1)) if errors else 0, wall_s=args.duration), sent
+
+
+def _wrk_ms(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def _proc_cpu(processes: dict[str, str]) -> dict[str, float]:
