@@ -483,7 +483,12 @@ class Demo:
 
     async def _summary(self, wall: float) -> dict[str, Any]:
         await self._settle()  # the shards have read back what the simulator did
-        counts = await self.backend.call(_counts, timeout=60.0)
+        deadline = time.monotonic() + 30
+        while True:  # and the desk has marked every acknowledged payment in the ledger
+            counts = await self.backend.call(_counts, timeout=60.0)
+            if not counts["ledger"].get("pending") or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         opened = Counter[str]()
         for path in (self.data / "outbox").glob("work-orders-*.jsonl"):
             with path.open(encoding="utf-8") as f:
