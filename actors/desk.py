@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,9 @@ class PaymentDesk(JodoActor):
         intake = self.intake
         groups: set[int] = set()
         if intake:
+            started = time.perf_counter()
             intakes = service.receive_many([items for _, _, items in intake], now)
+            self.metric("journal_commit", "PaymentDesk", time.perf_counter() - started)
             self.intake = []
             for (sender, batch_id, items), result in zip(intake, intakes, strict=True):
                 if result.saturated:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,13 @@ from protocols.payments import PaymentReceived
 T = TypeVar("T")
 HEAD_END = "hes-1"
 STORED_SINK = "actors.deadletters:stored_sink"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
@@ -75,22 +83,29 @@ def running_jodo(
     start_node: Callable[..., Node], tmp_path: Path, *, meters: int, groups: int = 2,
     sim: SimConfig | None = None, **options: object,
 ) -> Iterator[Jodo]:
-    """A simulator whose first ``meters`` meters start disconnected, and a node wired to it."""
+    """A simulator whose first ``meters`` meters start disconnected, and a node wired to it.
+
+    The node starts first and the simulator after it, on a port chosen beforehand: actor processes are
+    forked from the node's starter and inherit every descriptor it has open, so a simulator started
+    before would have its listening socket held open by every actor (an outage could not refuse
+    connections, and the simulator could not listen again after it).
+    """
     config = sim or SimConfig(meters=meters, disconnected_fraction=1.0, seed=1)
-    with SimulatorThread(config).start() as thread:
-        opts = TreeOptions(
-            data_dir=str(tmp_path / "data"), groups=groups, synchronous="normal",
-            head_ends=(HeadEnd(name=HEAD_END, host=thread.host, port=thread.port, command_timeout=10.0),),
-            **options,  # type: ignore[arg-type]
-        )
-        previous = os.environ.get(DATA_DIR_ENV)
-        os.environ[DATA_DIR_ENV] = opts.data_dir  # the root's dead-letter sink finds the store by it
-        try:
-            node = start_node(jodo_tree(opts), root_flags(), dead_letter_sink=STORED_SINK)
-        finally:
-            if previous is None:
-                os.environ.pop(DATA_DIR_ENV, None)
-            else:
-                os.environ[DATA_DIR_ENV] = previous
+    port = free_port()
+    opts = TreeOptions(
+        data_dir=str(tmp_path / "data"), groups=groups, synchronous="normal",
+        head_ends=(HeadEnd(name=HEAD_END, host="127.0.0.1", port=port, command_timeout=10.0),),
+        **options,  # type: ignore[arg-type]
+    )
+    previous = os.environ.get(DATA_DIR_ENV)
+    os.environ[DATA_DIR_ENV] = opts.data_dir  # the root's dead-letter sink finds the store by it
+    try:
+        node = start_node(jodo_tree(opts), root_flags(), dead_letter_sink=STORED_SINK)
+    finally:
+        if previous is None:
+            os.environ.pop(DATA_DIR_ENV, None)
+        else:
+            os.environ[DATA_DIR_ENV] = previous
+    with SimulatorThread(config, port=port).start() as thread:
         client = NodeClient(node, groups=groups)
         yield Jodo(node=node, client=client, sim=thread, options=opts)
