@@ -148,6 +148,30 @@ def _close_saved_stdio_in_child() -> None:
             os.close(_saved_stdio.pop())
 
 
+def _listening_fds() -> list[int]:
+    """This process's file descriptors that are listening TCP sockets (Linux /proc)."""
+    listening: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        listening.update(int(cols[9]) for cols in map(str.split, lines) if cols[3] == "0A")
+    found = []
+    try:
+        entries = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    for name in entries:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in listening:
+            found.append(int(name))
+    return found
+
+
 os.register_at_fork(after_in_child=_close_saved_stdio_in_child)
 
 
@@ -168,6 +192,9 @@ def _detached_stdio(target: Path | None) -> Iterator[None]:
         else os.open(os.devnull, os.O_WRONLY)
     )
     _saved_stdio.extend([*saved, null_in, out])  # the child needs none of them beyond its 0-2
+    # Nor the starter's own listening sockets (a front door, a simulated head-end): every actor is
+    # forked from the admin, so each would hold them open, and a restarted server could not bind.
+    _saved_stdio.extend(_listening_fds())
     try:
         os.dup2(null_in, 0)
         os.dup2(out, 1)
