@@ -268,6 +268,7 @@ class ShardService:
             ]
         index = {id(c): i for i, c in enumerate(commands)}
         rejected += [(index.get(id(c), -1), reason) for c, reason in step.failures]
+        rejected += [(index.get(id(c), -1), f"{c.account}: {reason}") for c, reason in step.refused]
         for c, reason in step.failures:
             log.warning("meter command rejected", extra={"account": c.account, "reason": reason})
         return rejected
@@ -290,6 +291,7 @@ class ShardService:
             effects=tuple(e for s in steps for e in s.effects),
             states=dict(self._overlay),
             failures=tuple(f for s in steps for f in s.failures),
+            refused=tuple(r for s in steps for r in s.refused),
         )
         self._commit(step, now)
         self.host.assign(step, now)

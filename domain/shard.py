@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from domain.commands import CheckMeter, MeterCommand
-from domain.effects import Effect
+from domain.effects import Effect, MeterCommandRejected
 from domain.enums import RelayState, WorkOrderAction
 from domain.events import MeterEvent
 from domain.meter import evolve, handle, next_check_at
@@ -57,6 +57,7 @@ class HostStep:
     effects: tuple[Effect, ...]
     states: dict[str, Meter]
     failures: tuple[tuple[MeterCommand, str], ...]
+    refused: tuple[tuple[MeterCommand, str], ...] = ()  # business refusals (MeterCommandRejected)
 
 
 class MeterHost:
@@ -107,6 +108,7 @@ class MeterHost:
         events: list[tuple[int, MeterEvent]] = []
         effects: list[Effect] = []
         failures: list[tuple[MeterCommand, str]] = []
+        refused: list[tuple[MeterCommand, str]] = []
         for command in commands:
             account = command.account
             state = overlay.get(account) or behind.get(account) or self.get(account)
@@ -120,7 +122,8 @@ class MeterHost:
                 shard = logical_shard(account, self.shards)
                 events.extend((shard, e) for e in evs)
             effects.extend(effs)
-        return HostStep(tuple(events), tuple(effects), overlay, tuple(failures))
+            refused += [(command, e.reason) for e in effs if isinstance(e, MeterCommandRejected)]
+        return HostStep(tuple(events), tuple(effects), overlay, tuple(failures), tuple(refused))
 
     def assign(self, step: HostStep, now: int) -> None:
         """Make a journaled step's states current and file their next checks."""

@@ -132,3 +132,14 @@ def test_group_hosts_only_its_logical_shards(tmp_path: Path, groups: int) -> Non
     store = open_shard_store(tmp_path, 1, StoreOptions(synchronous="normal"))
     s = ShardService(group=1, groups=groups, shards=256, store=store, policy=POLICY)
     assert all(group_of(x, groups) == 1 for x in s.shards)
+
+
+def test_a_bill_for_an_unknown_account_is_reported_as_refused(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(1, relay=RelayState.CONNECTED, dues=0), T0)
+    bills = [
+        PostBill(account="N0000000000", bill_id="B2", amount_paise=100, due_date="2026-03-20", issued_at=T0),
+        PostBill(account="NOPE", bill_id="B1", amount_paise=100, due_date="2026-03-20", issued_at=T0),
+    ]
+    out = s.apply(bills, T0)
+    assert [i for i, _ in out.rejected] == [1] and "NOPE" in out.rejected[0][1]
