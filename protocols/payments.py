@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from protocols.codec import message
-from protocols.wire import Carrier
+from protocols.wire import BatchCarrier, Carrier
 
 __all__ = [
     "MAX_PAYMENT_PAISE",
@@ -99,39 +99,27 @@ class PaymentItemResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class PaymentBatch(Carrier):
+class PaymentBatch(BatchCarrier):
     """Front door / import / inject → desk: encoded `PaymentReceived` records (codec.encode_many)."""
 
     batch_id: str
     payload: bytes
 
-    @property
-    def request_id(self) -> str:
-        return self.batch_id
-
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class PaymentBatchResult(Carrier):
+class PaymentBatchResult(BatchCarrier):
     """Desk → sender, after the ledger commit: encoded `PaymentItemResult` records."""
 
     batch_id: str
     payload: bytes
 
-    @property
-    def request_id(self) -> str:
-        return self.batch_id
-
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class DeskSaturated(Carrier):
+class DeskSaturated(BatchCarrier):
     """Desk → sender: too many payments in flight; nothing of the batch was stored. Retry later."""
 
     batch_id: str
     retry_after_s: int = 1
-
-    @property
-    def request_id(self) -> str:
-        return self.batch_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.wire import Carrier
+from protocols.wire import BatchCarrier, Carrier
 
 __all__ = [
     "ClockSet",
@@ -88,29 +88,21 @@ class GatewayInit(Carrier):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class MeterCommandBatch(Carrier):
+class MeterCommandBatch(BatchCarrier):
     """Any meter commands (codec `encode_many`): registrations, bills, overrides, state reports."""
 
     batch_id: str
     payload: bytes
 
-    @property
-    def request_id(self) -> str:
-        return self.batch_id
-
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class MeterCommandBatchResult(Carrier):
+class MeterCommandBatchResult(BatchCarrier):
     """Shard → sender, after the journal commit. ``rejected``: (index, reason) per refused command."""
 
     batch_id: str
     group: int
     accepted: int
     rejected: tuple[tuple[int, str], ...] = ()
-
-    @property
-    def request_id(self) -> str:
-        return self.batch_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Carrier"]
+__all__ = ["BatchCarrier", "Carrier"]
 
 
 class Carrier:
@@ -19,3 +19,14 @@ class Carrier:
         return f"<{type(self).__name__}>"
 
     __str__ = __repr__
+
+
+class BatchCarrier(Carrier):
+    """A Carrier answered by batch id: its ``request_id`` is its ``batch_id`` (what asks match on)."""
+
+    __slots__ = ()
+    batch_id: str
+
+    @property
+    def request_id(self) -> str:
+        return self.batch_id
