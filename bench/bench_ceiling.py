@@ -1,0 +1,163 @@
+"""The ceiling: one process, no actors. `python -m bench.bench_ceiling [--meters N] [--batches 1000,10000]`.
+
+Prints JSON lines (and a short line for humans on stderr), asserts nothing. The same work one payment
+does inside jodo, with nothing in between: for each batch
+
+1. decode the encoded `PaymentReceived` records (protocols.codec, validated: they come from outside);
+2. turn each into `ClearPayment` and decide the batch on the meter entities (`MeterHost.step`, default
+   policy), every meter registered, disconnected and owing the amount paid;
+3. journal the events, encoded with protocols.codec, in ONE durable commit (SQLite ShardStore,
+   synchronous=full), then `MeterHost.assign`;
+4. encode the resulting relay commands (`SendRelayCommand`, codec.encode_many).
+
+No ledger (desk) write, no head-end, no read-back: this is an upper bound for the shard side of the
+batch path, not a like-for-like copy of jodo. payments/s is the median of `--runs` runs, each over
+`--payments` payments on a fresh store (meters registered once, each run pays a distinct slice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from domain.commands import ClearPayment, RegisterMeter
+from domain.effects import SendRelayCommand
+from domain.enums import RelayState
+from domain.policy import load_policy
+from domain.shard import MeterHost
+from protocols import codec
+from protocols.payments import PaymentReceived
+from storage import StoreOptions, open_shard_store
+from storage.records import NewEvent
+
+DUES = 150_000
+HEAD_END = "hes-1"
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def account(i: int) -> str:
+    return f"N{i:010d}"
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def register(host: MeterHost, meters: int, now: int) -> None:
+    chunk = 50_000
+    for lo in range(0, meters, chunk):
+        commands = [
+            RegisterMeter(account=account(i), serial=f"MPW{i:08d}", head_end=HEAD_END, install_year=2022,
+                          relay_capable=True, control_mode=2, relay=RelayState.DISCONNECTED,
+                          opening_dues_paise=DUES)
+            for i in range(lo, min(meters, lo + chunk))
+        ]
+        host.assign(host.step(commands, now), now)
+
+
+def encoded_batches(start: int, total: int, batch: int, now: int) -> list[bytes]:
+    out = []
+    for lo in range(start, start + total, batch):
+        out.append(codec.encode_many(
+            PaymentReceived(payment_id=f"pay-{i}", account=account(i), amount_paise=DUES, channel="upi",
+                            gateway="razorpay", paid_at=now, received_at=now)
+            for i in range(lo, min(start + total, lo + batch))
+        ))
+    return out
+
+
+def _ref(e: object) -> str | None:
+    for name in ("payment_id", "command_id", "bill_id"):
+        value = getattr(e, name, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def run(host: MeterHost, store_dir: Path, batches: list[bytes], now: int) -> tuple[float, int, int, int]:
+    """Process every batch; returns (seconds, payments, events journaled, relay commands encoded)."""
+    store = open_shard_store(store_dir, 0, StoreOptions(synchronous="full"))
+    paid = events_total = commands_total = 0
+    command_bytes = 0
+    started = time.perf_counter()
+    for data in batches:
+        received = codec.decode_many(data, expect=PaymentReceived)
+        credits = [
+            ClearPayment(account=p.account, payment_id=p.payment_id, amount_paise=p.amount_paise,
+                         channel=p.channel, cashless=p.cashless, paid_at=p.paid_at)
+            for p in received
+        ]
+        step = host.step(credits, now)
+        events = [
+            NewEvent(shard=shard, account=e.account, kind=type(e).__name__, ref=_ref(e), at=e.at,
+                     body=codec.encode(e))
+            for shard, e in step.events
+        ]
+        store.commit(events)
+        host.assign(step, now)
+        relay = [e for e in step.effects if isinstance(e, SendRelayCommand)]
+        command_bytes += len(codec.encode_many(relay))
+        paid += len(received)
+        events_total += len(events)
+        commands_total += len(relay)
+    took = time.perf_counter() - started
+    store.close()
+    return took, paid, events_total, commands_total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_ceiling", description=__doc__.split("\n")[0])
+    parser.add_argument("--meters", type=int, default=725_000, help="registered meters (default 725000)")
+    parser.add_argument("--payments", type=int, default=100_000, help="payments per run (default 100000)")
+    parser.add_argument("--batches", default="1000,10000", help="batch sizes, comma separated")
+    parser.add_argument("--runs", type=int, default=3, help="runs per batch size; the median is reported")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the store files")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.batches.split(",") if s]
+    needed = args.payments * args.runs * len(sizes)
+    if needed > args.meters:
+        parser.error(f"--payments x --runs x batch sizes = {needed:,} > --meters {args.meters:,}: "
+                     "every payment must reconnect a distinct meter")
+    root = args.dir or Path(tempfile.mkdtemp(prefix="jodo-ceiling-"))
+    now = int(time.time())
+    gc.disable()  # as the shard service does while loading: meters hold no cycles
+    host = MeterHost(load_policy())
+    base = rss_bytes()
+    started = time.perf_counter()
+    register(host, args.meters, now)
+    took = time.perf_counter() - started
+    emit(stage="start", bench="ceiling", meters=args.meters, payments=args.payments, runs=args.runs,
+         batches=sizes, cpus=os.cpu_count(), python=sys.version.split()[0], dir=str(root),
+         register_seconds=round(took, 2), bytes_per_meter=round((rss_bytes() - base) / max(1, args.meters)))
+    gc.enable()
+    next_account = 0
+    for size in sizes:
+        rates = []
+        for r in range(args.runs):
+            batches = encoded_batches(next_account, args.payments, size, now)
+            next_account += args.payments
+            seconds, paid, events, commands = run(host, root / f"b{size}-r{r}", batches, now)
+            rates.append(paid / seconds)
+            emit(stage="run", batch=size, run=r + 1, payments=paid, seconds=round(seconds, 3),
+                 payments_per_s=round(paid / seconds), events=events, relay_commands=commands)
+        median = statistics.median(rates)
+        emit(stage="ceiling", batch=size, runs=args.runs, payments_per_s=round(median),
+             runs_payments_per_s=[round(x) for x in rates])
+        print(f"ceiling, batch {size:,}: median {median:,.0f} payments/s", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
