@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import signal
 import statistics
@@ -109,6 +110,15 @@ def _drive(sim: SimProcess, commands: list[HesCommand], config: AdapterConfig, t
     return elapsed
 
 
+JSON = False
+
+
+def record(**fields: object) -> None:
+    """One machine-readable result line (with --json), next to the lines for humans."""
+    if JSON:
+        print(json.dumps({"bench": "headend", **fields}), flush=True)
+
+
 def bench_throughput(n: int, runs: int, young: int) -> None:
     gc_note = f"gen-0 threshold {young}" if young else "default GC thresholds"
     print(f"1. throughput: {n} connects (+{n} read-backs) per run, zero latency, one connection, "
@@ -130,6 +140,8 @@ def bench_throughput(n: int, runs: int, young: int) -> None:
         gc.set_threshold(*saved)
     print(f"   median {statistics.median(rates):,.0f} commands/s  (runs: "
           + ", ".join(f"{x:,.0f}" for x in rates) + ")  aim ≥ 50,000/s\n", flush=True)
+    record(figure="throughput", commands=n, gc_young=young or 700, runs=runs,
+           commands_per_s=round(statistics.median(rates)), runs_commands_per_s=[round(x) for x in rates])
 
 
 def bench_rate_limited(n: int, rate: float, runs: int) -> None:
@@ -148,6 +160,8 @@ def bench_rate_limited(n: int, rate: float, runs: int) -> None:
             sim.stop()
     print(f"   median {statistics.median(times):.1f} s  (runs: "
           + ", ".join(f"{x:.1f}" for x in times) + f")  aim ≤ {floor * 1.1:.0f} s\n", flush=True)
+    record(figure="rate_limited_reconnect", meters=n, rate_limit=rate, floor_s=round(floor, 1), runs=runs,
+           seconds=round(statistics.median(times), 1), runs_seconds=[round(x, 1) for x in times])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2_000, help="head-end rate limit, commands/s")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in seconds")
     parser.add_argument("--only", choices=["throughput", "reconnect"], help="run one benchmark")
+    parser.add_argument("--json", action="store_true", help="also print a JSON line per figure")
     parser.add_argument(
         "--gc-young",
         type=int,
@@ -166,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         "run with Python's default (700); 0 = only the default (default %(default)s)",
     )
     args = parser.parse_args(argv)
+    global JSON
+    JSON = args.json
     if args.quick:
         args.commands, args.meters, args.runs = 20_000, 4_000, 1
     print(f"bench_headend: python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n", flush=True)

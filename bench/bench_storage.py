@@ -15,6 +15,7 @@ Every figure is the median of 3 runs on a fresh store. Measured:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sqlite3
@@ -241,11 +242,23 @@ def bench_audit(root: Path, total: int) -> tuple[float, float, int]:
     return by_account * 1000, by_ref * 1000, per_shard
 
 
+JSON = False
+
+
+def record(**fields: object) -> None:
+    """One machine-readable result line (with --json), next to the lines for humans."""
+    if JSON:
+        print(json.dumps({"bench": "storage", **fields}), flush=True)
+
+
 def main() -> None:
+    global JSON
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="where to put the bench files")
     parser.add_argument("--quick", action="store_true", help="smaller totals, for a smoke run")
+    parser.add_argument("--json", action="store_true", help="also print a JSON line per figure")
     args = parser.parse_args()
+    JSON = args.json
     root = args.dir or Path(tempfile.gettempdir())
     scale = 10 if args.quick else 1
     print(f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, files under {root}")
@@ -258,30 +271,40 @@ def main() -> None:
                 f"  synchronous={sync:<6} batch {batch:>6,}: {rate:>10,.0f} events/s"
                 f"  ({cpu_rate:>9,.0f} per CPU-second)"
             )
+            record(figure="journal_commit", synchronous=sync, batch=batch, events_per_s=round(rate),
+                   events_per_cpu_s=round(cpu_rate))
     print("WAL written per commit (KiB), warm store")
     for batch in (100, 1_000, 10_000):
         kib = wal_kib_per_commit(batch)
         print(f"  batch {batch:>6,}: {kib:>8,.0f} KiB = {kib * 1024 / batch:,.0f} B/event")
+        record(figure="wal_per_commit", batch=batch, kib=round(kib, 1),
+               bytes_per_event=round(kib * 1024 / batch))
     print("rejected design: a row per event + account and ref indexes, synchronous=full")
     for batch, total in ((1_000, 200_000), (10_000, 500_000)):
         rate = bench_rows_with_indexes(root, batch, total // scale)
         print(f"  batch {batch:>6,}: {rate:>10,.0f} events/s")
+        record(figure="rejected_row_per_event", batch=batch, events_per_s=round(rate))
     print("record_payments (payments/s), synchronous=full, ~300 B bodies")
     for batch, total in ((100, 20_000), (1_000, 100_000)):
         rate = bench_payments(root, batch, total // scale)
         print(f"  batch {batch:>6,}: {rate:>10,.0f} payments/s")
+        record(figure="record_payments", batch=batch, payments_per_s=round(rate))
     save, load = bench_snapshots(root)
     print(f"snapshots, {METERS:,} meters x {SNAPSHOT_BYTES_PER_METER} B in {SHARDS} blobs (one save)")
     print(f"  save: {save:>12,.0f} meters/s ({METERS / save:.2f} s)")
     print(f"  load: {load:>12,.0f} meters/s ({METERS / load:.2f} s)")
+    record(figure="snapshots", meters=METERS, save_meters_per_s=round(save), load_meters_per_s=round(load))
     seconds, steps = bench_recovery(root)
     print(f"recovery: {SHARDS} snapshots ({METERS:,} meters) + {TAIL:,} tail events")
     print(f"  {seconds:.2f} s to open and stream {steps:,} steps")
+    record(figure="recovery", meters=METERS, tail_events=TAIL, seconds=round(seconds, 2), steps=steps)
     audit_total = 1_000_000 // scale
     by_account, by_ref, per_shard = bench_audit(root, audit_total)
     print(f"audit on a group of {audit_total:,} events (~{per_shard:,} per logical shard)")
     print(f"  events_for_account(limit=20): {by_account:7.1f} ms")
     print(f"  events_for_ref:               {by_ref:7.1f} ms")
+    record(figure="audit", events=audit_total, events_for_account_ms=round(by_account, 1),
+           events_for_ref_ms=round(by_ref, 1))
 
 
 if __name__ == "__main__":

@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-in-node", action="store_true",
                         help="run the simulated head-end as a thread of the node's process (jodo serve's "
                              "built-in one) instead of a process of its own")
+    parser.add_argument("--json", action="store_true", help="also print a JSON line with the medians")
     args = parser.parse_args(argv)
     if args.requests * (args.runs + 1) > args.meters:
         parser.error("--meters must cover (--runs + 1) x --requests distinct accounts")
@@ -260,6 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median of {len(results)}: {statistics.median(r.per_s for r in results):.0f} webhooks/s, "
           f"p50 {statistics.median(r.p50_ms for r in results):.2f} ms, "
           f"p99 {statistics.median(r.p99_ms for r in results):.2f} ms")
+    if args.json and results:
+        print(json.dumps({
+            "bench": "webhooks", "figure": "webhooks", "meters": args.meters, "requests": args.requests,
+            "runs": len(results), "concurrency": args.concurrency, "format": args.format,
+            "generator": args.generator,
+            "webhooks_per_s": round(statistics.median(r.per_s for r in results)),
+            "p50_ms": round(statistics.median(r.p50_ms for r in results), 2),
+            "p99_ms": round(statistics.median(r.p99_ms for r in results), 2),
+            "non_2xx": sum(r.errors for r in results),
+            "runs_webhooks_per_s": [round(r.per_s) for r in results],
+        }), flush=True)
     if stats:
         print(f"batching: {stats['items']} webhooks in {stats['batches']} front-door batches (largest "
               f"{stats['largest']}); {stats['payment_requests']} submissions in {stats['desk_batches']} "
