@@ -166,7 +166,7 @@ def main() -> None:
     pids: set[int] = set()
     try:
         # ---- creation
-        addresses = []
+        addresses: list[Any] = []
         started = time.perf_counter()
         stop_reason = "cap"
         while len(addresses) < args.cap:
