@@ -154,7 +154,7 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if ceiling:
         out["ceiling_payments_per_s"] = {str(k): v for k, v in ceiling.items()}
     if naive:
-        keys = ("actors", "actors_per_s", "rss_per_meter_kb", "payments_per_s")
+        keys = ("actors", "actors_per_s", "rss_per_meter_kb", "pss_per_meter_kb", "payments_per_s")
         out["naive"] = {k: naive[0][k] for k in keys}
     if runtime:
         jodo = runtime[0]["payments_per_s"]
@@ -232,7 +232,10 @@ def write_doc(path: Path, report: dict[str, Any], json_path: Path) -> None:
             n = s["naive"]
             lines += [f"| naive: meter actors reached | {cell(n['actors'])} |",
                       f"| naive: creation rate (actors/s) | {cell(n['actors_per_s'])} |",
-                      f"| naive: RSS per meter actor (KiB) | {cell(n['rss_per_meter_kb'])} |",
+                      "| naive: RSS per meter actor (KiB, sum of VmRSS / actors) | "
+                      f"{cell(n['rss_per_meter_kb'])} |",
+                      "| naive: PSS per meter actor (KiB, shared pages split) | "
+                      f"{cell(n['pss_per_meter_kb'])} |",
                       f"| naive: round-trip payments/s (median) | {cell(n['payments_per_s'])} |"]
         if "jodo_payments_per_s" in s:
             lines.append(f"| jodo end to end, batch {cell(s.get('jodo_batch'))} (payments/s, one run) | "

@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from domain.commands import ClearPayment, RegisterMeter
@@ -57,15 +58,16 @@ def rss_bytes() -> int:
 
 
 def register(host: MeterHost, meters: int, now: int) -> None:
-    chunk = 50_000
-    for lo in range(0, meters, chunk):
-        commands = [
-            RegisterMeter(account=account(i), serial=f"MPW{i:08d}", head_end=HEAD_END, install_year=2022,
-                          relay_capable=True, control_mode=2, relay=RelayState.DISCONNECTED,
-                          opening_dues_paise=DUES)
-            for i in range(lo, min(meters, lo + chunk))
-        ]
-        host.assign(host.step(commands, now), now)
+    """Load `meters` registered meters as a snapshot load would: one meter registered through the
+    domain (disconnected, owing DUES), copied under every account (`MeterHost.restore`), then the
+    timers rebuilt. Registering each one through `handle` gives the same states, only slower."""
+    command = RegisterMeter(account=account(0), serial="MPW00000000", head_end=HEAD_END, install_year=2022,
+                            relay_capable=True, control_mode=2, relay=RelayState.DISCONNECTED,
+                            opening_dues_paise=DUES)
+    step = host.step([command], now)
+    template = step.states[account(0)]
+    host.restore(replace(template, account=account(i), serial=f"MPW{i:08d}") for i in range(meters))
+    host.rebuild_timers(now)
 
 
 def encoded_batches(start: int, total: int, batch: int, now: int) -> list[bytes]:

@@ -52,6 +52,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages split between the processes that share them."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -106,6 +117,7 @@ class MeterActor(Actor):  # type: ignore[misc]  # thespian is untyped
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.meter: Meter | None = None
+        self.registered: Meter | None = None  # each round pays a meter that is disconnected and owing
 
     def receiveMessage(self, message: Any, sender: Any) -> None:  # thespian's name
         if isinstance(message, ActorExitRequest):
@@ -119,8 +131,10 @@ class MeterActor(Actor):  # type: ignore[misc]  # thespian is untyped
                                     control_mode=2, relay=RelayState.DISCONNECTED,
                                     opening_dues_paise=DUES)
             self.meter, _, _ = handle(None, command, message.now, policy)
+            self.registered = self.meter
             self.send(sender, Done(os.getpid(), b""))
-        elif isinstance(message, Pay) and self.meter is not None:
+        elif isinstance(message, Pay) and self.registered is not None:
+            self.meter = self.registered  # every round is a real reconnect decision
             credit = ClearPayment(account=self.meter.account, payment_id=message.payment_id,
                                   amount_paise=message.amount_paise, channel="upi", cashless=True,
                                   paid_at=message.now)
@@ -190,15 +204,17 @@ def main() -> None:
 
         # ---- memory
         total = sum(rss_bytes(p) for p in pids)
+        pss = sum(pss_bytes(p) for p in pids)
         emit(stage="memory", actor_processes=len(pids), rss_total_mb=round(total / 2**20, 1),
-             rss_per_meter_kb=round(total / max(1, len(pids)) / 1024))
+             rss_per_meter_kb=round(total / max(1, len(pids)) / 1024),
+             pss_per_meter_kb=round(pss / max(1, len(pids)) / 1024))
 
         # ---- round trips
         rates = []
         for r in range(args.rounds + 1):  # round 0 warms up (first outside send to each actor): not counted
             t0 = time.perf_counter()
             for i, addr in enumerate(addresses):
-                system.tell(addr, mod.Pay(f"pay-{r}-{i}", DUES if r == 0 else 100, now))
+                system.tell(addr, mod.Pay(f"pay-{r}-{i}", DUES, now))
             replies = collect(system, n, args.timeout)
             took = time.perf_counter() - t0
             if r > 0:
@@ -209,6 +225,7 @@ def main() -> None:
                  relay_commands=sum(1 for d in replies if len(d.body) > 1))
         emit(stage="naive", actors=n, actors_per_s=round(n / created_s, 1),
              rss_per_meter_kb=round(total / max(1, len(pids)) / 1024),
+             pss_per_meter_kb=round(pss / max(1, len(pids)) / 1024),
              payments_per_s=round(statistics.median(rates)) if rates else 0,
              runs_payments_per_s=[round(x) for x in rates])
     finally:

@@ -257,10 +257,12 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="where to put the bench files")
     parser.add_argument("--quick", action="store_true", help="smaller totals, for a smoke run")
     parser.add_argument("--json", action="store_true", help="also print a JSON line per figure")
+    parser.add_argument("--scale", type=int, default=0,
+                        help="divide the journal, ledger and audit totals by this (--quick: 10)")
     args = parser.parse_args()
     JSON = args.json
     root = args.dir or Path(tempfile.gettempdir())
-    scale = 10 if args.quick else 1
+    scale = args.scale or (10 if args.quick else 1)
     print(f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, files under {root}")
     print("medians of 3 runs, fresh store each run\n")
     print("journal commit (events/s), ~80 B bodies, 256 logical shards, half the events ref'd")
