@@ -58,7 +58,7 @@ BENCHES: tuple[Bench, ...] = (
           ("--meters", "1000000", "--runs", "3"),
           ("--meters", "30000", "--runs", "1", "--apply-sample", "10000", "--trace-sample", "5000"),
           "meter core in one process: register, bill, pay, replay; bytes per meter"),
-    Bench("storage", "bench.bench_storage", ("--json",), ("--json", "--quick"),
+    Bench("storage", "bench.bench_storage", ("--json",), ("--json", "--quick", "--scale", "100"),
           "SQLite journal, WAL, payments ledger, snapshots, recovery, audit queries"),
     Bench("headend", "bench.bench_headend", ("--json",), ("--json", "--quick", "--gc-young", "0"),
           "head-end adapter against the simulator: commands/s, rate-limited mass reconnect"),
