@@ -91,6 +91,7 @@ class SimStats:
     misreported: int = 0
     dropped: int = 0
     duplicated: int = 0
+    deduplicated: int = 0  # switching commands received again by id: answered, not executed again
     lost_to_closed_sessions: int = 0
 
 
@@ -103,6 +104,8 @@ class _Fate:
     duplicate_after: float | None
     reorder_delay: float
 
+
+_RAN_KEPT = 1_000_000  # switching commands remembered for deduplication
 
 _CLEAN = _Fate(0.0, None, False, False, None, 0.0)
 
@@ -144,6 +147,10 @@ class SimCore:
         self._deliveries: list[tuple[float, int, int, HesCommandResult]] = []  # t, seq, sid
         self._seq = 0
         self._outbox: dict[int, list[HesCommandResult]] = defaultdict(list)
+        # Idempotent receiver (IEC 61968-9 MessageID practice): a switching command that already ran
+        # is answered with its recorded result when its id comes again (a gateway that restarted
+        # re-sends what it had in flight), instead of running on the meter a second time.
+        self._ran: dict[str, HesCommandResult] = {}
         self._windows = sorted((now + s, now + s + d) for s, d in config.outages)
         self._manual_outage_until: float | None = None
         self._in_outage = False
@@ -285,6 +292,10 @@ class SimCore:
             if i is None:
                 reject(HesRejection(cid, HesRejectReason.UNKNOWN_METER))
                 continue
+            if action is not _READ and cid in self._ran:
+                done(self._ran[cid]._replace(at=now))
+                self.stats.deduplicated += 1
+                continue
             if expires_at <= now:
                 reject(HesRejection(cid, HesRejectReason.EXPIRED))
                 continue
@@ -315,7 +326,10 @@ class SimCore:
                 else:
                     failed += 1
             status = _PROCESSED if error is None else _ERROR
-            done(new(HesCommandResult, (cid, meter, status, _CONTROL[cs], cs == 1, mode, error, now)))
+            result = new(HesCommandResult, (cid, meter, status, _CONTROL[cs], cs == 1, mode, error, now))
+            done(result)
+            if action is not _READ and error is None:
+                self._remember(cid, result)
         stats = self.stats
         stats.executed += executed
         stats.reads += reads
@@ -389,9 +403,18 @@ class SimCore:
                     cmd.command_id, cmd.meter, HesResultStatus.ERROR, _CONTROL[cs], cs == 1, mode, error, t
                 )
             self.stats.executed += 1
-        return HesCommandResult(
+        result = HesCommandResult(
             cmd.command_id, cmd.meter, HesResultStatus.PROCESSED, _CONTROL[cs], cs == 1, mode, None, t
         )
+        if cmd.action is not HesAction.READ:
+            self._remember(cmd.command_id, result)
+        return result
+
+    def _remember(self, command_id: str, result: HesCommandResult) -> None:
+        ran = self._ran
+        ran[command_id] = result
+        if len(ran) > _RAN_KEPT:
+            del ran[next(iter(ran))]  # the oldest: ids are re-sent within minutes, not days
 
     def _run(self, t: float, sid: int, index: int, cmd: HesCommand, fate: _Fate) -> None:
         if t >= cmd.expires_at:

@@ -105,6 +105,9 @@ def run_with_kills(j: Jodo, victims: list[str]) -> None:
     pay_until_recorded(j, [payment(1, amount=DUES, pid="after-chaos")])
     eventually(lambda: j.sim.relay_state(serial(1)).control_state == HesControlState.CONNECTED,
                what="a payment after the chaos to reconnect")
+    # no intent ran twice on a meter: one connect per paid meter reached the relays, whatever was
+    # re-sent after the kills (the head-end answers a re-sent command id from its record)
+    assert j.sim.stats().executed == len(paid) + 1
 
 
 @pytest.mark.parametrize(
