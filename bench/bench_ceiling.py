@@ -10,6 +10,7 @@ does inside jodo, with nothing in between: for each batch
    synchronous=full), then `MeterHost.assign`;
 4. encode the resulting relay commands (`SendRelayCommand`, codec.encode_many).
 
+GC as in a shard actor: meters frozen (gc.freeze) after loading, gen-0 threshold 50 000.
 No ledger (desk) write, no head-end, no read-back: this is an upper bound for the shard side of the
 batch path, not a like-for-like copy of jodo. payments/s is the median of `--runs` runs, each over
 `--payments` payments on a fresh store (meters registered once, each run pays a distinct slice).
@@ -144,6 +145,10 @@ def main() -> None:
     emit(stage="start", bench="ceiling", meters=args.meters, payments=args.payments, runs=args.runs,
          batches=sizes, cpus=os.cpu_count(), python=sys.version.split()[0], dir=str(root),
          register_seconds=round(took, 2), bytes_per_meter=round((rss_bytes() - base) / max(1, args.meters)))
+    # The shard actors' GC settings (actors/shard.py, actors/base.py): the held meters frozen out of
+    # the cyclic GC's reach after loading, a 50 000-object young generation.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     gc.enable()
     next_account = 0
     for size in sizes:
