@@ -24,7 +24,7 @@ from actors.directory import Directory
 from actors.notices import FileNoticeSender
 from actors.shard_service import Outgoing, RelayEffect, ShardService
 from domain.commands import ClearPayment, MeterCommand
-from domain.effects import AckPayment
+from domain.effects import AckPayment, CancelRelayCommand, SendRelayCommand
 from domain.policy import load_policy
 from domain.state import Meter
 from protocols import codec
@@ -371,7 +371,15 @@ class MeterShard(JodoActor):
 
     def _deliver(self, out: Outgoing) -> None:
         for head_end, commands in out.relay.items():
-            self.relay_queue[head_end].extend(commands)
+            queue = self.relay_queue[head_end]
+            queue.extend(commands)
+            withdrawn = {c.command_id for c in commands if isinstance(c, CancelRelayCommand)}
+            if withdrawn:
+                # a command cancelled before it left this shard (a payment arriving while its
+                # disconnect waits for the gateway's window) is never sent, and neither is its cancel
+                unsent = {c.command_id for c in queue if isinstance(c, SendRelayCommand)} & withdrawn
+                if unsent:
+                    self.relay_queue[head_end] = deque(c for c in queue if c.command_id not in unsent)
             self._flush_relay(head_end)
         if out.notices and self.notices is not None:
             self._deliver_notices(out.notices)
