@@ -343,6 +343,7 @@ class MeterShard(JodoActor):
                 + host.relay_counts.get("disconnecting", 0),  # type: ignore[call-overload]
                 now=self.clock.now(), recovery_seconds=service.recovery_seconds,
                 journal_heads=sum(service.heads.values()),
+                queued_commands=sum(len(q) for q in self.relay_queue.values()),
             ),
         )
 

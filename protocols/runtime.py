@@ -160,6 +160,7 @@ class ShardStatus(Carrier):
     now: int
     recovery_seconds: float
     journal_heads: int
+    queued_commands: int = 0  # relay commands and cancels waiting for a gateway's credit window
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

@@ -12,7 +12,7 @@ import pytest
 
 from actors.facade import RuntimeConfig, SystemBaseName, new_request_id
 from actors.fakes import FakeGatewayMode, FakeGatewayQuery, FakeGatewayReport
-from domain.commands import RegisterMeter
+from domain.commands import PostBill, RegisterMeter
 from domain.enums import RelayState
 from jodo.client import NodeClient, Saturated
 from jodo.node import Node, NodeSetup
@@ -139,5 +139,40 @@ def test_the_desk_refuses_new_payments_when_saturated(tmp_path: Path) -> None:
         assert isinstance(client.pay([pay(9)]), Saturated)
         status = client.desk_status()
         assert status.saturated and dict(status.counts)["pending"] == 5
+    finally:
+        node.shutdown()
+
+
+def test_a_disconnect_still_queued_in_the_shard_is_dropped_when_the_consumer_pays(tmp_path: Path) -> None:
+    # no gateway at all: every relay command waits in the shard's queue
+    tree = tuple(spec for spec in jodo_tree(options(tmp_path)) if spec.id != "gateways")
+    node = Node(NodeSetup(runtime=RuntimeConfig(base=SystemBaseName.SIMPLE), root_flags=root_flags(),
+                          children=tree, ready_timeout=10.0))
+    node.start()
+    try:
+        client = NodeClient(node, groups=2)
+        start = 1_767_248_400  # Thu 1 Jan 2026 12:00 IST
+        client.set_clock(start)
+        client.send([RegisterMeter(account="A0", serial="S0", head_end="hes-1", install_year=2021,
+                                   relay_capable=True, control_mode=2)])
+        client.send([PostBill(account="A0", bill_id="B0", amount_paise=200_000, due_date="2026-01-02",
+                              issued_at=start)])
+        group = client.group_of("A0")
+        for day in range(1, 40):  # notice, 15 clear days, then a weekday at noon
+            client.set_clock(start + day * 86_400)
+            m = client.meter("A0")
+            if m is not None and m.relay is RelayState.DISCONNECTING:
+                break
+        assert client.shard_status(group).queued_commands == 1  # the disconnect, unsent
+        client.pay([PaymentReceived(payment_id="P0", account="A0", amount_paise=300_000, channel="upi",
+                                    gateway="razorpay", paid_at=start, received_at=start)])
+
+        def only_the_connect_left() -> bool:
+            m = client.meter("A0")
+            return m is not None and m.relay is RelayState.CONNECTING and (
+                client.shard_status(group).queued_commands == 1
+            )
+
+        eventually(only_the_connect_left, what="only the connect left in the queue")
     finally:
         node.shutdown()
