@@ -299,6 +299,9 @@ def write_doc(path: Path, runs: list[tuple[dict[str, Any], Path]]) -> None:
         "not journaled (which flatters it).",
         "",
     ]
+    notes = ROOT / "bench" / "NOTES.md"
+    if notes.exists():  # hand-written reading of the runs below, kept across re-renders
+        lines += [notes.read_text().rstrip(), ""]
     for report, json_path in runs:
         lines += run_section(report, json_path)
     path.write_text("\n".join(lines))
