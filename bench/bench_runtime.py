@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=20.0)
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--desk-window", type=int, default=8, help="credit window per shard group")
+    parser.add_argument("--tick", type=float, default=0.25, help="shard tick seconds")
     args = parser.parse_args()
     dues = 150_000
     work = Path(args.dir or tempfile.mkdtemp(prefix="jodo-bench-"))
@@ -127,6 +129,7 @@ def main() -> None:
     options = TreeOptions(
         data_dir=str(work / "data"), groups=args.groups, synchronous=args.synchronous,
         head_ends=(HeadEnd(name=HEAD_END, host=sim.host, port=sim.port),), desk_max_queued=400_000,
+        desk_window=args.desk_window, tick_seconds=args.tick,
     )
     os.environ["JODO_DATA_DIR"] = options.data_dir
     node = Node(NodeSetup(runtime=RuntimeConfig(admin_port=free_port(), log_file=work / "node.log"),
