@@ -383,14 +383,7 @@ class ShardService:
 
     def _commit(self, step: HostStep, now: int) -> None:
         events = [
-            NewEvent(
-                shard=shard,
-                account=e.account,
-                kind=type(e).__name__,
-                ref=_ref(e),
-                at=e.at,
-                body=codec.encode(e),
-            )
+            NewEvent.unchecked(shard, e.account, type(e).__name__, _ref(e), e.at, codec.encode(e))
             for shard, e in step.events
         ]
         outbox: list[NewOutboxEntry] = []

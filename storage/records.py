@@ -80,6 +80,27 @@ class NewEvent:
         _count("at", self.at)
         _bytes("body", self.body)
 
+    @classmethod
+    def unchecked(
+        cls, shard: int, account: str, kind: str, ref: str | None, at: int, body: bytes
+    ) -> NewEvent:
+        """Build without the field checks, for a caller whose values are typed records of its own
+        (a shard journaling its meters' events: ~6 per payment, the checks were ~5 µs each)."""
+        event = object.__new__(cls)
+        _set_shard(event, shard)
+        _set_account(event, account)
+        _set_kind(event, kind)
+        _set_ref(event, ref)
+        _set_at(event, at)
+        _set_body(event, body)
+        return event
+
+
+# the slots' own setters: frozen=True guards users, not this module
+_set_shard, _set_account, _set_kind, _set_ref, _set_at, _set_body = (
+    NewEvent.__dict__[name].__set__ for name in ("shard", "account", "kind", "ref", "at", "body")
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JournalEvent:
