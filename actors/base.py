@@ -49,6 +49,13 @@ class JodoActor(SupervisedChild):
         """This process's resident memory (on the actor's tick)."""
         self.metric("sample_process_memory", type(self).__name__)
 
+    def undecodable(self, msg: Any, error: Exception) -> None:
+        """A batch from another jodo actor that does not decode: log it, keep it as a dead letter
+        (stored and counted), carry on. Whatever it owed is re-sent from durable state."""
+        log.error("%s %s undecodable: %s", type(msg).__name__, getattr(msg, "batch_id", "?"), error)
+        sink = self.dead_letters or StoredDeadLetterSink()
+        sink.store_letter(source=type(self).__name__, message=msg, reason=f"undecodable: {error}")
+
     def receiveMsg_PoisonMessage(self, msg: Any, sender: Address) -> None:
         """A message we sent made its receiver raise twice: keep it, count it, carry on.
 

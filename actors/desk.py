@@ -107,7 +107,7 @@ class PaymentDesk(JodoActor):
         try:
             acks = codec.decode_many(msg.payload, expect=AckPayment, trusted=True)
         except codec.CodecError as exc:
-            log.error("credit ack undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            self.undecodable(msg, exc)
             return
         # the window frees at once; the ledger's marks are written on the tick (see DeskService.settle)
         service.settle([(msg.group, msg.batch_id, acks)])

@@ -125,10 +125,6 @@ class DeskService:
             n += 1
         return n
 
-    def receive(self, items: Sequence[PaymentReceived | codec.CodecError], now: int) -> Intake:
-        """Record a batch in the ledger (one transaction) and queue the new payments for credit."""
-        return self.receive_many([items], now)[0]
-
     def receive_many(
         self, batches: Sequence[Sequence[PaymentReceived | codec.CodecError]], now: int
     ) -> list[Intake]:
@@ -205,17 +201,6 @@ class DeskService:
                 )
             )
         return out
-
-    def acknowledged(self, group: int, batch_id: str, acks: Sequence[AckPayment], now: int) -> int:
-        """Apply one shard acknowledgement batch; see `acknowledged_many`."""
-        return self.acknowledged_many([(group, batch_id, acks)], now)
-
-    def acknowledged_many(
-        self, batches: Sequence[tuple[int, str, Sequence[AckPayment]]], now: int
-    ) -> int:
-        """`settle` the batches, then `record_acks` at once; returns how many were acknowledged."""
-        self.settle(batches)
-        return self.record_acks(now)
 
     def settle(self, batches: Sequence[tuple[int, str, Sequence[AckPayment]]]) -> None:
         """Free the credit window for acknowledged batches (memory only).

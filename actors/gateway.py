@@ -108,7 +108,7 @@ class HeadEndGateway(JodoActor):
         try:
             effects: list[object] = codec.decode_many(msg.payload, trusted=True)
         except codec.CodecError as exc:
-            log.error("relay batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            self.undecodable(msg, exc)
             return
         wall = time.time()
         submit: list[HesCommand] = []

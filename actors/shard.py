@@ -26,7 +26,6 @@ from actors.shard_service import Outgoing, RelayEffect, ShardService
 from domain.commands import ClearPayment, MeterCommand
 from domain.effects import AckPayment, CancelRelayCommand, SendRelayCommand
 from domain.policy import load_policy
-from domain.state import Meter
 from protocols import codec
 from protocols.control import Address, ChildAddressChanged
 from protocols.payments import CreditAckBatch, CreditBatch
@@ -177,7 +176,7 @@ class MeterShard(JodoActor):
         try:
             payments = codec.decode_many(msg.payload, expect=ClearPayment, trusted=True)
         except codec.CodecError as exc:
-            log.error("credit batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            self.undecodable(msg, exc)
             return
         service.note_payments(zip((p.payment_id for p in payments), msg.received_wall, strict=False))
         service.stage(payments, self.clock.now())
@@ -212,7 +211,7 @@ class MeterShard(JodoActor):
         try:
             results: list[MeterCommand] = codec.decode_many(msg.payload, trusted=True)
         except codec.CodecError as exc:
-            log.error("relay result batch undecodable", extra={"batch_id": msg.batch_id, "error": str(exc)})
+            self.undecodable(msg, exc)
             return
         service.stage(results, self.clock.now())
         self._request_flush()
@@ -429,10 +428,3 @@ class MeterShard(JodoActor):
         self.sample_memory()
 
 
-
-def acks_of(out: Outgoing) -> list[AckPayment]:
-    return out.acks
-
-
-def meter_of(view: MeterView) -> Meter | None:
-    return None if not view.meter else codec.decode(view.meter, expect=Meter)

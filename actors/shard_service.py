@@ -134,11 +134,6 @@ def _trim(d: dict[str, object] | dict[str, float] | dict[str, str]) -> None:
         del d[next(iter(d))]
 
 
-_FINAL: dict[type, OutboxStatus] = {
-    RelayStateConfirmed: OutboxStatus.DONE,
-    RelayCommandFailed: OutboxStatus.FAILED,
-    RelayCommandCancelled: OutboxStatus.DONE,
-}
 
 
 class ShardService:

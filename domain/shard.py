@@ -26,17 +26,10 @@ from domain.policy import Policy
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, logical_shard
 from domain.state import Meter
 
-__all__ = ["HostStep", "MeterHost", "MeterStatus", "meter_status"]
+__all__ = ["HostStep", "MeterHost", "meter_status"]
 
 #: The relay states in which a consumer is without supply because of jodo (or waiting on it).
 _OFF = frozenset({RelayState.DISCONNECTED, RelayState.DISCONNECTING, RelayState.CONNECTING})
-
-
-class MeterStatus:
-    """Labels for the host's running counts (bounded: never an account)."""
-
-    PAID_BUT_DISCONNECTED = "paid_but_disconnected"
-    AWAITING_BUTTON = "awaiting_button"
 
 
 def meter_status(m: Meter, policy: Policy) -> tuple[RelayState, bool]:
@@ -85,9 +78,6 @@ class MeterHost:
     def shard_meters(self, shard: int) -> Iterator[Meter]:
         """Every meter of one logical shard (for its snapshot)."""
         return iter(list(self._by_shard.get(shard, {}).values()))
-
-    def hosted_shards(self) -> tuple[int, ...]:
-        return tuple(sorted(self._by_shard))
 
     def meters(self) -> Iterator[Meter]:
         for shard in list(self._by_shard.values()):
@@ -219,8 +209,8 @@ class MeterHost:
     def due(self, now: int, limit: int) -> list[CheckMeter]:
         """Take up to ``limit`` checks that are due at ``now``, earliest first.
 
-        The entries taken are gone from the index: if the caller cannot commit their step, it gives
-        the accounts back with `reschedule` (a restart rebuilds the index from the states anyway).
+        The entries taken are gone from the index: the caller keeps the checks staged until they are
+        journaled (a restart rebuilds the index from the states anyway).
         """
         out: list[CheckMeter] = []
         seen: set[str] = set()
@@ -240,10 +230,3 @@ class MeterHost:
                 heapq.heappop(self._keys)
                 del self._buckets[key]
         return out
-
-    def reschedule(self, accounts: Iterable[str], now: int) -> None:
-        """File these meters again (their checks were taken by `due` but not committed)."""
-        for account in accounts:
-            m = self.get(account)
-            if m is not None:
-                self._schedule(account, m, now)

@@ -318,7 +318,7 @@ def from_fields(cls_or_tag: type[T] | str, fields: dict[str, Any]) -> T:
     if missing:
         raise CodecError(f"{spec.tag}: missing fields {missing}")
     kwargs = {
-        name: dec(_jsonish(fields[name]), f"{spec.tag}.{name}")
+        name: dec(fields[name], f"{spec.tag}.{name}")
         for name, dec in zip(spec.fields, spec.decoders, strict=True)
         if name in fields
     }
@@ -326,11 +326,6 @@ def from_fields(cls_or_tag: type[T] | str, fields: dict[str, Any]) -> T:
         return spec.factory(**kwargs)  # type: ignore[no-any-return]
     except Exception as exc:  # as in from_wire
         raise CodecError(f"{spec.tag}: {exc}") from None
-
-
-def _jsonish(value: Any) -> Any:
-    """JSON has no tuples: arrays arrive as lists, which the decoders accept."""
-    return value
 
 
 # ---------------------------------------------------------------- trusted builders

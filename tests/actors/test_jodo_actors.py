@@ -18,8 +18,9 @@ from jodo.client import NodeClient, Saturated
 from jodo.node import Node, NodeSetup
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
 from protocols import codec
-from protocols.payments import PaymentReceived, PaymentResultCode
+from protocols.payments import CreditBatch, PaymentReceived, PaymentResultCode
 from protocols.runtime import MeterCommandBatch, MeterCommandBatchResult
+from storage.sqlite import open_desk_store
 
 T0 = 1_767_000_000
 
@@ -176,3 +177,16 @@ def test_a_disconnect_still_queued_in_the_shard_is_dropped_when_the_consumer_pay
         eventually(only_the_connect_left, what="only the connect left in the queue")
     finally:
         node.shutdown()
+
+
+def test_an_undecodable_batch_between_actors_becomes_a_stored_dead_letter(
+    jodo: NodeClient, tmp_path: Path
+) -> None:
+    jodo.runtime.tell(jodo.shard[0], CreditBatch(batch_id="garbled", payload=b"\xc1\xc1"))
+    assert jodo.send(meters(1)) == []  # the shard lives on
+
+    def stored() -> bool:
+        with open_desk_store(tmp_path / "data") as desk:
+            return any(d.message_type == "CreditBatch" for d in desk.dead_letters())
+
+    eventually(stored, what="the garbled batch in the dead-letter store")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.commands import CheckMeter, ClearPayment, PostBill, RegisterMeter
+from domain.commands import ClearPayment, PostBill, RegisterMeter
 from domain.effects import AckPayment, SendRelayCommand
 from domain.enums import PaymentOutcome, RelayAction, RelayState
 from domain.policy import load_policy
@@ -102,19 +102,3 @@ def test_overdue_meters_come_due_once_each_and_disconnect_after_notice() -> None
     assert {s.account for s in sent} == {f"N{i:010d}" for i in range(50)}
     assert all(s.action is RelayAction.DISCONNECT for s in sent)
     assert host.relay_counts[RelayState.DISCONNECTING] == 50
-
-
-def test_reschedule_gives_back_checks_that_were_not_committed() -> None:
-    host = hosted(3)
-    bills = [
-        PostBill(account=f"N{i:010d}", bill_id=f"B{i}", amount_paise=200_000, due_date="2026-01-06",
-                 issued_at=T0)
-        for i in range(3)
-    ]
-    host.assign(host.step(bills, T0), T0)
-    later = at(2026, 1, 8)
-    taken = host.due(later, limit=10)
-    assert len(taken) == 3 and host.due(later, limit=10) == []
-    host.reschedule([c.account for c in taken], later)
-    assert {c.account for c in host.due(later + 1, limit=10)} == {c.account for c in taken}
-    assert all(isinstance(c, CheckMeter) for c in taken)
