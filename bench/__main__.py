@@ -167,6 +167,97 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------ the goals of issue 7
+
+
+@dataclass(frozen=True)
+class Goal:
+    what: str
+    aim: float
+    higher_is_better: bool
+    unit: str
+
+
+GOALS: dict[str, Goal] = {
+    "e2e": Goal("payments/s end to end, batch path, durable (mark 100 000)", 50_000, True, "payments/s"),
+    "ratio": Goal("jodo / ceiling, end to end", 0.15, True, "of the ceiling"),
+    "webhooks": Goal("signed webhooks/s over HTTP", 3_000, True, "webhooks/s"),
+    "p99": Goal("p99 payment → relay command at 500 payments/s", 100, False, "ms"),
+    "bytes": Goal("bytes per resident meter", 250, False, "B"),
+    "crore": Goal("meters resident on one node", 10_000_000, True, "meters"),
+    "cold": Goal("cold start of 1 crore meters", 30, False, "s"),
+    "recovery": Goal("one shard group back after SIGKILL", 3, False, "s"),
+}
+
+
+def _records(report: dict[str, Any], bench: str) -> list[dict[str, Any]]:
+    return list(report["benches"].get(bench, {}).get("records", []))
+
+
+def measured(report: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """The figure each goal is judged on, with where it comes from (record kinds of each bench)."""
+    out: dict[str, tuple[float, str]] = {}
+    s = report.get("summary", {})
+    if "jodo_payments_per_s" in s:
+        out["e2e"] = (float(s["jodo_payments_per_s"]), "runtime: throughput")
+    if s.get("jodo_to_ceiling"):
+        ratio = min(float(v) for v in s["jodo_to_ceiling"].values())
+        out["ratio"] = (ratio, "runtime / ceiling (the ceiling's better batch size)")
+    hooks = [r for r in _records(report, "webhooks") if "webhooks_per_s" in r]
+    if hooks:
+        out["webhooks"] = (max(float(r["webhooks_per_s"]) for r in hooks), "webhooks: best configuration")
+    lat = [r for r in _records(report, "runtime")
+           if r.get("stage") == "latency" and float(r.get("offered_per_s", 0)) == 500.0]
+    if lat:
+        p99s = sorted(float(r["to_command_ms"]["p99"]) for r in lat)
+        out["p99"] = (p99s[len(p99s) // 2], "runtime: latency at 500/s" + (f" (median of {len(p99s)})"
+                                                                            if len(p99s) > 1 else ""))
+    fleet = _records(report, "fleet")
+    per_meter = [r for r in fleet if r.get("stage") == "cold_start" and "bytes_per_meter" in r]
+    if per_meter:
+        biggest = max(per_meter, key=lambda r: int(r.get("meters", 0)))
+        out["bytes"] = (float(biggest["bytes_per_meter"]),
+                        f"fleet: shard RSS / meters at {int(biggest.get('meters', 0)):,}")
+    else:
+        reg = [r for r in _records(report, "runtime") if r.get("stage") == "register"]
+        if reg:
+            out["bytes"] = (float(reg[0]["bytes_per_meter"]), "runtime: shard RSS delta / meters")
+    cold = [r for r in fleet if r.get("stage") == "cold_start"]
+    if cold:
+        biggest = max(cold, key=lambda r: int(r.get("meters", 0)))
+        out["crore"] = (float(biggest.get("meters", 0)), "fleet: meters answering after a cold start")
+        if int(biggest.get("meters", 0)) >= 10_000_000:
+            out["cold"] = (float(biggest["seconds"]), f"fleet: cold start, {biggest.get('groups')} groups")
+    rec = [r for r in _records(report, "runtime") + fleet if r.get("stage") == "recovery"
+           and "restart_seconds" in r]
+    if rec:
+        worst = max(rec, key=lambda r: int(r.get("meters", 0)))
+        out["recovery"] = (float(worst["restart_seconds"]),
+                           f"SIGKILL of a group of {int(worst.get('meters', 0)):,} meters")
+    return out
+
+
+def goal_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One table over every rendered run: full-mode runs only, unless there is nothing else; a later
+    run's figure replaces an earlier one's."""
+    full = [r for r in runs if r.get("mode") == "full"] or runs
+    got: dict[str, tuple[float, str]] = {}
+    for report in full:
+        got.update({k: (v, f"{src} — `{report['command']}`") for k, (v, src) in measured(report).items()})
+    lines = ["| goal | aim | measured | verdict | from |", "|---|---|---|---|---|"]
+    for key, g in GOALS.items():
+        aim = f"{'≥' if g.higher_is_better else '≤'} {cell(g.aim)} {g.unit}"
+        if key not in got:
+            lines.append(f"| {g.what} | {aim} | not measured by the runs below | — | |")
+            continue
+        value, source = got[key]
+        met = value >= g.aim if g.higher_is_better else value <= g.aim
+        factor = (g.aim / value if g.higher_is_better else value / g.aim) if value else float("inf")
+        verdict = "met" if met else f"MISSED by {factor:.1f} times"
+        lines.append(f"| {g.what} | {aim} | {cell(value)} {g.unit} | {verdict} | {source} |")
+    return [*lines, ""]
+
+
 # ------------------------------------------------------------------ the document
 
 
@@ -184,6 +275,7 @@ def cell(value: Any) -> str:
 
 def table(records: list[dict[str, Any]]) -> list[str]:
     """One markdown table per kind of record (its "stage" or "figure"), each with its own columns."""
+    records = [r for r in records if r.get("stage") != "series"]  # raw samples: plotted, not tabled
     if not records:
         return ["(no machine-readable records)"]
     skip = {"bench", "dir", "cpus", "python", "admin_port", "stage", "figure"}
@@ -299,6 +391,10 @@ def write_doc(path: Path, runs: list[tuple[dict[str, Any], Path]]) -> None:
         "not journaled (which flatters it).",
         "",
     ]
+    lines += ["## Issue 7's goals on this machine", "",
+              "Judged on the figures of the runs below (full-mode runs; quick runs only if there is no "
+              "full one).",
+              "", *goal_lines([report for report, _ in runs])]
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():  # hand-written reading of the runs below, kept across re-renders
         lines += [notes.read_text().rstrip(), ""]
@@ -307,16 +403,37 @@ def write_doc(path: Path, runs: list[tuple[dict[str, Any], Path]]) -> None:
     path.write_text("\n".join(lines))
 
 
+def series(report: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every ``{"stage": "series", "kind": kind, ...}`` record of the run, labelled by its bench."""
+    out = []
+    for name, b in report["benches"].items():
+        for r in b["records"]:
+            if r.get("stage") == "series" and r.get("kind") == kind:
+                out.append((f"{name}: {r.get('label', '')}", r))
+    return out
+
+
 def plot(report: dict[str, Any], out_dir: Path) -> str:
+    """PNG plots next to the JSON: payments/s side by side, latency distributions, throughput and
+    memory over time. Returns the markdown that shows them (or why there are none)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        note = "matplotlib is not installed (pip install -e '.[bench]'): no plot."
+        note = "matplotlib is not installed (pip install -e '.[bench]'): no plots."
         print(note)
         return note
+    shown: list[str] = []
+
+    def save(fig: Any, name: str, title: str) -> None:
+        fig.tight_layout()
+        target = out_dir / name
+        fig.savefig(target, dpi=90)
+        plt.close(fig)
+        shown.append(f"![{title}]({os.path.relpath(target, ROOT / 'docs')})")
+
     s = report["summary"]
     bars: list[tuple[str, float]] = []
     for k, v in s.get("ceiling_payments_per_s", {}).items():
@@ -325,17 +442,44 @@ def plot(report: dict[str, Any], out_dir: Path) -> str:
         bars.append(("jodo\nend to end", float(s["jodo_payments_per_s"])))
     if "naive" in s:
         bars.append(("naive\nactor/meter", float(s["naive"]["payments_per_s"])))
-    if not bars:
-        return "nothing to plot"
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([b[0] for b in bars], [b[1] for b in bars])
-    ax.set_ylabel("payments/s")
-    ax.set_title(f"payments/s ({report['mode']} mode)")
-    fig.tight_layout()
-    target = out_dir / "payments_per_s.png"
-    fig.savefig(target)
-    plt.close(fig)
-    return f"![payments/s]({os.path.relpath(target, ROOT / 'docs')})"
+    if bars:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar([b[0] for b in bars], [b[1] for b in bars])
+        ax.set_ylabel("payments/s")
+        ax.set_title(f"payments/s ({report['mode']} mode)")
+        save(fig, "payments_per_s.png", "payments/s")
+
+    latency = series(report, "latency")
+    if latency:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, r in latency:
+            ms = sorted(float(x) for x in r.get("ms", []))
+            if ms:
+                ax.plot(ms, [100.0 * (i + 1) / len(ms) for i in range(len(ms))], label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("milliseconds (log scale)")
+        ax.set_ylabel("percent of payments at or below")
+        ax.axvline(100, color="grey", linestyle=":", linewidth=1)
+        ax.set_title("latency distributions (CDF); dotted: the 100 ms aim")
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+        save(fig, "latency_cdf.png", "latency distributions")
+
+    for kind, key, unit, name in (("throughput", "per_s", "per second", "throughput_over_time.png"),
+                                  ("memory", "rss_mb", "RSS MiB", "memory_over_time.png")):
+        lines = series(report, kind)
+        if not lines:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, r in lines:
+            ax.plot(r.get("t", []), r.get(key, []), label=label)
+        ax.set_xlabel("seconds since the stage started")
+        ax.set_ylabel(unit)
+        ax.set_title(f"{kind} over time")
+        ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+        save(fig, name, f"{kind} over time")
+    return "\n\n".join(shown) if shown else "nothing to plot"
 
 
 def main(argv: list[str] | None = None) -> int:
