@@ -70,6 +70,11 @@ __all__ = [
 _log = logging.getLogger("jodo.node")
 _ROOT_CLASS = "supervisors.supervisor.RootSupervisor"
 _POLL = 0.02  # seconds between polls of a condition (always bounded by a deadline)
+#: How often `status` also walks /proc for the members of the node's process group. The walk reads
+#: every process's stat file (~10 ms on a busy box); the front door asks the status every second, and
+#: the walk was 10-20 % of its process's samples under webhook load (py-spy). `known_processes` and
+#: shutdown walk it again anyway, so a process that appears between walks is still found.
+_GROUP_SCAN_EVERY_S = 30.0
 
 
 class NodeError(Exception):
@@ -163,6 +168,7 @@ class Node:
         self._root: Address | None = None
         self._pgid = 0
         self._known: dict[int, ProcessRef] = {}
+        self._group_scanned = -_GROUP_SCAN_EVERY_S
 
     # ------------------------------------------------------------ lifecycle
 
@@ -282,11 +288,15 @@ class Node:
             self._reap(root.pgid)  # thespian's double fork leaves the first child as our zombie
         pids = {*tree.pids(), root.ppid}  # the admin is the root's parent
         for pid in pids:
+            if pid in self._known or pid == os.getpid():
+                continue
             ref = process_ref(pid)
-            if ref is not None and pid != os.getpid():
-                self._known.setdefault(pid, ref)
-        for ref in process_group_members(self._pgid):
-            self._known.setdefault(ref.pid, ref)
+            if ref is not None:
+                self._known[pid] = ref
+        if time.monotonic() - self._group_scanned >= _GROUP_SCAN_EVERY_S:
+            self._group_scanned = time.monotonic()
+            for ref in process_group_members(self._pgid):
+                self._known.setdefault(ref.pid, ref)
 
     def _known_dead(self, pid: int) -> bool:
         ref = self._known.get(pid)
