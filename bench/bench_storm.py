@@ -25,28 +25,51 @@ For plots: ``{"stage": "series", "kind": "throughput" | "memory", "label": ..., 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import random
 import socket
+import subprocess
 import tempfile
 import threading
 import time
-from collections import Counter
+import uuid
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
-from actors.facade import RuntimeConfig
+from thespian.actors import PoisonMessage
+
+from actors.facade import Address, RuntimeConfig, new_request_id
 from domain.commands import RegisterMeter
 from domain.enums import RelayState
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
-from jodo.client import NodeClient, Saturated
+from jodo.client import NodeClient
 from jodo.node import Node, NodeSetup
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
+from protocols import codec
 from protocols.headend import HesControlState
-from protocols.payments import PaymentReceived
+from protocols.payments import (
+    DeskSaturated,
+    PaymentBatch,
+    PaymentBatchResult,
+    PaymentItemResult,
+    PaymentReceived,
+    PaymentResultCode,
+)
+from protocols.runtime import (
+    DeskStatus,
+    DeskStatusQuery,
+    GatewayStatus,
+    GatewayStatusQuery,
+    ShardStatus,
+    ShardStatusQuery,
+)
 
+R = TypeVar("R")
 HEAD_END = "hes-1"
 DUES = 150_000
 PROBE_EVERY = 0.5  # seconds between samples of the connected count (throughput series)
@@ -107,6 +130,21 @@ def roles(node: Node) -> dict[str, int]:
             if child.pid is not None and child.id not in ("gateways", "shards"):
                 out[child.id] = child.pid
     return out
+
+
+def git_state() -> dict[str, object]:
+    """The commit measured, and files changed in the work tree (other sessions edit it as we run)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"git_head": git("rev-parse", "--short", "HEAD").strip(), "git_dirty": dirty}
 
 
 def account(i: int) -> str:
@@ -170,11 +208,66 @@ class MemorySampler(threading.Thread):
         self.join(5)
 
 
+class Endpoint:
+    """The client's Thespian endpoint with several payment batches in flight at once.
+
+    `NodeClient.pay` waits for each batch's answer, and `ActorRuntime.ask` drops any reply that is not
+    the one it waits for, which would lose the desk's answers to batches still in flight. Here every
+    desk answer that arrives (during a status ask too) is kept by batch id until `take_answers`.
+    """
+
+    def __init__(self, client: NodeClient) -> None:
+        self.client = client
+        self.system: Any = client.runtime._system  # the facade has no listen(); the endpoint is ours
+        self.answers: dict[str, PaymentBatchResult | DeskSaturated | PoisonMessage] = {}
+        self.dropped = 0
+
+    def send_payments(self, batch: list[PaymentReceived]) -> str:
+        assert self.client.desk is not None
+        msg = PaymentBatch(batch_id=uuid.uuid4().hex, payload=codec.encode_many(batch))
+        self.system.tell(self.client.desk, msg)
+        return msg.batch_id
+
+    def _keep(self, reply: Any) -> bool:
+        if isinstance(reply, PaymentBatchResult | DeskSaturated):
+            self.answers[reply.batch_id] = reply
+            return True
+        if isinstance(reply, PoisonMessage) and isinstance(reply.poisonMessage, PaymentBatch):
+            self.answers[reply.poisonMessage.batch_id] = reply  # the desk failed on it: sent again
+            return True
+        return False
+
+    def ask(self, target: Address, msg: Any, expect: type[R], timeout: float = 120.0) -> R:
+        self.system.tell(target, msg)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            reply = self.system.listen(remaining)
+            if reply is None or self._keep(reply):
+                continue
+            if getattr(reply, "request_id", None) == msg.request_id and isinstance(reply, expect):
+                return reply
+            self.dropped += 1  # a late reply to an earlier ask
+        raise TimeoutError(f"no {expect.__name__} within {timeout} s")
+
+    def wait_answers(self, timeout: float) -> None:
+        """Collect what arrives within ``timeout`` s (returns at the first message)."""
+        reply = self.system.listen(timeout)
+        while reply is not None:
+            if not self._keep(reply):
+                self.dropped += 1
+            reply = self.system.listen(0.0)
+
+    def take_answers(self) -> dict[str, PaymentBatchResult | DeskSaturated | PoisonMessage]:
+        out, self.answers = self.answers, {}
+        return out
+
+
 @dataclass
 class Probe:
     """Samples taken from the main thread (the client's thread) every `PROBE_EVERY` s."""
 
     client: NodeClient
+    endpoint: Endpoint
     t0: float
     t: list[float] = field(default_factory=list)
     connected: list[int] = field(default_factory=list)
@@ -188,15 +281,16 @@ class Probe:
     def sample(self) -> int:
         """Take one sample; return the connected count of the shards."""
         self.last_at = time.perf_counter()
-        c = self.client
+        c, ask = self.client, self.endpoint.ask
         n = queued = pending = 0
         for g in sorted(c.shard):
-            s = c.shard_status(g)
+            s = ask(c.shard[g], ShardStatusQuery(request_id=new_request_id()), ShardStatus)
             n += dict(s.relay_counts).get("connected", 0)
             queued += s.queued_commands
             pending += s.pending_commands
-        gw = c.gateway_status(HEAD_END)
-        desk = c.desk_status()
+        gw = ask(c.gateway[HEAD_END], GatewayStatusQuery(request_id=new_request_id()), GatewayStatus)
+        assert c.desk is not None
+        desk = ask(c.desk, DeskStatusQuery(request_id=new_request_id()), DeskStatus)
         self.t.append(round(time.perf_counter() - self.t0, 2))
         self.connected.append(n)
         for key, value in (("shard_queued_commands", queued), ("shard_pending_commands", pending),
@@ -259,7 +353,8 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
         emit(stage="start", **common, meters=n_meters, payments=n_paid, batch=args.batch,
              rate_limit=scenario.rate_limit, rate_burst=args.rate_burst if scenario.rate_limit else None,
              groups=args.groups, synchronous=args.synchronous, desk_max_queued=args.desk_max_queued,
-             cpus=os.cpu_count(), loadavg=[round(x, 2) for x in os.getloadavg()], dir=str(work))
+             in_flight=args.in_flight, cpus=os.cpu_count(), loadavg=[round(x, 2) for x in os.getloadavg()],
+             dir=str(work), **git_state())
 
         # ---- the fleet: every meter disconnected, with dues
         start = time.perf_counter()
@@ -288,28 +383,64 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
         start = time.perf_counter()
         sampler.t0 = start
         sampler.start()
-        probe = Probe(client, start)
+        endpoint = Endpoint(client)
+        probe = Probe(client, endpoint, start)
         probe.sample()
         codes: Counter[str] = Counter()
-        saturated = 0
+        saturated = poisoned = 0
         backoff_s = 0.0
-        for lo in range(0, n_paid, args.batch):
-            batch = payments(lo, min(n_paid, lo + args.batch), "storm")
-            delay = 0.05
-            while True:
-                reply = client.pay(batch)
-                if not isinstance(reply, Saturated):
-                    codes.update(str(r.code) for r in reply)
-                    break
-                saturated += 1  # the desk said so: back off as an aggregator would, then resend
-                pause = min(delay, max(0.05, float(reply.retry_after_s)))
-                time.sleep(pause)
+        paid = bytearray(n_meters)  # 1: the desk accepted this meter's payment
+        todo: deque[tuple[int, int, float]] = deque(  # (first, end, refused since), in offer order
+            (lo, min(n_paid, lo + args.batch), 0.0) for lo in range(0, n_paid, args.batch))
+        later: list[tuple[float, int, int, float, float]] = []  # (resend at, first, end, since, delay)
+        in_flight: dict[str, tuple[int, int, float, float]] = {}  # batch id → (first, end, since, delay)
+        delays: dict[int, float] = {}
+        abandoned: list[tuple[int, int]] = []
+        while todo or later or in_flight:
+            now = time.perf_counter()
+            while later and later[0][0] <= now:  # backed off long enough: first in line again
+                _, lo, hi, since, _ = heapq.heappop(later)
+                todo.appendleft((lo, hi, since))
+            while todo and len(in_flight) < args.in_flight:
+                lo, hi, since = todo.popleft()
+                batch_id = endpoint.send_payments(payments(lo, hi, "storm"))
+                in_flight[batch_id] = (lo, hi, since, delays.get(lo, 0.05))
+            endpoint.wait_answers(0.05 if in_flight else 0.0)
+            for batch_id, answer in endpoint.take_answers().items():
+                if batch_id not in in_flight:
+                    continue
+                lo, hi, since, delay = in_flight.pop(batch_id)
+                if isinstance(answer, PaymentBatchResult):
+                    for r in codec.decode_many(answer.payload, expect=PaymentItemResult):
+                        codes[str(r.code)] += 1
+                        if r.code is PaymentResultCode.ACCEPTED:
+                            paid[lo + r.index] = 1
+                    continue
+                now = time.perf_counter()
+                since = since or now
+                if isinstance(answer, PoisonMessage):
+                    poisoned += 1
+                    pause = 0.05
+                else:  # the desk said so: back off as an aggregator would, then send it again
+                    saturated += 1
+                    pause = min(delay, max(0.05, float(answer.retry_after_s)))
+                if now - since > args.give_up:
+                    abandoned.append((lo, hi))  # refused for too long: reported, not sent again
+                    continue
                 backoff_s += pause
-                delay *= 2
-                if probe.due():
-                    probe.sample()
+                delays[lo] = delay * 2
+                heapq.heappush(later, (now + pause, lo, hi, since, delay * 2))
             if probe.due():
                 probe.sample()
+            if not in_flight and not todo and later:
+                time.sleep(max(0.0, min(0.05, later[0][0] - time.perf_counter())))
+        n_paid = sum(paid)
+        if abandoned:
+            d = client.desk_status()
+            emit(stage="abandoned", **common, batches=len(abandoned),
+                 abandoned_payments=sum(hi - lo for lo, hi in abandoned), first=abandoned[:5],
+                 desk_queued=d.queued, desk_saturated=d.saturated,
+                 desk_in_flight_batches=dict(d.in_flight_batches), ledger=dict(d.counts))
         submitted = time.perf_counter() - start
         floor = n_paid / scenario.rate_limit if scenario.rate_limit else None
         deadline = time.perf_counter() + args.drain_timeout + (floor or 0.0) * 3
@@ -324,16 +455,19 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
             time.sleep(0.02)
         drain = time.perf_counter() - start
         sampler.stop()
-        cpu = {r: round((cpu_seconds(p) - cpu_before[r]) * 1e6 / n_paid) for r, p in pids.items()}
-        cpu["bench+simulator"] = round((time.process_time() - cpu_before_self) * 1e6 / n_paid)
+        per = 1e6 / max(1, n_paid)
+        cpu = {r: round((cpu_seconds(p) - cpu_before[r]) * per) for r, p in pids.items()}
+        cpu["bench+simulator"] = round((time.process_time() - cpu_before_self) * per)
         cpu["other node processes"] = round(
-            (sum(cpu_seconds(p) for p in others_before) - cpu_before_others) * 1e6 / n_paid)
+            (sum(cpu_seconds(p) for p in others_before) - cpu_before_others) * per)
         to_command, to_connected = client.latency()
-        emit(stage="storm", **common, payments=n_paid, batch=args.batch, drained=drained,
+        emit(stage="storm", **common, payments=n_paid, abandoned_payments=args.payments - n_paid,
+             batch=args.batch, in_flight=args.in_flight, drained=drained,
              connected=now_connected, submit_seconds=round(submitted, 2), drain_seconds=round(drain, 2),
              payments_per_s=round(n_paid / drain), floor_seconds=None if floor is None else round(floor, 2),
              drain_over_floor=None if floor is None else round(drain / floor, 3),
-             saturated_replies=saturated, backoff_seconds=round(backoff_s, 2), desk_results=dict(codes),
+             saturated_replies=saturated, poisoned_batches=poisoned, dropped_replies=endpoint.dropped,
+             backoff_seconds=round(backoff_s, 2), desk_results=dict(codes),
              to_connected_s={q: None if (v := pct(to_connected, p)) is None else round(v, 3)
                              for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
              to_command_s={q: None if (v := pct(to_command, p)) is None else round(v, 3)
@@ -365,8 +499,9 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
         relay_counts: Counter[str] = Counter()
         for s in shard:
             relay_counts.update(dict(s.relay_counts))
-        checked = list(range(n_paid)) if args.verify_all else sorted(
-            random.Random(7).sample(range(n_paid), min(n_paid, args.verify_sample)))
+        paid_idx = [i for i in range(n_meters) if paid[i]]
+        checked = paid_idx if args.verify_all else sorted(
+            random.Random(7).sample(paid_idx, min(n_paid, args.verify_sample)))
         meters_start = time.perf_counter()
         dues_nonzero: list[str] = []
         not_connected: list[str] = []
@@ -385,9 +520,9 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
             serials = [serial(i) for i in range(lo, min(n_meters, lo + step))]
             for i, st in enumerate(sim.relay_states(serials), start=lo):
                 on = st.control_state == HesControlState.CONNECTED
-                if i < n_paid and not on:
+                if paid[i] and not on:
                     sim_paid_off.append(st.meter)
-                elif i >= n_paid and on:
+                elif not paid[i] and on:
                     sim_unpaid_on.append(st.meter)
         stats = sim.stats()
         exactly_once = stats.executed == n_paid and not sim_paid_off and not sim_unpaid_on
@@ -439,6 +574,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify-all", action="store_true", help="read back every paid meter")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="seconds to wait for the drain (plus 3x the floor when rate-limited)")
+    parser.add_argument("--in-flight", type=int, default=4,
+                        help="payment batches sent and not yet answered (an aggregator's concurrency)")
+    parser.add_argument("--give-up", type=float, default=120.0,
+                        help="seconds of DeskSaturated replies to one batch before the storm stops there")
     parser.add_argument("--dir", default=None, help="parent of the data dirs (default: the temp dir)")
     parser.add_argument("--quick", action="store_true",
                         help="20 000 meters, 10 000 payments, rate limit 5 000/s")
