@@ -47,7 +47,10 @@ __all__ = ["PaymentDesk"]
 
 log = logging.getLogger("jodo.desk")
 _TICK = "jodo-desk-tick"
-TICK_SECONDS = 0.1  # also how long settled acknowledgements wait to be marked in the ledger
+TICK_SECONDS = 0.1
+# how long settled acknowledgements wait to be marked in the ledger: each marking is a commit (an fsync)
+# that holds the mailbox, so fewer and larger ones (they are bookkeeping, see DeskService.settle)
+ACK_RECORD_SECONDS = 0.5
 FLUSH_AT = 20_000  # staged payments + acks that make the desk commit at once, mailbox or not
 
 
@@ -59,8 +62,10 @@ class PaymentDesk(JodoActor):
         self.clock = ActorClock(False, 0)
         self.shards = Directory(follow="shards")
         self.tick_armed = False
+        self.acks_recorded_at = 0.0
         self.flush_requested = False
-        self.intake: list[tuple[Address, str, list[PaymentReceived | codec.CodecError]]] = []
+        # (sender, batch id, items, wall time it arrived): staged for the next group commit
+        self.intake: list[tuple[Address, str, list[PaymentReceived | codec.CodecError], float]] = []
 
     def receiveMsg_DeskInit(self, msg: DeskInit, sender: Address) -> None:
         if self.service is not None:
@@ -94,12 +99,13 @@ class PaymentDesk(JodoActor):
 
     def receiveMsg_PaymentBatch(self, msg: PaymentBatch, sender: Address) -> None:
         self._ready()
+        arrived = time.time()
         try:
             items = codec.decode_each(msg.payload, expect=PaymentReceived)
         except codec.CodecError as exc:
             items = [exc]
         # answered after the group commit: nothing is acknowledged before it is durable
-        self.intake.append((sender, msg.batch_id, items))
+        self.intake.append((sender, msg.batch_id, items, arrived))
         self._request_flush()
 
     def receiveMsg_CreditAckBatch(self, msg: CreditAckBatch, sender: Address) -> None:
@@ -125,7 +131,7 @@ class PaymentDesk(JodoActor):
     def _request_flush(self) -> None:
         """Group commit: one ledger transaction for every batch already in the mailbox (a message
         to ourselves queues behind them)."""
-        staged = sum(len(items) for _, _, items in self.intake)
+        staged = sum(len(items) for _, _, items, _ in self.intake)
         if staged >= FLUSH_AT:
             self._flush()
         elif not self.flush_requested:
@@ -139,10 +145,11 @@ class PaymentDesk(JodoActor):
         groups: set[int] = set()
         if intake:
             started = time.perf_counter()
-            intakes = service.receive_many([items for _, _, items in intake], now)
+            intakes = service.receive_many([items for _, _, items, _ in intake], now,
+                                           received_wall=[arrived for *_, arrived in intake])
             self.metric("journal_commit", "PaymentDesk", time.perf_counter() - started)
             self.intake = []
-            for (sender, batch_id, items), result in zip(intake, intakes, strict=True):
+            for (sender, batch_id, items, _), result in zip(intake, intakes, strict=True):
                 if result.saturated:
                     self.metric("desk_saturated")
                     self.tell(sender, DeskSaturated(batch_id=batch_id, retry_after_s=1))
@@ -203,7 +210,9 @@ class PaymentDesk(JodoActor):
         try:
             service = self.service
             if service is not None and self.init is not None:
-                service.record_acks(self.clock.now())
+                if time.monotonic() - self.acks_recorded_at >= ACK_RECORD_SECONDS:
+                    self.acks_recorded_at = time.monotonic()
+                    service.record_acks(self.clock.now())
                 for group in service.stale(self.init.resend_after_s):
                     log.warning("credit batch unanswered, re-sending", extra={"group": group})
                     self._flush_credits(group)

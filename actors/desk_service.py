@@ -126,12 +126,17 @@ class DeskService:
         return n
 
     def receive_many(
-        self, batches: Sequence[Sequence[PaymentReceived | codec.CodecError]], now: int
+        self,
+        batches: Sequence[Sequence[PaymentReceived | codec.CodecError]],
+        now: int,
+        received_wall: Sequence[float] | None = None,
     ) -> list[Intake]:
         """Record several batches in ONE ledger transaction (group commit); one `Intake` each.
 
         A batch that would push the queue past ``max_queued`` is refused whole (saturated); the
-        ledger decides duplicates across all of them, in order.
+        ledger decides duplicates across all of them, in order. ``received_wall`` (per batch, wall
+        time it reached the desk) starts the payment→command and payment→connected clocks; without
+        it they start after the commit.
         """
         intakes: list[Intake | None] = [None] * len(batches)
         rows: list[tuple[int, int, PaymentReceived]] = []  # (batch, index in batch, payment)
@@ -155,6 +160,7 @@ class DeskService:
             at=now,
         ) if rows else ()
         wall = self.wall()
+        walls = list(received_wall) if received_wall is not None else [wall] * len(batches)
         results: dict[int, list[PaymentItemResult]] = {b: [] for b in range(len(batches))}
         accepted: dict[int, list[PaymentReceived]] = {b: [] for b in range(len(batches))}
         for b, items in enumerate(batches):
@@ -167,7 +173,7 @@ class DeskService:
             if r.outcome is RecordOutcome.NEW:
                 results[b].append(PaymentItemResult(index=i, payment_id=p.payment_id,
                                                     code=PaymentResultCode.ACCEPTED))
-                self.queues[self.group_of(p.account)].append(_Waiting(_credit(p), wall, p.gateway))
+                self.queues[self.group_of(p.account)].append(_Waiting(_credit(p), walls[b], p.gateway))
                 accepted[b].append(p)
             else:
                 results[b].append(PaymentItemResult(

@@ -33,13 +33,18 @@ from protocols import codec
 from protocols.control import Address
 from protocols.headend import HesAction, HesCommand
 from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
-from protocols.runtime import CrashActor, GatewayInit, GatewayStatus, GatewayStatusQuery
+from protocols.runtime import CrashActor, GatewayInit, GatewayStatus, GatewayStatusQuery, RelayResultsApplied
 
 __all__ = ["HeadEndGateway", "report_of"]
 
 log = logging.getLogger("jodo.gateway")
 _TICK = "jodo-gateway-tick"
 _MAX_TICK = 0.5
+# RelayResultBatches per shard group not yet journaled by the shard (`RelayResultsApplied`). Thespian's
+# TCP transport sends one message per target at a time: past the window, results wait here and leave
+# together as one batch (one shard commit) instead of queueing in the transport as many small ones.
+RESULT_WINDOW = 2
+RESULT_ACK_TIMEOUT = 10.0  # seconds; an acknowledgement this late is given up (a restarted shard)
 _ACTIONS = {RelayAction.CONNECT: HesAction.CONNECT, RelayAction.DISCONNECT: HesAction.DISCONNECT,
             RelayAction.READ: HesAction.READ}
 
@@ -70,6 +75,7 @@ class HeadEndGateway(JodoActor):
         self.running: dict[str, tuple[str, int, float]] = {}  # wire id → (account, group, submit wall)
         self.finished: OrderedDict[str, ReportRelayResult] = OrderedDict()  # wire id → result
         self.results: dict[int, list[ReportRelayResult]] = defaultdict(list)
+        self.results_unacked: dict[int, dict[str, float]] = defaultdict(dict)  # group → batch id → sent
         self.tick_armed = False
         self.tick_due = 0.0
         self.counts: dict[str, int] = defaultdict(int)
@@ -103,6 +109,8 @@ class HeadEndGateway(JodoActor):
 
     def receiveMsg_RelayCommandBatch(self, msg: RelayCommandBatch, sender: Address) -> None:
         driver = self._ready()
+        if self.reply_to.get(msg.group) != sender:
+            self.results_unacked[msg.group].clear()  # a new shard: the old one's window is moot
         self.reply_to[msg.group] = sender
         self.tell(sender, RelayBatchReceived(batch_id=msg.batch_id, head_end=msg.head_end))
         try:
@@ -132,6 +140,9 @@ class HeadEndGateway(JodoActor):
             self.metric("relay_command_attempted", self._head_end(), str(e.action))
         if submit:
             self._outcomes(driver.submit(submit))
+
+    def receiveMsg_RelayResultsApplied(self, msg: RelayResultsApplied, sender: Address) -> None:
+        self.results_unacked[msg.group].pop(msg.batch_id, None)  # the results waiting leave on return
 
     def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Address) -> None:
         if self.driver is not None:
@@ -165,11 +176,19 @@ class HeadEndGateway(JodoActor):
             self.finished.popitem(last=False)
 
     def _send_results(self) -> None:
+        now = time.monotonic()
         for group, reports in list(self.results.items()):
             target = self.reply_to.get(group)
             if not reports or target is None:
                 continue
-            self.tell(target, RelayResultBatch(batch_id=uuid.uuid4().hex, head_end=self._head_end(),
+            unacked = self.results_unacked[group]
+            for batch_id in [b for b, sent in unacked.items() if now - sent > RESULT_ACK_TIMEOUT]:
+                del unacked[batch_id]  # never journaled there: the shard re-sends the command later
+            if len(unacked) >= RESULT_WINDOW:
+                continue
+            batch_id = uuid.uuid4().hex
+            unacked[batch_id] = now
+            self.tell(target, RelayResultBatch(batch_id=batch_id, head_end=self._head_end(),
                                                payload=codec.encode_many(reports), count=len(reports)))
             self.results[group] = []
 

@@ -6,8 +6,14 @@ simulator (zero latency, every meter starting disconnected) on loopback. Measure
 - registration: meters/s through MeterCommandBatch (journaled), shard RSS per meter;
 - throughput: payments/s from the first PaymentBatch to the last meter confirmed connected
   (payment in → ledger → credited → relay command → simulator → read back → connected);
-- latency at a fixed offered load (default 500 payments/s): p50/p95/p99/max of payment received →
-  connect command sent, and → connected confirmed (the simulator's latency is zero here);
+- throughput again with ``--runs N`` (fresh meters each run; the median is the ``throughput`` record,
+  each run a ``throughput_run`` record, connected/s over time a ``series`` record);
+- latency at fixed offered loads (``--rates``, default 500 payments/s; each load on its own meters),
+  open loop: batches leave on schedule whatever the desk's answers take (several in flight, as from
+  the front door). p50/p95/p99/max of payment reaching the desk → connect command sent, and →
+  connected confirmed (read back), plus the client's send → ledger answer; raw samples as ``series``
+  records for plots. The simulator's own latency is zero here (results leave right behind the accept)
+  and is reported as such in each record;
 - recovery: SIGKILL of one shard group process; seconds until it runs again, and its own
   snapshot + journal replay time.
 """
@@ -21,6 +27,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,23 +116,149 @@ def pay_all(client: NodeClient, batch: list[PaymentReceived]) -> None:
         time.sleep(0.05)  # the desk said so: back off as a gateway would
 
 
+def quantiles(samples: list[float], scale: float = 1000.0) -> dict[str, float]:
+    return {q: round(pct(samples, v) * scale, 1) for q, v in
+            (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))}
+
+
+def thin(samples: list[float], most: int) -> list[float]:
+    """At most ``most`` of the samples, evenly spread over them (for plots)."""
+    if len(samples) <= most:
+        return list(samples)
+    step = len(samples) / most
+    return [samples[int(i * step)] for i in range(most)]
+
+
+class ConnectedSeries:
+    """Meters connected over time, sampled at most every ``every`` seconds while polled."""
+
+    def __init__(self, client: NodeClient, every: float = 0.5) -> None:
+        self.client = client
+        self.every = every
+        self.start = time.perf_counter()
+        self.base = connected(client)
+        self.t: list[float] = [0.0]
+        self.count: list[int] = [self.base]
+
+    def poll(self, force: bool = False) -> int:
+        """Connected since the start (a status round trip); kept as a sample if one is due."""
+        now = time.perf_counter() - self.start
+        n = connected(self.client)
+        if force or now - self.t[-1] >= self.every:
+            self.t.append(now)
+            self.count.append(n)
+        return n - self.base
+
+    def maybe_poll(self) -> None:
+        if time.perf_counter() - self.start - self.t[-1] >= self.every:
+            self.poll()
+
+    def record(self, label: str) -> dict[str, object]:
+        per_s = [round((c1 - c0) / (t1 - t0), 1) for t0, t1, c0, c1 in
+                 zip(self.t, self.t[1:], self.count, self.count[1:], strict=False) if t1 > t0]
+        return {"stage": "series", "kind": "throughput", "label": label,
+                "t": [round(t, 2) for t in self.t[1:]], "per_s": per_s}
+
+
+def throughput_run(client: NodeClient, lo: int, n: int, batch: int, dues: int,
+                   label: str) -> tuple[dict[str, object], dict[str, object]]:
+    """Pay meters [lo, lo + n) in batches of ``batch`` as fast as the desk takes them; wait until all
+    are connected. Returns the run's record and its connected/s series."""
+    series = ConnectedSeries(client)
+    start = series.start
+    for first in range(lo, lo + n, batch):
+        pay_all(client, payments(first, min(batch, lo + n - first), dues))
+        series.maybe_poll()
+    submitted = time.perf_counter() - start
+    deadline = time.perf_counter() + 600
+    while series.poll() < n:
+        if time.perf_counter() > deadline:
+            raise TimeoutError("throughput run to connect")
+        time.sleep(0.02)
+    took = time.perf_counter() - start
+    series.poll(force=True)
+    _, to_connected = client.latency()
+    record: dict[str, object] = {"payments": n, "batch": batch, "submit_seconds": round(submitted, 2),
+              "seconds": round(took, 2), "payments_per_s": round(n / took),
+              "p50_to_connected_s": round(pct(to_connected, 0.5), 3),
+              "p99_to_connected_s": round(pct(to_connected, 0.99), 3)}
+    return record, series.record(label)
+
+
+def offer(client: NodeClient, lo: int, rate: float, seconds: float,
+          dues: int) -> tuple[int, dict[str, object], list[float]]:
+    """Open loop: send ``rate`` payments/s for ``seconds`` (50 batches a second) without waiting for
+    answers between sends; collect the desk's answers meanwhile. Returns the payments sent, what was
+    achieved, and each batch's send → answer milliseconds."""
+    total = int(rate * seconds)
+    per_send = max(1, round(rate / 50))
+    outstanding: dict[str, tuple[float, list[PaymentReceived]]] = {}
+    again: deque[tuple[float, list[PaymentReceived]]] = deque()  # saturated: (when, batch)
+    answered_ms: list[float] = []
+    saturated = 0
+    start = time.perf_counter()
+    sent = 0
+    last_send = start
+
+    def send(batch: list[PaymentReceived]) -> None:
+        outstanding[client.pay_nowait(batch)] = (time.perf_counter(), batch)
+
+    def take(timeout: float) -> None:
+        nonlocal saturated
+        for batch_id, answer in client.payment_answers(timeout):
+            sent_at, batch = outstanding.pop(batch_id, (0.0, []))
+            if isinstance(answer, Saturated):
+                saturated += 1
+                again.append((time.perf_counter() + 0.05, batch))
+            elif sent_at:
+                answered_ms.append((time.perf_counter() - sent_at) * 1000)
+
+    while sent < total or again:
+        now = time.perf_counter()
+        due = start + sent / rate if sent < total else again[0][0]
+        if again and again[0][0] <= now:
+            send(again.popleft()[1])
+        elif now >= due:
+            batch = payments(lo + sent, min(per_send, total - sent), dues)
+            send(batch)
+            sent += len(batch)
+            last_send = time.perf_counter()
+        else:
+            take(due - now)
+    deadline = time.perf_counter() + 120
+    while outstanding or again:
+        if time.perf_counter() > deadline:
+            raise TimeoutError("desk answers")
+        while again and again[0][0] <= time.perf_counter():
+            send(again.popleft()[1])
+        take(0.05)
+    achieved = sent / max(1e-9, last_send - start) if sent > 1 else float(sent)
+    return sent, {"payments": sent, "achieved_per_s": round(achieved, 1), "saturated": saturated}, answered_ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--meters", type=int, default=725_000)
     parser.add_argument("--groups", type=int, default=2)
     parser.add_argument("--throughput-payments", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1, help="throughput runs (fresh meters each); median")
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--rate", type=float, default=500.0, help="offered load for the latency run")
+    parser.add_argument("--rates", default="", help="offered loads, comma-separated (e.g. 100,500,2000); "
+                        "one latency stage each, on its own meters; default: --rate")
     parser.add_argument("--rate-seconds", type=float, default=20.0)
+    parser.add_argument("--samples", type=int, default=5_000, help="raw latency samples per series record")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
     parser.add_argument("--dir", default=None)
-    parser.add_argument("--desk-window", type=int, default=8, help="credit window per shard group")
+    parser.add_argument("--desk-window", type=int, default=2, help="credit window per shard group")
     parser.add_argument("--tick", type=float, default=0.25, help="shard tick seconds")
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r.strip()] or [args.rate]
     dues = 150_000
     work = Path(args.dir or tempfile.mkdtemp(prefix="jodo-bench-"))
     sim = SimulatorThread(SimConfig(meters=args.meters, disconnected_fraction=1.0, seed=1, max_batch=10_000))
     sim.start()
+    sim_latency = "zero: the simulator answers in the same event-loop turn (results right behind the accept)"
     options = TreeOptions(
         data_dir=str(work / "data"), groups=args.groups, synchronous=args.synchronous,
         head_ends=(HeadEnd(name=HEAD_END, host=sim.host, port=sim.port),), desk_max_queued=400_000,
@@ -141,7 +274,8 @@ def main() -> None:
         shard_pids = {g: client.shard_status(g).pid for g in client.shard}
         base_rss = sum(rss_bytes(p) for p in shard_pids.values())
         emit(stage="start", meters=args.meters, groups=args.groups, synchronous=args.synchronous,
-             cpus=os.cpu_count(), dir=str(work))
+             cpus=os.cpu_count(), dir=str(work), rates=rates, runs=args.runs, desk_window=args.desk_window,
+             load_average=[round(x, 2) for x in os.getloadavg()], simulator_latency=sim_latency)
 
         # ---- registration
         start = time.perf_counter()
@@ -162,46 +296,50 @@ def main() -> None:
              meters_per_s=round(args.meters / took), shard_rss_mb=round(rss / 2**20, 1),
              bytes_per_meter=round((rss - base_rss) / max(1, args.meters)))
 
-        # ---- throughput
-        n = min(args.throughput_payments, args.meters - int(args.rate * args.rate_seconds))
+        # ---- throughput, --runs times on fresh meters
+        for_latency = sum(int(r * args.rate_seconds) for r in rates)
+        n = min(args.throughput_payments, (args.meters - for_latency) // max(1, args.runs))
+        if n <= 0:
+            raise SystemExit(f"--meters {args.meters} leaves no meters for the throughput runs")
         pids = roles(node)
         cpu_before = {r: cpu_seconds(p) for r, p in pids.items()}
-        start = time.perf_counter()
-        for lo in range(0, n, args.batch):
-            pay_all(client, payments(lo, min(args.batch, n - lo), dues))
-        submitted = time.perf_counter() - start
-        wait(lambda: connected(client) >= n, 600, "throughput run to connect")
-        took = time.perf_counter() - start
-        to_command, to_connected = client.latency()
-        cpu = {r: round((cpu_seconds(p) - cpu_before[r]) * 1e6 / n) for r, p in pids.items()}
+        runs: list[dict[str, object]] = []
+        next_meter = 0
+        for run in range(args.runs):
+            label = "batch path" if args.runs == 1 else f"batch path, run {run + 1}"
+            record, series = throughput_run(client, next_meter, n, args.batch, dues, label)
+            next_meter += n
+            runs.append(record)
+            emit(stage="throughput_run", run=run + 1, **record)
+            emit(**series)
+        paid = n * len(runs)
+        cpu = {r: round((cpu_seconds(p) - cpu_before[r]) * 1e6 / paid) for r, p in pids.items()}
         emit(stage="throughput_cpu_us_per_payment", **cpu, total=sum(cpu.values()))
-        emit(stage="throughput", payments=n, batch=args.batch, submit_seconds=round(submitted, 2),
-             seconds=round(took, 2), payments_per_s=round(n / took),
-             p50_to_connected_s=round(pct(to_connected, 0.5), 3),
-             p99_to_connected_s=round(pct(to_connected, 0.99), 3))
+        median = sorted(runs, key=lambda r: int(str(r["payments_per_s"])))[len(runs) // 2]
+        emit(stage="throughput", **median, runs=[r["payments_per_s"] for r in runs],
+             note=f"median of {len(runs)} run(s)" if len(runs) > 1 else "one run")
 
-        # ---- latency at a fixed offered load
-        lo = n
-        total = int(args.rate * args.rate_seconds)
-        per_tick = max(1, int(args.rate / 50))  # 50 sends per second
-        start = time.perf_counter()
-        sent = 0
-        while sent < total and lo + sent < args.meters:
-            due = start + sent / args.rate
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            batch = payments(lo + sent, min(per_tick, total - sent), dues)
-            pay_all(client, batch)
-            sent += len(batch)
-        wait(lambda: connected(client) >= n + sent, 120, "latency run to connect")
-        to_command, to_connected = client.latency()
-        emit(stage="latency", offered_per_s=args.rate, payments=sent,
-             to_command_ms={q: round(pct(to_command, v) * 1000, 1) for q, v in
-                            (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))},
-             to_connected_ms={q: round(pct(to_connected, v) * 1000, 1) for q, v in
-                              (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))},
-             samples=len(to_connected))
+        # ---- latency at fixed offered loads (open loop), each on its own meters
+        client.latency()  # drop samples left from the throughput runs
+        for rate in rates:
+            before = connected(client)
+            sent, offered, answered = offer(client, next_meter, rate, args.rate_seconds, dues)
+            next_meter += int(rate * args.rate_seconds)
+            target = before + sent
+            wait(lambda target=target: connected(client) >= target, 120,  # type: ignore[misc]
+                 "latency run to connect")
+            to_command, to_connected = client.latency()
+            emit(stage="latency", offered_per_s=rate, **offered,
+                 to_command_ms=quantiles(to_command), to_connected_ms=quantiles(to_connected),
+                 client_answer_ms=quantiles(answered, scale=1.0), samples=len(to_connected),
+                 simulator_latency_ms=0.0, simulator_latency=sim_latency,
+                 load_average=[round(x, 2) for x in os.getloadavg()],
+                 measured_from="payment batch reaching the desk (before its ledger commit)")
+            shown = f"{rate:g}/s"
+            emit(stage="series", kind="latency", label=f"{shown} payment→command", offered_per_s=rate,
+                 ms=[round(x * 1000, 2) for x in thin(to_command, args.samples)])
+            emit(stage="series", kind="latency", label=f"{shown} payment→connected", offered_per_s=rate,
+                 ms=[round(x * 1000, 2) for x in thin(to_connected, args.samples)])
 
         # ---- recovery of one shard group after SIGKILL
         client.refresh()
@@ -222,7 +360,8 @@ def main() -> None:
         status = client.shard_status(0)
         emit(stage="recovery", meters=status.meters, restart_seconds=round(restart_s, 2),
              replay_seconds=round(status.recovery_seconds, 2))
-        emit(stage="done", note="one run per stage: run the command 3 times and take the medians")
+        emit(stage="done", note="latency stages are one run each: run the command 3 times and take "
+             "the medians; throughput is the median of --runs")
     finally:
         node.shutdown()
         sim.stop()

@@ -100,6 +100,31 @@ class NodeClient:
         assert isinstance(reply, PaymentBatchResult)
         return codec.decode_many(reply.payload, expect=PaymentItemResult)
 
+    def pay_nowait(self, payments: Sequence[PaymentReceived]) -> str:
+        """Hand payments to the desk without waiting for the ledger; returns the batch id its answer
+        carries (collect answers with `payment_answers`). For an open-loop load: many batches in flight."""
+        assert self.desk is not None
+        batch = PaymentBatch(batch_id=uuid.uuid4().hex, payload=codec.encode_many(payments))
+        self.runtime.tell(self.desk, batch)
+        return batch.batch_id
+
+    def payment_answers(self, timeout: float) -> list[tuple[str, list[PaymentItemResult] | Saturated]]:
+        """The desk's answers to `pay_nowait` batches that arrive within ``timeout`` seconds (waits for
+        the first one at most that long, then takes whatever else is already here). Anything else that
+        arrives is dropped and counted, as `ActorRuntime.ask` does."""
+        out: list[tuple[str, list[PaymentItemResult] | Saturated]] = []
+        system = self.runtime._system  # the facade has no listen(); the endpoint is ours alone
+        reply = system.listen(max(0.0, timeout))
+        while reply is not None:
+            if isinstance(reply, DeskSaturated):
+                out.append((reply.batch_id, Saturated(reply.retry_after_s)))
+            elif isinstance(reply, PaymentBatchResult):
+                out.append((reply.batch_id, codec.decode_many(reply.payload, expect=PaymentItemResult)))
+            else:
+                self.runtime.discarded_replies += 1
+            reply = system.listen(0.0)
+        return out
+
     def trace(self, payment_id: str) -> dict[str, object] | None:
         assert self.desk is not None
         q = PaymentTraceQuery(request_id=new_request_id(), payment_id=payment_id)

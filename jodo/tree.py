@@ -45,7 +45,9 @@ class TreeOptions:
     tick_seconds: float = 0.25
     resend_after_s: int = 30
     snapshot_every: int = 2_000
-    desk_window: int = 8
+    # unacknowledged CreditBatches per shard group: 2 keeps one being journaled and one ready; more
+    # would only queue small batches in Thespian's one-at-a-time transport instead of merging them
+    desk_window: int = 2
     desk_max_queued: int = 200_000
     # supervisors: OTP's default intensity is 1 in 5 s; a shard recovering 3.6 lakh meters needs room
     intensity: int = 5

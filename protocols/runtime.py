@@ -25,6 +25,7 @@ __all__ = [
     "MeterView",
     "PaymentTraceQuery",
     "PaymentTraceView",
+    "RelayResultsApplied",
     "ShardFlush",
     "ShardInit",
     "ShardLatency",
@@ -108,6 +109,15 @@ class MeterCommandBatchResult(BatchCarrier):
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class ShardFlush(Carrier):
     """A shard's note to itself: journal what the messages before this one staged (group commit)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class RelayResultsApplied(Carrier):
+    """Shard → gateway: a `RelayResultBatch` is journaled; frees one slot of the gateway's result window
+    for that group (results waiting meanwhile leave together in the next batch)."""
+
+    batch_id: str
+    group: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

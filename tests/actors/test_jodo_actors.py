@@ -10,16 +10,19 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from actors.desk_service import DeskService
 from actors.facade import RuntimeConfig, SystemBaseName, new_request_id
 from actors.fakes import FakeGatewayMode, FakeGatewayQuery, FakeGatewayReport
-from domain.commands import PostBill, RegisterMeter
-from domain.enums import RelayState
+from domain.commands import PostBill, RegisterMeter, ReportRelayResult
+from domain.enums import RelayResultStatus, RelayState
 from jodo.client import NodeClient, Saturated
 from jodo.node import Node, NodeSetup
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
 from protocols import codec
 from protocols.payments import CreditBatch, PaymentReceived, PaymentResultCode
-from protocols.runtime import MeterCommandBatch, MeterCommandBatchResult
+from protocols.relay import RelayResultBatch
+from protocols.runtime import MeterCommandBatch, MeterCommandBatchResult, RelayResultsApplied
+from storage.memory import MemoryBackend
 from storage.sqlite import open_desk_store
 
 T0 = 1_767_000_000
@@ -190,3 +193,27 @@ def test_an_undecodable_batch_between_actors_becomes_a_stored_dead_letter(
             return any(d.message_type == "CreditBatch" for d in desk.dead_letters())
 
     eventually(stored, what="the garbled batch in the dead-letter store")
+
+
+def test_the_shard_acknowledges_a_result_batch_to_its_gateway_once_journaled(jodo: NodeClient) -> None:
+    assert jodo.send(meters(6)) == []
+    account = next(f"A{i}" for i in range(6) if jodo.group_of(f"A{i}") == 0)
+    result = ReportRelayResult(account=account, command_id=f"{account}:stale",
+                               status=RelayResultStatus.PROCESSED)  # a result nobody waits for: ignored
+    batch = RelayResultBatch(batch_id="results-1", head_end="hes-1", payload=codec.encode_many([result]),
+                             count=1)
+    reply = jodo.runtime._system.ask(jodo.shard[0], batch, 5.0)  # the gateway's result window slot
+    assert isinstance(reply, RelayResultsApplied)
+    assert (reply.batch_id, reply.group) == ("results-1", 0)
+    m = jodo.meter(account)
+    assert m is not None and m.relay is RelayState.DISCONNECTED
+
+
+def test_payment_latency_starts_when_the_batch_reaches_the_desk_not_after_its_commit(tmp_path: Path) -> None:
+    service = DeskService(store=MemoryBackend().open_desk_store(tmp_path), groups=1, wall=lambda: 2_000.0)
+    service.receive_many([[pay(1)], [pay(2)]], T0, received_wall=[1_000.0, 1_500.0])
+    (credit,) = service.batches(0)
+    assert credit.received_wall == (1_000.0, 1_500.0)
+    service.receive_many([[pay(3)]], T0)  # without arrival times: the commit's
+    (credit,) = service.batches(0)
+    assert credit.received_wall == (2_000.0,)
