@@ -390,6 +390,24 @@ def _median(records: Iterable[dict[str, Any]], key: str) -> float:
     return round(statistics.median(values), 3) if values else float("nan")
 
 
+def _git_head() -> dict[str, object]:
+    """The commit this bench runs from, and the files of the jodo packages that differ from it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except OSError:
+            return ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "domain", "actors", "storage",
+                                      "protocols", "jodo", "supervisors").splitlines()]
+    return {"head": git("rev-parse", "--short", "HEAD"), "dirty": dirty}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -403,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="100 000 meters, 2 groups, 1 run")
     parser.add_argument("--dir", default=None, help="work dir (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --dir: use the fleet already there if it has the same size and mix")
+    parser.add_argument("--label", default="", help="free text for the start record (e.g. a commit)")
     parser.add_argument("--json", action="store_true", help="JSON lines (always)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -415,22 +436,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         emit(stage="start", meters=spec.meters, groups=spec.groups, runs=args.runs, via=spec.via,
              billed_fraction=spec.billed_fraction, cpus=os.cpu_count(), dir=str(work),
-             loadavg=[round(x, 2) for x in os.getloadavg()])
-        started, cpu = time.perf_counter(), time.process_time()
-        stats = generate(data, spec, args.workers)
-        took = time.perf_counter() - started
-        expected = {int(s["group"]): int(s["meters"]) for s in stats}
-        disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
-        emit(stage="generate", meters=sum(expected.values()), seconds=round(took, 2),
-             meters_per_s=round(spec.meters / max(took, 1e-9)),
-             worker_cpu_us_per_meter=round(
-                 sum(float(s["cpu_s"]) for s in stats) * 1e6 / max(1, spec.meters), 2),
-             parent_cpu_s=round(time.process_time() - cpu, 2), disk_mb=round(disk / 2**20, 1),
-             per_group=stats, note="setup, not a jodo figure")
-
-        empty_kib, empty_node_kib = empty_shard_rss(work, spec.groups)
+             git=_git_head(), label=args.label, loadavg=[round(x, 2) for x in os.getloadavg()])
+        empty_kib, empty_node_kib = empty_shard_rss(work, spec.groups)  # first: fails fast
         emit(stage="empty_shard", shard_rss_mb=round(empty_kib / 1024, 1),
              node_rss_mb=round(empty_node_kib / 1024, 1))
+        manifest = work / "fleet.json"
+        wanted = {"meters": spec.meters, "groups": spec.groups, "billed_fraction": spec.billed_fraction}
+        previous = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if args.reuse and previous.get("spec") == wanted:
+            expected = {int(g): int(n) for g, n in previous["expected"].items()}
+            emit(stage="generate", reused=str(data), meters=sum(expected.values()))
+        else:
+            shutil.rmtree(data, ignore_errors=True)
+            started, cpu = time.perf_counter(), time.process_time()
+            stats = generate(data, spec, args.workers)
+            took = time.perf_counter() - started
+            expected = {int(s["group"]): int(s["meters"]) for s in stats}
+            manifest.write_text(json.dumps({"spec": wanted, "expected": expected}))
+            disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+            emit(stage="generate", meters=sum(expected.values()), seconds=round(took, 2),
+                 meters_per_s=round(spec.meters / max(took, 1e-9)),
+                 worker_cpu_us_per_meter=round(
+                     sum(float(s["cpu_s"]) for s in stats) * 1e6 / max(1, spec.meters), 2),
+                 parent_cpu_s=round(time.process_time() - cpu, 2), disk_mb=round(disk / 2**20, 1),
+                 per_group=stats, note="setup, not a jodo figure")
 
         colds: list[dict[str, Any]] = []
         recoveries: list[dict[str, Any]] = []
