@@ -9,11 +9,12 @@ simulator (zero latency, every meter starting disconnected) on loopback. Measure
 - throughput again with ``--runs N`` (fresh meters each run; the median is the ``throughput`` record,
   each run a ``throughput_run`` record, connected/s over time a ``series`` record);
 - latency at fixed offered loads (``--rates``, default 500 payments/s; each load on its own meters),
-  open loop: batches leave on schedule whatever the desk's answers take (several in flight, as from
-  the front door). p50/p95/p99/max of payment reaching the desk → connect command sent, and →
-  connected confirmed (read back), plus the client's send → ledger answer; raw samples as ``series``
-  records for plots. The simulator's own latency is zero here (results leave right behind the accept)
-  and is reported as such in each record;
+  open loop: payments arrive on schedule and leave every 20 ms in one batch whatever the desk's
+  answers take (several in flight, as from the front door; how late they left: ``send_lag_ms``).
+  p50/p95/p99/max of payment reaching the desk → connect command sent, and → connected confirmed
+  (read back), plus the client's send → ledger answer; raw samples as ``series`` records for plots.
+  The simulator's own latency is zero here (results leave right behind the accept) and is reported
+  as such in each record;
 - recovery: SIGKILL of one shard group process; seconds until it runs again, and its own
   snapshot + journal replay time.
 """
@@ -187,21 +188,23 @@ def throughput_run(client: NodeClient, lo: int, n: int, batch: int, dues: int,
 
 def offer(client: NodeClient, lo: int, rate: float, seconds: float,
           dues: int) -> tuple[int, dict[str, object], list[float]]:
-    """Open loop: send ``rate`` payments/s for ``seconds`` (50 batches a second) without waiting for
-    answers between sends; collect the desk's answers meanwhile. Returns the payments sent, what was
-    achieved, and each batch's send → answer milliseconds."""
+    """Open loop: payments "arrive" at ``rate`` per second for ``seconds``; every 20 ms (or as soon as
+    the previous send returns, if later) everything arrived so far leaves in one batch, as the front
+    door's micro-batching does, without waiting for answers. How late each payment left after its
+    arrival is reported (``send_lag_ms``): the latency the desk-side samples do not see.
+
+    Returns the payments sent, what was achieved, and each batch's send → answer milliseconds."""
     total = int(rate * seconds)
-    per_send = max(1, round(rate / 50))
+    cadence = 0.02
     outstanding: dict[str, tuple[float, list[PaymentReceived]]] = {}
     again: deque[tuple[float, list[PaymentReceived]]] = deque()  # saturated: (when, batch)
     answered_ms: list[float] = []
+    lag_ms: list[float] = []
     saturated = 0
+    sends = 0
     start = time.perf_counter()
     sent = 0
     last_send = start
-
-    def send(batch: list[PaymentReceived]) -> None:
-        outstanding[client.pay_nowait(batch)] = (time.perf_counter(), batch)
 
     def take(timeout: float) -> None:
         nonlocal saturated
@@ -213,18 +216,28 @@ def offer(client: NodeClient, lo: int, rate: float, seconds: float,
             elif sent_at:
                 answered_ms.append((time.perf_counter() - sent_at) * 1000)
 
+    def send(batch: list[PaymentReceived]) -> None:
+        nonlocal sends
+        outstanding[client.pay_nowait(batch)] = (time.perf_counter(), batch)
+        sends += 1
+        take(0.0)  # answers are read only while listening: keep the desk's replies moving
+
     while sent < total or again:
         now = time.perf_counter()
-        due = start + sent / rate if sent < total else again[0][0]
         if again and again[0][0] <= now:
             send(again.popleft()[1])
-        elif now >= due:
-            batch = payments(lo + sent, min(per_send, total - sent), dues)
+            continue
+        arrived = min(total, int((now - start) * rate) + 1)
+        if arrived > sent and now >= last_send + cadence:
+            n = min(arrived - sent, 5_000)
+            batch = payments(lo + sent, n, dues)
+            lag_ms += [(now - (start + (sent + i) / rate)) * 1000 for i in range(n)]
             send(batch)
-            sent += len(batch)
-            last_send = time.perf_counter()
+            sent += n
+            last_send = now
         else:
-            take(due - now)
+            nxt = max(last_send + cadence, start + sent / rate)
+            take(max(0.0, min(nxt - now, again[0][0] - now if again else cadence)))
     deadline = time.perf_counter() + 120
     while outstanding or again:
         if time.perf_counter() > deadline:
@@ -232,8 +245,10 @@ def offer(client: NodeClient, lo: int, rate: float, seconds: float,
         while again and again[0][0] <= time.perf_counter():
             send(again.popleft()[1])
         take(0.05)
-    achieved = sent / max(1e-9, last_send - start) if sent > 1 else float(sent)
-    return sent, {"payments": sent, "achieved_per_s": round(achieved, 1), "saturated": saturated}, answered_ms
+    took = max(1e-9, last_send - start)
+    achieved = round(sent / took, 1) if sent > 1 else 0.0
+    return sent, {"payments": sent, "sends": sends, "achieved_per_s": achieved, "saturated": saturated,
+                  "send_lag_ms": quantiles(lag_ms, scale=1.0)}, answered_ms
 
 
 def main() -> None:
