@@ -31,11 +31,13 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -144,7 +146,7 @@ def git_state() -> dict[str, object]:
         return done.stdout
 
     dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    return {"git_head": git("rev-parse", "--short", "HEAD").strip(), "git_dirty": dirty}
+    return {"git_head": git("rev-parse", "--short", "HEAD").strip(), "git_dirty": ", ".join(dirty)}
 
 
 def account(i: int) -> str:
@@ -166,10 +168,27 @@ def mb(n: float) -> float:
     return round(n / 2**20, 1)
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size (shared pages split between their users) from smaps_rollup; 0 if gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class MemorySampler(threading.Thread):
-    """Samples VmRSS of every node process every `RSS_EVERY` s: peak per role and of the sum.
+    """Samples VmRSS of every node process every `RSS_EVERY` s, and PSS every `PSS_EVERY` samples:
+    peak per role and of the sum. RSS counts pages a forked process still shares with its parent
+    (each actor process is forked, and starts as a copy); PSS splits those, so its sum is the memory
+    the node really holds.
 
     Reads /proc only (no actor messages: the NodeClient belongs to the main thread)."""
+
+    PSS_EVERY = 5
 
     def __init__(self, named: dict[str, int], pgid: int) -> None:
         super().__init__(name="rss-sampler", daemon=True)
@@ -182,25 +201,38 @@ class MemorySampler(threading.Thread):
         self.total_mb: list[float] = []
         self.peak: Counter[str] = Counter()
         self.peak_sum = 0
+        self.peak_pss: Counter[str] = Counter()
+        self.peak_pss_sum = 0
         self.others: set[int] = set()
+
+    def _measure(self, read: Callable[[int], int]) -> Counter[str]:
+        per_role: Counter[str] = Counter()
+        for pid, name in self.by_pid.items():
+            per_role[name] += read(pid)
+        per_role["other node processes"] = sum(read(p) for p in self.others)
+        return per_role
 
     def run(self) -> None:
         refreshed = 0.0
+        n = 0
         while not self.stop_event.is_set():
             now = time.perf_counter()
             if now - refreshed > 2.0:  # a restarted actor is a new pid: look again now and then
                 self.others = group_members(self.pgid) - set(self.by_pid) - {os.getpid()}
                 refreshed = now
-            per_role: Counter[str] = Counter()
-            for pid, name in self.by_pid.items():
-                per_role[name] += proc_status(pid, "VmRSS")
-            per_role["other node processes"] = sum(proc_status(p, "VmRSS") for p in self.others)
+            per_role = self._measure(lambda pid: proc_status(pid, "VmRSS"))
             total = sum(per_role.values())
             for name, value in per_role.items():
                 self.peak[name] = max(self.peak[name], value)
             self.peak_sum = max(self.peak_sum, total)
             self.t.append(round(now - self.t0, 2))
             self.total_mb.append(mb(total))
+            if n % self.PSS_EVERY == 0:
+                pss = self._measure(pss_bytes)
+                for name, value in pss.items():
+                    self.peak_pss[name] = max(self.peak_pss[name], value)
+                self.peak_pss_sum = max(self.peak_pss_sum, sum(pss.values()))
+            n += 1
             self.stop_event.wait(RSS_EVERY)
 
     def stop(self) -> None:
@@ -268,9 +300,12 @@ class Probe:
 
     client: NodeClient
     endpoint: Endpoint
+    sim: SimulatorThread
     t0: float
     t: list[float] = field(default_factory=list)
     connected: list[int] = field(default_factory=list)
+    executed: list[int] = field(default_factory=list)  # switching commands run at the simulator
+    gateway_pending: list[int] = field(default_factory=list)
     peaks: Counter[str] = field(default_factory=Counter)
     last_at: float = -1.0
     errors: int = 0
@@ -293,17 +328,30 @@ class Probe:
         desk = ask(c.desk, DeskStatusQuery(request_id=new_request_id()), DeskStatus)
         self.t.append(round(time.perf_counter() - self.t0, 2))
         self.connected.append(n)
+        self.executed.append(self.sim.stats().executed)
+        self.gateway_pending.append(gw.pending)
         for key, value in (("shard_queued_commands", queued), ("shard_pending_commands", pending),
                            ("gateway_pending", gw.pending), ("gateway_in_flight", gw.in_flight),
                            ("desk_queued", desk.queued)):
             self.peaks[key] = max(self.peaks[key], value)
         return n
 
-    def per_second(self) -> tuple[list[float], list[float]]:
+    def backlogged_rate(self, backlog: int) -> tuple[float, float] | None:
+        """Switching commands/s the simulator ran over the intervals that began with at least
+        ``backlog`` commands pending in the gateway (a backlog: the head-end could be kept busy), and
+        those intervals' total seconds; None if there were none."""
+        ran = seconds = 0.0
+        for i in range(1, len(self.t)):
+            if self.gateway_pending[i - 1] >= backlog:
+                ran += self.executed[i] - self.executed[i - 1]
+                seconds += self.t[i] - self.t[i - 1]
+        return (ran / seconds, seconds) if seconds > 0 else None
+
+    def per_second(self, counts: list[int]) -> tuple[list[float], list[float]]:
         t: list[float] = []
         rate: list[float] = []
-        prev_t, prev_n = 0.0, self.connected[0] if self.connected else 0
-        for at, n in zip(self.t, self.connected, strict=True):
+        prev_t, prev_n = 0.0, counts[0] if counts else 0
+        for at, n in zip(self.t, counts, strict=True):
             if at <= prev_t:
                 continue
             t.append(at)
@@ -346,9 +394,9 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
                           root_flags=root_flags(), children=jodo_tree(options),
                           dead_letter_sink="actors.deadletters:stored_sink"))
     common = {"scenario": scenario.name, "label": scenario.label}
-    node.start()
     sampler: MemorySampler | None = None
     try:
+        node.start()
         client = NodeClient(node, groups=args.groups, timeout=120.0)
         emit(stage="start", **common, meters=n_meters, payments=n_paid, batch=args.batch,
              rate_limit=scenario.rate_limit, rate_burst=args.rate_burst if scenario.rate_limit else None,
@@ -384,7 +432,7 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
         sampler.t0 = start
         sampler.start()
         endpoint = Endpoint(client)
-        probe = Probe(client, endpoint, start)
+        probe = Probe(client, endpoint, sim, start)
         probe.sample()
         codes: Counter[str] = Counter()
         saturated = poisoned = 0
@@ -476,12 +524,20 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
         emit(stage="cpu_us_per_payment", **common, **cpu, total=sum(cpu.values()))
         hwm = {r: mb(proc_status(p, "VmHWM")) for r, p in pids.items()}
         emit(stage="memory", **common, peak_rss_mb={k: mb(v) for k, v in sorted(sampler.peak.items())},
-             peak_sum_mb=mb(sampler.peak_sum), vm_hwm_mb=hwm, samples=len(sampler.t),
+             peak_sum_mb=mb(sampler.peak_sum),
+             peak_pss_mb={k: mb(v) for k, v in sorted(sampler.peak_pss.items())},
+             peak_pss_sum_mb=mb(sampler.peak_pss_sum), vm_hwm_mb=hwm, samples=len(sampler.t),
              note="peak_sum: highest sampled sum of VmRSS over every node process (not the sum of "
-                  "per-process peaks); vm_hwm: each process's own high-water mark since it started")
+                  "per-process peaks; RSS counts pages shared with the forking parent in each process); "
+                  "pss: the same with shared pages split, sampled every 1 s; vm_hwm: each process's own "
+                  "RSS high-water mark since it started")
         gw = client.gateway_status(HEAD_END)
         stats = sim.stats()
-        emit(stage="queueing", **common, peaks=dict(probe.peaks), gateway_outcomes=dict(gw.outcomes),
+        backlog = probe.backlogged_rate(args.backlog)
+        emit(stage="queueing", **common, peaks=dict(probe.peaks),
+             executed_per_s_while_backlogged=None if backlog is None else round(backlog[0]),
+             backlogged_seconds=None if backlog is None else round(backlog[1], 1),
+             gateway_outcomes=dict(gw.outcomes),
              gateway_breaker=gw.breaker, sim_accepted=stats.accepted, sim_rejected=dict(stats.rejected),
              sim_deduplicated=stats.deduplicated, sim_expired=stats.expired, sim_failed=stats.failed,
              probe_samples=len(probe.t))
@@ -544,8 +600,11 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
              exactly_once=exactly_once,
              verify_seconds={"ledger": round(ledger_s, 2), "meters": round(meters_s, 2),
                              "simulator": round(time.perf_counter() - sim_start, 2)})
-        t, per_s = probe.per_second()
+        t, per_s = probe.per_second(probe.connected)
         emit(stage="series", kind="throughput", **common, t=t, per_s=per_s)
+        t, executed_per_s = probe.per_second(probe.executed)
+        emit(stage="series", kind="headend", **common, t=t, executed_per_s=executed_per_s,
+             gateway_pending=probe.gateway_pending, rate_limit=scenario.rate_limit)
         emit(stage="series", kind="memory", **common, t=sampler.t, rss_mb=sampler.total_mb)
     finally:
         if sampler is not None and sampler.is_alive():
@@ -576,9 +635,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for the drain (plus 3x the floor when rate-limited)")
     parser.add_argument("--in-flight", type=int, default=4,
                         help="payment batches sent and not yet answered (an aggregator's concurrency)")
+    parser.add_argument("--backlog", type=int, default=2_000,
+                        help="gateway commands pending that count as a backlog "
+                        "(for executed_per_s_while_backlogged)")
     parser.add_argument("--give-up", type=float, default=120.0,
                         help="seconds of DeskSaturated replies to one batch before the storm stops there")
     parser.add_argument("--dir", default=None, help="parent of the data dirs (default: the temp dir)")
+    parser.add_argument("--no-done", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true",
                         help="20 000 meters, 10 000 payments, rate limit 5 000/s")
     args = parser.parse_args(argv)
@@ -587,9 +650,21 @@ def main(argv: list[str] | None = None) -> int:
         args.verify_sample = min(args.verify_sample, 100)
     scenarios = [Scenario("burst", "storm burst", 0.0),
                  Scenario("rate-limited", "storm rate-limited", args.rate_limit)]
-    for s in scenarios:
-        if args.scenario in ("both", s.name):
-            run(s, args)
+    if args.scenario == "both":
+        # each scenario in a fresh interpreter: the node's processes are forked from this one, and
+        # after a first scenario it holds (and they would inherit) that scenario's leftovers
+        argv = list(sys.argv[1:] if argv is None else argv)
+        for s in scenarios:
+            done = subprocess.run([sys.executable, "-m", "bench.bench_storm", *argv, "--scenario", s.name,
+                                   "--no-done"], check=False)
+            if done.returncode != 0:
+                emit(stage="failed", scenario=s.name, label=s.label, returncode=done.returncode)
+    else:
+        for s in scenarios:
+            if args.scenario == s.name:
+                run(s, args)
+    if args.no_done:
+        return 0
     emit(stage="done", note="one run per scenario: run the command 3 times and take the medians",
          loadavg=[round(x, 2) for x in os.getloadavg()])
     return 0

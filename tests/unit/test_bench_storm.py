@@ -26,7 +26,7 @@ def test_bench_storm_prints_every_record_and_loses_nothing(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert all("stage" in r for r in records)
-    assert records[-1]["stage"] == "done"
+    assert records[-1]["stage"] == "done" and not [r for r in records if r["stage"] == "failed"]
     for scenario, label in (("burst", "storm burst"), ("rate-limited", "storm rate-limited")):
         mine = {(r["stage"], r.get("kind")): r for r in records if r.get("scenario") == scenario}
         assert {s for s, _ in mine} == {"start", "register", "processes", "storm", "cpu_us_per_payment",
@@ -41,7 +41,8 @@ def test_bench_storm_prints_every_record_and_loses_nothing(tmp_path: Path) -> No
         assert lost["ledger"]["applied"] == 300 and lost["meters_checked"] == 20
         memory = mine[("memory", None)]
         assert memory["peak_sum_mb"] > 0 and {"desk", "shard-0", "shard-1"} <= set(memory["peak_rss_mb"])
-        for kind, values in (("throughput", "per_s"), ("memory", "rss_mb")):
+        assert 0 < memory["peak_pss_sum_mb"] <= memory["peak_sum_mb"]
+        for kind, values in (("throughput", "per_s"), ("memory", "rss_mb"), ("headend", "executed_per_s")):
             series = mine[("series", kind)]
             assert series["label"] == label
             assert len(series["t"]) == len(series[values]) > 0
