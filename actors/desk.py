@@ -47,10 +47,7 @@ __all__ = ["PaymentDesk"]
 
 log = logging.getLogger("jodo.desk")
 _TICK = "jodo-desk-tick"
-TICK_SECONDS = 0.1
-# how long settled acknowledgements wait to be marked in the ledger: each marking is a commit (an fsync)
-# that holds the mailbox, so fewer and larger ones (they are bookkeeping, see DeskService.settle)
-ACK_RECORD_SECONDS = 0.5
+TICK_SECONDS = 0.1  # also how long settled acknowledgements wait to be marked in the ledger
 FLUSH_AT = 20_000  # staged payments + acks that make the desk commit at once, mailbox or not
 
 
@@ -62,7 +59,6 @@ class PaymentDesk(JodoActor):
         self.clock = ActorClock(False, 0)
         self.shards = Directory(follow="shards")
         self.tick_armed = False
-        self.acks_recorded_at = 0.0
         self.flush_requested = False
         # (sender, batch id, items, wall time it arrived): staged for the next group commit
         self.intake: list[tuple[Address, str, list[PaymentReceived | codec.CodecError], float]] = []
@@ -210,9 +206,7 @@ class PaymentDesk(JodoActor):
         try:
             service = self.service
             if service is not None and self.init is not None:
-                if time.monotonic() - self.acks_recorded_at >= ACK_RECORD_SECONDS:
-                    self.acks_recorded_at = time.monotonic()
-                    service.record_acks(self.clock.now())
+                service.record_acks(self.clock.now())
                 for group in service.stale(self.init.resend_after_s):
                     log.warning("credit batch unanswered, re-sending", extra={"group": group})
                     self._flush_credits(group)
