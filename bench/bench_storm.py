@@ -544,6 +544,8 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
              gateway_outcomes=dict(gw.outcomes),
              gateway_breaker=gw.breaker, sim_accepted=stats.accepted, sim_rejected=dict(stats.rejected),
              sim_deduplicated=stats.deduplicated, sim_expired=stats.expired, sim_failed=stats.failed,
+             sim_frames_in=stats.frames_in,
+             sim_commands_per_frame=round(stats.accepted / max(1, stats.frames_in), 1),
              probe_samples=len(probe.t))
 
         # ---- nothing lost
