@@ -20,7 +20,9 @@ start (snapshot load) and one shard group's recovery after SIGKILL, at 7.25 lakh
    fleet is quiet, nothing is sent) on the generated data dir; seconds from ``node.start()`` until
    every group answers its status with all its meters; each group's own ``recovery_seconds``; VmRSS
    per shard group and summed over every process of the node; bytes per meter (shard RSS minus the
-   empty group's, over its meters); VmHWM (peak RSS) of each shard group; CPU of the load.
+   empty group's, over its meters); VmHWM (peak RSS) of each shard group; CPU of the load. A shard's
+   RSS includes its store's SQLite page cache (up to 64 MiB, filled by reading the snapshots): ~80 B
+   per meter at 7.25 lakh, ~13 B at 1 crore (2 groups).
 4. **recovery** (per run): SIGKILL of shard group 0; seconds until it is running again with all
    its meters (the supervisor counts it running once it has recovered), and its ``recovery_seconds``.
 5. **summary**: medians over the runs.
@@ -297,6 +299,7 @@ def measure_node(node: Node, client: NodeClient, groups: int) -> dict[str, Any]:
     shard = {
         g: {"pid": s.pid, "meters": s.meters, "recovery_s": round(s.recovery_seconds, 3),
             "rss_kib": proc_status_kib(s.pid, "VmRSS"), "hwm_kib": proc_status_kib(s.pid, "VmHWM"),
+            "anon_kib": proc_status_kib(s.pid, "RssAnon"),
             "cpu_s": round(cpu_seconds(s.pid), 2)}
         for g, s in statuses.items()
     }
