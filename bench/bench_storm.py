@@ -1,25 +1,32 @@
 """Month-end storm through the whole node: `python -m bench.bench_storm [--meters N] [--payments P]
 [--rate-limit R] [--quick]`.
 
-Prints JSON lines (each a dict with a "stage" key), asserts nothing. Two scenarios, each on a fresh node
-(2 shard groups, 1 gateway, the desk on multiprocTCPBase) and a fresh data dir, against the head-end
-simulator in a thread of this process (zero latency, every meter starting disconnected):
+Prints JSON lines (each a dict with a "stage" key), asserts nothing. Two scenarios, each in a fresh
+interpreter (the node's processes are forked from it) with a fresh node (2 shard groups, 1 gateway,
+the desk on multiprocTCPBase) and data dir, against the head-end simulator in a thread of that
+interpreter (zero latency, every meter starting disconnected):
 
 1. ``burst``: N meters disconnected with dues; P payments submitted as fast as the desk takes them, in
-   batches as a payment aggregator sends them (a DeskSaturated reply is honoured by backing off and
-   sending the same batch again); the simulator has no rate limit.
+   batches as a payment aggregator sends them, ``--in-flight`` batches unanswered at a time (a
+   DeskSaturated reply is honoured by backing off and sending the same batch again); the simulator
+   has no rate limit.
 2. ``rate-limited``: the same, but the simulator rejects switching commands above R per second
-   (token bucket of ``--rate-burst`` seconds); the floor for the drain is P / R.
+   (token bucket of ``--rate-burst`` seconds; the gateway's adapter paces itself to the limit it
+   announces); the floor for the drain is P / R.
 
 Measured per scenario: submit seconds; drain seconds (first batch sent → every paid meter confirmed
-connected in its shard); payments/s; payment → connected p50/p99/max; peak RSS of every node process
-(sampled from /proc every 0.2 s by a thread) and of their sum; CPU per payment per process; the
-queueing at peak (relay commands waiting in the shards for a gateway window, and pending / in flight
-in the gateway's adapter); the simulator's rejections; and "nothing lost": the ledger's counts, the
-shards' connected count, dues of the paid meters (a sample, or all with ``--verify-all``), every paid
-meter's true relay at the simulator, and exactly one connect executed per paid meter.
+connected in its shard); payments/s; payment → command sent and → connected p50/p99/max; peak RSS
+(every 0.2 s) and PSS (every 1 s) of every node process and of their sum, sampled from /proc by a
+thread; CPU per payment per process; the queueing at peak (relay commands waiting in the shards for a
+gateway window, commands pending / in flight / unsent in the gateway's adapter, payments queued at the
+desk); the simulator's rejections, frames and commands run per second while the gateway had a backlog;
+and "nothing lost": the ledger's counts, the shards' connected count, dues and relay of the paid meters
+read back from their shards (a sample, or all with ``--verify-all``), every meter's true relay at the
+simulator (paid connected, unpaid not), and exactly one connect executed per paid meter.
 
-For plots: ``{"stage": "series", "kind": "throughput" | "memory", "label": ..., "t": [...], ...}``.
+Series for plots: ``{"stage": "series", "kind": "throughput" | "memory" | "headend", "label": ...,
+"t": [...], ...}`` (meters connected per second, RSS sum, the simulator's commands run per second and
+the gateway's pending/unsent commands), sampled every ~0.5 s (the RSS every 0.2 s).
 """
 
 from __future__ import annotations
