@@ -20,9 +20,7 @@ start (snapshot load) and one shard group's recovery after SIGKILL, at 7.25 lakh
    fleet is quiet, nothing is sent) on the generated data dir; seconds from ``node.start()`` until
    every group answers its status with all its meters; each group's own ``recovery_seconds``; VmRSS
    per shard group and summed over every process of the node; bytes per meter (shard RSS minus the
-   empty group's, over its meters); VmHWM (peak RSS) of each shard group; CPU of the load. A shard's
-   RSS includes its store's SQLite page cache (up to 64 MiB, filled by reading the snapshots): ~80 B
-   per meter at 7.25 lakh, ~13 B at 1 crore (2 groups).
+   empty group's, over its meters); VmHWM (peak RSS) and RssAnon of each shard group; CPU of the load.
 4. **recovery** (per run): SIGKILL of shard group 0; seconds until it is running again with all
    its meters (the supervisor counts it running once it has recovered), and its ``recovery_seconds``.
 5. **summary**: medians over the runs.
