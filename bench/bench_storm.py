@@ -32,6 +32,7 @@ the gateway's pending/unsent commands), sampled every ~0.5 s (the RSS every 0.2 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import os
@@ -399,6 +400,7 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
         data_dir=str(work / "data"), groups=args.groups, synchronous=args.synchronous,
         head_ends=(HeadEnd(name=HEAD_END, host=sim.host, port=sim.port),),
         desk_max_queued=args.desk_max_queued,
+        policy_text=Path(args.policy_file).read_text() if args.policy_file else "",
     )
     os.environ["JODO_DATA_DIR"] = options.data_dir
     node = Node(NodeSetup(runtime=RuntimeConfig(admin_port=free_port(), log_file=work / "node.log"),
@@ -594,7 +596,17 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
                 elif not paid[i] and on:
                     sim_unpaid_on.append(st.meter)
         stats = sim.stats()
-        exactly_once = stats.executed == n_paid and not sim_paid_off and not sim_unpaid_on
+        # switching commands the simulator ran, per meter (it remembers each by command id)
+        runs: Counter[str] = sim.call(lambda h: Counter(r.meter for r in h.core._ran.values()))
+        twice = sorted(m for m, k in runs.items() if k > 1)
+        exactly_once = (stats.executed == n_paid and not twice and not sim_paid_off and not sim_unpaid_on
+                        and len(runs) == n_paid)
+        if twice:
+            example = account(int(twice[0].removeprefix("MPW")))
+            emit(stage="executed_twice", **common, meters=len(twice), examples=twice[:5],
+                 history_of=example,
+                 history=[{k: str(v) for k, v in dataclasses.asdict(e).items()}
+                          for e in client.history(example, limit=30)])
         nothing_lost = (
             ledger.get("applied", 0) == n_paid and not ledger.get("pending") and not ledger.get("suspense")
             and relay_counts.get("connected", 0) == n_paid and not dues_nonzero and not not_connected
@@ -610,6 +622,7 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
              examples=(dues_nonzero + not_connected)[:5],
              sim_paid_not_connected=len(sim_paid_off), sim_unpaid_connected=len(sim_unpaid_on),
              sim_examples=(sim_paid_off + sim_unpaid_on)[:5], sim_executed=stats.executed,
+             sim_meters_executed_twice=len(twice),
              exactly_once=exactly_once,
              verify_seconds={"ledger": round(ledger_s, 2), "meters": round(meters_s, 2),
                              "simulator": round(time.perf_counter() - sim_start, 2)})
@@ -654,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(for executed_per_s_while_backlogged)")
     parser.add_argument("--give-up", type=float, default=120.0,
                         help="seconds of DeskSaturated replies to one batch before the storm stops there")
+    parser.add_argument("--policy-file", default=None, help="a policy TOML override for the shards")
     parser.add_argument("--dir", default=None, help="parent of the data dirs (default: the temp dir)")
     parser.add_argument("--no-done", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true",
