@@ -603,8 +603,10 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
                         and len(runs) == n_paid)
         if twice:
             example = account(int(twice[0].removeprefix("MPW")))
+            ran = sim.call(lambda h: [(r.command_id, round(r.at, 3)) for r in h.core._ran.values()
+                                      if r.meter == twice[0]])
             emit(stage="executed_twice", **common, meters=len(twice), examples=twice[:5],
-                 history_of=example,
+                 simulator_ran=ran, history_of=example,
                  history=[{k: str(v) for k, v in dataclasses.asdict(e).items()}
                           for e in client.history(example, limit=30)])
         nothing_lost = (
