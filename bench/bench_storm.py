@@ -37,6 +37,7 @@ import heapq
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -640,6 +641,8 @@ def run(scenario: Scenario, args: argparse.Namespace) -> None:
             sampler.stop()
         node.shutdown()
         sim.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)  # ~200 MB for 150 000 meters
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -670,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--give-up", type=float, default=120.0,
                         help="seconds of DeskSaturated replies to one batch before the storm stops there")
     parser.add_argument("--policy-file", default=None, help="a policy TOML override for the shards")
+    parser.add_argument("--keep", action="store_true", help="keep the data dirs (and node logs)")
     parser.add_argument("--dir", default=None, help="parent of the data dirs (default: the temp dir)")
     parser.add_argument("--no-done", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true",
