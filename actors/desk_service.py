@@ -133,7 +133,7 @@ class DeskService:
     ) -> list[Intake]:
         """Record several batches in ONE ledger transaction (group commit); one `Intake` each.
 
-        A batch that would push the queue past ``max_queued`` is refused whole (saturated); the
+        A batch that would push a non-empty queue past ``max_queued`` is refused whole (saturated); the
         ledger decides duplicates across all of them, in order. ``received_wall`` (per batch, wall
         time it reached the desk) starts the payment→command and payment→connected clocks; without
         it they start after the commit.
@@ -143,7 +143,8 @@ class DeskService:
         queued = self.queued
         for b, items in enumerate(batches):
             good = [(i, p) for i, p in enumerate(items) if isinstance(p, PaymentReceived)]
-            if queued + len(good) > self.max_queued:
+            # an empty queue takes any batch: one larger than the limit would be refused forever
+            if queued > 0 and queued + len(good) > self.max_queued:
                 intakes[b] = Intake(results=(), saturated=True)
                 continue
             queued += len(good)

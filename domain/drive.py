@@ -147,7 +147,7 @@ def apply_standing_rules(d: Draft, cause: str) -> None:
 
 def _expire_stale(d: Draft) -> None:
     p = d.m.pending
-    if p is not None and p.retry_at is None and d.now >= p.expires_at:
+    if p is not None and p.retry_at is None and d.now >= p.expires_at + d.policy.relay_result_grace_seconds:
         attempt_failed(d, p, RelayResultStatus.EXPIRED, "no result by expiry", retryable=True, at_once=True)
 
 

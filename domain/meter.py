@@ -110,7 +110,7 @@ def next_check_at(state: Meter, policy: Policy) -> int | None:
     times: list[int] = []
     p = m.pending
     if p is not None:
-        times.append(p.expires_at if p.retry_at is None else p.retry_at)
+        times.append(p.expires_at + policy.relay_result_grace_seconds if p.retry_at is None else p.retry_at)
     bill = m.bill
     if bill is not None:
         if not bill.surcharged and surcharge_paise(bill, m.dues_paise, policy)[0] > 0:
@@ -268,7 +268,10 @@ def _relay_result(d: Draft, c: ReportRelayResult) -> str | None:
     p = m.pending if m is not None else None
     if m is None or p is None or p.command_id != c.command_id or p.retry_at is not None:
         return None  # unknown, old, cancelled or already failed command: never counts
-    if d.now >= p.expires_at:
+    # A processed result is the head-end's word that the relay switched, whenever it arrives: the
+    # head-end only runs a command before its expiry, so a late one was in transit (refusing it and
+    # sending the command again made one reconnect run twice). Any other late result is an expiry.
+    if c.status is not RelayResultStatus.PROCESSED and d.now >= p.expires_at:
         attempt_failed(d, p, RelayResultStatus.EXPIRED, "result after expiry", retryable=True, at_once=True)
     elif c.status is RelayResultStatus.PROCESSED:
         outcome = command_outcome(p.action, c.control_state, c.output_state)
@@ -299,7 +302,7 @@ def _meter_state(d: Draft, c: ReportMeterState) -> str | None:
     ref = f"{m.account}:read{d.now}"
     p = m.pending
     if p is not None:
-        live = p.retry_at is not None or d.now < p.expires_at
+        live = p.retry_at is not None or d.now < p.expires_at + d.policy.relay_result_grace_seconds
         if not (live and reading_satisfies(p.action, reading)):
             return None  # a read says nothing reliable about a command still in flight
         relay_reached(

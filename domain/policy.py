@@ -42,6 +42,7 @@ class Policy:
     disconnection_holidays: tuple[str, ...]
     reconnection_threshold_paise: int
     relay_command_expiry_seconds: int
+    relay_result_grace_seconds: int
     relay_retry_base_seconds: int
     relay_retry_multiplier: int
     relay_max_attempts: int
@@ -131,6 +132,7 @@ def _check_ranges(p: Policy) -> None:
         "must be below disconnection.min_dues_paise (else a meter would flap)",
     )
     need(p.relay_command_expiry_seconds >= 1, "relay_command_expiry_seconds", "must be >= 1")
+    need(p.relay_result_grace_seconds >= 0, "relay_result_grace_seconds", "must not be negative")
     need(p.relay_retry_base_seconds >= 1, "relay_retry_base_seconds", "must be >= 1")
     need(p.relay_retry_multiplier >= 1, "relay_retry_multiplier", "must be >= 1")
     need(1 <= p.relay_max_attempts <= _MAX_ATTEMPTS, "relay_max_attempts", f"must be 1..{_MAX_ATTEMPTS}")
@@ -166,6 +168,7 @@ _FIELD_TYPES: dict[str, type] = {
     "disconnection_holidays": tuple,
     "reconnection_threshold_paise": int,
     "relay_command_expiry_seconds": int,
+    "relay_result_grace_seconds": int,
     "relay_retry_base_seconds": int,
     "relay_retry_multiplier": int,
     "relay_max_attempts": int,

@@ -147,6 +147,23 @@ def test_the_desk_refuses_new_payments_when_saturated(tmp_path: Path) -> None:
         node.shutdown()
 
 
+def test_an_empty_desk_takes_a_batch_larger_than_its_limit(tmp_path: Path) -> None:
+    # bench_storm found it: a batch over desk_max_queued was refused on every retry, queue empty or not
+    tree = jodo_tree(options(tmp_path, desk_max_queued=5))
+    shards_free = tuple(spec for spec in tree if spec.id != "shards")
+    node = Node(NodeSetup(runtime=RuntimeConfig(base=SystemBaseName.SIMPLE), root_flags=root_flags(),
+                          children=shards_free, ready_timeout=10.0))
+    node.start()
+    try:
+        client = NodeClient(node, groups=2)
+        first = client.pay([pay(i) for i in range(8)])
+        assert isinstance(first, list) and len(first) == 8
+        assert isinstance(client.pay([pay(9)]), Saturated)  # the queue is past its limit now
+        assert dict(client.desk_status().counts)["pending"] == 8
+    finally:
+        node.shutdown()
+
+
 def test_a_disconnect_still_queued_in_the_shard_is_dropped_when_the_consumer_pays(tmp_path: Path) -> None:
     # no gateway at all: every relay command waits in the shard's queue
     tree = tuple(spec for spec in jodo_tree(options(tmp_path)) if spec.id != "gateways")

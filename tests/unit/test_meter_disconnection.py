@@ -138,11 +138,21 @@ def test_expired_disconnect_is_not_retried_at_night() -> None:
     assert len(sim.sent(RelayAction.DISCONNECT)) == 1
 
 
-def test_result_arriving_after_expiry_never_counts() -> None:
+def test_a_processed_result_arriving_after_expiry_is_the_relay_s_truth() -> None:
+    """The head-end runs a command only before its expiry, so a late "processed" was in transit: the
+    relay did switch. Refusing it left jodo believing the meter connected (and sending it again)."""
     sim = overdue_meter().wake()
     expires = sim.m.pending.expires_at if sim.m.pending else 0
     sim.result(expires + 1, control_state=ControlState.DISCONNECTED, output_state=False)
-    assert of_type(sim.last_events, RelayStateConfirmed) == []
+    assert len(of_type(sim.last_events, RelayStateConfirmed)) == 1
+    assert of_type(sim.last_events, RelayCommandRetryScheduled) == []
+    assert sim.m.relay is RelayState.DISCONNECTED and sim.sent() == []
+
+
+def test_a_failed_result_arriving_after_expiry_counts_as_expired() -> None:
+    sim = overdue_meter().wake()
+    expires = sim.m.pending.expires_at if sim.m.pending else 0
+    sim.result(expires + 1, RelayResultStatus.FAILED, error_code="TEMPORARY_FAILURE", retryable=True)
     assert of_type(sim.last_events, RelayCommandRetryScheduled)[0].status is RelayResultStatus.EXPIRED
     assert sim.m.relay is not RelayState.DISCONNECTED
 

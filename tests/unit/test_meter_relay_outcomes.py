@@ -79,11 +79,33 @@ def test_expired_result_reissues_the_command_at_once() -> None:
     assert again.attempt == 2 and again.command_id != first.command_id
 
 
-def test_no_result_by_the_expiry_reissues_the_command() -> None:
+def test_no_result_by_the_expiry_and_its_grace_reissues_the_command() -> None:
     sim = reconnecting()
     sim.wake()
-    assert sim.now == NIGHT + POLICY.relay_command_expiry_seconds
+    assert sim.now == NIGHT + POLICY.relay_command_expiry_seconds + POLICY.relay_result_grace_seconds
+    assert POLICY.relay_result_grace_seconds > 0
     assert sim.sent(RelayAction.CONNECT)[0].attempt == 2
+
+
+def test_a_result_in_transit_at_the_expiry_is_not_raced_by_a_second_command() -> None:
+    """bench_storm found it: the head-end ran attempt 1 just before its expiry, its result reached the
+    shard just after, and attempt 2 (sent at once on "expired") ran too: one reconnect executed twice."""
+    sim = reconnecting()
+    expiry = NIGHT + POLICY.relay_command_expiry_seconds
+    sim.check(expiry)  # the expiry passes with the result still on its way: nothing is sent again
+    assert sim.sent() == [] and sim.m.relay is RelayState.CONNECTING
+    sim.connected_ok(expiry + 2)  # then it arrives: the relay did switch
+    assert sim.m.relay is RelayState.CONNECTED and sim.m.pending is None
+    assert sim.sent() == []
+
+
+def test_a_late_result_other_than_processed_is_an_expiry() -> None:
+    sim = reconnecting()
+    first = sim.sent()[0]
+    sim.result(NIGHT + POLICY.relay_command_expiry_seconds + 1, RelayResultStatus.FAILED,
+               error_code="TEMPORARY_FAILURE", retryable=True)
+    (again,) = sim.sent(RelayAction.CONNECT)
+    assert again.attempt == 2 and again.command_id != first.command_id
 
 
 def test_result_for_an_unknown_command_is_ignored() -> None:
