@@ -56,6 +56,11 @@ BENCHES: tuple[Bench, ...] = (
           ("--meters", "30000", "--throughput-payments", "20000", "--batch", "5000", "--rate-seconds", "4",
            "--rates", "100,500,2000"),
           "jodo end to end through the actors: payment in → connected (simulated head-end, zero latency)"),
+    Bench("storm", "bench.bench_storm",
+          ("--meters", "150000", "--payments", "100000", "--rate-limit", "2000"),
+          ("--meters", "8000", "--payments", "4000", "--rate-limit", "2000", "--verify-sample", "200"),
+          "month-end storm through the whole node: 100 000 payments in a burst (unlimited head-end), then "
+          "the same under a head-end rate limit; drain time, peak memory, nothing lost, exactly-once"),
     Bench("domain", "bench.bench_domain",
           ("--meters", "1000000", "--runs", "3"),
           ("--meters", "30000", "--runs", "1", "--apply-sample", "10000", "--trace-sample", "5000"),
