@@ -245,14 +245,22 @@ def measured(report: dict[str, Any]) -> dict[str, tuple[float, str]]:
     return out
 
 
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs (e.g. ``--only`` parts of one full run) as one report: full-mode runs only unless
+    there is nothing else; a later run's bench replaces an earlier run's bench of the same name."""
+    chosen = [r for r in runs if r.get("mode") == "full"] or runs
+    benches: dict[str, Any] = {}
+    for report in chosen:
+        benches.update({name: {**b, "command": b["command"]} for name, b in report["benches"].items()})
+    out = {"mode": chosen[-1].get("mode", "full") if chosen else "full", "benches": benches}
+    out["summary"] = summary(benches)
+    return out
+
+
 def goal_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """One table over every rendered run: full-mode runs only, unless there is nothing else; a later
-    run's figure replaces an earlier one's."""
-    full = [r for r in runs if r.get("mode") == "full"] or runs
-    got: dict[str, tuple[float, str]] = {}
-    for report in full:
-        got.update({k: (v, f"{src} — `{report['command']}`") for k, (v, src) in measured(report).items()})
-    lines = ["| goal | aim | measured | verdict | from |", "|---|---|---|---|---|"]
+    """One table over every rendered run (see `combined`)."""
+    got = measured(combined(runs))
+    lines = ["| goal | aim | measured | verdict | from (record of which bench) |", "|---|---|---|---|---|"]
     for key, g in GOALS.items():
         aim = f"{'≥' if g.higher_is_better else '≤'} {cell(g.aim)} {g.unit}"
         if key not in got:
@@ -401,10 +409,13 @@ def write_doc(path: Path, runs: list[tuple[dict[str, Any], Path]]) -> None:
         "not journaled (which flatters it).",
         "",
     ]
+    reports = [report for report, _ in runs]
     lines += ["## Issue 7's goals on this machine", "",
               "Judged on the figures of the runs below (full-mode runs; quick runs only if there is no "
-              "full one).",
-              "", *goal_lines([report for report, _ in runs])]
+              "full one); each bench's command line is in its run's section.",
+              "", *goal_lines(reports)]
+    lines += ["## jodo against its two references (all runs below)", "",
+              *summary_lines(combined(reports)["summary"])]
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():  # hand-written reading of the runs below, kept across re-renders
         lines += [notes.read_text().rstrip(), ""]
