@@ -5,7 +5,7 @@ single-node configuration on 127.0.0.1 (no gateways and no tokens: webhooks answ
 
 File (see ``deploy/jodo.example.toml``)::
 
-    [node]      data_dir, bind, admin_port
+    [node]      data_dir, bind, admin_port, start_timeout_s
     [http]      host, port, max_body_bytes, max_batch_body_bytes, max_batch_items,
                 batch_window_ms, batch_max_items, max_in_flight, max_batches_in_flight,
                 submit_timeout_s
@@ -139,6 +139,9 @@ class NodeConfig:
     data_dir: Path = Path("./data")
     bind: str = "127.0.0.1"
     admin_port: int = _key(1900, min=1, max=65535)  # Thespian multiprocTCPBase's conventional admin port
+    # how long the tree may take to be ready: each shard group loads its snapshots first, ~9 µs of CPU
+    # per meter (bench/bench_fleet.py): 1 crore meters took 48.5 s on 2 idle cores, 100-200 s loaded
+    start_timeout_s: float = _key(600.0, min=1.0, max=86_400.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -120,7 +120,7 @@ class Stack:
             log_level=self.config.logging.level, log_file=self.data_dir / "logs" / "actors.log",
         )
         setup = NodeSetup(runtime=runtime, root_flags=root_flags(), children=jodo_tree(tree),
-                          dead_letter_sink=DEAD_LETTER_SINK)
+                          dead_letter_sink=DEAD_LETTER_SINK, ready_timeout=self.config.node.start_timeout_s)
 
         def start() -> Node:
             os.environ[DATA_DIR_ENV] = str(self.data_dir)  # the root's dead-letter sink finds the store
