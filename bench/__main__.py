@@ -53,7 +53,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("runtime", "bench.bench_runtime",
           ("--meters", "725000", "--throughput-payments", "100000", "--batch", "5000", "--runs", "3",
            "--rates", "100,500,2000"),
-          ("--meters", "30000", "--throughput-payments", "20000", "--batch", "5000", "--rate-seconds", "4",
+          ("--meters", "30000", "--throughput-payments", "10000", "--batch", "5000", "--rate-seconds", "3",
            "--rates", "100,500,2000"),
           "jodo end to end through the actors: payment in → connected (simulated head-end, zero latency)"),
     Bench("fleet", "bench.bench_fleet",
