@@ -5,7 +5,9 @@ does inside jodo, with nothing in between: for each batch
 
 1. decode the encoded `PaymentReceived` records (protocols.codec, validated: they come from outside);
 2. turn each into `ClearPayment` and decide the batch on the meter entities (`MeterHost.step`, default
-   policy), every meter registered, disconnected and owing the amount paid;
+   policy), every meter registered, disconnected and owing the amount paid, and resident packed as in
+   a shard group (``protocols.registry.METER_PACKING``: each decide unpacks the meter, each assign
+   packs it);
 3. journal the events, encoded with protocols.codec, in ONE durable commit (SQLite ShardStore,
    synchronous=full), then `MeterHost.assign`;
 4. encode the resulting relay commands (`SendRelayCommand`, codec.encode_many).
@@ -13,7 +15,8 @@ does inside jodo, with nothing in between: for each batch
 GC as in a shard actor: meters frozen (gc.freeze) after loading, gen-0 threshold 50 000.
 No ledger (desk) write, no head-end, no read-back: this is an upper bound for the shard side of the
 batch path, not a like-for-like copy of jodo. payments/s is the median of `--runs` runs, each over
-`--payments` payments on a fresh store (meters registered once, each run pays a distinct slice).
+`--payments` payments on a fresh store (meters registered once, each run pays a distinct slice);
+``cpu_us_per_payment`` is this process's CPU time per payment (wall time suffers on a busy machine).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from domain.policy import load_policy
 from domain.shard import MeterHost
 from protocols import codec
 from protocols.payments import PaymentReceived
+from protocols.registry import METER_PACKING
 from storage import StoreOptions, open_shard_store
 from storage.records import NewEvent
 
@@ -90,12 +94,15 @@ def _ref(e: object) -> str | None:
     return None
 
 
-def run(host: MeterHost, store_dir: Path, batches: list[bytes], now: int) -> tuple[float, int, int, int]:
-    """Process every batch; returns (seconds, payments, events journaled, relay commands encoded)."""
+def run(
+    host: MeterHost, store_dir: Path, batches: list[bytes], now: int
+) -> tuple[float, float, int, int, int]:
+    """Process every batch; returns (seconds, CPU seconds of this process, payments, events journaled,
+    relay commands encoded)."""
     store = open_shard_store(store_dir, 0, StoreOptions(synchronous="full"))
     paid = events_total = commands_total = 0
     command_bytes = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for data in batches:
         received = codec.decode_many(data, expect=PaymentReceived)
         credits = [
@@ -116,9 +123,9 @@ def run(host: MeterHost, store_dir: Path, batches: list[bytes], now: int) -> tup
         paid += len(received)
         events_total += len(events)
         commands_total += len(relay)
-    took = time.perf_counter() - started
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
     store.close()
-    return took, paid, events_total, commands_total
+    return took, cpu, paid, events_total, commands_total
 
 
 def main() -> None:
@@ -137,7 +144,7 @@ def main() -> None:
     root = args.dir or Path(tempfile.mkdtemp(prefix="jodo-ceiling-"))
     now = int(time.time())
     gc.disable()  # as the shard service does while loading: meters hold no cycles
-    host = MeterHost(load_policy())
+    host = MeterHost(load_policy(), packing=METER_PACKING)  # as a ShardService keeps its meters
     base = rss_bytes()
     started = time.perf_counter()
     register(host, args.meters, now)
@@ -152,17 +159,21 @@ def main() -> None:
     gc.enable()
     next_account = 0
     for size in sizes:
-        rates = []
+        rates: list[float] = []
+        costs: list[float] = []  # CPU µs per payment (this process: a busy machine inflates wall time)
         for r in range(args.runs):
             batches = encoded_batches(next_account, args.payments, size, now)
             next_account += args.payments
-            seconds, paid, events, commands = run(host, root / f"b{size}-r{r}", batches, now)
+            seconds, cpu, paid, events, commands = run(host, root / f"b{size}-r{r}", batches, now)
             rates.append(paid / seconds)
+            costs.append(cpu / paid * 1e6)
             emit(stage="run", batch=size, run=r + 1, payments=paid, seconds=round(seconds, 3),
-                 payments_per_s=round(paid / seconds), events=events, relay_commands=commands)
+                 payments_per_s=round(paid / seconds), cpu_us_per_payment=round(costs[-1], 1), events=events,
+                 relay_commands=commands, load=round(os.getloadavg()[0], 2))
         median = statistics.median(rates)
         emit(stage="ceiling", batch=size, runs=args.runs, payments_per_s=round(median),
-             runs_payments_per_s=[round(x) for x in rates])
+             runs_payments_per_s=[round(x) for x in rates],
+             cpu_us_per_payment=round(statistics.median(costs), 1))
         print(f"ceiling, batch {size:,}: median {median:,.0f} payments/s", file=sys.stderr, flush=True)
 
 

@@ -5,16 +5,23 @@ order they arrive, against its own state. A batch is computed first (`MeterHost.
 journaled by the caller, then assigned (`MeterHost.assign`): a handler that raises and is re-run by
 Thespian computes the same step again, and nothing half-applied is left behind.
 
+Resident form: a host keeps each meter *packed* (`Packing`: a shard group packs it into ~50-130 bytes
+with protocols.registry; the default keeps the `Meter` objects), per logical shard, and unpacks a meter
+only to decide a command for it. Whatever must be known of all meters without unpacking them is kept
+as it changes: relay-state and work-order counts (per logical shard too), the accounts paid up yet
+off, the accounts with a relay command pending, and each meter's next check. A logical shard's
+`ShardImage` (its snapshot) carries all of it, so loading one unpacks no meter.
+
 Timers: one time-bucketed index for the whole host (not a timer per meter). Every assignment files
 the meter under its `next_check_at` second; when a bucket comes due each meter in it is checked
-again against its *current* state, so a stale entry costs one look-up and is dropped.
+again against its *current* next check, so a stale entry costs one look-up and is dropped.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from domain.commands import CheckMeter, MeterCommand
@@ -26,15 +33,79 @@ from domain.policy import Policy
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, logical_shard
 from domain.state import Meter
 
-__all__ = ["HostStep", "MeterHost", "meter_status"]
+__all__ = [
+    "OBJECTS",
+    "OFF_FIELD",
+    "OFF_UNSENT",
+    "SCHEDULE_RULES",
+    "HostStep",
+    "MeterHost",
+    "Packing",
+    "ShardImage",
+    "meter_status",
+]
 
 #: The relay states in which a consumer is without supply because of jodo (or waiting on it).
 _OFF = frozenset({RelayState.DISCONNECTED, RelayState.DISCONNECTING, RelayState.CONNECTING})
+#: Bump when `next_check_at` or `meter_status` change what they compute: a `ShardImage` holds timers
+#: and counts computed by the rules of its day, and one made under other rules must be recounted.
+SCHEDULE_RULES = 1
+#: `MeterHost.paid_off` values other than the issue time of the command in flight: a field work order
+#: is open; no command is in flight.
+OFF_FIELD = -1
+OFF_UNSENT = -2
+_LOADED_KEPT = 250_000  # unpacked meters remembered between step and assign, at most
+_SECONDS_KEPT = 65_536  # distinct next-check seconds shared (many meters share a due date)
 
 
 def meter_status(m: Meter, policy: Policy) -> tuple[RelayState, bool]:
     """A meter's relay state, and whether it is paid up yet still off (the broken promise)."""
     return m.relay, m.relay in _OFF and m.dues_paise <= policy.reconnection_threshold_paise
+
+
+def _off_since(m: Meter) -> int:
+    if m.work_order is not None:
+        return OFF_FIELD
+    return OFF_UNSENT if m.pending is None else m.pending.issued_at
+
+
+def _itself(meter: Meter) -> object:
+    return meter
+
+
+def _as_meter(account: str, value: object) -> Meter:
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Packing:
+    """How a host keeps a meter resident: ``pack(meter)`` → value, ``unpack(account, value)`` → meter.
+
+    ``unpack(a, pack(m)) == m`` for every meter ``m`` of account ``a``; the value need not hold the
+    account (the host keeps it as the key)."""
+
+    pack: Callable[[Meter], object]
+    unpack: Callable[[str, object], Meter]
+
+
+#: Keep the `Meter` objects themselves (tests, tools); a shard group packs them (protocols.registry).
+OBJECTS = Packing(_itself, _as_meter)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardImage:
+    """One logical shard as a host holds it, what a snapshot saves: the packed meters and what is
+    known of them without unpacking. Counts hold no zeros; ``paid_off`` maps each account paid up yet
+    off to the issue time of its command in flight, or `OFF_FIELD` / `OFF_UNSENT`; ``timers`` maps
+    each meter with a next check to its second."""
+
+    shard: int
+    meters: dict[str, object]
+    relay_counts: dict[RelayState, int]
+    work_orders: dict[WorkOrderAction, int]
+    paid_off: dict[str, int]
+    pending: frozenset[str]
+    timers: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,32 +127,79 @@ class HostStep:
 class MeterHost:
     """The meter entities of some logical shards, with one timer index and running counts."""
 
-    def __init__(self, policy: Policy, shards: int = DEFAULT_LOGICAL_SHARDS) -> None:
+    def __init__(
+        self, policy: Policy, shards: int = DEFAULT_LOGICAL_SHARDS, packing: Packing = OBJECTS
+    ) -> None:
         self.policy = policy
         self.shards = shards
-        self._by_shard: dict[int, dict[str, Meter]] = {}
+        self._pack = packing.pack
+        self._unpack = packing.unpack
+        self._by_shard: dict[int, dict[str, object]] = {}
         self._buckets: dict[int, list[str]] = {}
         self._keys: list[int] = []  # heap of bucket keys (epoch seconds)
+        self._next: dict[str, int] = {}  # account → next check, of every meter that has one
+        self._seconds: dict[int, int] = {}  # one int object per next-check second (32 B a meter less)
+        self._next_peak = 0  # most entries `_next` has had since it was last compacted
         self.relay_counts: Counter[RelayState] = Counter()
-        self.paid_off: set[str] = set()  # paid up yet without supply: should be brief
         self.work_orders: Counter[WorkOrderAction] = Counter()  # open field work orders by action
+        self.pending: set[str] = set()  # accounts with a relay command pending (in flight or to retry)
+        self._paid_off: dict[str, int] = {}  # paid up yet without supply (should be brief) → see OFF_*
+        self._shard_relay: defaultdict[int, Counter[RelayState]] = defaultdict(Counter)
+        self._shard_work: defaultdict[int, Counter[WorkOrderAction]] = defaultdict(Counter)
+        # meters unpacked by `step`, with the value they came from and their logical shard, so
+        # `assign` need not unpack them again to take back what they counted
+        self._loaded: dict[str, tuple[object, Meter, int]] = {}
+        self._replayed: dict[str, Meter] = {}  # recovery: states of the journal tail, packed at the end
+        self.changes = 0  # meters made current so far: equal counts, same meters
 
     # ------------------------------------------------------------ looking up
 
     def __len__(self) -> int:
+        self.settle()
         return sum(len(d) for d in self._by_shard.values())
 
+    @property
+    def paid_off(self) -> Collection[str]:
+        """Accounts paid up yet without supply (should be brief)."""
+        return self._paid_off.keys()
+
     def get(self, account: str) -> Meter | None:
-        shard = self._by_shard.get(logical_shard(account, self.shards))
-        return None if shard is None else shard.get(account)
+        if self._replayed:
+            m = self._replayed.get(account)
+            if m is not None:
+                return m
+        table = self._by_shard.get(logical_shard(account, self.shards))
+        value = None if table is None else table.get(account)
+        return None if value is None else self._unpack(account, value)
+
+    def _fetch(self, account: str) -> Meter | None:
+        """`get`, remembering what was unpacked for `_put` (see ``_loaded``)."""
+        if self._replayed:
+            m = self._replayed.get(account)
+            if m is not None:
+                return m
+        shard = logical_shard(account, self.shards)
+        table = self._by_shard.get(shard)
+        value = None if table is None else table.get(account)
+        if value is None:
+            return None
+        m = self._unpack(account, value)
+        if len(self._loaded) >= _LOADED_KEPT:
+            self._loaded.clear()
+        self._loaded[account] = (value, m, shard)
+        return m
 
     def shard_meters(self, shard: int) -> Iterator[Meter]:
-        """Every meter of one logical shard (for its snapshot)."""
-        return iter(list(self._by_shard.get(shard, {}).values()))
+        """Every meter of one logical shard, unpacked (tools and tests: it unpacks them all)."""
+        self.settle()
+        unpack = self._unpack
+        return iter([unpack(a, v) for a, v in list(self._by_shard.get(shard, {}).items())])
 
     def meters(self) -> Iterator[Meter]:
-        for shard in list(self._by_shard.values()):
-            yield from list(shard.values())
+        """Every meter, unpacked (tools and tests: it unpacks them all)."""
+        self.settle()
+        for shard in list(self._by_shard):
+            yield from self.shard_meters(shard)
 
     # ------------------------------------------------------------ compute, then assign
 
@@ -101,7 +219,7 @@ class MeterHost:
         refused: list[tuple[MeterCommand, str]] = []
         for command in commands:
             account = command.account
-            state = overlay.get(account) or behind.get(account) or self.get(account)
+            state = overlay.get(account) or behind.get(account) or self._fetch(account)
             try:
                 new, evs, effs = handle(state, command, now, self.policy)
             except Exception as exc:  # one bad record must not poison the other 9 999
@@ -118,83 +236,231 @@ class MeterHost:
     def assign(self, step: HostStep, now: int) -> None:
         """Make a journaled step's states current and file their next checks."""
         for account, meter in step.states.items():
-            self._put(account, meter)
-            self._schedule(account, meter, now)
+            at = self._put(account, meter)
+            if at is not None:
+                self._file(account, at, now)
+        self._loaded.clear()
+        self._compact_next()
 
-    def _put(self, account: str, meter: Meter) -> None:
-        shard = self._by_shard.setdefault(logical_shard(account, self.shards), {})
-        old = shard.get(account)
-        if old is not None:
-            self._count(old, -1)
-        shard[account] = meter
-        self._count(meter, +1)
+    def _compact_next(self) -> None:
+        """A dict keeps the room of its largest size: once most meters with a check have dropped it
+        (a bill cycle paid), copy `_next` into one of its present size."""
+        n = len(self._next)
+        if n > self._next_peak:
+            self._next_peak = n
+        elif self._next_peak > 4 * n + 4096:
+            self._next = dict(self._next)
+            self._next_peak = n
 
-    def _count(self, m: Meter, sign: int) -> None:
+    def _put(self, account: str, meter: Meter, shard: int | None = None) -> int | None:
+        """Make ``meter`` the account's state, keep the counts; returns its next check."""
+        loaded = self._loaded.pop(account, None) if self._loaded else None
+        if shard is None:
+            shard = logical_shard(account, self.shards) if loaded is None else loaded[2]
+        table = self._by_shard.get(shard)
+        if table is None:
+            table = self._by_shard[shard] = {}
+        old = table.get(account)
+        if old is None:
+            self._count(shard, account, meter, +1)
+        else:  # unpacked again unless `step` just did
+            known = loaded[1] if loaded is not None and loaded[0] is old else self._unpack(account, old)
+            self._recount(shard, account, known, meter)
+        table[account] = self._pack(meter)
+        self.changes += 1
+        if self._replayed:
+            self._replayed.pop(account, None)
+        at = next_check_at(meter, self.policy)
+        if at is None:
+            self._next.pop(account, None)
+        else:
+            self._next[account] = self._second(at)
+        return at
+
+    def _second(self, at: int) -> int:
+        seconds = self._seconds
+        if len(seconds) >= _SECONDS_KEPT:
+            seconds.clear()
+        return seconds.setdefault(at, at)
+
+    def _count(self, shard: int, account: str, m: Meter, sign: int) -> None:
         relay, paid_off = meter_status(m, self.policy)
         self.relay_counts[relay] += sign
+        self._shard_relay[shard][relay] += sign
         if m.work_order is not None:
             self.work_orders[m.work_order.action] += sign
+            self._shard_work[shard][m.work_order.action] += sign
+        if m.pending is not None:
+            if sign > 0:
+                self.pending.add(account)
+            else:
+                self.pending.discard(account)
         if paid_off:
             if sign > 0:
-                self.paid_off.add(m.account)
+                self._paid_off[account] = _off_since(m)
             else:
-                self.paid_off.discard(m.account)
+                self._paid_off.pop(account, None)
+
+    def _recount(self, shard: int, account: str, old: Meter, new: Meter) -> None:
+        """`_count` of ``old`` taken back and of ``new`` added, doing only what differs (most
+        commands change none of it)."""
+        relay, paid_off = meter_status(old, self.policy)
+        new_relay, new_paid_off = meter_status(new, self.policy)
+        if relay is not new_relay:
+            counts, here = self.relay_counts, self._shard_relay[shard]
+            counts[relay] -= 1
+            here[relay] -= 1
+            counts[new_relay] += 1
+            here[new_relay] += 1
+        order, new_order = old.work_order, new.work_order
+        if order is not new_order:
+            action = None if order is None else order.action
+            new_action = None if new_order is None else new_order.action
+            if action is not new_action:
+                orders, here_orders = self.work_orders, self._shard_work[shard]
+                if action is not None:
+                    orders[action] -= 1
+                    here_orders[action] -= 1
+                if new_action is not None:
+                    orders[new_action] += 1
+                    here_orders[new_action] += 1
+        pending = new.pending is not None
+        if (old.pending is not None) is not pending:
+            if pending:
+                self.pending.add(account)
+            else:
+                self.pending.discard(account)
+        if new_paid_off:
+            self._paid_off[account] = _off_since(new)
+        elif paid_off:
+            self._paid_off.pop(account, None)
 
     @property
     def paid_but_disconnected(self) -> int:
-        return len(self.paid_off)
+        return len(self._paid_off)
 
     def paid_but_disconnected_since(self, now: int, grace: int) -> tuple[int, int]:
         """Paid-up meters still without supply ``grace`` seconds after their command went out, or with
         none in flight: (remote path, field path: a work order is open). The promise is broken for these.
         """
         auto = field = 0
-        for account in self.paid_off:
-            m = self.get(account)
-            if m is None:
-                continue
-            if m.work_order is not None:
+        for since in self._paid_off.values():
+            if since == OFF_FIELD:
                 field += 1
-            elif m.pending is None or now - m.pending.issued_at >= grace:
+            elif since == OFF_UNSENT or now - since >= grace:
                 auto += 1
         return auto, field
 
-    # ------------------------------------------------------------ recovery
+    # ------------------------------------------------------------ snapshots and recovery
+
+    def image(self, shard: int) -> ShardImage:
+        """One logical shard as it is now, for its snapshot (unpacks nothing)."""
+        self.settle()
+        table = dict(self._by_shard.get(shard, {}))
+        nxt = self._next
+        return ShardImage(
+            shard=shard,
+            meters=table,
+            relay_counts={k: v for k, v in self._shard_relay.get(shard, {}).items() if v},
+            work_orders={k: v for k, v in self._shard_work.get(shard, {}).items() if v},
+            paid_off={a: self._paid_off[a] for a in self._of(self._paid_off.keys(), table)},
+            pending=frozenset(self._of(self.pending, table)),
+            timers={a: nxt[a] for a in self._of(nxt.keys(), table)},
+        )
+
+    @staticmethod
+    def _of(accounts: Collection[str], table: dict[str, object]) -> list[str]:
+        """The accounts of one logical shard (its ``table``) in a host-wide collection: whichever is
+        smaller is scanned."""
+        if len(accounts) < len(table):
+            return [a for a in accounts if a in table]
+        return [a for a in table if a in accounts]
+
+    def load(self, image: ShardImage) -> None:
+        """Load a logical shard from its image (a snapshot), replacing whatever the host had of it.
+
+        No timers yet: call `rebuild_timers` after the journal tail is replayed. ``image.meters``
+        becomes the host's own table: the caller hands it over.
+        """
+        if self._by_shard.get(image.shard):
+            self._drop(image.shard)
+        shard = image.shard
+        self.changes += 1
+        table = self._by_shard[shard] = image.meters
+        self.relay_counts.update(image.relay_counts)
+        self._shard_relay[shard].update(image.relay_counts)
+        self.work_orders.update(image.work_orders)
+        self._shard_work[shard].update(image.work_orders)
+        self._paid_off.update(image.paid_off)
+        self.pending.update(image.pending)
+        timers, nxt, second = image.timers, self._next, self._second
+        if len(timers) * 4 < len(table):
+            for account, at in timers.items():
+                nxt[account] = second(at)
+        else:  # keyed by the table's own account objects: a timer costs no second copy of the account
+            for account in table:
+                when = timers.get(account)
+                if when is not None:
+                    nxt[account] = second(when)
+
+    def _drop(self, shard: int) -> None:
+        self.settle()
+        self.changes += 1
+        table = self._by_shard.pop(shard, {})
+        for account in table:
+            self._paid_off.pop(account, None)
+            self.pending.discard(account)
+            self._next.pop(account, None)
+        self.relay_counts.subtract(self._shard_relay.pop(shard, Counter()))
+        self.work_orders.subtract(self._shard_work.pop(shard, Counter()))
 
     def restore(self, meters: Iterable[Meter], shard: int | None = None) -> None:
         """Load meters from a snapshot (no events, no timers yet: call `rebuild_timers` after replay).
 
         With ``shard`` (a logical shard's snapshot) the meters go straight into that shard's table.
         """
-        if shard is None:
-            for m in meters:
-                self._put(m.account, m)
-            return
-        table = self._by_shard.setdefault(shard, {})
         for m in meters:
-            old = table.get(m.account)
-            if old is not None:
-                self._count(old, -1)
-            table[m.account] = m
-            self._count(m, +1)
+            self._put(m.account, m, shard)
 
     def replay(self, event: MeterEvent) -> None:
-        """Apply one journaled event (recovery: snapshot + tail)."""
-        self._put(event.account, evolve(self.get(event.account), event))
+        """Apply one journaled event (recovery: snapshot + tail).
+
+        The states are packed once, after the tail (`settle`), not once per event."""
+        account = event.account
+        state = self._replayed.get(account) or self._fetch(account)
+        self._replayed[account] = evolve(state, event)
+        self.changes += 1
+
+    def settle(self) -> None:
+        """Pack the states the replayed tail left (`rebuild_timers` and every look-up of all meters do
+        it first; recovery calls it to time the tail apart from the timers)."""
+        if not self._replayed:
+            return
+        replayed, self._replayed = self._replayed, {}
+        for account, meter in replayed.items():
+            self._put(account, meter)
+        self._loaded.clear()
 
     def rebuild_timers(self, now: int) -> None:
-        """File every meter's next check (after a restore and replay)."""
-        self._buckets.clear()
-        self._keys.clear()
-        for m in self.meters():
-            self._schedule(m.account, m, now)
+        """File every meter's next check (after a load, restore and replay): unpacks nothing but the
+        meters the replay touched."""
+        self.settle()
+        soon = now + 1  # a check due now runs on the next tick, never in a tight loop
+        buckets: dict[int, list[str]] = {}
+        for account, at in self._next.items():
+            key = at if at > now else soon
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = [account]
+            else:
+                bucket.append(account)
+        self._buckets = buckets
+        self._keys = list(buckets)
+        heapq.heapify(self._keys)
 
     # ------------------------------------------------------------ timers
 
-    def _schedule(self, account: str, meter: Meter, now: int) -> None:
-        at = next_check_at(meter, self.policy)
-        if at is None:
-            return
+    def _file(self, account: str, at: int, now: int) -> None:
         key = max(at, now + 1)  # a check due now runs on the next tick, never in a tight loop
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -210,10 +476,11 @@ class MeterHost:
         """Take up to ``limit`` checks that are due at ``now``, earliest first.
 
         The entries taken are gone from the index: the caller keeps the checks staged until they are
-        journaled (a restart rebuilds the index from the states anyway).
+        journaled (a restart files every meter's next check again anyway).
         """
         out: list[CheckMeter] = []
         seen: set[str] = set()
+        nxt = self._next
         while self._keys and self._keys[0] <= now and len(out) < limit:
             key = self._keys[0]
             bucket = self._buckets[key]
@@ -221,8 +488,7 @@ class MeterHost:
                 account = bucket.pop()
                 if account in seen:
                     continue
-                m = self.get(account)
-                at = None if m is None else next_check_at(m, self.policy)
+                at = nxt.get(account)
                 if at is not None and at <= now:
                     seen.add(account)
                     out.append(CheckMeter(account=account))

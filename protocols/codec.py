@@ -34,6 +34,7 @@ __all__ = [
     "decode_many",
     "encode",
     "encode_many",
+    "flat_codec",
     "from_fields",
     "from_wire",
     "message",
@@ -331,8 +332,10 @@ def from_fields(cls_or_tag: type[T] | str, fields: dict[str, Any]) -> T:
 # ---------------------------------------------------------------- trusted builders
 
 
-def _converter(hint: Any) -> Callable[[Any], Any] | None:
-    """How a trusted wire value becomes the field's value; None when it is already that value."""
+def _converter(hint: Any, flat: bool = False) -> Callable[[Any], Any] | None:
+    """How a trusted wire value becomes the field's value; None when it is already that value.
+
+    ``flat``: nested records come without tag and version (`flat_codec`)."""
     origin = typing.get_origin(hint)
     if hint in (int, str, bool, bytes, Any, type(None)) or hint is None or origin is typing.Literal:
         return None
@@ -340,21 +343,26 @@ def _converter(hint: Any) -> Callable[[Any], Any] | None:
         by_value = {m.value: m for m in hint}
         return by_value.__getitem__
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _from_wire_trusted
+        return _flat_builder(hint) if flat else _from_wire_trusted
     if origin is tuple:
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            item = _converter(args[0])
+            item = _converter(args[0], flat)
             if item is None:
                 return tuple
             return lambda v: tuple(map(item, v))
-        items = [_converter(a) for a in args]
+        items = [_converter(a, flat) for a in args]
         return lambda v: tuple(x if c is None else c(x) for c, x in zip(items, v, strict=True))
     if origin is typing.Union or origin is types.UnionType:
         members = [a for a in typing.get_args(hint) if a is not type(None)]
         if all(isinstance(m, type) and dataclasses.is_dataclass(m) for m in members):
-            return lambda v: None if v is None else _from_wire_trusted(v)
-        convs = [_converter(m) for m in members]
+            if not flat:
+                return lambda v: None if v is None else _from_wire_trusted(v)
+            if len(members) != 1:  # without tags nothing says which record it is
+                raise TypeError(f"no flat form for a union of records {hint!r}")
+            record = _flat_builder(members[0])
+            return lambda v: None if v is None else record(v)
+        convs = [_converter(m, flat) for m in members]
         if len(convs) == 1 and convs[0] is not None:
             inner = convs[0]
             return lambda v: None if v is None else inner(v)
@@ -365,24 +373,36 @@ def _converter(hint: Any) -> Callable[[Any], Any] | None:
 
 def _trusted_builder(
     cls: type[Any], fields: list[dataclasses.Field[Any]], hints: dict[str, Any],
-    factory: Callable[..., Any] | None,
-) -> Callable[[list[Any]], Any]:
+    factory: Callable[..., Any] | None, *, flat: bool = False, keyed: bool = False,
+) -> Callable[..., Any]:
     """Generate a function building ``cls`` from trusted field values: no type checks, no
-    ``__init__``; missing trailing fields take their defaults (an older schema)."""
+    ``__init__``; missing trailing fields take their defaults (an older schema).
+
+    ``flat``: nested records are flat too (`flat_codec`). ``keyed``: the builder is
+    ``build(key, values)``, the first field being ``key`` and ``values`` holding the others."""
     env: dict[str, Any] = {"new": object.__new__, "cls": cls, "factory": factory}
-    lines = ["def build(values):", "    n = len(values)"]
+    lines = ["def build(key, values):" if keyed else "def build(values):", "    n = len(values)"]
     lines.append("    o = {}" if factory is not None else "    o = new(cls)")
     for i, f in enumerate(fields):
-        conv = _converter(hints[f.name])
-        if conv is not None:
-            env[f"c{i}"] = conv
-        value = f"c{i}(values[{i}])" if conv is not None else f"values[{i}]"
-        if f.default is not dataclasses.MISSING:
-            env[f"d{i}"] = f.default
-            value = f"({value} if n > {i} else d{i})"
-        elif f.default_factory is not dataclasses.MISSING:
-            env[f"d{i}"] = f.default_factory
-            value = f"({value} if n > {i} else d{i}())"
+        if keyed and i == 0:
+            value = "key"
+        else:
+            at = i - 1 if keyed else i
+            record = _optional_record(hints[f.name]) if flat else None
+            if record is not None:  # inlined: most such fields are None, and a call costs
+                env[f"c{i}"] = _flat_builder(record)
+                value = f"(None if (v{i} := values[{at}]) is None else c{i}(v{i}))"
+            else:
+                conv = _converter(hints[f.name], flat)
+                if conv is not None:
+                    env[f"c{i}"] = conv
+                value = f"c{i}(values[{at}])" if conv is not None else f"values[{at}]"
+            if f.default is not dataclasses.MISSING:
+                env[f"d{i}"] = f.default
+                value = f"({value} if n > {at} else d{i})"
+            elif f.default_factory is not dataclasses.MISSING:
+                env[f"d{i}"] = f.default_factory
+                value = f"({value} if n > {at} else d{i}())"
         if factory is not None:
             lines.append(f"    o[{f.name!r}] = {value}")
         else:
@@ -391,6 +411,202 @@ def _trusted_builder(
     lines.append("    return factory(**o)" if factory is not None else "    return o")
     exec("\n".join(lines), env)  # generated from the dataclass's own fields, nothing from input
     return env["build"]  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- flat codec (resident records)
+
+
+@dataclass(frozen=True, slots=True)
+class FlatCodec:
+    """Packs one registered class compactly, for records jodo keeps resident and snapshots itself.
+
+    The flat form is the field values only, ``[v1, v2, ...]``, nested records likewise (no tag and no
+    version anywhere), optionally without the key field (the first field: the caller keeps it, e.g.
+    as a dict key). Fields are only ever appended, so an older flat form still unpacks, its missing
+    trailing fields taking their defaults; what it cannot say is its schema version, so whoever
+    stores flat forms stores `versions` alongside and checks it with `check_versions` before unpacking.
+    Unpacking is trusted (as ``decode(..., trusted=True)``): only for bytes jodo wrote itself.
+    """
+
+    cls: type[Any]
+    key: str | None
+    versions: dict[str, int]  # tag -> schema version of every record the flat form holds
+    pack: Callable[[Any], bytes]
+    unpack: Callable[..., Any]  # (data) -> obj, or (key, data) -> obj with a key field
+
+    def check_versions(self, versions: dict[str, int]) -> None:
+        """Refuse flat forms written by a newer schema of any record (`CodecError`)."""
+        for tag, version in versions.items():
+            mine = self.versions.get(tag)
+            if mine is None or version > mine:
+                raise CodecError(f"flat {self.cls.__name__}: {tag} schema version {version} is unknown here")
+
+
+_FLAT_BUILDERS: dict[type[Any], Callable[[Any], Any]] = {}
+_FLAT_CODECS: dict[tuple[type[Any], str | None], FlatCodec] = {}
+
+
+def flat_codec(cls: type[Any], *, key: str | None = None) -> FlatCodec:
+    """The flat codec of a registered class (see `FlatCodec`), generated once per class.
+
+    Unions of several records cannot be flat (nothing would say which one it is): `TypeError`.
+    """
+    cached = _FLAT_CODECS.get((cls, key))
+    if cached is not None:
+        return cached
+    _resolve_pending()
+    spec_for(cls)  # a registered class, or CodecError
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    if key is not None and (not fields or fields[0].name != key):
+        raise TypeError(f"{cls.__name__}: the key field must be the first field, not {key!r}")
+    hints = typing.get_type_hints(cls)
+    build = _trusted_builder(cls, fields, hints, None, flat=True, keyed=key is not None)
+    versions: dict[str, int] = {}
+    _collect_versions(cls, versions)
+    encode_src, env = _flat_encoder(cls, skip_first=key is not None)
+    exec(encode_src, env)  # generated from the dataclass's own fields, nothing from input
+    to_flat = env["to_flat"]
+    packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+    unpackb = msgpack.unpackb
+
+    def pack(obj: Any) -> bytes:
+        return packb(to_flat(obj))  # type: ignore[no-any-return]
+
+    if key is not None:
+
+        def unpack(k: str, data: bytes) -> Any:
+            try:
+                return build(k, unpackb(data, use_list=False, raw=False))
+            except Exception as exc:  # not what we wrote: still only a CodecError
+                raise CodecError(f"malformed flat {cls.__name__}: {type(exc).__name__}: {exc}") from None
+
+    else:
+
+        def unpack(data: bytes) -> Any:  # type: ignore[misc]
+            try:
+                return build(unpackb(data, use_list=False, raw=False))
+            except Exception as exc:  # as above
+                raise CodecError(f"malformed flat {cls.__name__}: {type(exc).__name__}: {exc}") from None
+
+    codec = FlatCodec(cls=cls, key=key, versions=versions, pack=pack, unpack=unpack)
+    _FLAT_CODECS[(cls, key)] = codec
+    return codec
+
+
+_SCALARS = (int, str, bool, bytes, type(None))
+_MEMO_SIZE = 65_536
+
+
+def _flat_builder(cls: type[Any]) -> Callable[[Any], Any]:
+    """Build a record from its flat form. A record's factory interns what many resident objects
+    share; the flat form is what is resident, so an unpacked record is transient and the factory is
+    only used (behind a memo) for records of scalar fields, where the memo is also the faster way."""
+    build = _FLAT_BUILDERS.get(cls)
+    if build is None:
+        spec = spec_for(cls)
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        hints = typing.get_type_hints(cls)
+        factory = None if spec.factory is cls else spec.factory
+        if factory is not None and all(_scalar(hints[f.name]) for f in fields):
+            build = _memoized(_trusted_builder(cls, fields, hints, factory, flat=True))
+        else:
+            build = _trusted_builder(cls, fields, hints, None, flat=True)
+        _FLAT_BUILDERS[cls] = build
+    return build
+
+
+def _optional_record(hint: Any) -> type[Any] | None:
+    """R for a field of type ``R | None`` (R a record), else None."""
+    origin = typing.get_origin(hint)
+    if origin is not typing.Union and origin is not types.UnionType:
+        return None
+    args = typing.get_args(hint)
+    members = [a for a in args if a is not type(None)]
+    if len(args) == 2 and len(members) == 1 and dataclasses.is_dataclass(members[0]):
+        return members[0]  # type: ignore[return-value]
+    return None
+
+
+def _scalar(hint: Any) -> bool:
+    if hint in _SCALARS or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return True
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return True
+    return (origin is typing.Union or origin is types.UnionType) and all(map(_scalar, typing.get_args(hint)))
+
+
+def _memoized(build: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A record with a factory (one that interns what many objects share) and only scalar fields:
+    equal flat forms give the one object (frozen records, so sharing them is safe)."""
+    memo: dict[Any, Any] = {}
+
+    def build_once(values: Any) -> Any:
+        obj = memo.get(values)
+        if obj is None:
+            obj = build(values)
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[values] = obj
+        return obj
+
+    return build_once
+
+
+def _records_in(hint: Any) -> list[type[Any]]:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return [hint]
+    return [r for arg in typing.get_args(hint) for r in _records_in(arg)]
+
+
+def _collect_versions(cls: type[Any], into: dict[str, int]) -> None:
+    spec = spec_for(cls)
+    if spec.tag in into:
+        return
+    into[spec.tag] = spec.version
+    for hint in typing.get_type_hints(cls).values():
+        for record in _records_in(hint):
+            _collect_versions(record, into)
+
+
+def _flat_encoder(cls: type[Any], *, skip_first: bool) -> tuple[str, dict[str, Any]]:
+    """Source of ``to_flat(o)``: one list display of the field values, nested records inlined."""
+    names = iter(f"v{i}" for i in range(1_000_000))
+
+    def record(klass: type[Any], src: str, skip: bool = False) -> str:
+        hints = typing.get_type_hints(klass)
+        fields = [f for f in dataclasses.fields(klass) if f.init][1 if skip else 0 :]
+        if src == "o":
+            var, first = "o", "o"
+        else:
+            var = next(names)
+            first = f"({var} := {src})"
+        parts = []
+        for i, f in enumerate(fields):
+            parts.append(value(hints[f.name], f"{first if i == 0 else var}.{f.name}"))
+        if not parts:
+            raise TypeError(f"{klass.__name__}: a record without fields has no flat form")
+        return "[" + ", ".join(parts) + "]"
+
+    def value(hint: Any, src: str) -> str:
+        records = _records_in(hint)
+        if not records:
+            return src  # scalars, enums (str/int subclasses), tuples of them: msgpack packs them as is
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            return record(hint, src)
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin is typing.Union or origin is types.UnionType:
+            members = [a for a in args if a is not type(None)]
+            if len(members) == 1 and isinstance(members[0], type) and dataclasses.is_dataclass(members[0]):
+                var = next(names)
+                return f"(None if ({var} := {src}) is None else {record(members[0], var)})"
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            item = next(names)
+            return f"[{value(args[0], item)} for {item} in {src}]"
+        raise TypeError(f"{cls.__name__}: no flat form for {hint!r}")
+
+    return f"def to_flat(o):\n    return {record(cls, 'o', skip_first)}\n", {}
 
 
 # ---------------------------------------------------------------- field decoders

@@ -4,6 +4,10 @@ can carry them. Importing `protocols` runs this; domain/ itself never imports th
 `MeterProfile` decodes through `domain.state.meter_profile`, which interns it, and a protected-only
 `MeterCase` through its shared instance: a million meters restored from a snapshot share these
 objects as they did before the restart.
+
+`METER_PACKING` is how a shard group keeps its meters resident (`domain.shard.Packing`): the flat
+form of `protocols.codec.flat_codec`, without the account (the host's key), 50 bytes for a registered
+meter. `METER_FLAT.versions` is what a snapshot of packed meters records to be read back safely.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from domain import MESSAGE_TYPES
-from domain.state import PROTECTED_CASE, MeterCase, MeterProfile, meter_profile
-from protocols.codec import message
+from domain.shard import Packing
+from domain.state import PROTECTED_CASE, Meter, MeterCase, MeterProfile, meter_profile
+from protocols.codec import FlatCodec, flat_codec, message
 
-__all__ = ["register_domain"]
+__all__ = ["METER_FLAT", "METER_PACKING", "register_domain"]
 
 _done = False
 
@@ -44,3 +49,8 @@ def register_domain() -> None:
 
 
 register_domain()
+
+#: A meter's flat form without its account (see protocols.codec.FlatCodec).
+METER_FLAT: FlatCodec = flat_codec(Meter, key="account")
+#: How a shard group keeps its meters resident: packed into bytes.
+METER_PACKING = Packing(pack=METER_FLAT.pack, unpack=METER_FLAT.unpack)

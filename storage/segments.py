@@ -54,7 +54,8 @@ def to_events(
 ) -> list[JournalEvent]:
     """The JournalEvents of a segment starting at first_seq, skipping seq <= after_seq."""
     start = max(0, after_seq - first_seq + 1)
+    stored = JournalEvent.stored
     return [
-        JournalEvent(shard=shard, seq=first_seq + i, account=a, kind=k, ref=r, at=t, body=b)
+        stored(shard, first_seq + i, a, k, r, t, b)
         for i, (a, k, r, t, b) in enumerate(entries[start:], start)
     ]

@@ -6,13 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from actors import shard_snapshot
 from actors.shard_service import ShardService
 from domain.commands import ClearPayment, PostBill, RegisterMeter, ReportRelayResult
 from domain.effects import AckPayment, SendRelayCommand
 from domain.enums import ControlState, PaymentOutcome, RelayAction, RelayResultStatus, RelayState
-from domain.policy import load_policy
+from domain.policy import Policy, load_policy
+from domain.shard import MeterHost, Packing
 from domain.sharding import group_of, logical_shard
+from domain.state import Meter
+from protocols import codec
+from protocols.registry import METER_PACKING
 from storage.api import StoreOptions
+from storage.records import Snapshot
 from storage.sqlite import open_shard_store
 from tests.unit.test_meter_support import at
 
@@ -143,3 +149,114 @@ def test_a_bill_for_an_unknown_account_is_reported_as_refused(tmp_path: Path) ->
     ]
     out = s.apply(bills, T0)
     assert [i for i, _ in out.rejected] == [1] and "NOPE" in out.rejected[0][1]
+
+
+# ------------------------------------------------------------ snapshots of the packed resident form
+
+
+def counting_host(s: ShardService, policy: Policy = POLICY) -> list[int]:
+    """Give a fresh service a host that counts the meters it unpacks (the service's own packing)."""
+    unpacked = [0]
+
+    def unpack(account: str, value: object) -> Meter:
+        unpacked[0] += 1
+        return METER_PACKING.unpack(account, value)
+
+    s.host = MeterHost(policy, 256, Packing(pack=METER_PACKING.pack, unpack=unpack))
+    return unpacked
+
+
+def fresh(data: Path, policy: Policy = POLICY) -> tuple[ShardService, list[int]]:
+    store = open_shard_store(data, 0, StoreOptions(synchronous="normal"))
+    s = ShardService(group=0, groups=GROUPS, shards=256, store=store, policy=policy, snapshot_every=50)
+    return s, counting_host(s, policy)
+
+
+def state(s: ShardService) -> tuple[object, ...]:
+    return (
+        {m.account: m for m in s.host.meters()},
+        {k: v for k, v in s.host.relay_counts.items() if v},
+        set(s.host.paid_off),
+        set(s.host.pending),
+        sorted(c.command_id for c in s.in_flight()),
+    )
+
+
+def test_recovery_from_snapshots_unpacks_only_the_meters_the_tail_touched(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(200), T0)
+    s.apply([pay(i) for i in range(0, 200, 4)], T0 + 5)  # 50 connects in flight
+    s.snapshot(list(s.heads), T0 + 6)
+    s.apply([pay(i) for i in range(1, 200, 20)], T0 + 10)  # the tail: 10 more
+    before = state(s)
+    s.store.close()
+
+    again, unpacked = fresh(tmp_path)
+    again.recover(T0 + 20, receipt_of=lambda payment_id: 1000.0)
+    assert unpacked[0] == 10 + 60  # the tail's meters, then the pending ones to follow their latency
+    assert set(again.recovery_stages) == {"snapshots", "tail", "timers", "follow"}
+    assert len(again.command_payment) == 60
+    assert state(again) == before
+
+
+def test_a_snapshot_saves_every_meter_without_unpacking_one(tmp_path: Path) -> None:
+    s, unpacked = fresh(tmp_path)
+    s.recover(T0)
+    s.apply(registrations(100), T0)
+    s.apply([pay(i) for i in range(10)], T0 + 5)
+    unpacked[0] = 0
+    assert s.snapshot(list(s.heads), T0 + 6) == 100
+    assert unpacked[0] == 0
+
+
+def test_a_v1_snapshot_still_loads_and_is_saved_again_as_v2(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(120), T0)
+    s.apply([pay(i) for i in range(0, 120, 3)], T0 + 5)
+    shards = sorted(s.heads)
+    s.store.save_snapshots([  # what jodo wrote before meters were resident packed
+        Snapshot(shard=shard, upto_seq=s.heads[shard], at=T0 + 6,
+                 body=codec.encode_many(s.host.shard_meters(shard)))
+        for shard in shards
+    ])
+    s.apply([pay(i) for i in range(1, 120, 3)], T0 + 10)
+    before = state(s)
+    s.store.close()
+
+    again = service(tmp_path)
+    assert state(again) == before
+    assert sorted(again.snapshot_due()) == shards  # each written again in the new form soon
+    again.snapshot(again.snapshot_due(), T0 + 20)
+    rules = shard_snapshot.rules_fingerprint(POLICY)
+    for x in shards:
+        saved = again.store.latest_snapshot(x)
+        assert saved is not None and not isinstance(shard_snapshot.load(saved.body, x, rules), list)
+    again.store.close()
+    third = service(tmp_path)
+    assert state(third) == before
+
+
+def test_snapshots_taken_under_another_policy_are_recounted(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(40), T0)
+    s.apply([pay(i, amount=110_000) for i in range(40)], T0 + 5)  # 40 000 paise still owed: still off
+    s.snapshot(list(s.heads), T0 + 6)
+    assert not s.host.paid_off
+    s.store.close()
+
+    lenient = load_policy("[reconnection]\nthreshold_paise = 45000\n")
+    again, _ = fresh(tmp_path, lenient)
+    again.recover(T0 + 20)
+    assert len(again.host.paid_off) == 40  # every meter counted again under the policy in force
+    assert sorted(again.snapshot_due()) == sorted(s.heads)
+
+
+def test_the_commands_in_flight_after_a_recovery_follow_later_batches(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(10), T0)
+    s.apply([pay(0)], T0 + 5)
+    s.store.close()
+    again = service(tmp_path)
+    assert [c.account for c in again.in_flight()] == ["N0000000000"]  # found while recovering
+    again.apply([pay(1)], T0 + 10)
+    assert sorted(c.account for c in again.in_flight()) == ["N0000000000", "N0000000001"]

@@ -1,0 +1,102 @@
+"""A logical shard's snapshot body: what `ShardService.snapshot` saves and `ShardService.recover` loads.
+
+Storage keeps the body as opaque bytes. Two formats:
+
+* **v2** (written now), msgpack ``["jodo.shard-image", 2, {field: value}]``, the `ShardImage` of the
+  shard: ``accounts`` and ``meters`` (two arrays in step: each account and its packed meter, the
+  shard group's resident bytes as they are), ``versions`` (schema version of every record in those
+  bytes, tag → version), ``rules`` (what the counts and timers were computed under:
+  `rules_fingerprint`), ``relay`` and ``work_orders`` (counts), ``paid_off`` (account → issue time of
+  its command, or OFF_FIELD / OFF_UNSENT), ``pending`` (accounts) and ``timers`` (two arrays in
+  step: accounts, next check). Loading it unpacks no meter: one msgpack unpack and a dict built from
+  two arrays give the host its table. Arrays rather than a map because msgpack interns map keys:
+  a million accounts in the interpreter's intern table cost ~40 B a meter for as long as they live.
+  Fields are found by name; a field this code does not know is ignored, so one can be added
+  without a new version.
+* **v1** (data directories written before): `codec.encode_many` of the shard's `Meter`s.
+
+A v2 body written under other rules (another policy, or `domain.shard.SCHEDULE_RULES` bumped) or a
+v1 body loads as meters, which the host counts and schedules afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgpack
+
+from domain.enums import RelayState, WorkOrderAction
+from domain.policy import Policy
+from domain.shard import SCHEDULE_RULES, ShardImage
+from domain.state import Meter
+from protocols import codec
+from protocols.registry import METER_FLAT
+
+__all__ = ["TAG", "VERSION", "dump", "load", "rules_fingerprint"]
+
+TAG = "jodo.shard-image"
+VERSION = 2
+_PREFIX = msgpack.packb([TAG, VERSION, None])[:-2]  # fixarray(3) + the tag: no v1 body starts so
+
+
+def rules_fingerprint(policy: Policy) -> str:
+    """What a snapshot's counts and timers depend on besides the meters: the rules and the policy."""
+    digest = hashlib.sha256(repr(policy).encode()).hexdigest()[:16]
+    return f"{SCHEDULE_RULES}:{digest}"
+
+
+def dump(image: ShardImage, rules: str) -> bytes:
+    """The v2 body of a logical shard's image (its meters packed by `protocols.registry.METER_PACKING`)."""
+    fields: dict[str, Any] = {
+        "versions": METER_FLAT.versions,
+        "rules": rules,
+        "accounts": list(image.meters),
+        "meters": list(image.meters.values()),
+        "relay": {str(k): v for k, v in image.relay_counts.items()},
+        "work_orders": {str(k): v for k, v in image.work_orders.items()},
+        "paid_off": image.paid_off,
+        "pending": sorted(image.pending),
+        "timers": [list(image.timers), list(image.timers.values())],
+    }
+    return msgpack.packb([TAG, VERSION, fields], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def load(body: bytes, shard: int, rules: str) -> ShardImage | list[Meter]:
+    """A snapshot body: the image (v2 under these rules), else the meters to restore and recount.
+
+    Raises `CodecError` for a body this code cannot read (malformed, or from a newer schema)."""
+    if not body.startswith(_PREFIX):
+        return codec.decode_many(body, expect=Meter, trusted=True)  # v1
+    try:
+        _, version, fields = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types for bad bytes; all mean the same here
+        raise codec.CodecError(f"snapshot of shard {shard}: not valid msgpack: {exc}") from None
+    if not isinstance(version, int) or version > VERSION:
+        raise codec.CodecError(f"snapshot of shard {shard}: body version {version!r} is newer than {VERSION}")
+    try:
+        METER_FLAT.check_versions(fields["versions"])
+        meters: dict[str, bytes] = _zipped(fields["accounts"], fields["meters"])
+        if fields["rules"] != rules:
+            unpack = METER_FLAT.unpack
+            return [unpack(account, packed) for account, packed in meters.items()]
+        return ShardImage(
+            shard=shard,
+            meters=meters,  # type: ignore[arg-type]
+            relay_counts={RelayState(k): v for k, v in fields["relay"].items()},
+            work_orders={WorkOrderAction(k): v for k, v in fields["work_orders"].items()},
+            paid_off=fields["paid_off"],
+            pending=frozenset(fields["pending"]),
+            timers=_zipped(*fields["timers"]),
+        )
+    except codec.CodecError:
+        raise
+    except Exception as exc:  # a field missing or of the wrong shape: not a body we wrote
+        why = f"{type(exc).__name__}: {exc}"
+        raise codec.CodecError(f"snapshot of shard {shard}: malformed v2 body: {why}") from None
+
+
+def _zipped(keys: list[Any], values: list[Any]) -> dict[Any, Any]:
+    if len(keys) != len(values):
+        raise ValueError(f"{len(keys)} keys for {len(values)} values")
+    return dict(zip(keys, values, strict=True))

@@ -1,0 +1,118 @@
+"""The snapshot body a shard group writes (actors/shard_snapshot.py): v2 round trips, v1 still loads,
+and a body this code cannot read is refused rather than half-read.
+
+These bodies outlive releases (they are in every data directory), so the byte layout is pinned here:
+a change that breaks these tests breaks recovery of existing data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from actors import shard_snapshot
+from domain.commands import ClearPayment, RegisterMeter
+from domain.enums import RelayState
+from domain.policy import load_policy
+from domain.shard import MeterHost, ShardImage
+from domain.sharding import logical_shard
+from protocols import codec
+from protocols.codec import CodecError
+from protocols.registry import METER_FLAT, METER_PACKING
+from tests.unit.test_meter_support import at
+
+POLICY = load_policy()
+RULES = shard_snapshot.rules_fingerprint(POLICY)
+T0 = at(2026, 3, 2, 11)
+ACCOUNT = "N0000000007"
+SHARD = logical_shard(ACCOUNT)
+
+
+def image() -> ShardImage:
+    """One logical shard with a meter disconnected and owing, and one paid up with a connect pending."""
+    host = MeterHost(POLICY, packing=METER_PACKING)
+    candidates = (f"N{i:010d}" for i in range(2_000))
+    others = [a for a in candidates if logical_shard(a) == SHARD and a != ACCOUNT][:1]
+    host.assign(host.step([
+        RegisterMeter(account=a, serial=f"S{a}", head_end="hes-1", install_year=2022, relay_capable=True,
+                      control_mode=2, relay=RelayState.DISCONNECTED, opening_dues_paise=150_000)
+        for a in [ACCOUNT, *others]
+    ], T0), T0)
+    host.assign(host.step([ClearPayment(account=ACCOUNT, payment_id="P1", amount_paise=150_000,
+                                        channel="upi", cashless=True, paid_at=T0)], T0), T0)
+    return host.image(SHARD)
+
+
+def fields(body: bytes) -> dict[str, Any]:
+    tag, version, values = msgpack.unpackb(body)
+    assert (tag, version) == ("jodo.shard-image", 2)
+    return values  # type: ignore[no-any-return]
+
+
+def test_a_v2_body_round_trips_the_image() -> None:
+    original = image()
+    assert original.pending == {ACCOUNT} and set(original.paid_off) == {ACCOUNT} and original.timers
+    loaded = shard_snapshot.load(shard_snapshot.dump(original, RULES), SHARD, RULES)
+    assert loaded == original
+
+
+def test_a_v2_body_is_a_tagged_map_of_named_fields_holding_the_resident_bytes() -> None:
+    original = image()
+    values = fields(shard_snapshot.dump(original, RULES))
+    assert set(values) == {"versions", "rules", "accounts", "meters", "relay", "work_orders", "paid_off",
+                           "pending", "timers"}
+    # as the host holds them (nothing packed again), in two arrays: msgpack would intern map keys
+    assert dict(zip(values["accounts"], values["meters"], strict=True)) == original.meters
+    assert dict(zip(*values["timers"], strict=True)) == original.timers
+    assert values["versions"] == METER_FLAT.versions and values["rules"] == RULES
+    assert values["relay"] == {"connecting": 1, "disconnected": 1} and values["pending"] == [ACCOUNT]
+
+
+def test_a_v1_body_loads_as_meters() -> None:
+    host = MeterHost(POLICY, packing=METER_PACKING)
+    original = image()
+    host.load(original)
+    meters = list(host.shard_meters(SHARD))
+    loaded = shard_snapshot.load(codec.encode_many(meters), SHARD, RULES)
+    assert loaded == meters
+    assert shard_snapshot.load(codec.encode_many([]), SHARD, RULES) == []
+
+
+def test_a_body_of_other_rules_loads_as_meters_to_count_again() -> None:
+    original = image()
+    loaded = shard_snapshot.load(shard_snapshot.dump(original, "0:other"), SHARD, RULES)
+    assert isinstance(loaded, list)
+    assert sorted(m.account for m in loaded) == sorted(original.meters)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    values = fields(shard_snapshot.dump(image(), RULES))
+    values["added_later"] = [1, 2, 3]
+    body = msgpack.packb(["jodo.shard-image", 2, values], use_bin_type=True)
+    assert shard_snapshot.load(body, SHARD, RULES) == image()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda v: ["jodo.shard-image", 3, v], "newer"),
+        (lambda v: ["jodo.shard-image", 2, {**v, "versions": {"Meter": 99}}], "schema version 99"),
+        (lambda v: ["jodo.shard-image", 2, {k: x for k, x in v.items() if k != "timers"}], "malformed"),
+        (lambda v: ["jodo.shard-image", 2, {**v, "relay": {"flapping": 1}}], "malformed"),
+        (lambda v: ["jodo.shard-image", 2, {**v, "accounts": v["accounts"][1:]}], "malformed"),
+    ],
+)
+def test_a_body_this_code_cannot_read_is_refused(change: object, message: str) -> None:
+    values = fields(shard_snapshot.dump(image(), RULES))
+    body = msgpack.packb(change(values), use_bin_type=True)  # type: ignore[operator]
+    with pytest.raises(CodecError, match=message):
+        shard_snapshot.load(body, SHARD, RULES)
+
+
+def test_truncated_bodies_are_refused() -> None:
+    body = shard_snapshot.dump(image(), RULES)
+    for cut in (len(body) // 3, len(body) - 1):
+        with pytest.raises(CodecError):
+            shard_snapshot.load(body[:cut], SHARD, RULES)
