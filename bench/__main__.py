@@ -201,10 +201,13 @@ GOALS: dict[str, Goal] = {
     "ratio": Goal("jodo / ceiling, end to end", 0.15, True, "of the ceiling"),
     "webhooks": Goal("signed webhooks/s over HTTP", 3_000, True, "webhooks/s"),
     "p99": Goal("p99 payment → relay command at 500 payments/s", 100, False, "ms"),
-    "bytes": Goal("bytes per resident meter", 250, False, "B"),
+    "bytes": Goal("bytes per resident meter (the biggest fleet measured)", 250, False, "B"),
+    "bytes_lakh": Goal("bytes per resident meter (7.25 lakh fleet)", 250, False, "B"),
     "crore": Goal("meters resident on one node", 10_000_000, True, "meters"),
     "cold": Goal("cold start of 1 crore meters", 30, False, "s"),
-    "recovery": Goal("one shard group back after SIGKILL (7.25 lakh fleet)", 3, False, "s"),
+    "recovery": Goal("one shard group back after SIGKILL (7.25 lakh fleet, from snapshots)", 3, False, "s"),
+    "recovery_tail": Goal("one shard group back after SIGKILL (7.25 lakh, after the runtime bench's "
+                          "registrations and payments: snapshot + journal tail)", 3, False, "s"),
     "recovery_crore": Goal("one shard group back after SIGKILL (1 crore fleet)", 3, False, "s"),
 }
 
@@ -243,6 +246,9 @@ def measured(report: dict[str, Any]) -> dict[str, tuple[float, str]]:
         reg = [r for r in _records(report, "runtime") if r.get("stage") == "register"]
         if reg:
             out["bytes"] = (float(reg[0]["bytes_per_meter"]), "runtime: shard RSS delta / meters")
+    if lakh:
+        out["bytes_lakh"] = (float(lakh[0]["bytes_per_meter"]),
+                             f"fleet: shard RSS less an empty group's / meters, {int(lakh[0]['meters']):,}")
     if crore:
         c = crore[0]
         out["crore"] = (float(c["meters"]), f"fleet_crore: every meter answering after a cold start, "
@@ -255,8 +261,8 @@ def measured(report: dict[str, Any]) -> dict[str, tuple[float, str]]:
         f = lakh[0]
         out["recovery"] = (float(f["shard_recovery_s"]), f"fleet: median of {f.get('runs')}, group of "
                                                         f"{int(f['meters']) // int(f['groups']):,} meters")
-    elif rec:
-        out["recovery"] = (float(rec[0]["restart_seconds"]),
+    if rec:
+        out["recovery_tail"] = (float(rec[0]["restart_seconds"]),
                            f"runtime: SIGKILL of a group of {int(rec[0].get('meters', 0)):,} meters")
     return out
 
