@@ -47,13 +47,14 @@ import tempfile
 import time
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from actors.facade import RuntimeConfig
 from actors.shard_service import ShardService
+from bench.common import cpu_seconds, emit, free_port, proc_status, wait
 from domain.commands import ClearPayment, MeterCommand, PostBill, RegisterMeter
 from domain.policy import Policy, load_policy
 from domain.shard import MeterHost
@@ -78,10 +79,6 @@ HEAD_END = "hes-1"
 DUES = 150_000  # one bill, paise
 CHUNK = 20_000  # commands per ShardService.apply (as the actors' MeterCommandBatch)
 SHARDS_PER_PASS = 16  # logical shards held in memory at once by a generator worker
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 # ------------------------------------------------------------------ the fleet
@@ -238,35 +235,6 @@ def generate(data_dir: Path, spec: FleetSpec, workers: int | None = None) -> lis
 # ------------------------------------------------------------------ the node
 
 
-def proc_status_kib(pid: int, key: str) -> int:
-    """A /proc/<pid>/status field in KiB (VmRSS, VmHWM), 0 if the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (clock ticks)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_node(data_dir: Path, groups: int, log_file: Path, ready_timeout: float = 1800.0) -> Node:
     """A real node on ``data_dir``, with no head-end (the fleet is quiet: nothing to send)."""
     options = TreeOptions(data_dir=str(data_dir), groups=groups, head_ends=())
@@ -275,15 +243,6 @@ def start_node(data_dir: Path, groups: int, log_file: Path, ready_timeout: float
                           root_flags=root_flags(), children=jodo_tree(options),
                           dead_letter_sink="actors.deadletters:stored_sink", ready_timeout=ready_timeout))
     return node.start()
-
-
-def wait(check: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.perf_counter()
-    while not check():
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError(what)
-        time.sleep(0.02)
-    return time.perf_counter() - start
 
 
 def _all_meters(client: NodeClient, expected: dict[int, int]) -> bool:
@@ -299,15 +258,15 @@ def measure_node(node: Node, client: NodeClient, groups: int) -> dict[str, Any]:
     pids = [ref.pid for ref in node.live_processes()]
     shard = {
         g: {"pid": s.pid, "meters": s.meters, "recovery_s": round(s.recovery_seconds, 3),
-            "rss_kib": proc_status_kib(s.pid, "VmRSS"), "hwm_kib": proc_status_kib(s.pid, "VmHWM"),
-            "anon_kib": proc_status_kib(s.pid, "RssAnon"),
+            "rss_kib": proc_status(s.pid, "VmRSS") // 1024, "hwm_kib": proc_status(s.pid, "VmHWM") // 1024,
+            "anon_kib": proc_status(s.pid, "RssAnon") // 1024,
             "cpu_s": round(cpu_seconds(s.pid), 2)}
         for g, s in statuses.items()
     }
     return {
         "shards": shard,
-        "node_rss_kib": sum(proc_status_kib(p, "VmRSS") for p in pids),
-        "node_hwm_kib": sum(proc_status_kib(p, "VmHWM") for p in pids),
+        "node_rss_kib": sum(proc_status(p, "VmRSS") // 1024 for p in pids),
+        "node_hwm_kib": sum(proc_status(p, "VmHWM") // 1024 for p in pids),
         "processes": len(pids),
     }
 
@@ -383,7 +342,7 @@ def recovery(node: Node, client: NodeClient, expected: dict[int, int], run: int)
         "stage": "recovery", "run": run, "group": 0, "meters": status.meters,
         "seconds": round(took, 2), "running_s": round(running, 2),
         "recovery_s": round(status.recovery_seconds, 3),
-        "rss_mb": round(proc_status_kib(status.pid, "VmRSS") / 1024, 1),
+        "rss_mb": round(proc_status(status.pid, "VmRSS") // 1024 / 1024, 1),
         "cpu_s": round(cpu_seconds(status.pid), 2),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }

@@ -17,10 +17,8 @@ pids came from the actors themselves) are killed with SIGKILL.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from typing import Any
 from thespian.actors import Actor, ActorExitRequest
 
 from actors.facade import ActorRuntime, RuntimeConfig
+from bench.common import emit, free_port, pss_bytes, rss_bytes
 from domain.commands import ClearPayment, RegisterMeter
 from domain.effects import SendRelayCommand
 from domain.enums import RelayState
@@ -40,37 +39,6 @@ from domain.state import Meter
 from protocols import codec
 
 DUES = 150_000
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pss_bytes(pid: int) -> int:
-    """Proportional set size: shared pages split between the processes that share them."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 class Register:

@@ -22,17 +22,15 @@ simulator (zero latency, every meter starting disconnected) on loopback. Measure
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 from actors.facade import RuntimeConfig
+from bench.common import cpu_seconds, emit, free_port, rss_bytes, wait
 from domain.commands import RegisterMeter
 from domain.enums import RelayState
 from headend.sim.config import SimConfig
@@ -43,29 +41,6 @@ from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
 from protocols.payments import PaymentReceived
 
 HEAD_END = "hes-1"
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def roles(node: Node) -> dict[str, int]:
@@ -81,15 +56,6 @@ def roles(node: Node) -> dict[str, int]:
 
 def account(i: int) -> str:
     return f"N{i:010d}"
-
-
-def wait(check: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.perf_counter()
-    while not check():
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError(what)
-        time.sleep(0.02)
-    return time.perf_counter() - start
 
 
 def pct(samples: list[float], q: float) -> float:

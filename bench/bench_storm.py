@@ -34,11 +34,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
-import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +52,7 @@ from typing import Any, TypeVar
 from thespian.actors import PoisonMessage
 
 from actors.facade import Address, RuntimeConfig, new_request_id
+from bench.common import cpu_seconds, emit, free_port, proc_status, pss_bytes
 from domain.commands import RegisterMeter
 from domain.enums import RelayState
 from headend.sim.config import SimConfig
@@ -85,37 +84,6 @@ HEAD_END = "hes-1"
 DUES = 150_000
 PROBE_EVERY = 0.5  # seconds between samples of the connected count (throughput series)
 RSS_EVERY = 0.2  # seconds between /proc samples (memory)
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_status(pid: int, key: str) -> int:
-    """A ``kB`` line of /proc/<pid>/status in bytes (VmRSS, VmHWM); 0 if the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (clock ticks); 0.0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def group_members(pgid: int) -> set[int]:
@@ -175,18 +143,6 @@ def pct(samples: list[float], q: float) -> float | None:
 
 def mb(n: float) -> float:
     return round(n / 2**20, 1)
-
-
-def pss_bytes(pid: int) -> int:
-    """Proportional set size (shared pages split between their users) from smaps_rollup; 0 if gone."""
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 class MemorySampler(threading.Thread):
