@@ -2,21 +2,35 @@
 # Installs the operations tools that tests/ops needs, from Debian packages:
 #   promtool, prometheus  (package `prometheus`) -> check/test the scrape config, alert rules, /metrics output
 #   systemd-analyze       (package `systemd`)    -> verify the unit files in deploy/systemd
+#   initdb, pg_ctl        (package `postgresql`) -> the throwaway PostgreSQL servers of the storage contract
+#                                                   suite and the cluster tests (jodo/pglocal.py)
+#   ip                    (package `iproute2`)   -> the cluster tests' network faults
 # Idempotent and quiet: does nothing (not even `apt-get update`) when every tool is already there; safe to
 # re-run. Needs root (or sudo) only when something is missing. Prints where each tool is.
 set -euo pipefail
 
-tools=(promtool prometheus systemd-analyze)
+tools=(promtool prometheus systemd-analyze initdb ip)
 package_of() {
     case "$1" in
         promtool|prometheus) echo prometheus ;;
         systemd-analyze) echo systemd ;;
+        initdb) echo postgresql ;;
+        ip) echo iproute2 ;;
     esac
+}
+
+# Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<major>/bin
+have() {
+    if [ "$1" = initdb ]; then
+        compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+    else
+        command -v "$1" >/dev/null 2>&1
+    fi
 }
 
 pkgs=()
 for tool in "${tools[@]}"; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
+    if ! have "$tool"; then
         pkg="$(package_of "$tool")"
         [[ " ${pkgs[*]} " == *" $pkg "* ]] || pkgs+=("$pkg")
     fi
@@ -43,7 +57,11 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
 fi
 
 for tool in "${tools[@]}"; do
-    path="$(command -v "$tool" || true)"
+    if [ "$tool" = initdb ]; then
+        path="$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1 || true)"
+    else
+        path="$(command -v "$tool" || true)"
+    fi
     if [ -z "$path" ]; then
         echo "install-ops-tools: $tool still missing after install" >&2
         exit 1

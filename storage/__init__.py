@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from storage.api import DEFAULT_OPTIONS, DeskStore, ShardStore, StorageBackend, StoreOptions
 from storage.errors import (
+    Fenced,
     HeadMismatch,
     InvalidRecord,
     NotAStore,
@@ -57,6 +58,7 @@ __all__ = [
     "CreditOutcome",
     "DeadLetter",
     "DeskStore",
+    "Fenced",
     "HeadMismatch",
     "InvalidRecord",
     "JournalEvent",

@@ -16,12 +16,14 @@ What is raised here is either a bug in the caller, a file that cannot be used, o
     │   ├── SnapshotAheadOfJournal    a snapshot claims a seq the shard has not reached
     │   ├── UnknownPayment            a credit acknowledgement names a payment never recorded
     │   └── HeadMismatch              expect_heads did not match: another writer owns the shard
+    ├── Fenced                        the writer's lease (owner, epoch) no longer holds: nothing applied
     └── StorageUnavailable            I/O error, disk full, lock timeout, corrupt page
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "Fenced",
     "HeadMismatch",
     "InvalidRecord",
     "NotAStore",
@@ -151,6 +153,29 @@ class HeadMismatch(WriteRejected):
         self.shard = shard
         self.expected = expected
         self.found = found
+
+
+class Fenced(StorageError):
+    """Raised by a write of a fenced store (PostgreSQL, cluster mode) when the lease it was opened
+    with no longer holds: another node took the resource (a higher epoch), it was released, or it
+    expired. Checked inside the write's own transaction, so nothing of the write was applied.
+
+    Caller: this node no longer owns the shard group. Stop it at once: send nothing more for it
+    (no acknowledgement, no relay command), drop its state, tell the cluster keeper. Never retry.
+    """
+
+    def __init__(
+        self, resource: str, owner: str, epoch: int, found_owner: str | None, found_epoch: int | None
+    ) -> None:
+        super().__init__(
+            f"{resource}: lease of {owner} at epoch {epoch} no longer holds "
+            f"(now {found_owner or 'nobody'} at epoch {found_epoch if found_epoch is not None else 'expired'})"
+        )
+        self.resource = resource
+        self.owner = owner
+        self.epoch = epoch
+        self.found_owner = found_owner
+        self.found_epoch = found_epoch
 
 
 class StorageUnavailable(StorageError):
