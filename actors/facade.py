@@ -39,7 +39,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from thespian.actors import ActorExitRequest, ActorSystem, ActorTypeDispatcher, PoisonMessage
 
-from actors.netpatch import BindPatchError, apply_bind_patch
+from actors.netpatch import BindPatchError, apply_bind_patch, apply_peer_allowlist
 from protocols.control import Address
 
 __all__ = [
@@ -109,6 +109,8 @@ class RuntimeConfig:
     log_level: str = "WARNING"
     log_file: Path | None = None
     capabilities: Mapping[str, object] = field(default_factory=dict)
+    # addresses (besides ``ip`` and 127.0.0.1) whose connections the actor sockets accept
+    peers: tuple[str, ...] = ()
 
 
 def port_is_free(ip: str, port: int) -> bool:
@@ -228,6 +230,7 @@ class ActorRuntime:
         if config.log_file is not None:
             os.environ["THESPLOG_FILE"] = str(config.log_file.with_suffix(".thesplog"))
         apply_bind_patch()
+        apply_peer_allowlist({config.ip, "127.0.0.1", *config.peers})
         if not port_is_free(config.ip, config.admin_port):
             raise RuntimeStartError(
                 f"{config.ip}:{config.admin_port} is taken: refusing to join an admin we did not start"

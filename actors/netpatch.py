@@ -13,6 +13,12 @@ inherit the patch; a patch applied inside an actor module is too late for the ad
 It patches a private class, so it refuses (`BindPatchError`) unless thespian is exactly the pinned
 version and the class still has the shape this patch was written against.
 
+`apply_peer_allowlist` adds a second wall: every connection accepted by an actor socket whose peer
+address is not on the list is closed at once, before a byte of it is read (so before anything is
+unpickled). The node allows its own bind address and 127.0.0.1 (the source of loopback connections
+to any 127/8 address), plus `RuntimeConfig.peers`. A cluster needs nothing more: nodes exchange no
+actor traffic (docs/cluster.md), so no other machine ever has a reason to reach an actor port.
+
 Errors::
 
     BindPatchError      apply_bind_patch: wrong thespian version, changed source, or no
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
+from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
@@ -30,7 +38,9 @@ __all__ = [
     "PINNED_THESPIAN",
     "BindPatchError",
     "apply_bind_patch",
+    "apply_peer_allowlist",
     "bind_patch_applied",
+    "peer_allowlist",
     "verify_thespian",
 ]
 
@@ -40,6 +50,8 @@ _EXPECTED_BINDARGS = "def bindArgs(self): return self.bindname,"
 _MARK = "_jodo_bind_patched"
 _ORIGINAL = "_jodo_original_bindArgs"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_ALLOWED = "_jodo_allowed_peers"
+_ORIGINAL_NEW_SOCKET = "_jodo_original_new_socket"
 
 
 class BindPatchError(RuntimeError):
@@ -110,3 +122,49 @@ def apply_bind_patch() -> None:
     setattr(cls, _ORIGINAL, original)
     cls.bindArgs = property(_bind_args)
     setattr(cls, _MARK, True)
+
+
+def _eof_socket() -> socket.socket:
+    """A connected TCP socket whose peer has already hung up: reading it gives EOF at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    client.close()
+    return server
+
+
+def peer_allowlist() -> frozenset[str] | None:
+    """The peer addresses this process's actor sockets accept (None: no allowlist applied)."""
+    from thespian.system.transport import TCPTransport
+
+    allowed: frozenset[str] | None = getattr(TCPTransport.TCPTransport, _ALLOWED, None)
+    return allowed
+
+
+def apply_peer_allowlist(addresses: Iterable[str]) -> None:
+    """Close every connection an actor socket accepts from a peer not in `addresses` (replacing any
+    earlier list). Call in the process that starts the actor system, before ``ActorSystem()``, like
+    `apply_bind_patch`; the admin, logger and actors are forked from it and inherit it."""
+    from thespian.system.transport import TCPTransport
+
+    cls = TCPTransport.TCPTransport
+    if not hasattr(cls, _ORIGINAL_NEW_SOCKET):
+        original = cls.new_socket
+        setattr(cls, _ORIGINAL_NEW_SOCKET, original)
+
+        def new_socket(self: Any, op: Any, *args: Any, **kw: Any) -> Any:
+            result = original(self, op, *args, **kw)
+            allowed = getattr(cls, _ALLOWED, None)
+            if allowed is not None and getattr(op, "__name__", "") == "accept":
+                sock, peer = result
+                if peer[0] not in allowed:
+                    sock.close()  # nothing was read from it: nothing was unpickled
+                    # thespian 4.0.1's admin crashes on an accept that raises (its run loop takes the
+                    # UpdateWork it queues for an envelope), so hand it a connection already at EOF
+                    return _eof_socket(), peer
+            return result
+
+        cls.new_socket = new_socket
+    setattr(cls, _ALLOWED, frozenset(addresses))

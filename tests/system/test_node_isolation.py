@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from thespian.system.transport import IPBase
 
 from actors import netpatch
+from domain.supervision import ChildSpec
 from supervisors.processes import kill_process, process_group_members
 
 pytestmark = pytest.mark.system
@@ -129,3 +132,31 @@ def test_the_patch_refuses_a_changed_ipactoraddress(monkeypatch: pytest.MonkeyPa
 
 def test_the_installed_thespian_is_the_verified_one() -> None:
     netpatch.verify_thespian()
+
+
+def _peer_verdict(port: int, source: str) -> str:
+    """Connect to 127.0.0.1:port from `source`: "closed" if the far end hung up within 0.5 s (an
+    allowed peer's connection stays open that long: it may still send its message), else "open"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
+        conn.bind((source, 0))
+        conn.connect(("127.0.0.1", port))
+        conn.settimeout(0.05)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                if conn.recv(1) == b"":
+                    return "closed"
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                return "closed"
+        return "open"
+
+
+def test_an_actor_socket_closes_a_connection_from_an_address_not_on_its_allowlist(start_node: Any) -> None:
+    node = start_node((ChildSpec(id="w", start="supervisors.testing.CrashableWorker"),))
+    admin = node.config.runtime.admin_port
+    assert netpatch.peer_allowlist() == frozenset({"127.0.0.1"})
+    assert _peer_verdict(admin, "127.0.0.7") == "closed"  # another machine, as far as the node knows
+    assert node.status().ready  # the refused connection cost the node nothing
+    assert _peer_verdict(admin, "127.0.0.1") == "open"  # itself
