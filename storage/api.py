@@ -16,7 +16,7 @@ between pages), so a caller may commit while it iterates.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
@@ -200,8 +200,11 @@ class DeskStore(Protocol):
         → suspense. Raises UnknownPayment (nothing applied) for a payment never recorded."""
         ...
 
-    def unacknowledged(self, *, after_receipt_seq: int = 0) -> Iterator[PaymentRecord]:
-        """Pending payments by receipt order (to re-send after a restart). Streamed."""
+    def unacknowledged(
+        self, *, after_receipt_seq: int = 0, shards: Collection[int] | None = None
+    ) -> Iterator[PaymentRecord]:
+        """Pending payments by receipt order (to re-send after a restart). Streamed. With
+        `shards`, only those recorded with one of these logical shards (a cluster node's groups)."""
         ...
 
     def payment(self, payment_id: str) -> PaymentRecord | None:
@@ -220,9 +223,11 @@ class DeskStore(Protocol):
 
     def count_suspense(self) -> int: ...
 
-    def resolve_suspense(self, payment_id: str, account: str, *, at: int, by: str) -> ResolveResult:
-        """Re-assign a suspense payment to `account` and make it pending again (to be credited).
-        `by` names who resolved it (engineer id)."""
+    def resolve_suspense(
+        self, payment_id: str, account: str, *, at: int, by: str, shard: int | None = None
+    ) -> ResolveResult:
+        """Re-assign a suspense payment to `account` (of logical `shard`) and make it pending again
+        (to be credited). `by` names who resolved it (engineer id)."""
         ...
 
     def put_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[int, ...]:

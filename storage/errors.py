@@ -169,7 +169,8 @@ class Fenced(StorageError):
     ) -> None:
         super().__init__(
             f"{resource}: lease of {owner} at epoch {epoch} no longer holds "
-            f"(now {found_owner or 'nobody'} at epoch {found_epoch if found_epoch is not None else 'expired'})"
+            f"(now {found_owner or 'nobody'} at epoch "
+            f"{found_epoch if found_epoch is not None else 'expired'})"
         )
         self.resource = resource
         self.owner = owner

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
@@ -351,6 +351,7 @@ class MemoryDeskStore(_Handle):
                     resolved_at=None,
                     resolved_by=None,
                     body=p.body,
+                    shard=p.shard,
                 )
                 if event_key is not None:
                     staged_events[event_key] = p.payment_id
@@ -408,8 +409,14 @@ class MemoryDeskStore(_Handle):
                 key=lambda p: p.receipt_seq,
             )
 
-    def unacknowledged(self, *, after_receipt_seq: int = 0) -> Iterator[PaymentRecord]:
-        return iter(self._where(PaymentStatus.PENDING, after_receipt_seq))
+    def unacknowledged(
+        self, *, after_receipt_seq: int = 0, shards: Collection[int] | None = None
+    ) -> Iterator[PaymentRecord]:
+        pending = self._where(PaymentStatus.PENDING, after_receipt_seq)
+        if shards is not None:
+            wanted = set(shards)
+            pending = [p for p in pending if p.shard in wanted]
+        return iter(pending)
 
     def payment(self, payment_id: str) -> PaymentRecord | None:
         with _lock:
@@ -439,7 +446,9 @@ class MemoryDeskStore(_Handle):
     def count_suspense(self) -> int:
         return self.payment_counts().suspense
 
-    def resolve_suspense(self, payment_id: str, account: str, *, at: int, by: str) -> ResolveResult:
+    def resolve_suspense(
+        self, payment_id: str, account: str, *, at: int, by: str, shard: int | None = None
+    ) -> ResolveResult:
         with _lock:
             self._check()
             current = self._s.payments.get(payment_id)
@@ -454,6 +463,7 @@ class MemoryDeskStore(_Handle):
                 original_account=current.original_account or current.account,
                 resolved_at=at,
                 resolved_by=by,
+                shard=shard if shard is not None else current.shard,
             )
         return ResolveResult.RESOLVED
 

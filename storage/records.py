@@ -291,6 +291,8 @@ def check_payment(payment: NewPayment) -> None:
     _count("paid_at", payment.paid_at)
     _count("received_at", payment.received_at)
     _bytes("body", payment.body)
+    if payment.shard is not None:
+        _count("shard", payment.shard)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,6 +309,7 @@ class NewPayment:
     paid_at: int
     received_at: int
     body: bytes
+    shard: int | None = None  # the account's logical shard (a cluster's desks find their groups' payments)
 
     def __post_init__(self) -> None:
         check_payment(self)
@@ -368,6 +371,7 @@ class PaymentRecord:
     resolved_at: int | None
     resolved_by: str | None
     body: bytes
+    shard: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@ than failing half-way.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +52,8 @@ def _connect(path: Path, options: StoreOptions) -> sqlite3.Connection:
 
 
 def _check_or_create_schema(
-    conn: sqlite3.Connection, path: Path, kind: str, version: int, ddl: Sequence[str]
+    conn: sqlite3.Connection, path: Path, kind: str, version: int, ddl: Sequence[str],
+    migrations: Mapping[int, Sequence[str]],
 ) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -73,8 +74,13 @@ def _check_or_create_schema(
                 raise WrongStoreKind(str(path), f"is a {found_kind} store, not a {kind} store")
             if found_version > version:
                 raise SchemaTooNew(str(path), found_version, version)
-            if found_version < version:  # the first migration goes here, with its test
-                raise StoreOpenError(str(path), f"no migration from schema version {found_version}")
+            for step in range(found_version, version):  # migrations[n] takes version n to n + 1
+                if step not in migrations:
+                    raise StoreOpenError(str(path), f"no migration from schema version {step}")
+                for statement in migrations[step]:
+                    conn.execute(statement)
+            if found_version < version:
+                conn.execute("UPDATE schema_version SET version = ?", (version,))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -96,14 +102,15 @@ class SqliteFile:
     """One connection to one store file; base of the SQLite stores."""
 
     def __init__(
-        self, path: Path, options: StoreOptions, *, kind: str, version: int, ddl: Sequence[str]
+        self, path: Path, options: StoreOptions, *, kind: str, version: int, ddl: Sequence[str],
+        migrations: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         self.path = path
         self.options = options
         conn = _connect(path, options)
         try:
             # validate before configuring, so a foreign file is refused untouched
-            _check_or_create_schema(conn, path, kind, version, ddl)
+            _check_or_create_schema(conn, path, kind, version, ddl, migrations or {})
             _configure(conn, path, options)
         except StorageError:
             conn.close()

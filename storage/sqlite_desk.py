@@ -7,8 +7,9 @@ scrape reads a few rows instead of counting millions.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from storage.api import StoreOptions
@@ -31,7 +32,7 @@ from storage.sqlite_base import SqliteFile
 
 __all__ = ["SCHEMA_VERSION", "SqliteDeskStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _KIND = "desk"
 _PAGE = 500
 
@@ -56,8 +57,10 @@ _DDL = (
         suspended_at INTEGER,
         resolved_at INTEGER,
         resolved_by TEXT,
-        body BLOB NOT NULL
+        body BLOB NOT NULL,
+        shard INTEGER
     ) STRICT""",
+    "CREATE INDEX payments_pending_by_shard ON payments (shard, receipt_seq) WHERE status = 'pending'",
     """CREATE UNIQUE INDEX payments_by_gateway_event ON payments (gateway, event_id)
         WHERE event_id IS NOT NULL""",
     "CREATE INDEX payments_pending ON payments (receipt_seq) WHERE status = 'pending'",
@@ -73,10 +76,18 @@ _DDL = (
     ) STRICT""",
 )
 
+#: version n -> n + 1 for files written by an older jodo
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE payments ADD COLUMN shard INTEGER",
+        "CREATE INDEX payments_pending_by_shard ON payments (shard, receipt_seq) WHERE status = 'pending'",
+    ),
+}
+
 _PAYMENT_COLUMNS = (
     "payment_id, gateway, event_id, account, original_account, amount_paise, channel, paid_at,"
     " received_at, committed_at, receipt_seq, status, applied_at, suspended_at, resolved_at,"
-    " resolved_by, body"
+    " resolved_by, body, shard"
 )
 
 
@@ -104,7 +115,7 @@ class SqliteDeskStore(SqliteFile):
     """The payment desk's store in one SQLite file."""
 
     def __init__(self, path: Path, options: StoreOptions) -> None:
-        super().__init__(path, options, kind=_KIND, version=SCHEMA_VERSION, ddl=_DDL)
+        super().__init__(path, options, kind=_KIND, version=SCHEMA_VERSION, ddl=_DDL, migrations=_MIGRATIONS)
 
     # ------------------------------------------------------------ ledger
 
@@ -115,8 +126,8 @@ class SqliteDeskStore(SqliteFile):
             for p in payments:
                 cursor = db.execute(
                     "INSERT INTO payments (payment_id, gateway, event_id, account, amount_paise,"
-                    " channel, paid_at, received_at, committed_at, receipt_seq, status, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
+                    " channel, paid_at, received_at, committed_at, receipt_seq, status, body, shard)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
                     " ON CONFLICT (payment_id) DO NOTHING"
                     " ON CONFLICT (gateway, event_id) WHERE event_id IS NOT NULL DO NOTHING",
                     (
@@ -131,6 +142,7 @@ class SqliteDeskStore(SqliteFile):
                         at,
                         receipt + 1,
                         p.body,
+                        p.shard,
                     ),
                 )
                 if cursor.rowcount == 1:
@@ -210,13 +222,17 @@ class SqliteDeskStore(SqliteFile):
             _bump(db, deltas)
         return tuple(results)
 
-    def unacknowledged(self, *, after_receipt_seq: int = 0) -> Iterator[PaymentRecord]:
+    def unacknowledged(
+        self, *, after_receipt_seq: int = 0, shards: Collection[int] | None = None
+    ) -> Iterator[PaymentRecord]:
         cursor = after_receipt_seq
+        among = "" if shards is None else " AND shard IN (SELECT value FROM json_each(?))"
+        extra: tuple[str, ...] = () if shards is None else (json.dumps(sorted(shards)),)
         while True:
             rows = self._rows(
                 f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'pending'"
-                " AND receipt_seq > ? ORDER BY receipt_seq LIMIT ?",
-                (cursor, _PAGE),
+                f" AND receipt_seq > ?{among} ORDER BY receipt_seq LIMIT ?",
+                (cursor, *extra, _PAGE),
             )
             yield from (_payment(row) for row in rows)
             if len(rows) < _PAGE:
@@ -256,7 +272,9 @@ class SqliteDeskStore(SqliteFile):
     def count_suspense(self) -> int:
         return int(self._one("SELECT value FROM counters WHERE name = 'suspense'")[0])
 
-    def resolve_suspense(self, payment_id: str, account: str, *, at: int, by: str) -> ResolveResult:
+    def resolve_suspense(
+        self, payment_id: str, account: str, *, at: int, by: str, shard: int | None = None
+    ) -> ResolveResult:
         with self._write() as db:
             row = db.execute("SELECT status FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
             if row is None:
@@ -266,8 +284,8 @@ class SqliteDeskStore(SqliteFile):
             db.execute(
                 "UPDATE payments SET status = 'pending', original_account ="
                 " COALESCE(original_account, account), account = ?, resolved_at = ?,"
-                " resolved_by = ? WHERE payment_id = ?",
-                (account, at, by, payment_id),
+                " resolved_by = ?, shard = COALESCE(?, shard) WHERE payment_id = ?",
+                (account, at, by, shard, payment_id),
             )
             _bump(db, {"suspense": -1, "pending": 1})
         return ResolveResult.RESOLVED

@@ -552,6 +552,27 @@ class DeskStoreContract(_BackendFixtures):
             1_200,
         ]
 
+    def test_unacknowledged_of_some_shards_lists_only_payments_recorded_with_them(
+        self, desk: DeskStore
+    ) -> None:
+        desk.record_payments([payment(f"p{i}", account=f"a{i}", shard=i % 4) for i in range(12)]
+                             + [payment("old", account="x")], at=50)
+        desk.mark_credited([ack("p1", account="a1")])
+        mine = desk.unacknowledged(shards=[1, 3])
+        assert [(p.payment_id, p.shard) for p in mine] == [
+            ("p3", 3), ("p5", 1), ("p7", 3), ("p9", 1), ("p11", 3)]
+        assert [p.payment_id for p in desk.unacknowledged(shards=[])] == []
+        assert len(list(desk.unacknowledged())) == 12  # the one without a shard too
+        stored = desk.payment("p2")
+        assert stored is not None and stored.shard == 2
+
+    def test_resolving_suspense_moves_the_payment_to_the_new_accounts_shard(self, desk: DeskStore) -> None:
+        desk.record_payments([payment("p1", account="typo", shard=5)], at=50)
+        desk.mark_credited([ack("p1", CreditOutcome.UNKNOWN_ACCOUNT, account="typo")])
+        assert desk.resolve_suspense("p1", "acct-1", at=90, by="eng-7", shard=9) is ResolveResult.RESOLVED
+        assert [p.payment_id for p in desk.unacknowledged(shards=[9])] == ["p1"]
+        assert list(desk.unacknowledged(shards=[5])) == []
+
     # ------------------------------------------------------------ suspense
 
     def test_resolving_suspense_reassigns_the_account_and_makes_it_pending(self, desk: DeskStore) -> None:
@@ -641,8 +662,10 @@ def payment(
     amount: int = 10_000,
     gateway: str = "razorpay",
     event_id: str | None = None,
+    shard: int | None = None,
 ) -> NewPayment:
     return NewPayment(
+        shard=shard,
         payment_id=payment_id,
         gateway=gateway,
         event_id=event_id,

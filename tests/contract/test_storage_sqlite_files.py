@@ -103,3 +103,24 @@ def test_a_value_of_the_wrong_type_rolls_back_the_whole_commit(tmp_path: Path) -
             store.commit([event], outbox=[good, bad])
         assert store.heads() == {}
         assert store.outbox_entry("c1") is None
+
+
+def test_a_desk_file_of_schema_version_1_is_migrated_and_keeps_its_payments(tmp_path: Path) -> None:
+    from storage import NewPayment
+
+    def pay(pid: str, shard: int | None = None) -> NewPayment:
+        return NewPayment(payment_id=pid, gateway="g", event_id=None, account="a", amount_paise=1, channel="upi",
+                          paid_at=1, received_at=1, body=b"x", shard=shard)
+
+    with open_desk_store(tmp_path) as desk:
+        desk.record_payments([pay("old")], at=5)
+    with sqlite3.connect(desk_path(tmp_path)) as db:  # what jodo before the cluster wrote
+        db.execute("DROP INDEX payments_pending_by_shard")
+        db.execute("ALTER TABLE payments DROP COLUMN shard")
+        db.execute("UPDATE schema_version SET version = 1")
+    with open_desk_store(tmp_path) as desk:
+        desk.record_payments([pay("new", shard=3)], at=6)
+        assert [(p.payment_id, p.shard) for p in desk.unacknowledged()] == [("old", None), ("new", 3)]
+        assert [p.payment_id for p in desk.unacknowledged(shards=[3])] == ["new"]
+    with sqlite3.connect(desk_path(tmp_path)) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
