@@ -109,8 +109,8 @@ def test_a_desk_file_of_schema_version_1_is_migrated_and_keeps_its_payments(tmp_
     from storage import NewPayment
 
     def pay(pid: str, shard: int | None = None) -> NewPayment:
-        return NewPayment(payment_id=pid, gateway="g", event_id=None, account="a", amount_paise=1, channel="upi",
-                          paid_at=1, received_at=1, body=b"x", shard=shard)
+        return NewPayment(payment_id=pid, gateway="g", event_id=None, account="a", amount_paise=1,
+                          channel="upi", paid_at=1, received_at=1, body=b"x", shard=shard)
 
     with open_desk_store(tmp_path) as desk:
         desk.record_payments([pay("old")], at=5)
