@@ -26,6 +26,7 @@ from storage.errors import (
     WrongStoreKind,
 )
 from storage.memory import MemoryBackend
+from storage.postgres import PostgresBackend
 from storage.records import (
     AckResult,
     CommitResult,
@@ -73,6 +74,7 @@ __all__ = [
     "PaymentCounts",
     "PaymentRecord",
     "PaymentStatus",
+    "PostgresBackend",
     "RecordOutcome",
     "RecordResult",
     "ResolveResult",
@@ -97,11 +99,13 @@ __all__ = [
     "open_shard_store",
 ]
 
-_BACKENDS: dict[str, StorageBackend] = {"sqlite": SqliteBackend(), "memory": MemoryBackend()}
+_BACKENDS: dict[str, StorageBackend] = {
+    "sqlite": SqliteBackend(), "memory": MemoryBackend(), "postgresql": PostgresBackend(),
+}
 
 
 def backend(name: str) -> StorageBackend:
-    """The backend called `name` ("sqlite", "memory"); KeyError names the known ones."""
+    """The backend called `name` ("sqlite", "memory", "postgresql"); KeyError names the known ones."""
     try:
         return _BACKENDS[name]
     except KeyError:
