@@ -19,7 +19,6 @@ from typing import Any
 
 from storage.api import DeskStore
 from storage.records import DeadLetter
-from storage.sqlite import open_desk_store
 from supervisors.deadletters import DeadLetterEvent, LoggingDeadLetterSink
 
 __all__ = ["DATA_DIR_ENV", "StoredDeadLetterSink", "body_of", "stored_sink"]
@@ -61,7 +60,9 @@ class StoredDeadLetterSink(LoggingDeadLetterSink):
             return
         try:
             if self._store is None:
-                self._store = open_desk_store(self.data_dir)
+                from actors.stores import open_desk
+
+                self._store = open_desk(self.data_dir)
             self._store.put_dead_letters([
                 DeadLetter(source=source, message_type=type(message).__name__, reason=reason or "-",
                            at=int(time.time()), body=body_of(message))

@@ -19,8 +19,10 @@ from actors.clock import ActorClock
 from actors.desk_service import DeskService
 from actors.directory import Directory
 from actors.shard import shard_child_id
+from actors.stores import open_desk
 from domain.effects import AckPayment
 from protocols import codec
+from protocols.cluster import GroupsOwned
 from protocols.control import Address, ChildAddressChanged, SubscribeChildAddresses
 from protocols.payments import (
     CreditAckBatch,
@@ -40,7 +42,6 @@ from protocols.runtime import (
     PaymentTraceView,
 )
 from storage.api import StoreOptions
-from storage.sqlite import SqliteBackend
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["PaymentDesk"]
@@ -66,11 +67,12 @@ class PaymentDesk(JodoActor):
     def receiveMsg_DeskInit(self, msg: DeskInit, sender: Address) -> None:
         if self.service is not None:
             return
-        store = SqliteBackend().open_desk_store(
+        store = open_desk(
             Path(msg.data_dir), StoreOptions(synchronous="normal" if msg.synchronous == "normal" else "full")
         )
         service = DeskService(store=store, groups=msg.groups, shards=msg.shards, window=msg.window,
-                              max_batch=msg.max_batch, max_queued=msg.max_queued)
+                              max_batch=msg.max_batch, max_queued=msg.max_queued,
+                              cluster=bool(msg.cluster_node))
         recovered = service.recover()
         self.init, self.service = msg, service
         self.use_data_dir(msg.data_dir)
@@ -92,6 +94,14 @@ class PaymentDesk(JodoActor):
             self._flush_credits(group)
         else:
             self.tell(learnt, SubscribeChildAddresses())
+
+    def receiveMsg_GroupsOwned(self, msg: GroupsOwned, sender: Address) -> None:
+        service = self._ready()
+        before = service.owned
+        for group in service.set_owned(frozenset(msg.groups)):
+            self._flush_credits(group)
+        if before != service.owned:
+            log.info("desk credits groups", extra={"groups": sorted(service.owned or ())})
 
     def receiveMsg_PaymentBatch(self, msg: PaymentBatch, sender: Address) -> None:
         self._ready()
@@ -207,6 +217,8 @@ class PaymentDesk(JodoActor):
             service = self.service
             if service is not None and self.init is not None:
                 service.record_acks(self.clock.now())
+                for group in service.poll():  # cluster: payments for our groups taken by other nodes
+                    self._flush_credits(group)
                 for group in service.stale(self.init.resend_after_s):
                     log.warning("credit batch unanswered, re-sending", extra={"group": group})
                     self._flush_credits(group)

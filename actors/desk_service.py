@@ -10,6 +10,12 @@ deduplicate, so a re-send never credits twice.
 
 When more than ``max_queued`` payments are waiting, new batches are refused whole (`saturated`) and
 nothing of them is stored: the front door answers 503 with Retry-After and the gateway retries.
+
+Cluster mode (``cluster=True``): every node's desk records into the one shared ledger (its unique
+keys make deduplication cluster-wide), but credits only the groups its node owns (`set_owned`, from
+the node's keeper). A payment for a group owned elsewhere stays pending in the ledger, with its
+logical shard, and the owner's desk finds it there (`poll`, every tick; `set_owned` on a
+take-over loads every pending payment of the new groups). The database is the bus between nodes.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from domain.sharding import group_of, logical_shard
 from protocols import codec
 from protocols.payments import CreditBatch, PaymentItemResult, PaymentReceived, PaymentResultCode
 from storage.api import DeskStore
-from storage.records import CreditAck, CreditOutcome, NewPayment, RecordOutcome
+from storage.records import CreditAck, CreditOutcome, NewPayment, PaymentRecord, RecordOutcome
 
 __all__ = ["DeskService", "Intake"]
 
@@ -54,6 +60,24 @@ class Intake:
     accepted: tuple[PaymentReceived, ...] = ()
 
 
+def _credit_of(record: PaymentRecord) -> ClearPayment:
+    """The credit for a ledger record (its current account: it may have been re-assigned)."""
+    try:
+        received = codec.decode(record.body, expect=PaymentReceived, trusted=True)
+    except codec.CodecError:
+        return ClearPayment(
+            account=record.account, payment_id=record.payment_id, amount_paise=record.amount_paise,
+            channel=record.channel, cashless=True, paid_at=record.paid_at,
+        )
+    credit = _credit(received)
+    if credit.account != record.account:  # re-assigned from suspense
+        credit = ClearPayment(
+            account=record.account, payment_id=credit.payment_id, amount_paise=credit.amount_paise,
+            channel=credit.channel, cashless=credit.cashless, paid_at=credit.paid_at,
+        )
+    return credit
+
+
 def _credit(p: PaymentReceived) -> ClearPayment:
     return ClearPayment(
         account=p.account, payment_id=p.payment_id, amount_paise=p.amount_paise, channel=p.channel,
@@ -74,6 +98,7 @@ class DeskService:
         max_batch: int = 5_000,
         max_queued: int = 200_000,
         wall: Callable[[], float] = time.time,
+        cluster: bool = False,
     ) -> None:
         self.store = store
         self.groups = groups
@@ -86,6 +111,12 @@ class DeskService:
         self.suspended: list[str] = []  # gateways of payments just moved to suspense (for metrics)
         self.acks_to_record: list[AckPayment] = []  # settled, not yet marked in the ledger
         self.in_flight: dict[int, dict[str, _InFlight]] = {g: {} for g in range(groups)}
+        # cluster mode: the groups this node serves (None: a single node serves them all)
+        self.owned: frozenset[int] | None = frozenset() if cluster else None
+        self.polled = 0  # payments found in the ledger for our groups, recorded by another node
+
+    def owns(self, group: int) -> bool:
+        return self.owned is None or group in self.owned
 
     def group_of(self, account: str) -> int:
         return group_of(logical_shard(account, self.shards), self.groups)
@@ -101,29 +132,59 @@ class DeskService:
     # ------------------------------------------------------------ intake
 
     def recover(self) -> int:
-        """Queue every payment the ledger has not seen acknowledged (after a desk restart)."""
-        n = 0
+        """Queue every payment the ledger has not seen acknowledged (after a desk restart). In
+        cluster mode nothing yet: the keeper's `set_owned` says which groups are ours."""
+        if self.owned is not None:
+            return 0
         wall = self.wall()
+        n = 0
         for record in self.store.unacknowledged():
-            try:
-                received = codec.decode(record.body, expect=PaymentReceived, trusted=True)
-                credit = _credit(received)
-            except codec.CodecError:
-                credit = ClearPayment(
-                    account=record.account, payment_id=record.payment_id,
-                    amount_paise=record.amount_paise, channel=record.channel, cashless=True,
-                    paid_at=record.paid_at,
-                )
-            else:
-                if credit.account != record.account:  # re-assigned from suspense
-                    credit = ClearPayment(
-                        account=record.account, payment_id=credit.payment_id,
-                        amount_paise=credit.amount_paise, channel=credit.channel,
-                        cashless=credit.cashless, paid_at=credit.paid_at,
-                    )
+            credit = _credit_of(record)
             self.queues[self.group_of(credit.account)].append(_Waiting(credit, wall, record.gateway))
             n += 1
         return n
+
+    # ------------------------------------------------------------ cluster ownership
+
+    def set_owned(self, groups: frozenset[int]) -> set[int]:
+        """Cluster: serve exactly `groups` from now on; returns the groups with credits to send.
+
+        A group given up is forgotten here (its payments stay pending in the ledger for its next
+        owner); a group taken on gets every pending payment the ledger holds for it."""
+        if self.owned is None:
+            return set()
+        lost, gained = self.owned - groups, groups - self.owned
+        for group in lost:
+            self.queues[group].clear()
+            self.in_flight[group].clear()
+        self.owned = groups
+        return self._load_pending(gained) if gained else set()
+
+    def poll(self) -> set[int]:
+        """Cluster: queue the pending payments of our groups that another node recorded; returns
+        the groups that got work. Cheap: pending rows are few (a partial index keeps them)."""
+        if not self.owned:
+            return set()
+        return self._load_pending(self.owned)
+
+    def _load_pending(self, groups: frozenset[int] | set[int]) -> set[int]:
+        known = {w.credit.payment_id for q in self.queues.values() for w in q}
+        known.update(w.credit.payment_id for f in self.in_flight.values() for b in f.values()
+                     for w in b.payments)
+        known.update(a.payment_id for a in self.acks_to_record)
+        shards = [s for s in range(self.shards) if group_of(s, self.groups) in groups]
+        found: set[int] = set()
+        for record in self.store.unacknowledged(shards=shards):
+            if record.payment_id in known:
+                continue
+            credit = _credit_of(record)
+            group = self.group_of(credit.account)
+            if group not in groups:
+                continue  # re-assigned from suspense to an account of another group
+            self.queues[group].append(_Waiting(credit, float(record.received_at), record.gateway))
+            found.add(group)
+            self.polled += 1
+        return found
 
     def receive_many(
         self,
@@ -155,6 +216,7 @@ class DeskService:
                     payment_id=p.payment_id, gateway=p.gateway, event_id=p.event_id, account=p.account,
                     amount_paise=p.amount_paise, channel=p.channel, paid_at=p.paid_at,
                     received_at=p.received_at, body=codec.encode(p),
+                    shard=logical_shard(p.account, self.shards),
                 )
                 for _, _, p in rows
             ],
@@ -174,7 +236,9 @@ class DeskService:
             if r.outcome is RecordOutcome.NEW:
                 results[b].append(PaymentItemResult(index=i, payment_id=p.payment_id,
                                                     code=PaymentResultCode.ACCEPTED))
-                self.queues[self.group_of(p.account)].append(_Waiting(_credit(p), walls[b], p.gateway))
+                group = self.group_of(p.account)
+                if self.owns(group):  # else its owner's desk finds it in the ledger
+                    self.queues[group].append(_Waiting(_credit(p), walls[b], p.gateway))
                 accepted[b].append(p)
             else:
                 results[b].append(PaymentItemResult(

@@ -30,6 +30,7 @@ from headend.adapter import AdapterConfig
 from headend.outcome import HeadEndOutcome, OutcomeKind
 from headend.socket_driver import HeadEndSocketDriver
 from protocols import codec
+from protocols.cluster import RateShare
 from protocols.control import Address
 from protocols.headend import HesAction, HesCommand
 from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
@@ -140,6 +141,11 @@ class HeadEndGateway(JodoActor):
             self.metric("relay_command_attempted", self._head_end(), str(e.action))
         if submit:
             self._outcomes(driver.submit(submit))
+
+    def receiveMsg_RateShare(self, msg: RateShare, sender: Address) -> None:
+        driver = self._ready()
+        driver.core.set_rate_share(min(1.0, max(0.0, msg.share)))
+        log.info("rate share", extra={"head_end": self._head_end(), "share": round(msg.share, 4)})
 
     def receiveMsg_RelayResultsApplied(self, msg: RelayResultsApplied, sender: Address) -> None:
         self.results_unacked[msg.group].pop(msg.batch_id, None)  # the results waiting leave on return

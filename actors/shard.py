@@ -23,10 +23,12 @@ from actors.clock import ActorClock
 from actors.directory import Directory
 from actors.notices import FileNoticeSender
 from actors.shard_service import Outgoing, RelayEffect, ShardService
+from actors.stores import open_desk, open_shard
 from domain.commands import ClearPayment, MeterCommand
 from domain.effects import AckPayment, CancelRelayCommand, SendRelayCommand
 from domain.policy import load_policy
 from protocols import codec
+from protocols.cluster import NOT_SERVED, GroupFenced, GroupGrant, GroupRevoke, GroupServing, GroupStopped
 from protocols.control import Address, ChildAddressChanged
 from protocols.payments import CreditAckBatch, CreditBatch
 from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
@@ -46,7 +48,8 @@ from protocols.runtime import (
     ShardStatusQuery,
 )
 from storage.api import DeskStore, StoreOptions
-from storage.sqlite import SqliteBackend, open_desk_store
+from storage.errors import Fenced
+from storage.postgres_schema import Fence
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["MeterShard", "gateway_child_id", "shard_child_id"]
@@ -83,7 +86,7 @@ class _LedgerReceipts:
     def __call__(self, payment_id: str) -> float | None:
         try:
             if self.ledger is None:
-                self.ledger = open_desk_store(self.data_dir)
+                self.ledger = open_desk(self.data_dir)
             record = self.ledger.payment(payment_id)
         except Exception:  # the ledger is optional here: only a latency sample is lost
             return None
@@ -117,41 +120,119 @@ class MeterShard(JodoActor):
         self.replies: list[_CreditReply | MeterCommandBatchResult] = []
         self.reply_to: list[Address] = []
         self.results_taken: list[tuple[Address, str]] = []  # (gateway, result batch id) to acknowledge
+        self.epoch = 0  # cluster mode: the lease epoch the group is served under (0: dormant)
 
     # ------------------------------------------------------------ start
 
     def receiveMsg_ShardInit(self, msg: ShardInit, sender: Address) -> None:
-        if self.service is not None:
+        if self.init is not None:
             return
+        self.clock = ActorClock(msg.manual_clock, msg.start_at)
+        self.notices = FileNoticeSender(Path(msg.data_dir) / "outbox", msg.group)
+        # cluster mode: dormant until this node's keeper holds the group's lease (GroupGrant)
+        service = None if msg.cluster_node else self._open(msg, None)
+        self.init, self.service = msg, service
+        self.use_data_dir(msg.data_dir)
+        self.count_process()
+        self.report_started(sender)
+        if service is not None:
+            self._deliver_notices(service.open_notices())
+        self._follow_gateways()
+        self._arm_tick()
+
+    def _open(self, msg: ShardInit, fence: Fence | None) -> ShardService:
+        """Open the group's store (fenced in cluster mode) and recover its meters from it."""
         policy = load_policy(msg.policy_text or None)
-        clock = ActorClock(msg.manual_clock, msg.start_at)
         data = Path(msg.data_dir)
-        store = SqliteBackend().open_shard_store(
-            data, msg.group, StoreOptions(synchronous="normal" if msg.synchronous == "normal" else "full")
-        )
+        options = StoreOptions(synchronous="normal" if msg.synchronous == "normal" else "full")
+        store = open_shard(data, msg.group, options, fence)
         service = ShardService(
             group=msg.group, groups=msg.groups, shards=msg.shards, store=store, policy=policy,
             snapshot_every=msg.snapshot_every,
         )
         receipts = _LedgerReceipts(data)
         try:
-            service.recover(clock.now(), receipt_of=receipts)
+            service.recover(self.clock.now(), receipt_of=receipts)
+        except BaseException:
+            store.close()
+            raise
         finally:
             receipts.close()
-        self.init, self.clock, self.service = msg, clock, service
+        self.service = service
         self._freeze_heap()
-        self.use_data_dir(msg.data_dir)
-        self.count_process()
-        self.notices = FileNoticeSender(data / "outbox", msg.group)
         self.metric("recovered", "MeterShard", service.recovery_seconds)
         log.info(
             "shard group recovered",
-            extra={"group": msg.group, "meters": len(service.host), "seconds": service.recovery_seconds},
+            extra={"group": msg.group, "meters": len(service.host), "seconds": service.recovery_seconds,
+                   "epoch": fence.epoch if fence else 0},
         )
-        self.report_started(sender)
+        return service
+
+    # ------------------------------------------------------------ cluster ownership
+
+    def receiveMsg_GroupGrant(self, msg: GroupGrant, sender: Address) -> None:
+        init = self.init
+        if init is None or not init.cluster_node or msg.group != init.group:
+            return
+        if self.service is not None and self.epoch == msg.epoch:
+            self.tell(sender, GroupServing(group=msg.group, epoch=msg.epoch,
+                                           seconds=self.service.recovery_seconds,
+                                           meters=len(self.service.host)))
+            return
+        if self.service is not None:
+            self._drop(f"granted again at epoch {msg.epoch} while serving epoch {self.epoch}")
+        fence = Fence(resource=f"group:{msg.group}", owner=msg.owner, epoch=msg.epoch)
+        service = self._open(init, fence)
+        self.epoch, self.keeper = msg.epoch, sender
         self._deliver_notices(service.open_notices())
-        self._follow_gateways()
-        self._arm_tick()
+        for child_id in list(self.gateways.peers):
+            self._resend_to_gateway(child_id.removeprefix("gateway-"))
+        self.tell(sender, GroupServing(group=msg.group, epoch=msg.epoch, seconds=service.recovery_seconds,
+                                       meters=len(service.host)))
+
+    def receiveMsg_GroupRevoke(self, msg: GroupRevoke, sender: Address) -> None:
+        if self.service is not None and self.epoch == msg.epoch:
+            try:
+                self._flush()  # what is staged is journaled and answered before the hand-over
+            except Fenced:
+                pass  # _flush has dropped the group already
+            if self.service is not None:
+                self._drop(msg.reason)
+        self.tell(sender, GroupStopped(group=msg.group, epoch=msg.epoch))
+
+    def _drop(self, reason: str) -> None:
+        """Stop serving: close the store and forget every meter and everything owed to anyone.
+
+        Whatever was owed is durable (journal, ledger) and the group's next owner re-sends it."""
+        service = self.service
+        if service is None:
+            return
+        log.warning("shard group dropped",
+                    extra={"group": service.group, "epoch": self.epoch, "reason": reason})
+        self.service = None
+        self.epoch = 0
+        self.relay_queue.clear()
+        self.relay_unacked.clear()
+        self.replies, self.reply_to, self.flush_requested = [], [], False
+        for gateway, batch_id in self.results_taken:  # free the gateway's window: results go unapplied
+            self.tell(gateway, RelayResultsApplied(batch_id=batch_id, group=service.group))
+        self.results_taken = []
+        service.store.close()
+        gc.collect()
+
+    def _fenced(self, exc: Fenced) -> None:
+        service = self.service
+        epoch = self.epoch
+        self.metric("fencing_refusal", "group")
+        log.error("write refused by fencing: another node owns the group",
+                  extra={"group": service.group if service else -1, "epoch": epoch, "detail": str(exc)})
+        self._drop("fenced")
+        if self.init is not None:
+            keeper = self.keeper
+            if keeper is not None:
+                self.tell(keeper, GroupFenced(group=self.init.group, epoch=epoch, detail=str(exc)))
+
+    keeper: Address | None = None
 
     def _follow_gateways(self) -> None:
         root = self.createActor("supervisors.supervisor.RootSupervisor", globalName=ROOT_NAME)
@@ -163,21 +244,27 @@ class MeterShard(JodoActor):
             return
         if isinstance(learnt, tuple):
             # a gateway (re)started: whatever it had from us may be gone; send every pending command
-            head_end = learnt[0].removeprefix("gateway-")
-            self.relay_unacked[head_end].clear()
-            again = [c for c in self.service.in_flight() if c.head_end == head_end]
-            queued = {c.command_id for c in self.relay_queue[head_end]}
-            self.relay_queue[head_end].extend(c for c in again if c.command_id not in queued)
-            self._flush_relay(head_end)
+            self._resend_to_gateway(learnt[0].removeprefix("gateway-"))
         else:
             from protocols.control import SubscribeChildAddresses
 
             self.tell(learnt, SubscribeChildAddresses())
 
+    def _resend_to_gateway(self, head_end: str) -> None:
+        if self.service is None:
+            return
+        self.relay_unacked[head_end].clear()
+        again = [c for c in self.service.in_flight() if c.head_end == head_end]
+        queued = {c.command_id for c in self.relay_queue[head_end]}
+        self.relay_queue[head_end].extend(c for c in again if c.command_id not in queued)
+        self._flush_relay(head_end)
+
     # ------------------------------------------------------------ batches
 
     def receiveMsg_CreditBatch(self, msg: CreditBatch, sender: Address) -> None:
-        service = self._ready()
+        service = self.service
+        if service is None:
+            return  # dormant (cluster): the desk learns from its keeper and credits the owner
         try:
             payments = codec.decode_many(msg.payload, expect=ClearPayment, trusted=True)
         except codec.CodecError as exc:
@@ -191,7 +278,14 @@ class MeterShard(JodoActor):
         self._request_flush()
 
     def receiveMsg_MeterCommandBatch(self, msg: MeterCommandBatch, sender: Address) -> None:
-        service = self._ready()
+        service = self.service
+        if service is None:
+            group = self.init.group if self.init else -1
+            self.tell(sender, MeterCommandBatchResult(
+                batch_id=msg.batch_id, group=group, accepted=0,
+                rejected=((-1, f"shard group {group} is {NOT_SERVED} (owned by another node, or moving): "
+                                "retry"),)))
+            return
         try:
             items = codec.decode_each(msg.payload)
         except codec.CodecError as exc:
@@ -212,7 +306,13 @@ class MeterShard(JodoActor):
         self._request_flush()
 
     def receiveMsg_RelayResultBatch(self, msg: RelayResultBatch, sender: Address) -> None:
-        service = self._ready()
+        service = self.service
+        if service is None:
+            # dormant: free the gateway's window; the group's owner re-sends the command and the
+            # head-end answers it again (it deduplicates by command id)
+            group = self.init.group if self.init else -1
+            self.tell(sender, RelayResultsApplied(batch_id=msg.batch_id, group=group))
+            return
         # acknowledged after the commit that journals them (frees the gateway's result window)
         self.results_taken.append((sender, msg.batch_id))
         try:
@@ -226,7 +326,8 @@ class MeterShard(JodoActor):
 
     def receiveMsg_ShardFlush(self, msg: ShardFlush, sender: Address) -> None:
         self.flush_requested = False
-        self._flush()
+        if self.service is not None:
+            self._flush()
 
     def _request_flush(self) -> None:
         """Group commit: journal once every message already in the mailbox has been staged.
@@ -243,7 +344,11 @@ class MeterShard(JodoActor):
     def _flush(self) -> None:
         """Journal what is staged, then (only then) answer and send."""
         service = self._ready()
-        out = service.flush(self.clock.now())
+        try:
+            out = service.flush(self.clock.now())
+        except Fenced as exc:
+            self._fenced(exc)  # nothing of it was journaled: nothing is answered or sent
+            return
         acks: dict[str, AckPayment] = {a.payment_id: a for a in out.acks}
         credited_at = self.clock.now()
         replies, reply_to = self.replies, self.reply_to
@@ -289,10 +394,18 @@ class MeterShard(JodoActor):
         init = self.init
         if service is None or init is None:
             return
+        try:
+            self._sweep(service, init)
+        except Fenced as exc:
+            self._fenced(exc)
+
+    def _sweep(self, service: ShardService, init: ShardInit) -> None:
         now = self.clock.now()
         while True:
             out = service.tick(now, limit=init.max_batch, resend_after=init.resend_after_s)
             self._flush()
+            if self.service is not service:
+                return  # fenced while flushing
             self._deliver(out)
             nxt = service.host.next_due()
             if nxt is None or nxt > now or not self.clock.manual:
@@ -327,7 +440,11 @@ class MeterShard(JodoActor):
     # ------------------------------------------------------------ queries and faults
 
     def receiveMsg_MeterQuery(self, msg: MeterQuery, sender: Address) -> None:
-        service = self._ready()
+        service = self.service
+        if service is None:
+            self.tell(sender, MeterView(request_id=msg.request_id, account=msg.account, meter=b"",
+                                        served=False))
+            return
         m = service.host.get(msg.account)
         history = b""
         if msg.history:
@@ -341,7 +458,13 @@ class MeterShard(JodoActor):
                                     meter=b"" if m is None else codec.encode(m), history=history))
 
     def receiveMsg_ShardStatusQuery(self, msg: ShardStatusQuery, sender: Address) -> None:
-        service = self._ready()
+        service = self.service
+        if service is None:
+            self.tell(sender, ShardStatus(
+                request_id=msg.request_id, group=self.init.group if self.init else -1, pid=os.getpid(),
+                meters=0, relay_counts=(), paid_but_disconnected=0, pending_commands=0,
+                now=self.clock.now(), recovery_seconds=0.0, journal_heads=0, serving=False))
+            return
         host = service.host
         self.tell(
             sender,
@@ -354,11 +477,15 @@ class MeterShard(JodoActor):
                 now=self.clock.now(), recovery_seconds=service.recovery_seconds,
                 journal_heads=sum(service.heads.values()),
                 queued_commands=sum(len(q) for q in self.relay_queue.values()),
+                epoch=self.epoch,
             ),
         )
 
     def receiveMsg_ShardLatencyQuery(self, msg: ShardLatencyQuery, sender: Address) -> None:
-        service = self._ready()
+        service = self.service
+        if service is None:
+            self.tell(sender, ShardLatency(request_id=msg.request_id, to_command=(), to_connected=()))
+            return
         to_command, to_connected = tuple(service.to_command), tuple(service.to_connected)
         service.to_command.clear()
         service.to_connected.clear()

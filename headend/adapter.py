@@ -284,6 +284,7 @@ class HeadEndAdapterCore:
         self._batch_id = 0
         self._max_batch = cfg.max_batch
         self._rate = 0.0
+        self._share = 1.0  # cluster: this node's share of the configured rate limit (set_rate_share)
         self._read_rate = 0.0
         self._tokens = 0.0
         self._read_tokens = 0.0
@@ -453,14 +454,29 @@ class HeadEndAdapterCore:
         self._proven = False  # a welcome alone is not health: a flapping head-end welcomes and drops
         self._max_batch = max(1, min(cfg.max_batch, w.max_batch, w.max_frame_bytes // _BYTES_PER_RECORD))
         self._reader.max_frame_bytes = max(self._reader.max_frame_bytes, w.max_frame_bytes)
-        rate = _pace(cfg.rate_limit, w.rate_limit * cfg.rate_headroom)
-        read_rate = _pace(cfg.read_rate_limit, w.read_rate_limit * cfg.rate_headroom)
-        self._rate, self._read_rate = rate, read_rate
+        self._rate, self._read_rate = self._paced(w)
+        rate, read_rate = self._rate, self._read_rate
         self._tokens = rate * cfg.rate_bucket_seconds
         self._read_tokens = read_rate * cfg.rate_bucket_seconds
         self._refilled_at = now
         self._hb_seq += 1
         self._send(HesHeartbeat(seq=self._hb_seq), now)  # its echo proves the connection at once
+
+    def _paced(self, w: HesWelcome) -> tuple[float, float]:
+        cfg = self.config
+        mine = cfg.rate_limit * self._share if cfg.rate_limit else None
+        return (_pace(mine, w.rate_limit * cfg.rate_headroom),
+                _pace(cfg.read_rate_limit, w.read_rate_limit * cfg.rate_headroom))
+
+    def set_rate_share(self, share: float) -> None:
+        """Pace at `share` (0..1) of the configured rate limit: in a cluster every node talks to the
+        same head-end, and the shares of all nodes add up to 1, so the limit holds cluster-wide."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"rate share must be within 0..1, not {share!r}")
+        self._share = max(share, 1e-3)  # 0 would mean "unpaced"; a node with no group sends nothing
+        if self.welcome is not None:
+            self._rate, self._read_rate = self._paced(self.welcome)
+            self._tokens = min(self._tokens, max(1.0, self._rate * self.config.rate_bucket_seconds))
 
     def _prove(self) -> None:
         """The peer answered on this connection: count a success (breaker, reconnect backoff)."""

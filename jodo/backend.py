@@ -42,9 +42,11 @@ from jodo import metrics
 from jodo.client import NodeClient
 from jodo.client import Saturated as DeskFull
 from jodo.errors import RequestRefused
+from jodo.forward import Forwarder, merge_rejections
 from jodo.frontdoor.backend import Saturated
 from jodo.frontdoor.views import event_view, meter_view, pairs, plain, trace_view, tree_view
 from jodo.node import Node, ShutdownReport, TreeStatus
+from protocols import codec
 from protocols.payments import PaymentItemResult, PaymentReceived
 from protocols.runtime import CrashActor
 
@@ -90,6 +92,7 @@ class ActorBackend:
         ask_timeout: float = 5.0,
         health_every_s: float = 1.0,
         max_merged_items: int = 10_000,
+        admin_token: str | None = None,
     ) -> None:
         self._start_node = start_node
         self.groups = groups
@@ -99,6 +102,7 @@ class ActorBackend:
         self.health_every_s = health_every_s
         self.max_merged_items = max_merged_items
         self.counters = _Counters()
+        self.forwarder = Forwarder(admin_token)  # cluster: meters another node serves
         self.report: ShutdownReport | None = None
         self._jobs: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
@@ -130,6 +134,29 @@ class ActorBackend:
     def drain(self) -> None:
         """Stop intake: `ready` is False from now on (readyz and webhooks answer 503)."""
         self._draining = True
+
+    def hand_over(self, timeout: float = 20.0) -> int | None:
+        """Cluster: drain this node (its groups move to the other members by hand-over: stop,
+        flush, release, acquire) and wait until it holds none. Returns how many groups it still
+        holds at the deadline, or None on a single node. Call after `drain`, before `close`."""
+        try:
+            body = self.run(lambda client: client.set_draining(True), timeout=5)
+        except Exception as exc:
+            log.warning("hand-over: could not drain: %s", exc)
+            return -1
+        if body is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            held = len(body.get("held") or {}) + len(body.get("releasing") or [])  # type: ignore[arg-type]
+            if held == 0 or time.monotonic() > deadline:
+                return held
+            time.sleep(0.05)
+            try:
+                body = self.run(lambda client: client.cluster_status() or {}, timeout=5)
+            except Exception as exc:
+                log.warning("hand-over: no status: %s", exc)
+                return -1
 
     def close(self, timeout: float = 120.0) -> ShutdownReport | None:
         """Run what is queued, shut the node down (on the worker thread) and join it."""
@@ -312,19 +339,36 @@ class ActorBackend:
         return result
 
     async def meter(self, account: str) -> Mapping[str, Any] | None:
-        def run(client: NodeClient) -> Mapping[str, Any] | None:
+        def run(client: NodeClient) -> Mapping[str, Any] | bool | None:
+            if not client.serves(account):
+                return False
             m = client.meter(account)
             return None if m is None else meter_view(m)
 
-        return await self.call(run)
+        found = await self.call(run)
+        if found is False:
+            return await self._forward(account, "GET", f"/v1/meters/{account}")  # type: ignore[no-any-return]
+        return found  # type: ignore[return-value]
 
     async def meter_history(self, account: str, *, limit: int) -> Sequence[Mapping[str, Any]] | None:
-        def run(client: NodeClient) -> Sequence[Mapping[str, Any]] | None:
+        def run(client: NodeClient) -> Sequence[Mapping[str, Any]] | bool | None:
+            if not client.serves(account):
+                return False
             if client.meter(account) is None:
                 return None
             return [event_view(e) for e in client.history(account, limit)]
 
-        return await self.call(run)
+        found = await self.call(run)
+        if found is False:
+            doc = await self._forward(account, "GET", f"/v1/meters/{account}/history?limit={limit}")
+            return None if doc is None else list(doc.get("events", []))
+        return found  # type: ignore[return-value]
+
+    async def _forward(self, account: str, method: str, path: str, body: bytes | None = None,
+                       content_type: str = "application/json") -> Any:
+        view = await self.cluster()
+        return await self.forwarder.request(view, _group(self, account), method, path, body=body,
+                                            content_type=content_type)
 
     async def payment_trace(self, payment_id: str) -> Mapping[str, Any] | None:
         def run(client: NodeClient) -> Mapping[str, Any] | None:
@@ -362,7 +406,22 @@ class ActorBackend:
                 raise RequestRefused(422, "not_a_meter_command", f"[{i}]: {type(command).__name__}")
         # a big registration batch takes seconds to journal: allow it more than a query
         timeout = max(self.ask_timeout, 30.0 + len(commands) / 1000)
-        return await self.call(lambda client: client.send(commands), timeout=timeout)
+        rejected, unserved = await self.call(lambda client: client.send_split(commands), timeout=timeout)
+        if not unserved:
+            return rejected
+        # cluster: the commands of groups other nodes serve go to those nodes, one batch per group
+        view = await self.cluster()
+        remote: dict[int, tuple[Sequence[int], Any]] = {}
+        for group, indexes in unserved.items():
+            body = codec.encode_many(commands[i] for i in indexes)
+            try:
+                answer = await self.forwarder.request(view, group, "POST", "/v1/admin/meter-commands",
+                                                      body=body, content_type="application/msgpack")
+            except RequestRefused as exc:
+                rejected = [*rejected, *((i, f"{exc.code}: {exc.detail}") for i in indexes)]
+                continue
+            remote[group] = (indexes, answer)
+        return merge_rejections(rejected, remote)
 
     async def fault(self, kind: str, target: str, on: bool) -> Mapping[str, Any]:
         if kind == "crash":
@@ -395,6 +454,19 @@ class ActorBackend:
     async def status(self) -> Mapping[str, Any]:
         return await self.call(self._status)
 
+    async def cluster(self, *, drain: str | None = None, draining: bool = True) -> Mapping[str, Any]:
+        def run(client: NodeClient) -> Mapping[str, Any]:
+            if client.keeper is None:
+                client.refresh()
+            body = client.cluster_status() if drain is None else client.set_draining(draining, drain)
+            if body is None:
+                raise RequestRefused(409, "not_a_cluster",
+                                     "this node is not a cluster member ([cluster] enabled = false)")
+            view: Mapping[str, Any] = plain(body)
+            return view
+
+        return await self.call(run)
+
     def _status(self, client: NodeClient) -> Mapping[str, Any]:
         tree = client.node.status()
         if _addresses_moved(client, tree):
@@ -411,6 +483,7 @@ class ActorBackend:
                 "group": s.group, "pid": s.pid, "meters": s.meters, "relay": pairs(s.relay_counts),
                 "paid_but_disconnected": s.paid_but_disconnected, "pending_commands": s.pending_commands,
                 "clock": s.now, "recovery_seconds": round(s.recovery_seconds, 3),
+                "serving": s.serving, "epoch": s.epoch,
             })
         desk: dict[str, Any]
         try:
@@ -433,11 +506,17 @@ class ActorBackend:
                 item["simulator"] = plain(sim.stats())
             head_ends.append(item)
         restarts = sum(c.restarts for v in tree.supervisors() for c in v.status.children)
+        cluster: dict[str, Any] | None = None
+        if client.keeper is not None:
+            try:
+                cluster = plain(client.cluster_status())
+            except ActorRuntimeError as exc:
+                cluster = {"error": f"no answer ({type(exc).__name__}): restarting?"}
         return {
             "ready": self.ready(), "tree_ready": tree.ready, "draining": self._draining,
             "pid": os.getpid(), "restarts": restarts, "tree": tree_view(tree.root),
             "shards": shards, "desk": desk, "head_ends": head_ends,
-            "backend": plain(self.counters),
+            "backend": plain(self.counters), **({"cluster": cluster} if cluster is not None else {}),
         }
 
     def metrics(self) -> tuple[bytes, str]:

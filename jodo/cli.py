@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     trace = sub.add_parser("trace", parents=[remote], help="where a payment went, hop by hop")
     trace.add_argument("payment_id")
     sub.add_parser("status", parents=[remote], help="the node: actors, restarts, shards, queues")
+    cluster = sub.add_parser("cluster", help="the cluster: members, leases, hand-overs").add_subparsers(
+        dest="cluster_command", required=True, metavar="ACTION")
+    cluster.add_parser("status", parents=[remote],
+                       help="members (heartbeat age, draining), leases (owner, epoch, expiry), "
+                            "unowned groups")
+    drain = cluster.add_parser("drain", parents=[remote],
+                               help="hand every group of NODE over to the others (before maintenance)")
+    drain.add_argument("node", help="the member's node id ([cluster] node_id)")
+    drain.add_argument("--undo", action="store_true", help="let NODE take groups again")
     config = sub.add_parser("config", help="the configuration")
     config_views = config.add_subparsers(dest="view", required=True, metavar="VIEW")
     cshow = config_views.add_parser("show", parents=[common], help="the merged config, secrets as ***")
@@ -493,6 +502,34 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     return ExitCode.OK
 
 
+def _cluster(args: argparse.Namespace, config: Config) -> int:
+    client = _client(args, config)
+    if args.cluster_command == "drain":
+        view = client.post_json("/v1/cluster/drain", {"node": args.node, "draining": not args.undo})
+    else:
+        view = client.get("/v1/cluster")
+    _out(args, view, _cluster_text)
+    return ExitCode.OK
+
+
+def _cluster_text(c: dict[str, Any]) -> str:
+    members = c.get("members", [])
+    leases = c.get("leases", [])
+    rows = [(m["node_id"], m.get("http_url", ""), f"{m.get('heartbeat_age_s', 0):.1f} s",
+             "live" if m.get("live") else ("left" if m.get("left") else "SUSPECT"),
+             "yes" if m.get("draining") else "no",
+             str(sum(1 for x in leases if x.get("owner") == m["node_id"] and x.get("expires_in_s", 0) > 0)))
+            for m in members]
+    lines = [f"as seen by {c.get('node_id')} (lease renewed {c.get('renewed_ago_s', 0):.1f} s ago)", "",
+             table(("member", "front door", "heartbeat", "state", "draining", "groups"), rows), ""]
+    unowned = [x["resource"] for x in leases if not x.get("owner") or x.get("expires_in_s", 0) <= 0]
+    lrows = [(x["resource"], x.get("owner") or "-", str(x.get("epoch", 0)),
+              f"{x.get('expires_in_s', 0):.1f} s" if x.get("owner") else "-") for x in leases]
+    lines += [table(("lease", "owner", "epoch", "expires in"), lrows), "",
+              f"unowned groups: {', '.join(unowned) if unowned else 'none'}"]
+    return "\n".join(lines)
+
+
 def _status_text(s: dict[str, Any]) -> str:
     lines = [f"node {'READY' if s['ready'] else 'NOT READY'}: front door pid {s.get('pid')}, "
              f"restarts {s.get('restarts', 0)}", "", "supervision tree:"]
@@ -590,7 +627,7 @@ def _pairs(rows: Sequence[tuple[str, str]]) -> str:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": _serve, "hes-sim": _hes_sim, "demo": _demo, "import": _import, "inject": _inject,
-    "meter": _meter, "trace": _trace, "status": _status, "config": _config,
+    "meter": _meter, "trace": _trace, "status": _status, "config": _config, "cluster": _cluster,
 }
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from domain.sharding import group_of, logical_shard
 from domain.state import Meter
 from jodo.node import Node, TreeStatus
 from protocols import codec
+from protocols.cluster import NOT_SERVED, ClusterStatusQuery, ClusterStatusView, SetDraining
 from protocols.payments import (
     DeskSaturated,
     PaymentBatch,
@@ -62,6 +63,7 @@ class NodeClient:
         self.shards = shards
         self.timeout = timeout
         self.desk: Address | None = None
+        self.keeper: Address | None = None  # cluster mode only
         self.shard: dict[int, Address] = {}
         self.gateway: dict[str, Address] = {}
         self.refresh()
@@ -74,6 +76,7 @@ class NodeClient:
         """Look the actors' addresses up again (after a restart), in ``tree`` if just fetched."""
         tree = tree if tree is not None else self.node.status()
         self.desk = tree.child("desk").address
+        self.keeper = next((c.address for c in tree.root.status.children if c.id == "keeper"), None)
         self.shard = {}
         self.gateway = {}
         for view in tree.supervisors():
@@ -139,6 +142,16 @@ class NodeClient:
 
     def send(self, commands: Iterable[MeterCommand], *, chunk: int = 10_000) -> list[tuple[int, str]]:
         """Send meter commands to their shards (in order per meter); returns the rejections."""
+        rejected, unserved = self.send_split(commands, chunk=chunk)
+        return sorted(rejected + [(i, f"shard group {g} is {NOT_SERVED}") for g, ii in unserved.items()
+                                  for i in ii])
+
+    def send_split(
+        self, commands: Iterable[MeterCommand], *, chunk: int = 10_000
+    ) -> tuple[list[tuple[int, str]], dict[int, list[int]]]:
+        """`send`, with the commands of groups this node does not serve (cluster) set apart:
+        (rejections, group → indexes of its commands, untouched, for the group's owner)."""
+        unserved: dict[int, list[int]] = {}
         by_group: dict[int, list[tuple[int, MeterCommand]]] = defaultdict(list)
         for n, c in enumerate(commands):
             by_group[self.group_of(c.account)].append((n, c))
@@ -149,14 +162,22 @@ class NodeClient:
                 payload = codec.encode_many(c for _, c in part)
                 batch = MeterCommandBatch(batch_id=uuid.uuid4().hex, payload=payload)
                 reply = self.runtime.ask(self.shard[group], batch, MeterCommandBatchResult, self.timeout)
+                if reply.accepted == 0 and len(reply.rejected) == 1 and reply.rejected[0][0] == -1 \
+                        and NOT_SERVED in reply.rejected[0][1]:
+                    unserved.setdefault(group, []).extend(n for n, _ in part)
+                    continue
                 rejected += [
                     (part[i][0] if 0 <= i < len(part) else -1, reason) for i, reason in reply.rejected
                 ]
-        return sorted(rejected)
+        return sorted(rejected), unserved
 
     def meter(self, account: str) -> Meter | None:
         view = self._meter_view(account, 0)
         return None if not view.meter else codec.decode(view.meter, expect=Meter)
+
+    def serves(self, account: str) -> bool:
+        """False in a cluster when another node serves the account's group."""
+        return self._meter_view(account, 0).served
 
     def history(self, account: str, limit: int = 50) -> list[MeterEvent]:
         view = self._meter_view(account, limit)
@@ -165,6 +186,20 @@ class NodeClient:
     def _meter_view(self, account: str, history: int) -> MeterView:
         q = MeterQuery(request_id=new_request_id(), account=account, history=history)
         return self.runtime.ask(self.shard[self.group_of(account)], q, MeterView, self.timeout)
+
+    def cluster_status(self) -> dict[str, object] | None:
+        """The keeper's view (members, leases, what this node holds), or None on a single node."""
+        if self.keeper is None:
+            return None
+        q = ClusterStatusQuery(request_id=new_request_id())
+        return self.runtime.ask(self.keeper, q, ClusterStatusView, self.timeout).body
+
+    def set_draining(self, draining: bool, node_id: str = "") -> dict[str, object] | None:
+        """Drain `node_id` (default: this node): it hands every group over and takes none."""
+        if self.keeper is None:
+            return None
+        q = SetDraining(request_id=new_request_id(), draining=draining, node_id=node_id)
+        return self.runtime.ask(self.keeper, q, ClusterStatusView, self.timeout).body
 
     def shard_status(self, group: int) -> ShardStatus:
         return self.runtime.ask(self.shard[group], ShardStatusQuery(request_id=new_request_id()),

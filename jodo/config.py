@@ -15,6 +15,8 @@ File (see ``deploy/jodo.example.toml``)::
     [tokens]    admin, payments
     [logging]   level, format ("json" | "text")
     [policy]    path
+    [storage]   backend ("sqlite" | "postgresql"), dsn, dsn_file
+    [cluster]   enabled, node_id, advertise, lease_ttl_s, renew_every_s, suspect_after_s, max_moves
 
 Environment overrides, applied after the file: ``JODO_<SECTION>__<KEY>`` (two underscores between
 parts, names case-insensitive)::
@@ -52,6 +54,7 @@ from typing import Any, Literal
 from jodo.errors import ConfigError
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "FrozenMap",
@@ -63,6 +66,7 @@ __all__ = [
     "PolicyConfig",
     "Secret",
     "ShardsConfig",
+    "StorageConfig",
     "TokensConfig",
     "load_config",
 ]
@@ -216,6 +220,48 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StorageConfig:
+    """``[storage]``: where durable state lives. SQLite files under the data dir (one node), or one
+    PostgreSQL database shared by every node of a cluster (``dsn``, or ``dsn_file``: a file holding
+    the DSN, so the password stays out of the config; either way it is never logged)."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    dsn: Secret | None = None
+    dsn_file: Path | None = None
+
+    def resolved_dsn(self) -> str | None:
+        """The DSN to connect with (from ``dsn``, else read from ``dsn_file``), or None."""
+        if self.dsn is not None:
+            return self.dsn.reveal()
+        if self.dsn_file is not None:
+            try:
+                return self.dsn_file.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"storage.dsn_file: cannot read {self.dsn_file}: {exc.strerror}") from None
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: this node as a member of a cluster over one PostgreSQL (docs/cluster.md).
+
+    Failure detection is the lease: a node that stops renewing loses its shard groups
+    ``lease_ttl_s`` after its last renewal and the survivors take them on their next tick
+    (``renew_every_s``). Orleans detects a dead silo in ~15 s and Akka's split-brain resolver waits
+    20 s (research/cluster-and-prepaid.md); 3 s + 1 s here keeps failover under the 5 s objective,
+    at the price of a node pausing > 2 s (GC, a stalled disk) losing its groups and recovering them.
+    """
+
+    enabled: bool = False
+    node_id: str = ""  # unique in the cluster; letters, digits, '-', '_'
+    advertise: str = ""  # the address peers and operators reach this node's front door on
+    lease_ttl_s: float = _key(3.0, min=0.5, max=600.0)
+    renew_every_s: float = _key(1.0, min=0.05, max=60.0)
+    suspect_after_s: float = _key(3.0, min=0.1, max=3600.0)  # heartbeat older than this: not live
+    max_moves: int = _key(1, min=1, max=1024)  # hand-overs a node starts per tick when rebalancing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole node configuration. Build it with `load_config`."""
 
@@ -227,13 +273,16 @@ class Config:
     tokens: TokensConfig = TokensConfig()
     logging: LoggingConfig = LoggingConfig()
     policy: PolicyConfig = PolicyConfig()
+    storage: StorageConfig = StorageConfig()
+    cluster: ClusterConfig = ClusterConfig()
     source: Path | None = None  # the file it came from, if any
 
     def redacted(self) -> dict[str, Any]:
         """Plain JSON/TOML-able data with every secret replaced by ``"***"`` (for ``jodo config show``)."""
         out = {
             name: _plain(getattr(self, name))
-            for name in ("node", "http", "shards", "head_ends", "gateways", "tokens", "logging")
+            for name in ("node", "http", "shards", "head_ends", "gateways", "tokens", "logging", "storage",
+                         "cluster")
         }
         out["policy"] = {"path": _plain(self.policy.path)}  # the policy text is domain/'s to show
         out["source"] = _plain(self.source)
@@ -275,6 +324,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "tokens": TokensConfig,
     "logging": LoggingConfig,
     "policy": PolicyConfig,
+    "storage": StorageConfig,
+    "cluster": ClusterConfig,
 }
 _ALL_SECTIONS = (*_SECTIONS, "head_ends", "gateways")
 _DEFAULT_HEAD_END = {"name": "hes-sim", "kind": "sim", "host": "127.0.0.1", "port": 8471}
@@ -422,6 +473,19 @@ def _check_whole(config: Config, origin: str) -> None:
         )
     if config.http.batch_max_items > config.http.max_in_flight:
         raise ConfigError(f"http.batch_max_items must not exceed http.max_in_flight in {origin}")
+    storage, cluster = config.storage, config.cluster
+    if storage.backend == "postgresql" and storage.dsn is None and storage.dsn_file is None:
+        raise ConfigError(f"storage.backend = 'postgresql' needs storage.dsn or storage.dsn_file in {origin}")
+    if cluster.enabled:
+        if storage.backend != "postgresql":
+            raise ConfigError(f"cluster.enabled needs storage.backend = 'postgresql' (the nodes share it) "
+                              f"in {origin}")
+        if not _NAME.match(cluster.node_id):
+            raise ConfigError(f"cluster.node_id: {cluster.node_id!r} must be 1-32 of a-z, 0-9, '-', '_' "
+                              f"(unique in the cluster) in {origin}")
+        if cluster.renew_every_s * 2 > cluster.lease_ttl_s:
+            raise ConfigError(f"cluster.renew_every_s ({cluster.renew_every_s}) must be at most half of "
+                              f"cluster.lease_ttl_s ({cluster.lease_ttl_s}) in {origin}")
 
 
 def _with_policy_text(config: Config, origin: str) -> Config:

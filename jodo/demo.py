@@ -76,9 +76,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=64,
                         help="webhook connections at once (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--cluster", action="store_true",
+                        help="three nodes over a throwaway PostgreSQL instead; one is killed mid-demo "
+                             "(--meters defaults to 300 then)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from jodo.demo_cluster import run_cluster_demo
+
+        meters = 300 if args.meters == 100_000 else args.meters
+        return run_cluster_demo(meters, keep=args.keep)
     if args.meters < 10 or args.meters >= 10**8:
         print("jodo demo: --meters must be between 10 and 99 999 999", file=sys.stderr)
         return 2

@@ -88,9 +88,14 @@ __all__ = [
     "WORK_ORDER_ACTIONS",
     "actor_restarted",
     "batches_in_flight",
+    "cluster_failover",
+    "cluster_lease_acquired",
+    "cluster_lease_lost",
+    "cluster_store_error",
     "configure_labels",
     "dead_letter",
     "desk_saturated",
+    "fencing_refusal",
     "forget_dead_processes",
     "headend_roundtrip",
     "journal_commit",
@@ -107,6 +112,8 @@ __all__ = [
     "render",
     "sample_process_memory",
     "set_breaker_state",
+    "set_cluster_leases_held",
+    "set_cluster_view",
     "set_meters_by_relay_state",
     "set_paid_but_disconnected",
     "set_payments_unapplied",
@@ -146,6 +153,7 @@ ACTOR_KINDS: Final = frozenset(
         "reconciler",
         "registrar",
         "front_door",
+        "cluster_keeper",
     }
 )
 # Actors may name themselves by class or short name; all land on the kind above.
@@ -159,12 +167,18 @@ _KIND_ALIASES: Final = {
     "Supervisor": "supervisor",
     "RootSupervisor": "supervisor",
     "root_supervisor": "supervisor",
+    "ClusterKeeper": "cluster_keeper",
 }
 
 PAYMENT_TO_CONNECTED_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 HEADEND_ROUNDTRIP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 JOURNAL_COMMIT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 RECOVERY_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# edges on the failover objective (5 s) and the anchors it beats: Orleans ~15 s, Akka SBR >= 20 s
+FAILOVER_BUCKETS: Final = (0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 60, 120)
+CLUSTER_ACQUIRE_REASONS: Final = frozenset({"orphan", "free"})
+CLUSTER_LOSS_REASONS: Final = frozenset({"expired", "fenced", "released", "unreachable"})
+CLUSTER_MEMBER_STATES: Final = frozenset({"live", "draining"})
 
 # Multiprocess mode has no ``_created`` series; drop them in-process too, so both modes expose the same.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -298,6 +312,61 @@ RECOVERY_SECONDS: Final = Histogram(
     registry=_REGISTRY,
 )
 
+# --- cluster ------------------------------------------------------------------------------------
+CLUSTER_MEMBERS: Final = Gauge(
+    "jodo_cluster_members",
+    "Cluster members with a fresh heartbeat, as this node's keeper sees them (live: taking groups; "
+    "draining: handing its groups over).",
+    ["state"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+CLUSTER_GROUPS_UNOWNED: Final = Gauge(
+    "jodo_cluster_groups_unowned",
+    "Shard groups no live member holds a lease on, as this node's keeper saw them on its last tick "
+    "(their meters get no credit and no relay command until a member takes them).",
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+CLUSTER_LEASES_HELD: Final = Gauge(
+    "jodo_cluster_leases_held",
+    "Shard-group leases this node holds.",
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+CLUSTER_LEASE_ACQUISITIONS_TOTAL: Final = Counter(
+    "jodo_cluster_lease_acquisitions",
+    "Shard-group leases acquired by this node (orphan: taken over after its owner's lease expired; "
+    "free: released by its owner, or never owned).",
+    ["reason"],
+    registry=_REGISTRY,
+)
+CLUSTER_LEASE_LOSSES_TOTAL: Final = Counter(
+    "jodo_cluster_lease_losses",
+    "Shard-group leases this node stopped holding (released: handed over; expired: not renewed in "
+    "time; fenced: a write was refused, another node owns it; unreachable: the database did not "
+    "answer, so the node stopped the group before its lease could expire).",
+    ["reason"],
+    registry=_REGISTRY,
+)
+CLUSTER_FENCING_REFUSALS_TOTAL: Final = Counter(
+    "jodo_cluster_fencing_refusals",
+    "Writes refused because the writer's lease epoch no longer held (a stale owner after a take-over).",
+    ["kind"],
+    registry=_REGISTRY,
+)
+CLUSTER_FAILOVER_SECONDS: Final = Histogram(
+    "jodo_cluster_failover_seconds",
+    "Seconds from a shard group's lease expiring (its owner gone) to the group serving on this node.",
+    buckets=FAILOVER_BUCKETS,
+    registry=_REGISTRY,
+)
+CLUSTER_STORE_ERRORS_TOTAL: Final = Counter(
+    "jodo_cluster_store_errors",
+    "Ticks of this node's keeper on which the cluster database did not answer.",
+    registry=_REGISTRY,
+)
+
 # --- capacity -----------------------------------------------------------------------------------
 METERS: Final = Gauge(
     "jodo_meters",
@@ -350,6 +419,14 @@ _ALL: Final = (
     WORK_ORDERS_OPEN,
     ACTOR_PROCESSES,
     PROCESS_RESIDENT_MEMORY_BYTES,
+    CLUSTER_MEMBERS,
+    CLUSTER_GROUPS_UNOWNED,
+    CLUSTER_LEASES_HELD,
+    CLUSTER_LEASE_ACQUISITIONS_TOTAL,
+    CLUSTER_LEASE_LOSSES_TOTAL,
+    CLUSTER_FENCING_REFUSALS_TOTAL,
+    CLUSTER_FAILOVER_SECONDS,
+    CLUSTER_STORE_ERRORS_TOTAL,
 )
 
 _gateways: frozenset[str] = frozenset()
@@ -547,6 +624,11 @@ def _touch_series() -> None:
         DEAD_LETTERS_TOTAL.labels(kind)
     for kind in ("meter_shard", "payment_desk"):
         JOURNAL_COMMIT_SECONDS.labels(kind)
+    for reason in CLUSTER_ACQUIRE_REASONS:
+        CLUSTER_LEASE_ACQUISITIONS_TOTAL.labels(reason)
+    for reason in CLUSTER_LOSS_REASONS:
+        CLUSTER_LEASE_LOSSES_TOTAL.labels(reason)
+    CLUSTER_FENCING_REFUSALS_TOTAL.labels("group")
 
 
 # --- label checks -------------------------------------------------------------------------------
@@ -681,3 +763,34 @@ def sample_process_memory(kind: str) -> None:
     except (OSError, IndexError, ValueError):
         return  # not Linux, or /proc hidden: no sample rather than a wrong one
     PROCESS_RESIDENT_MEMORY_BYTES.labels(_kind(kind)).set(resident_pages * _PAGE_SIZE)
+
+
+# --- cluster ------------------------------------------------------------------------------------
+def set_cluster_view(*, members: int, live: int, unowned: int) -> None:
+    CLUSTER_MEMBERS.labels("live").set(live)
+    CLUSTER_MEMBERS.labels("draining").set(max(0, members - live))
+    CLUSTER_GROUPS_UNOWNED.set(unowned)
+
+
+def set_cluster_leases_held(count: int) -> None:
+    CLUSTER_LEASES_HELD.set(count)
+
+
+def cluster_lease_acquired(reason: str) -> None:
+    CLUSTER_LEASE_ACQUISITIONS_TOTAL.labels(_closed(reason, CLUSTER_ACQUIRE_REASONS, "acquire reason")).inc()
+
+
+def cluster_lease_lost(reason: str) -> None:
+    CLUSTER_LEASE_LOSSES_TOTAL.labels(_closed(reason, CLUSTER_LOSS_REASONS, "loss reason")).inc()
+
+
+def fencing_refusal(kind: str) -> None:
+    CLUSTER_FENCING_REFUSALS_TOTAL.labels(_closed(kind, {"group"}, "fenced kind")).inc()
+
+
+def cluster_failover(seconds: float) -> None:
+    CLUSTER_FAILOVER_SECONDS.observe(seconds)
+
+
+def cluster_store_error() -> None:
+    CLUSTER_STORE_ERRORS_TOTAL.inc()

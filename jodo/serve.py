@@ -35,6 +35,7 @@ from typing import Any
 
 from actors.deadletters import DATA_DIR_ENV
 from actors.facade import RuntimeConfig
+from actors.stores import BACKEND_ENV, DSN_ENV
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
 from jodo import logs, metrics
@@ -43,6 +44,7 @@ from jodo.config import Config
 from jodo.frontdoor import build_app, start_site
 from jodo.node import Node, NodeSetup, ShutdownReport
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
+from protocols.cluster import KeeperInit
 
 __all__ = ["ServeOptions", "Stack", "StackOptions", "serve"]
 
@@ -76,6 +78,7 @@ class Stack:
         self.simulators: dict[str, SimulatorThread] = {}
         self.backend: ActorBackend | None = None
         self.report: ShutdownReport | None = None
+        self.http_port = config.http.port  # the front door's bound port, once it listens
 
     @property
     def log_file(self) -> Path:
@@ -111,19 +114,40 @@ class Stack:
             data_dir=str(self.data_dir), head_ends=tuple(head_ends), groups=self.config.shards.groups,
             shards=self.config.shards.logical, policy_text=self.config.policy.text or "",
             manual_clock=o.manual_clock, start_at=o.start_at, synchronous=o.synchronous,
+            keeper=self.keeper_init(),
+        )
+
+    def keeper_init(self) -> KeeperInit | None:
+        c = self.config.cluster
+        if not c.enabled:
+            return None
+        host = c.advertise or self.config.http.host
+        return KeeperInit(
+            node_id=c.node_id, advertise=host, http_url=f"http://{host}:{self.http_port}",
+            groups=self.config.shards.groups, shards=self.config.shards.logical, lease_ttl_s=c.lease_ttl_s,
+            renew_every_s=c.renew_every_s, suspect_after_s=c.suspect_after_s,
+            head_ends=tuple(h.name for h in self.config.head_ends), max_moves=c.max_moves,
         )
 
     def node_factory(self) -> Callable[[], Node]:
-        tree = self.tree_options()
         runtime = RuntimeConfig(
             ip=self.config.node.bind, admin_port=self.config.node.admin_port,
             log_level=self.config.logging.level, log_file=self.data_dir / "logs" / "actors.log",
         )
-        setup = NodeSetup(runtime=runtime, root_flags=root_flags(), children=jodo_tree(tree),
-                          dead_letter_sink=DEAD_LETTER_SINK, ready_timeout=self.config.node.start_timeout_s)
+        storage = self.config.storage
 
         def start() -> Node:
+            # the tree is built here: in cluster mode it carries the front door's bound port
+            setup = NodeSetup(runtime=runtime, root_flags=root_flags(),
+                              children=jodo_tree(self.tree_options()), dead_letter_sink=DEAD_LETTER_SINK,
+                              ready_timeout=self.config.node.start_timeout_s)
             os.environ[DATA_DIR_ENV] = str(self.data_dir)  # the root's dead-letter sink finds the store
+            # where the actors' stores are (they inherit this process's environment when forked)
+            os.environ[BACKEND_ENV] = storage.backend
+            if storage.backend == "postgresql":
+                os.environ[DSN_ENV] = storage.resolved_dsn() or ""
+            else:
+                os.environ.pop(DSN_ENV, None)
             return Node(setup).start()
 
         return start
@@ -132,6 +156,7 @@ class Stack:
         self.backend = ActorBackend(
             self.node_factory(), groups=self.config.shards.groups, shards=self.config.shards.logical,
             simulators=self.simulators, ask_timeout=self.options.ask_timeout,
+            admin_token=self.config.tokens.admin.reveal() if self.config.tokens.admin else None,
         )
         return self.backend
 
@@ -206,6 +231,7 @@ async def _serve(config: Config, options: ServeOptions) -> int:
         say(f"cannot listen on {config.http.host}:{config.http.port}: {exc}")
         stack.close()
         return 1
+    stack.http_port = port
     if options.port_file is not None:
         tmp = options.port_file.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
@@ -233,6 +259,12 @@ async def _serve(config: Config, options: ServeOptions) -> int:
         code = 1
     finally:
         backend.drain()
+        if config.cluster.enabled and backend.node is not None:
+            began = time.monotonic()
+            left = await loop.run_in_executor(None, backend.hand_over, config.cluster.lease_ttl_s * 3 + 10)
+            say(f"handed shard groups over to the other members in {time.monotonic() - began:.1f} s"
+                + (f" ({left} still held: they expire within {config.cluster.lease_ttl_s} s)"
+                   if left else ""))
         with contextlib.suppress(Exception):
             await runner.cleanup()
         began = time.monotonic()

@@ -5,7 +5,8 @@
     jodo-root (rest_for_one)
     ├── gateways (one_for_one)   gateway-<head_end>  HeadEndGateway, one per head-end
     ├── shards   (one_for_one)   shard-<group>       MeterShard, one per shard group
-    └── desk                     PaymentDesk
+    ├── desk                     PaymentDesk
+    └── keeper                   ClusterKeeper   (cluster mode only: leases → what this node serves)
 
 rest_for_one at the root: the desk depends on the shards and the shards on the gateways, so if a
 whole kind's supervisor gives up, what depends on it restarts after it (and re-learns addresses).
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.supervision import ChildSpec, ChildType, Strategy, SupervisorFlags
+from protocols.cluster import KeeperInit
 from protocols.control import SupervisorInit
 from protocols.runtime import DeskInit, GatewayInit, ShardInit
 
@@ -53,6 +55,8 @@ class TreeOptions:
     intensity: int = 5
     period: float = 30.0
     gateway_class: str = "actors.gateway.HeadEndGateway"  # actors.fakes.FakeGateway in actor tests
+    # cluster mode: the keeper's init (shards start dormant, the desk credits what the keeper says)
+    keeper: KeeperInit | None = None
 
 
 def root_flags() -> SupervisorFlags:
@@ -83,9 +87,13 @@ def jodo_tree(o: TreeOptions) -> tuple[ChildSpec, ...]:
                 group=g, groups=o.groups, data_dir=o.data_dir, shards=o.shards, policy_text=o.policy_text,
                 manual_clock=o.manual_clock, start_at=o.start_at, tick_seconds=o.tick_seconds,
                 resend_after_s=o.resend_after_s, synchronous=o.synchronous, snapshot_every=o.snapshot_every,
+                cluster_node=o.keeper.node_id if o.keeper else "",
             ),
         )
         for g in range(o.groups)
+    )
+    keeper = () if o.keeper is None else (
+        ChildSpec(id="keeper", start="actors.keeper.ClusterKeeper", init=o.keeper, shutdown=10.0),
     )
     return (
         ChildSpec(
@@ -101,6 +109,8 @@ def jodo_tree(o: TreeOptions) -> tuple[ChildSpec, ...]:
             start="actors.desk.PaymentDesk",
             init=DeskInit(data_dir=o.data_dir, groups=o.groups, shards=o.shards, window=o.desk_window,
                           max_queued=o.desk_max_queued, synchronous=o.synchronous,
-                          manual_clock=o.manual_clock, start_at=o.start_at),
+                          manual_clock=o.manual_clock, start_at=o.start_at,
+                          cluster_node=o.keeper.node_id if o.keeper else ""),
         ),
+        *keeper,
     )

@@ -53,6 +53,7 @@ class ShardInit(Carrier):
     synchronous: str = "full"  # storage durability ("full" or "normal")
     snapshot_every: int = 2_000  # events per logical shard between its snapshots (one shard per tick)
     max_batch: int = 10_000  # meter commands per step (timer sweeps are chunked to this)
+    cluster_node: str = ""  # cluster mode: this node's id; the shard is dormant until GroupGrant
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -69,6 +70,7 @@ class DeskInit(Carrier):
     manual_clock: bool = False
     start_at: int = 0
     resend_after_s: float = 10.0  # re-send an unacknowledged CreditBatch after this long
+    cluster_node: str = ""  # cluster mode: credit only the groups the keeper says (GroupsOwned)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -151,6 +153,7 @@ class MeterView(Carrier):
     account: str
     meter: bytes
     history: bytes = b""
+    served: bool = True  # False: this node does not serve the meter's group (cluster: owned elsewhere)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -171,6 +174,8 @@ class ShardStatus(Carrier):
     recovery_seconds: float
     journal_heads: int
     queued_commands: int = 0  # relay commands and cancels waiting for a gateway's credit window
+    serving: bool = True  # cluster mode: False while this node does not own the group (dormant)
+    epoch: int = 0  # cluster mode: the lease epoch it is served under
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

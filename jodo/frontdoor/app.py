@@ -34,6 +34,7 @@ from aiohttp import web
 from domain.commands import MeterCommand
 from jodo.config import Config, Secret
 from jodo.errors import BodyTooLarge, InvalidPayment, MalformedRequest, RequestRefused, WebhookError
+from jodo.forward import FORWARDED_HEADER, forwarded
 from jodo.frontdoor.backend import Backend, Saturated, result_word
 from jodo.frontdoor.batcher import MicroBatcher
 from jodo.webhooks import (
@@ -105,6 +106,8 @@ def build_app(
     app.router.add_post("/v1/admin/meter-commands", _meter_commands)
     app.router.add_post("/v1/admin/fault", _fault)
     app.router.add_get("/v1/status", _status)
+    app.router.add_get("/v1/cluster", _cluster)
+    app.router.add_post("/v1/cluster/drain", _cluster_drain)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -148,6 +151,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 async def _errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    # a request another node forwarded to us (cluster) is never forwarded again
+    mark = forwarded.set(FORWARDED_HEADER in request.headers)
     try:
         return await handler(request)
     except WebhookError as exc:
@@ -168,6 +173,8 @@ async def _errors_as_json(
     except Exception:
         log.exception("bug while serving %s %s", request.method, request.path)
         return _json(500, {"error": "internal", "detail": "unexpected server error; see the server log"})
+    finally:
+        forwarded.reset(mark)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -410,6 +417,31 @@ async def _status(request: web.Request) -> web.Response:
     front_door = {"batches": stats.batches, "items": stats.items, "largest_batch": stats.largest,
                   "saturated": stats.saturated, "queued": batcher.queued, "running": batcher.running}
     return _json(200, {**status, "front_door": front_door})
+
+
+async def _cluster(request: web.Request) -> web.Response:
+    _authorize(request, request.app[CONFIG].tokens.admin, "admin")
+    return _json(200, await _backend_call(request, request.app[BACKEND].cluster()))
+
+
+async def _cluster_drain(request: web.Request) -> web.Response:
+    """``{"node": "<node id>", "draining": true|false}``: that member hands its groups over (or
+    takes groups again). Any member's front door can drain any member: the mark is in the database."""
+    config = request.app[CONFIG]
+    _authorize(request, config.tokens.admin, "admin")
+    check_json_content_type(request.headers.get("Content-Type"))
+    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    if not isinstance(doc, dict) or not set(doc) <= {"node", "draining"} or "node" not in doc:
+        raise MalformedRequest('expected {"node": str, "draining": bool (default true)}', where="body")
+    node, draining = doc["node"], doc.get("draining", True)
+    if not isinstance(node, str) or not node or not isinstance(draining, bool):
+        raise MalformedRequest("node must be a non-empty string, draining a boolean", where="body")
+    view = await _backend_call(request, request.app[BACKEND].cluster(drain=node, draining=draining))
+    known = {m.get("node_id") for m in view.get("members", []) if isinstance(m, dict)}
+    if node not in known:
+        raise RequestRefused(404, "not_found",
+                             f"no cluster member {node!r}; members: {sorted(map(str, known))}")
+    return _json(200, view)
 
 
 # ---------------------------------------------------------------- probes

@@ -88,6 +88,11 @@ class Backend(Protocol):
         """Node summary for ``jodo status``: actors, shards, head-ends, queues."""
         ...
 
+    async def cluster(self, *, drain: str | None = None, draining: bool = True) -> Mapping[str, Any]:
+        """The cluster as this node's keeper sees it (members, leases, what this node holds); with
+        ``drain``, first mark that member draining (or not). Refused 409 on a single node."""
+        ...
+
     def metrics(self) -> tuple[bytes, str]:
         """The Prometheus text exposition for this node and its content type."""
         ...

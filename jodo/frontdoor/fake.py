@@ -113,6 +113,10 @@ class FakeBackend:
             self.accounts.update(c.account for c in commands if type(c).__name__ == "RegisterMeter")
         return []
 
+    async def cluster(self, *, drain: str | None = None, draining: bool = True) -> Mapping[str, Any]:
+        raise RequestRefused(409, "not_a_cluster",
+                             "this node is not a cluster member ([cluster] enabled = false)")
+
     async def fault(self, kind: str, target: str, on: bool) -> Mapping[str, Any]:
         if kind not in FAULT_KINDS:
             raise RequestRefused(400, "unknown_fault", f"fault kind must be one of {sorted(FAULT_KINDS)}")
