@@ -71,7 +71,7 @@ class MemberView:
 class ClusterStore:
     def __init__(self, dsn: str, *, connect_timeout_s: float = 5.0, statement_timeout_ms: int = 5000) -> None:
         self._dsn = dsn
-        self._connect_timeout = max(1, int(round(connect_timeout_s)))
+        self._connect_timeout = max(1, round(connect_timeout_s))
         self._statement_timeout = statement_timeout_ms
         self._conn: psycopg.Connection[Any] | None = None
         conn = self._connection()

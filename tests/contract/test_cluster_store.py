@@ -79,7 +79,9 @@ def test_release_lets_the_next_owner_in_at_once_with_a_higher_epoch(store: Clust
     assert b is not None and b.epoch == a.epoch + 1
 
 
-def test_a_write_fenced_with_the_old_epoch_is_refused_after_a_take_over(store: ClusterStore, pg_dsn: str) -> None:
+def test_a_write_fenced_with_the_old_epoch_is_refused_after_a_take_over(
+    store: ClusterStore, pg_dsn: str
+) -> None:
     old = store.acquire(R, "node-a", 0.3)
     assert old is not None
     with psycopg.connect(pg_dsn) as conn, conn.transaction(), conn.cursor() as cur:
