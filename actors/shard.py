@@ -240,9 +240,9 @@ class MeterShard(JodoActor):
 
     def receiveMsg_ChildAddressChanged(self, msg: ChildAddressChanged, sender: Address) -> None:
         learnt = self.gateways.learn(msg)
-        if learnt is None or self.service is None:
+        if learnt is None:
             return
-        if isinstance(learnt, tuple):
+        if isinstance(learnt, tuple):  # (dormant in a cluster: nothing to re-send until granted)
             # a gateway (re)started: whatever it had from us may be gone; send every pending command
             self._resend_to_gateway(learnt[0].removeprefix("gateway-"))
         else:

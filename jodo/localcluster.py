@@ -108,6 +108,7 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     pgid: int = 0
+    tree_pgid: int = 0
     seen: list[ProcessRef] = field(default_factory=list)
     starts: int = 0
 
@@ -121,6 +122,7 @@ class Node:
 
     def start(self) -> None:
         self.port_file.unlink(missing_ok=True)
+        self.tree_pgid = 0
         self.starts += 1
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -135,25 +137,41 @@ class Node:
         self.url = f"http://{self.ip}:{int(self.port_file.read_text())}"
 
     def ready(self) -> bool:
-        return self.alive() and http(self.url, "GET", "/readyz", token=None, timeout=2)[0] == 200
+        if not (self.alive() and http(self.url, "GET", "/readyz", token=None, timeout=2)[0] == 200):
+            return False
+        if not self.tree_pgid:  # the actor system runs in a process group of its own
+            status, doc = http(self.url, "GET", "/v1/status", timeout=5)
+            self.tree_pgid = int(doc["tree"]["pgid"]) if status == 200 else 0
+        return bool(self.tree_pgid)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def groups(self) -> list[int]:
+        return [g for g in (self.pgid, self.tree_pgid) if g]
+
     def remember_processes(self) -> None:
         known = {r.pid for r in self.seen}
-        self.seen += [r for r in process_group_members(self.pgid) if r.pid not in known]
+        for group in self.groups():
+            self.seen += [r for r in process_group_members(group) if r.pid not in known]
 
     def signal_group(self, sig: signal.Signals) -> None:
+        """Signal every process of the node: `jodo serve` and its actor system (two process groups)."""
         self.remember_processes()
-        os.killpg(self.pgid, sig)
+        for group in self.groups():
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
-        """Power loss: SIGKILL the node's whole process group."""
+        """Power loss: SIGKILL every process of the node at once."""
         self.signal_group(signal.SIGKILL)
         assert self.proc is not None
         self.proc.wait(30)
-        eventually(lambda: not process_group_members(self.pgid), timeout=30, what=f"{self.node_id} gone")
+        eventually(lambda: not any(process_group_members(g) for g in self.groups()), timeout=30,
+                   what=f"{self.node_id} gone")
+        self.tree_pgid = 0
 
     def terminate(self, timeout: float = 90.0) -> int:
         """SIGTERM (systemd stop): hand groups over, stop in order; returns the exit status."""
@@ -273,7 +291,7 @@ suspect_after_s = {self.lease_ttl_s}
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         eventually(lambda: all(n.ready() for n in self.live()), timeout=timeout, what="every node ready")
-        self.wait_served(timeout=timeout)
+        self.wait_served(timeout=timeout, balanced=True)
 
     def served_by(self) -> dict[int, list[str]]:
         """Group → the live nodes serving it (exactly one each once the cluster is settled)."""
@@ -283,13 +301,18 @@ suspect_after_s = {self.lease_ttl_s}
                 out[g].append(node.node_id)
         return out
 
-    def wait_served(self, *, timeout: float = 60.0, without: Iterable[str] = ()) -> float:
-        """Poll until every group is served by exactly one live node; returns when (monotonic)."""
+    def wait_served(self, *, timeout: float = 60.0, without: Iterable[str] = (), balanced: bool = False) -> float:
+        """Poll until every group is served by exactly one live node (and, if `balanced`, the live
+        nodes' counts differ by at most one); returns when (monotonic)."""
         excluded = set(without)
 
         def settled() -> bool:
             owners = self.served_by()
-            return all(len(o) == 1 and o[0] not in excluded for o in owners.values())
+            if not all(len(o) == 1 and o[0] not in excluded for o in owners.values()):
+                return False
+            counts = [sum(1 for o in owners.values() if o[0] == n.node_id)
+                      for n in self.live() if n.node_id not in excluded]
+            return not balanced or max(counts) - min(counts) <= 1
 
         eventually(settled, timeout=timeout, what="every group served by exactly one live node", every=0.02)
         return time.monotonic()
@@ -302,9 +325,17 @@ suspect_after_s = {self.lease_ttl_s}
             "account": account(i), "serial": serial(i), "head_end": "hes-sim", "install_year": 2022,
             "relay_capable": True, "control_mode": 2, "relay": "disconnected", "opening_dues_paise": DUES}}
             for i in range(self.meters)]
-        status, answer = http(self.nodes[0].url, "POST", "/v1/admin/meter-commands",
-                              json.dumps(commands).encode(), {"Content-Type": "application/json"}, timeout=60)
-        assert (status, answer.get("accepted"), answer.get("rejected")) == (200, self.meters, []), answer
+        deadline = time.monotonic() + 60
+        while commands:  # a group moving between nodes refuses for a moment: send those again
+            status, answer = http(self.nodes[0].url, "POST", "/v1/admin/meter-commands",
+                                  json.dumps(commands).encode(), {"Content-Type": "application/json"},
+                                  timeout=60)
+            assert status == 200, answer
+            again = {r["index"] for r in answer["rejected"]}
+            assert all("retry" in r["reason"] for r in answer["rejected"]), answer
+            commands = [c for i, c in enumerate(commands) if i in again]
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.2 if commands else 0)
 
     def pay(self, node: Node, payment_id: str, i: int) -> int:
         body, headers = signed_payment(payment_id, i)
@@ -312,10 +343,16 @@ suspect_after_s = {self.lease_ttl_s}
         return status
 
     def meter(self, i: int) -> dict[str, Any]:
-        node = self.live()[0]
-        status, doc = http(node.url, "GET", f"/v1/meters/{account(i)}", timeout=10)
-        assert status == 200, (status, doc)
-        return dict(doc)
+        """The meter as its owner serves it (asked of any live node; a 503 while a group moves is
+        retried, as the README tells a client to)."""
+        def ask() -> dict[str, Any] | None:
+            status, doc = http(self.live()[0].url, "GET", f"/v1/meters/{account(i)}", timeout=10)
+            if status == 503:
+                return None
+            assert status == 200, (status, doc)
+            return dict(doc)
+
+        return eventually(ask, timeout=30, what=f"meter {account(i)}")
 
     def relay(self, i: int) -> HesControlState | None:
         return self.sim.relay_state(serial(i)).control_state
