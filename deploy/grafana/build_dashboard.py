@@ -3,8 +3,10 @@
     python deploy/grafana/build_dashboard.py           # write the JSON
     python deploy/grafana/build_dashboard.py --check   # exit 1 if the committed JSON is stale
 
-Four rows: the promise (payment → relay connected, paid-but-disconnected), flow (payments, commands),
-health (restarts, breakers, backlog, dead letters, journal), capacity (meters per state, memory).
+Five rows: the promise (payment → relay connected, paid-but-disconnected), flow (payments, commands),
+health (restarts, breakers, backlog, dead letters, journal), capacity (meters per state, memory), and
+cluster (members, unowned groups, leases per node, hand-overs and take-overs, fencing, failover time;
+empty on a single node).
 Every expression uses only metrics defined in jodo/metrics.py (tests/unit/test_metrics_dashboard.py
 checks it). Standard library only, so it runs without the project's virtualenv.
 """
@@ -407,10 +409,98 @@ def build() -> dict[str, Any]:
         width=12,
     )
 
+    # Gauges of the cluster are each keeper's view of the shared tables: max over nodes, not sum.
+    lay.row("Cluster")
+    lay.panel(
+        "Groups unowned",
+        [(f"max(jodo_cluster_groups_unowned{_sel()}) or vector(0)", "groups")],
+        description="Shard groups no live member holds a lease on: their meters get no credit and no "
+        "relay command. A take-over takes a few seconds; above 0 for 30 s pages (JodoClusterGroupsUnowned).",
+        kind="stat",
+        width=6,
+        thresholds=green_red,
+    )
+    lay.panel(
+        "Fencing refusals (15 min)",
+        [(f"sum(increase(jodo_cluster_fencing_refusals_total{_sel()}[15m])) or vector(0)", "refused writes")],
+        description="Commits refused because the writer no longer held the group's lease epoch: a paused or "
+        "cut-off node woke up after a take-over. Any alerts (JodoClusterFencingRefusals).",
+        kind="stat",
+        width=6,
+        thresholds=[(None, "green"), (1, "orange")],
+    )
+    lay.panel(
+        "Members by state",
+        [(f"max by (state) (jodo_cluster_members{_sel()})", "{{state}}")],
+        description="Members with a fresh heartbeat: live (taking groups) and draining (handing them over). "
+        "Fewer than the nodes scraped for 5 minutes alerts (JodoClusterMemberLost).",
+        width=12,
+        stack=True,
+    )
+    lay.panel(
+        "Leases held per node",
+        [(f"sum by (instance) (jodo_cluster_leases_held{_sel()})", "{{instance}}")],
+        description="Shard-group leases each node holds (stacked: the total is the group count when every "
+        "group is owned). Placement keeps the nodes within one group of each other.",
+        width=12,
+        stack=True,
+    )
+    lay.panel(
+        "Failover time",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) "
+                f"(increase(jodo_cluster_failover_seconds_bucket{_sel()}[1h])))",
+                f"p{int(q * 100)} (1h)",
+            )
+            for q in (0.5, 0.99)
+        ],
+        description="Seconds from a lost member's lease expiring to its group serving on the new owner, over "
+        "the take-overs of the last hour (none: no line). Objective 5 s (JodoClusterFailoverSlow).",
+        unit="s",
+        width=12,
+        thresholds=[(None, "green"), (5, "red")],
+    )
+    lay.panel(
+        "Lease acquisitions (10 min)",
+        [
+            (
+                f"sum by (reason) (increase(jodo_cluster_lease_acquisitions_total{_sel()}[10m]))",
+                "{{reason}}",
+            )
+        ],
+        description="orphan: taken over after its owner's lease expired (a failover); free: handed over by "
+        "its owner (drain, restart, rebalancing) or never owned.",
+        width=8,
+        stack=True,
+    )
+    lay.panel(
+        "Lease losses (10 min)",
+        [
+            (
+                f"sum by (instance, reason) (increase(jodo_cluster_lease_losses_total{_sel()}[10m]))",
+                "{{instance}} {{reason}}",
+            )
+        ],
+        description="released: handed over; expired: not renewed in time (the node paused, "
+        "JodoClusterLeaseChurn); fenced: a write was refused; unreachable: the database did not answer.",
+        width=8,
+        stack=True,
+    )
+    lay.panel(
+        "Cluster database errors",
+        [(f"sum by (instance) (rate(jodo_cluster_store_errors_total{_sel()}[{RATE}]))", "{{instance}}")],
+        description="Keeper ticks per second on which PostgreSQL did not answer; any for a minute pages "
+        "(JodoClusterStoreUnreachable).",
+        unit="ops",
+        width=8,
+        thresholds=[(None, "green"), (0.01, "red")],
+    )
+
     return {
         "uid": "jodo-overview",
         "title": "jodo: pay to reconnect",
-        "description": "The promise, the flow, the health and the capacity of jodo. Built by "
+        "description": "The promise, the flow, the health, the capacity and the cluster of jodo. Built by "
         "deploy/grafana/build_dashboard.py; edit that, not this JSON.",
         "tags": ["jodo"],
         "timezone": "browser",

@@ -44,6 +44,12 @@ def test_the_expected_alerts_exist() -> None:
     assert _alert_names() == sorted(
         [
             "JodoBacklogGrowing",
+            "JodoClusterFailoverSlow",
+            "JodoClusterFencingRefusals",
+            "JodoClusterGroupsUnowned",
+            "JodoClusterLeaseChurn",
+            "JodoClusterMemberLost",
+            "JodoClusterStoreUnreachable",
             "JodoDeadLetters",
             "JodoHeadEndBreakerOpen",
             "JodoJournalSlow",

@@ -46,6 +46,13 @@ def _record_a_little_of_everything() -> None:
     metrics.notice_sent("payment_received")
     metrics.webhook_rejected("razorpay", 401)
     metrics.process_started("meter_shard")
+    metrics.set_cluster_view(members=3, live=2, unowned=0)
+    metrics.set_cluster_leases_held(2)
+    metrics.cluster_lease_acquired("orphan")
+    metrics.cluster_lease_lost("released")
+    metrics.fencing_refusal("group")
+    metrics.cluster_failover(2.5)
+    metrics.cluster_store_error()
 
 
 def _render() -> bytes:
@@ -86,7 +93,7 @@ def test_prometheus_scrapes_evaluates_the_rules_and_answers_every_dashboard_quer
     )
     assert prometheus.value('up{job="jodo"}') == 1
 
-    assert len(prometheus.rules()) == 14  # 4 recording + 10 alerting
+    assert len(prometheus.rules()) == 20  # 4 recording + 16 alerting
     until("every rule evaluated", lambda: all(r["health"] == "ok" for r in prometheus.rules()))
 
     empty = []

@@ -70,6 +70,11 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "process_started": ("meter_shard",),
     "sample_process_memory": ("meter_shard",),
     "mark_dead": (2**22 + 1,),  # no such pid
+    "set_cluster_leases_held": (0,),
+    "cluster_lease_acquired": ("free",),
+    "cluster_lease_lost": ("released",),
+    "fencing_refusal": ("group",),
+    "cluster_failover": (1.0,),
 }
 CALLS = list(_metric_calls())
 

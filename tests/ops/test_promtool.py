@@ -48,6 +48,13 @@ RECORD_AND_RENDER = textwrap.dedent(
         m.recovered("meter_shard", 1.5)
         m.notice_sent("payment_received")
         m.webhook_rejected("jodo", 401)
+        m.set_cluster_view(members=3, live=2, unowned=1)
+        m.set_cluster_leases_held(2)
+        m.cluster_lease_acquired("orphan")
+        m.cluster_lease_lost("expired")
+        m.fencing_refusal("group")
+        m.cluster_failover(3.2)
+        m.cluster_store_error()
         if die:
             os.kill(os.getpid(), signal.SIGKILL)
         os._exit(0)
@@ -99,6 +106,9 @@ def test_rendered_metrics_pass_promtool_check_metrics(tool: Callable[[str], str]
         "jodo_headend_breaker_state",
         "jodo_meters",
         "jodo_process_resident_memory_bytes",
+        "jodo_cluster_members",
+        "jodo_cluster_failover_seconds_bucket",
+        "jodo_cluster_fencing_refusals_total",
     ):
         assert family in text, family
     result = run(tool("promtool"), "check", "metrics", stdin=text)
