@@ -51,6 +51,9 @@ PAYMENT = NewPayment(
         (PAYMENT, "amount_paise", True),
         (PAYMENT, "event_id", ""),
         (PAYMENT, "payment_id", None),
+        (PAYMENT, "shard", -1),
+        (PAYMENT, "shard", "3"),
+        (PAYMENT, "shard", True),
         (Snapshot(shard=0, upto_seq=0, at=0, body=b""), "upto_seq", -1),
         (NewOutboxEntry(id="c", shard=0, kind="k", account="a", at=0, body=b""), "id", ""),
         (DeadLetter(source="s", message_type="m", reason="", at=0, body=b""), "reason", None),
@@ -60,6 +63,11 @@ PAYMENT = NewPayment(
 def test_a_record_with_a_bad_field_is_refused_naming_it(record: Any, field: str, value: Any) -> None:
     with pytest.raises(InvalidRecord, match=field):
         dataclasses.replace(record, **{field: value})
+
+
+def test_a_payment_may_name_its_logical_shard_or_none() -> None:
+    assert PAYMENT.shard is None
+    assert dataclasses.replace(PAYMENT, shard=0).shard == 0
 
 
 def test_a_refused_record_is_a_value_error_and_a_rejected_write() -> None:
