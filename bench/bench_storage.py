@@ -1,4 +1,9 @@
-"""Storage throughput: `python -m bench.bench_storage [--dir DIR] [--quick]`. Prints, asserts nothing.
+"""Storage throughput: `python -m bench.bench_storage [--dir DIR] [--quick] [--backend postgres]`.
+Prints, asserts nothing.
+
+`--backend postgres` runs the same figures against a throwaway local PostgreSQL (jodo/pglocal.py,
+fsync on, a fresh database per run; the SQLite-only figures — WAL bytes, the rejected design — are
+left out).
 
 Every figure is the median of 3 runs on a fresh store. Measured:
 - journal events/s with group commit, batches of 100 / 1 000 / 10 000 events (~80-byte bodies,
@@ -15,6 +20,7 @@ Every figure is the median of 3 runs on a fresh store. Measured:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -27,16 +33,48 @@ from collections.abc import Callable
 from pathlib import Path
 
 from storage import (
+    DEFAULT_OPTIONS,
+    DeskStore,
     NewEvent,
     NewPayment,
+    PostgresBackend,
+    ShardStore,
     Snapshot,
     StoreOptions,
-    open_desk_store,
-    open_shard_store,
 )
+from storage import open_desk_store as _sqlite_desk
+from storage import open_shard_store as _sqlite_shard
 from storage.api import Synchronous
 
 SHARDS = 256
+
+# where stores are opened: SQLite files under a directory, or (--backend postgres) one fresh
+# database per directory on a throwaway server
+_PG: object = None  # a jodo.pglocal.LocalPostgres while --backend postgres runs
+_PG_DSNS: dict[Path, str] = {}
+_PG_NAMES = itertools.count(1)
+
+
+def _dsn(data: Path) -> str:
+    from jodo.pglocal import LocalPostgres
+
+    assert isinstance(_PG, LocalPostgres)
+    if data not in _PG_DSNS:
+        _PG_DSNS[data] = _PG.create_database(f"bench_{os.getpid()}_{next(_PG_NAMES)}")
+    return _PG_DSNS[data]
+
+
+def open_shard_store(data: Path, group: int, options: StoreOptions = DEFAULT_OPTIONS) -> ShardStore:
+    if _PG is None:
+        return _sqlite_shard(data, group, options)
+    return PostgresBackend().open_shard_store(_dsn(data), group, options)
+
+
+def open_desk_store(data: Path, options: StoreOptions = DEFAULT_OPTIONS) -> DeskStore:
+    if _PG is None:
+        return _sqlite_desk(data, options)
+    return PostgresBackend().open_desk_store(_dsn(data), options)
+
 METERS = 725_000
 BODY = 80
 SNAPSHOT_BYTES_PER_METER = 100
@@ -99,7 +137,7 @@ def wal_kib_per_commit(batch: int, commits: int = 40) -> float:
     rng = random.Random(batch)
     accounts = _accounts(METERS, rng)
     batches = [_events(batch, accounts, rng) for _ in range(2 * commits)]
-    with tempfile.TemporaryDirectory() as d, open_shard_store(Path(d), 0) as store:
+    with tempfile.TemporaryDirectory() as d, _sqlite_shard(Path(d), 0) as store:
         db = store._db()
         db.execute("PRAGMA wal_autocheckpoint=0")
         for events in batches[:commits]:
@@ -252,18 +290,34 @@ def record(**fields: object) -> None:
 
 
 def main() -> None:
-    global JSON
+    global JSON, _PG
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="where to put the bench files")
     parser.add_argument("--quick", action="store_true", help="smaller totals, for a smoke run")
     parser.add_argument("--json", action="store_true", help="also print a JSON line per figure")
     parser.add_argument("--scale", type=int, default=0,
                         help="divide the journal, ledger and audit totals by this (--quick: 10)")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
+                        help="postgres: a throwaway local server (Debian's postgresql package)")
     args = parser.parse_args()
     JSON = args.json
     root = args.dir or Path(tempfile.gettempdir())
     scale = args.scale or (10 if args.quick else 1)
+    if args.backend == "postgres":
+        from jodo.pglocal import LocalPostgres
+
+
+        with LocalPostgres(fsync=True) as pg:
+            _PG = pg
+            print(f"postgresql (throwaway, fsync on), {os.cpu_count()} CPUs")
+            _run(root, scale, postgres=True)
+        return
     print(f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, files under {root}")
+    _run(root, scale, postgres=False)
+
+
+def _run(root: Path, scale: int, *, postgres: bool) -> None:
+    backend = "postgresql" if postgres else "sqlite"
     print("medians of 3 runs, fresh store each run\n")
     print("journal commit (events/s), ~80 B bodies, 256 logical shards, half the events ref'd")
     for sync in ("full", "normal"):
@@ -273,24 +327,25 @@ def main() -> None:
                 f"  synchronous={sync:<6} batch {batch:>6,}: {rate:>10,.0f} events/s"
                 f"  ({cpu_rate:>9,.0f} per CPU-second)"
             )
-            record(figure="journal_commit", synchronous=sync, batch=batch, events_per_s=round(rate),
-                   events_per_cpu_s=round(cpu_rate))
-    print("WAL written per commit (KiB), warm store")
-    for batch in (100, 1_000, 10_000):
-        kib = wal_kib_per_commit(batch)
-        print(f"  batch {batch:>6,}: {kib:>8,.0f} KiB = {kib * 1024 / batch:,.0f} B/event")
-        record(figure="wal_per_commit", batch=batch, kib=round(kib, 1),
-               bytes_per_event=round(kib * 1024 / batch))
-    print("rejected design: a row per event + account and ref indexes, synchronous=full")
-    for batch, total in ((1_000, 200_000), (10_000, 500_000)):
-        rate = bench_rows_with_indexes(root, batch, total // scale)
-        print(f"  batch {batch:>6,}: {rate:>10,.0f} events/s")
-        record(figure="rejected_row_per_event", batch=batch, events_per_s=round(rate))
+            record(figure="journal_commit", backend=backend, synchronous=sync, batch=batch,
+                   events_per_s=round(rate), events_per_cpu_s=round(cpu_rate))
+    if not postgres:
+        print("WAL written per commit (KiB), warm store")
+        for batch in (100, 1_000, 10_000):
+            kib = wal_kib_per_commit(batch)
+            print(f"  batch {batch:>6,}: {kib:>8,.0f} KiB = {kib * 1024 / batch:,.0f} B/event")
+            record(figure="wal_per_commit", batch=batch, kib=round(kib, 1),
+                   bytes_per_event=round(kib * 1024 / batch))
+        print("rejected design: a row per event + account and ref indexes, synchronous=full")
+        for batch, total in ((1_000, 200_000), (10_000, 500_000)):
+            rate = bench_rows_with_indexes(root, batch, total // scale)
+            print(f"  batch {batch:>6,}: {rate:>10,.0f} events/s")
+            record(figure="rejected_row_per_event", batch=batch, events_per_s=round(rate))
     print("record_payments (payments/s), synchronous=full, ~300 B bodies")
     for batch, total in ((100, 20_000), (1_000, 100_000)):
         rate = bench_payments(root, batch, total // scale)
         print(f"  batch {batch:>6,}: {rate:>10,.0f} payments/s")
-        record(figure="record_payments", batch=batch, payments_per_s=round(rate))
+        record(figure="record_payments", backend=backend, batch=batch, payments_per_s=round(rate))
     save, load = bench_snapshots(root)
     print(f"snapshots, {METERS:,} meters x {SNAPSHOT_BYTES_PER_METER} B in {SHARDS} blobs (one save)")
     print(f"  save: {save:>12,.0f} meters/s ({METERS / save:.2f} s)")

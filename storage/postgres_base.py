@@ -79,6 +79,13 @@ STORE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         """CREATE INDEX jodo_outbox_open ON jodo_outbox (grp, created_at, id)
             WHERE status IN ('pending', 'sent')""",
+        # lz4 where the server has it (PostgreSQL 14+ built with lz4): segments and snapshots are
+        # TOASTed, and pglz doubled the time of a commit's INSERT (measured: 256 segments of ~5 KB)
+        """DO $$ BEGIN
+               EXECUTE 'ALTER TABLE jodo_journal_segments ALTER COLUMN events SET COMPRESSION lz4';
+               EXECUTE 'ALTER TABLE jodo_snapshots ALTER COLUMN body SET COMPRESSION lz4';
+           EXCEPTION WHEN OTHERS THEN NULL;  -- no lz4 here: keep the default
+           END $$""",
         # ---- the desk: one ledger for every desk of the cluster
         "CREATE SEQUENCE jodo_receipt_seq",
         """CREATE TABLE jodo_payments (

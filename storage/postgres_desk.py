@@ -137,7 +137,7 @@ class PostgresDeskStore(PostgresConnection):
                     SELECT payment_id, gateway, event_id, account, NULL, amount_paise, channel, paid_at,
                            received_at, %s, receipt_seq, 'pending', NULL, NULL, NULL, NULL, body, shard
                       FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],
-                                  %s::bigint[], %s::bigint[], %s::bigint[], %s::bytea[], %s::integer[])
+                                  %s::bigint[], %s::bigint[], %s::bigint[], %b::bytea[], %s::integer[])
                            AS u(payment_id, gateway, event_id, account, amount_paise, channel, paid_at,
                                 received_at, receipt_seq, body, shard)
                     ON CONFLICT DO NOTHING RETURNING payment_id, receipt_seq""",

@@ -150,7 +150,7 @@ class PostgresShardStore(PostgresConnection):
                    INSERT INTO jodo_journal_segments (grp, shard, first_seq, last_seq, upto_at, events)
                    SELECT %(grp)s, * FROM unnest(%(shards)s::integer[], %(firsts)s::bigint[],
                                                  %(lasts)s::bigint[], %(uptos)s::bigint[],
-                                                 %(blobs)s::bytea[])
+                                                 %(blobs)b::bytea[])
                    RETURNING shard, last_seq, upto_at)
                INSERT INTO jodo_shard_heads (grp, shard, last_seq, upto_at)
                SELECT %(grp)s, shard, last_seq, upto_at FROM seg
@@ -172,7 +172,7 @@ class PostgresShardStore(PostgresConnection):
             """INSERT INTO jodo_outbox (grp, id, shard, kind, account, status, attempts, created_at,
                                         updated_at, body)
                SELECT %s, id, shard, kind, account, 'pending', 0, at, at, body
-                 FROM unnest(%s::text[], %s::integer[], %s::text[], %s::text[], %s::bigint[], %s::bytea[])
+                 FROM unnest(%s::text[], %s::integer[], %s::text[], %s::text[], %s::bigint[], %b::bytea[])
                       AS u(id, shard, kind, account, at, body)
                ON CONFLICT (grp, id) DO NOTHING RETURNING id""",
             (

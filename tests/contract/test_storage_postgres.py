@@ -136,6 +136,31 @@ def test_groups_share_tables_but_see_only_their_own_rows(pg_dsn: str) -> None:
     assert rows == [(1, 1), (2, 2)]
 
 
+def test_two_handles_racing_on_new_shards_share_one_gap_free_sequence(pg_dsn: str) -> None:
+    stores = [PostgresBackend().open_shard_store(pg_dsn, 4) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(30):  # every commit touches shards nobody has written yet
+                stores[n].commit([event(shard, f"w{n}-{i}") for shard in (i, i + 1, 100)])
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert [e.seq for e in stores[0].journal(100)] == list(range(1, 61))
+    assert stores[1].head(15) == 4  # shards i and i+1 of both writers: 14, 15 and 15, 16
+    for store in stores:
+        store.close()
+
+
 # ---------------------------------------------------------------- several desks, one ledger
 
 
