@@ -307,7 +307,8 @@ def main() -> None:
         from jodo.pglocal import LocalPostgres
 
 
-        with LocalPostgres(fsync=True) as pg:
+        # its own prefix under /tmp (the postgres user must reach it; other runs clean jodo-pg-*)
+        with LocalPostgres(tempfile.mkdtemp(prefix="bench-storage-pg-"), fsync=True) as pg:
             _PG = pg
             print(f"postgresql (throwaway, fsync on), {os.cpu_count()} CPUs")
             _run(root, scale, postgres=True)
