@@ -8,6 +8,7 @@ from typing import Any
 
 from actors.deadletters import StoredDeadLetterSink
 from protocols.control import Address
+from storage.errors import StorageError
 from supervisors.child import SupervisedChild
 
 __all__ = ["JodoActor"]
@@ -20,6 +21,21 @@ class JodoActor(SupervisedChild):
 
     dead_letters: StoredDeadLetterSink | None = None
     _metric_failures: set[str] | None = None
+
+    _tick_failed_at = 0.0
+
+    def tick_failed(self, error: Exception) -> None:
+        """A timer tick that failed (the database away, a bug): log it (at most every 10 s), never
+        raise. Thespian re-runs a handler that raised, and a re-run tick re-arms its timer twice:
+        one outage of the database doubled the ticks of every shard and desk on each failure until
+        the actors drowned in wakeups (found by the PostgreSQL-restart cluster test)."""
+        import time
+
+        now = time.monotonic()
+        if now - self._tick_failed_at >= 10.0:
+            self._tick_failed_at = now
+            log.warning("%s tick failed (retried on the next tick): %s", type(self).__name__, error,
+                        exc_info=not isinstance(error, StorageError))
 
     def use_data_dir(self, data_dir: str | None) -> None:
         self.dead_letters = StoredDeadLetterSink(data_dir)

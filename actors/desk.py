@@ -226,6 +226,8 @@ class PaymentDesk(JodoActor):
                 self.metric("batches_in_flight", "desk_to_shard",
                              sum(len(f) for f in service.in_flight.values()))
                 self.sample_memory()
+        except Exception as exc:
+            self.tick_failed(exc)
         finally:
             self._arm_tick()
 

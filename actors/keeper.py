@@ -30,13 +30,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from domain.placement import PlacementView, plan
-from storage.postgres_cluster import ClusterStore, Lease
-
 from actors.base import JodoActor
 from actors.directory import Directory
 from actors.shard import gateway_child_id, shard_child_id
 from actors.stores import DSN_ENV
+from domain.placement import PlacementView, plan
 from protocols.cluster import (
     ClusterStatusQuery,
     ClusterStatusView,
@@ -52,6 +50,7 @@ from protocols.cluster import (
 )
 from protocols.control import Address, ChildAddressChanged, SubscribeChildAddresses
 from storage.errors import StorageError, StorageUnavailable
+from storage.postgres_cluster import ClusterStore, Lease
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["ClusterKeeper", "group_resource"]
@@ -147,6 +146,8 @@ class ClusterKeeper(JodoActor):
         self.tick_armed = False
         try:
             self._tick()
+        except Exception as exc:
+            self.tick_failed(exc)
         finally:
             self._arm_tick()
 

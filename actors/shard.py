@@ -48,7 +48,7 @@ from protocols.runtime import (
     ShardStatusQuery,
 )
 from storage.api import DeskStore, StoreOptions
-from storage.errors import Fenced
+from storage.errors import Fenced, StorageError
 from storage.postgres_schema import Fence
 from supervisors.supervisor import ROOT_NAME
 
@@ -194,8 +194,9 @@ class MeterShard(JodoActor):
         if self.service is not None and self.epoch == msg.epoch:
             try:
                 self._flush()  # what is staged is journaled and answered before the hand-over
-            except Fenced:
-                pass  # _flush has dropped the group already
+            except StorageError as exc:  # fenced (dropped already) or the database is away:
+                log.warning("hand-over flush failed", extra={"group": msg.group, "error": str(exc)})
+                # what was staged is not journaled: its senders get no answer and send it again
             if self.service is not None:
                 self._drop(msg.reason)
         self.tell(sender, GroupStopped(group=msg.group, epoch=msg.epoch))
@@ -386,6 +387,8 @@ class MeterShard(JodoActor):
         self.tick_armed = False
         try:
             self._on_tick()
+        except Exception as exc:
+            self.tick_failed(exc)
         finally:
             self._arm_tick()
 

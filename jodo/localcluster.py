@@ -301,7 +301,9 @@ suspect_after_s = {self.lease_ttl_s}
                 out[g].append(node.node_id)
         return out
 
-    def wait_served(self, *, timeout: float = 60.0, without: Iterable[str] = (), balanced: bool = False) -> float:
+    def wait_served(
+        self, *, timeout: float = 60.0, without: Iterable[str] = (), balanced: bool = False
+    ) -> float:
         """Poll until every group is served by exactly one live node (and, if `balanced`, the live
         nodes' counts differ by at most one); returns when (monotonic)."""
         excluded = set(without)
