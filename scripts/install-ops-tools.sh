@@ -5,17 +5,19 @@
 #   initdb, pg_ctl        (package `postgresql`) -> the throwaway PostgreSQL servers of the storage contract
 #                                                   suite and the cluster tests (jodo/pglocal.py)
 #   ip                    (package `iproute2`)   -> the cluster tests' network faults
+#   nft                   (package `nftables`)   -> deploy/cluster/firewall.nft is checked; the partition test
 # Idempotent and quiet: does nothing (not even `apt-get update`) when every tool is already there; safe to
 # re-run. Needs root (or sudo) only when something is missing. Prints where each tool is.
 set -euo pipefail
 
-tools=(promtool prometheus systemd-analyze initdb ip)
+tools=(promtool prometheus systemd-analyze initdb ip nft)
 package_of() {
     case "$1" in
         promtool|prometheus) echo prometheus ;;
         systemd-analyze) echo systemd ;;
         initdb) echo postgresql ;;
         ip) echo iproute2 ;;
+        nft) echo nftables ;;
     esac
 }
 

@@ -136,6 +136,10 @@ STORE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+#: Below the cluster's default lease TTL (3 s): a take-over waits at most this long for a paused writer.
+IDLE_IN_TRANSACTION_MS = 1_000
+
+
 def _unavailable(what: str, exc: BaseException) -> StorageUnavailable:
     return StorageUnavailable(redact(f"{what}: {type(exc).__name__}: {exc}"))
 
@@ -145,6 +149,10 @@ def connect(dsn: str, options: StoreOptions, what: str) -> psycopg.Connection[An
     settings = (
         f"-c lock_timeout={options.busy_timeout_ms}"
         f" -c synchronous_commit={'on' if options.synchronous == 'full' else 'off'}"
+        # a writer paused inside a transaction (SIGSTOP, a frozen VM) would hold its share lock on
+        # its group's lease row, and the take-over's UPDATE would wait for it for as long as the
+        # pause lasts: the server ends such a session instead (its transaction rolls back)
+        f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
     )
     try:
         conn = psycopg.connect(dsn, autocommit=True, options=settings)

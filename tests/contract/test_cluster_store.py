@@ -141,3 +141,29 @@ def test_an_unreachable_database_is_unavailable_and_the_password_never_shows() -
         ClusterStore(dsn)
     assert "s3cret-pw" not in str(exc.value)
     assert redact("postgresql://jodo:s3cret-pw@h/db") == "postgresql://jodo:***@h/db"
+
+
+def test_a_writer_paused_inside_its_transaction_does_not_hold_up_a_take_over(
+    store: ClusterStore, pg_dsn: str
+) -> None:
+    from storage.api import DEFAULT_OPTIONS
+    from storage.postgres_base import IDLE_IN_TRANSACTION_MS, connect
+
+    old = store.acquire(R, "node-a", 0.3)
+    assert old is not None
+    paused = connect(pg_dsn, DEFAULT_OPTIONS, "paused writer")  # the settings every store uses
+    paused.execute("BEGIN")
+    check_fence(paused.cursor(), old.fence())  # share lock on the lease row, then the process stops
+    wait_expired(store, R)
+    started = time.monotonic()
+    deadline = started + 10
+    taken = None
+    while taken is None:
+        try:
+            taken = store.acquire(R, "node-b", 5.0)  # waits on the lock, then the server ends the pause
+        except StorageUnavailable:
+            pass  # the keeper's statement timeout: it tries again on its next tick
+        assert time.monotonic() < deadline
+    assert taken.epoch == 2
+    assert time.monotonic() - started < IDLE_IN_TRANSACTION_MS / 1000 + 6
+    paused.close()
