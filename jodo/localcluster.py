@@ -207,7 +207,8 @@ class Cluster:
     """`n` nodes over one database and one simulated head-end."""
 
     def __init__(self, work: Path, dsn: str, *, nodes: int = 3, groups: int = 6, meters: int = 60,
-                 lease_ttl_s: float = 3.0, renew_every_s: float = 1.0) -> None:
+                 lease_ttl_s: float = 3.0, renew_every_s: float = 1.0,
+                 dsn_for: Callable[[str], str] | None = None) -> None:
         self.work = work
         self.dsn = dsn
         self.groups = groups
@@ -218,6 +219,7 @@ class Cluster:
         self.lease_ttl_s = lease_ttl_s
         self.renew_every_s = renew_every_s
         self.count = nodes
+        self.dsn_for = dsn_for  # node id -> its DSN (a partition test gives each node its own address)
 
     # ------------------------------------------------------------ life
 
@@ -232,7 +234,10 @@ class Cluster:
             workdir.mkdir(parents=True, exist_ok=True)
             config = workdir / "jodo.toml"
             config.write_text(self._config(node_id, ip))
-            self.nodes.append(Node(node_id, ip, workdir, config, dict(env)))
+            node_env = dict(env)
+            if self.dsn_for is not None:
+                node_env["JODO_STORAGE__DSN"] = self.dsn_for(node_id)
+            self.nodes.append(Node(node_id, ip, workdir, config, node_env))
         for node in self.nodes:
             node.start()
         self.wait_ready()

@@ -629,6 +629,8 @@ def _touch_series() -> None:
     for reason in CLUSTER_LOSS_REASONS:
         CLUSTER_LEASE_LOSSES_TOTAL.labels(reason)
     CLUSTER_FENCING_REFUSALS_TOTAL.labels("group")
+    for state in CLUSTER_MEMBER_STATES:  # 0 on a single node, not "No data"
+        CLUSTER_MEMBERS.labels(state)
 
 
 # --- label checks -------------------------------------------------------------------------------

@@ -155,7 +155,11 @@ def connect(dsn: str, options: StoreOptions, what: str) -> psycopg.Connection[An
         f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
     )
     try:
-        conn = psycopg.connect(dsn, autocommit=True, options=settings)
+        # bounded waits when the network drops packets (a partition): connect, and unacknowledged
+        # data (tcp_user_timeout), each give up within seconds instead of the kernel's minutes
+        conn = psycopg.connect(dsn, autocommit=True, options=settings, connect_timeout=5,
+                               tcp_user_timeout=5_000, keepalives=1, keepalives_idle=5,
+                               keepalives_interval=2, keepalives_count=2)
     except psycopg.Error as exc:
         raise _unavailable(f"{what}: cannot connect", exc) from None
     try:

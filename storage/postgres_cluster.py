@@ -90,7 +90,9 @@ class ClusterStore:
         self._broken()
         try:
             conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout,
-                                   options=f"-c statement_timeout={self._statement_timeout}")
+                                   options=f"-c statement_timeout={self._statement_timeout}",
+                                   tcp_user_timeout=self._statement_timeout, keepalives=1,
+                                   keepalives_idle=2, keepalives_interval=1, keepalives_count=2)
         except psycopg.Error as exc:
             raise StorageUnavailable(redact(f"cluster store: cannot connect: {exc}")) from None
         self._conn = conn

@@ -8,6 +8,7 @@ one connect per paid meter. Each prints the failover time it saw (the bench meas
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -203,5 +204,65 @@ def test_a_postgresql_restart_stalls_intake_and_then_everything_resumes(tmp_path
             c.wait_served(timeout=60)
             assert retried
             assert_exactly_once(c, {**first.accepted, 20: "during-1", **later.accepted})
+        finally:
+            c.stop()
+
+
+class _Partition:
+    """nftables on this machine's output hook: drop one node's traffic to the database and to its
+    front door (a table of our own, deleted afterwards; loopback addresses only)."""
+
+    TABLE = "jodo_partition_test"
+
+    def __init__(self, rules: list[str]) -> None:
+        self.rules = rules
+
+    def _nft(self, *args: str) -> None:
+        subprocess.run(["nft", *args], check=True, capture_output=True, text=True, timeout=10)
+
+    def __enter__(self) -> _Partition:
+        self._nft("add", "table", "ip", self.TABLE)
+        self._nft("add", "chain", "ip", self.TABLE, "out", "{ type filter hook output priority 0 ; }")
+        for rule in self.rules:
+            self._nft("add", "rule", "ip", self.TABLE, "out", *rule.split())
+        return self
+
+    def heal(self) -> None:
+        subprocess.run(["nft", "delete", "table", "ip", self.TABLE], capture_output=True, timeout=10)
+
+    def __exit__(self, *exc: object) -> None:
+        self.heal()
+
+
+def test_a_partitioned_node_loses_its_groups_and_never_writes_after_the_take_over(tmp_path: Path) -> None:
+    # node3 reaches the database on an address of its own, so its traffic alone can be dropped
+    addresses = {"node1": "127.0.0.21", "node2": "127.0.0.22", "node3": "127.0.0.23"}
+    listen = ",".join(["127.0.0.1", *addresses.values()])
+    with LocalPostgres(fsync=False, extra_settings={"listen_addresses": f"'{listen}'"}) as pg:
+        dsn = pg.create_database("partition")
+        c = Cluster(tmp_path / "nodes", dsn,
+                    dsn_for=lambda node: dsn.replace(f"host={pg.host}", f"host={addresses[node]}"))
+        try:
+            c.start()
+            c.register_meters()
+            cut = c.nodes[2]
+            its_groups = cut.serving()
+            assert its_groups
+            port = cut.url.rsplit(":", 1)[1]
+            others = c.nodes[:2]
+            with _Partition([f"ip daddr {addresses['node3']} tcp dport {pg.port} drop",
+                             f"ip daddr {cut.ip} tcp dport {port} drop"]) as partition:
+                cut_at = time.monotonic()
+                eventually(lambda: its_groups <= set().union(*(n.serving() for n in others)), timeout=30,
+                           what="the partitioned node's groups taken by the others", every=0.02)
+                print(f"\ntake-over after partitioning {cut.node_id}: {time.monotonic() - cut_at:.2f} s")
+                load = Load(c, range(c.meters), per_s=30, prefix="part", nodes=others).start()
+                load.join()
+                partition.heal()
+            c.wait_served(timeout=60)
+            lost = sum(_counter(cut, f'jodo_cluster_lease_losses_total{{reason="{r}"}}')
+                       for r in ("expired", "fenced", "unreachable"))
+            assert lost >= 1, "the partitioned node never gave up its leases"
+            assert_exactly_once(c, load.accepted)
         finally:
             c.stop()
