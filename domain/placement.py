@@ -12,9 +12,16 @@ Rules:
 - orphans (no live owner) are taken by the members below their target, each orphan by the member
   chosen for it by a stable hash of (resource, member) among those still below target, so two
   members do not race for the same orphan first;
-- a member above its target hands over at most `max_moves` per call, and only while some live
-  member is below its target (it takes the freed group on its next tick);
+- a member above its target hands over at most `max_moves` per call, and only once no orphan is
+  waiting (a failover is served before any rebalancing); a member below its target takes the
+  freed group on its next tick;
 - a member not in `live` (draining, or not live) hands over everything and takes nothing.
+
+Movement is minimal: the groups handed over are exactly the members' surplus over their targets
+(nobody at or below its target ever gives one up). With every member planning each tick on the
+same view, the placement settles within 1 + 2·ceil(S / max_moves) ticks, S the largest surplus of
+one member (one tick takes every orphan; each hand-over takes two: release, then acquire); the
+property test in tests/unit/test_placement.py checks both from any start.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ class PlacementView:
     me: str
     live: tuple[str, ...]  # live, non-draining members (me included unless I am draining)
     owners: Mapping[str, str | None]  # resource -> live owner (None: unowned, expired, or owner gone)
+
+    def __post_init__(self) -> None:
+        if not self.me or len(set(self.live)) != len(self.live):
+            raise ValueError(f"a placement view needs a node id and distinct live members: {self.live!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +70,11 @@ def targets(live: tuple[str, ...], owners: Mapping[str, str | None]) -> dict[str
 
 
 def plan(view: PlacementView, *, max_moves: int = 1) -> PlacementPlan:
+    """What `view.me` should do now: orphans to try to acquire (the atomic acquire settles a race),
+    and at most `max_moves` of its own groups to hand over (stop, flush, release). Deterministic:
+    every member planning on the same view agrees on who takes which orphan."""
+    if max_moves < 0:
+        raise ValueError(f"max_moves must be >= 0, not {max_moves}")
     mine = sorted(r for r, o in view.owners.items() if o == view.me)
     if view.me not in view.live:
         return PlacementPlan(acquire=(), release=tuple(mine))

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from jodo.pglocal import LocalPostgres
-from storage.errors import Fenced, StorageUnavailable
-from storage.postgres_cluster import ClusterStore, redact
+from storage.errors import Fenced, StorageUnavailable, StoreClosed
+from storage.postgres_cluster import ClusterStore, Lease, redact
 from storage.postgres_schema import check_fence
 
 R = "group:0"
@@ -56,8 +56,10 @@ def test_an_expired_lease_goes_to_exactly_one_of_two_racing_nodes(store: Cluster
         t.start()
     for t in threads:
         t.join()
-    winners = [w for w in won if w is not None]
-    assert len(winners) == 1 and winners[0].epoch == 2  # type: ignore[attr-defined]
+    winners = [w for w in won if isinstance(w, Lease)]
+    assert len(won) == 2 and len(winners) == 1 and winners[0].epoch == 2
+    row = next(v for v in store.leases() if v.resource == R)
+    assert (row.owner, row.epoch) == (winners[0].owner, 2)  # bumped once, by the winner
 
 
 def test_renew_extends_only_leases_still_held(store: ClusterStore) -> None:
@@ -102,13 +104,18 @@ def test_members_heartbeat_age_grows_and_live_flips(store: ClusterStore) -> None
     first = store.join("node-a", advertise="127.0.0.11", http_url="http://127.0.0.11:1", roles=("front",))
     assert first.incarnation == 1 and first.live(1.0) and first.roles == ("front",)
     assert store.join("node-a", advertise="127.0.0.11", http_url="http://127.0.0.11:2").incarnation == 2
+    ages = [next(m for m in store.members() if m.node_id == "node-a").heartbeat_age_s]
     deadline = time.monotonic() + 10
     while next(m for m in store.members() if m.node_id == "node-a").live(0.2):
+        ages.append(next(m for m in store.members() if m.node_id == "node-a").heartbeat_age_s)
         assert time.monotonic() < deadline
         time.sleep(0.02)
     store.heartbeat("node-a", {"groups": [1]})
     back = next(m for m in store.members() if m.node_id == "node-a")
     assert back.live(0.2) and back.load == {"groups": [1]}
+    assert ages == sorted(ages) and ages[-1] > ages[0]  # by the database's clock, it only grows
+    again = store.join("node-a", advertise="127.0.0.11", http_url="http://127.0.0.11:2")
+    assert again.incarnation == 3 and again.load == {} and again.heartbeat_age_s < 0.2
 
 
 def test_leave_and_draining(store: ClusterStore) -> None:
@@ -141,6 +148,7 @@ def test_an_unreachable_database_is_unavailable_and_the_password_never_shows() -
         ClusterStore(dsn)
     assert "s3cret-pw" not in str(exc.value)
     assert redact("postgresql://jodo:s3cret-pw@h/db") == "postgresql://jodo:***@h/db"
+    assert redact(r"host=h password='s3 c\'ret' user=jodo") == "host=h password=*** user=jodo"
 
 
 def test_a_writer_paused_inside_its_transaction_does_not_hold_up_a_take_over(
@@ -167,3 +175,36 @@ def test_a_writer_paused_inside_its_transaction_does_not_hold_up_a_take_over(
     assert taken.epoch == 2
     assert time.monotonic() - started < IDLE_IN_TRANSACTION_MS / 1000 + 6
     paused.close()
+
+
+def test_leases_by_prefix_take_the_prefix_literally(store: ClusterStore) -> None:
+    store.ensure_resources(["head_end:x", "headXend:y", "a\\b", "a%b"])
+    assert [v.resource for v in store.leases("head_end:")] == ["head_end:x"]
+    assert [v.resource for v in store.leases("a\\")] == ["a\\b"]
+    assert [v.resource for v in store.leases("a%")] == ["a%b"]
+    assert {v.resource for v in store.leases("group:")} == {R, "group:1"}
+    fresh = next(v for v in store.leases("group:1"))
+    assert (fresh.owner, fresh.epoch, fresh.acquired_at) == (None, 0, None) and fresh.expires_in_s < 0
+
+
+def test_a_lease_acquired_is_stamped_by_the_database_clock(store: ClusterStore) -> None:
+    before = store.now()
+    lease = store.acquire(R, "node-a", 5.0)
+    after = store.now()
+    row = next(v for v in store.leases() if v.resource == R)
+    assert lease is not None and row.acquired_at is not None and before <= row.acquired_at <= after
+    assert store.acquire("group:unknown", "node-a", 5.0) is None  # no row: ensure_resources first
+
+
+def test_a_ttl_out_of_range_is_refused_before_any_write(store: ClusterStore) -> None:
+    for bad in (0.0, -1.0, float("nan"), 1e9):
+        with pytest.raises(ValueError):
+            store.acquire(R, "node-a", bad)
+    assert next(v for v in store.leases() if v.resource == R).epoch == 0
+
+
+def test_a_closed_store_refuses_every_call(store: ClusterStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StoreClosed):
+        store.leases()
