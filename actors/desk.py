@@ -122,7 +122,7 @@ class PaymentDesk(JodoActor):
             self.undecodable(msg, exc)
             return
         # the window frees at once; the ledger's marks are written on the tick (see DeskService.settle)
-        service.settle([(msg.group, msg.batch_id, acks)])
+        service.settle([(msg.group, msg.batch_id, acks)], at=self.clock.now())
         for gateway in service.suspended:
             self.metric("payment_received", gateway, "suspense")
         service.suspended = []

@@ -109,7 +109,8 @@ class DeskService:
         self.wall = wall
         self.queues: dict[int, deque[_Waiting]] = {g: deque() for g in range(groups)}
         self.suspended: list[str] = []  # gateways of payments just moved to suspense (for metrics)
-        self.acks_to_record: list[AckPayment] = []  # settled, not yet marked in the ledger
+        # settled, not yet marked in the ledger, each with when the desk saw it (its `applied_at`)
+        self.acks_to_record: list[tuple[AckPayment, int]] = []
         self.in_flight: dict[int, dict[str, _InFlight]] = {g: {} for g in range(groups)}
         # cluster mode: the groups this node serves (None: a single node serves them all)
         self.owned: frozenset[int] | None = frozenset() if cluster else None
@@ -171,7 +172,7 @@ class DeskService:
         known = {w.credit.payment_id for q in self.queues.values() for w in q}
         known.update(w.credit.payment_id for f in self.in_flight.values() for b in f.values()
                      for w in b.payments)
-        known.update(a.payment_id for a in self.acks_to_record)
+        known.update(a.payment_id for a, _ in self.acks_to_record)
         shards = [s for s in range(self.shards) if group_of(s, self.groups) in groups]
         found: set[int] = set()
         for record in self.store.unacknowledged(shards=shards):
@@ -273,7 +274,7 @@ class DeskService:
             )
         return out
 
-    def settle(self, batches: Sequence[tuple[int, str, Sequence[AckPayment]]]) -> None:
+    def settle(self, batches: Sequence[tuple[int, str, Sequence[AckPayment]]], at: int = 0) -> None:
         """Free the credit window for acknowledged batches (memory only).
 
         Payments of a batch the shard did not acknowledge (a command it could not decide) go back
@@ -283,7 +284,7 @@ class DeskService:
         pending and the restarted desk sends those payments again; the shards answer "applied" again.
         """
         for group, batch_id, acks in batches:
-            self.acks_to_record.extend(acks)
+            self.acks_to_record.extend((a, at) for a in acks)
             batch = self.in_flight[group].pop(batch_id, None)
             if batch is not None:
                 unknown = {a.payment_id for a in acks if a.outcome is PaymentOutcome.UNKNOWN_ACCOUNT}
@@ -302,9 +303,11 @@ class DeskService:
                         outcome=CreditOutcome.APPLIED
                         if a.outcome is PaymentOutcome.APPLIED
                         else CreditOutcome.UNKNOWN_ACCOUNT,
-                        at=now,
+                        # when the desk saw it, not when the tick marks it: a trace's "applied" hop
+                        # would otherwise land after the relay's result when a tick crosses a second
+                        at=seen or now,
                     )
-                    for a in every
+                    for a, seen in every
                 ]
             )
             self.acks_to_record = []

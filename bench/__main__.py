@@ -79,6 +79,10 @@ BENCHES: tuple[Bench, ...] = (
           "SQLite journal, WAL, payments ledger, snapshots, recovery, audit queries"),
     Bench("headend", "bench.bench_headend", ("--json",), ("--json", "--quick", "--gc-young", "0"),
           "head-end adapter against the simulator: commands/s, rate-limited mass reconnect"),
+    Bench("cluster", "bench.bench_cluster", (), ("--quick",),
+          "the cluster: one node on SQLite vs PostgreSQL in the same run, failover after SIGKILL of one of "
+          "three nodes (seconds, payment→connected across it, nothing lost or doubled), CPU per payment of "
+          "three nodes + PostgreSQL"),
     Bench("webhooks", "bench.bench_webhooks", ("--json",),
           ("--json", "--meters", "6000", "--requests", "2000", "--runs", "1"),
           "signed webhooks over HTTP into a node (aiohttp load generator on loopback)"),
