@@ -87,22 +87,11 @@ def _connected_times(cluster: Cluster, load: _Webhooks, timeout: float = 600) ->
         waiting = [i for i in list(load.answered) if i not in seen]
         if not waiting and not running:
             break
-        states = cluster.sim.relay_states([serial(i) for i in waiting])
         now = time.monotonic()
-        for i, state in zip(waiting, states, strict=True):
-            if state.control_state == HesControlState.CONNECTED:
-                seen[i] = now
+        for i in cluster.connected(waiting):
+            seen[i] = now
         time.sleep(0.01)
     return seen
-
-
-def _settled_ledger(cluster: Cluster, paid: int, timeout: float = 30) -> dict[str, tuple[str, str]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        ledger = cluster.ledger()
-        if sum(1 for _, s in ledger.values() if s == "applied") >= paid or time.monotonic() > deadline:
-            return ledger
-        time.sleep(0.1)
 
 
 def _failover(work: Path, meters: int, rate: float, run: int) -> dict[str, Any]:
@@ -126,7 +115,7 @@ def _failover(work: Path, meters: int, rate: float, run: int) -> dict[str, Any]:
             poller.join(600)
             window = [seen[i] - t for i, t in load.answered.items()
                       if i in seen and killed - 2 <= t <= killed + 10]
-            ledger = _settled_ledger(cluster, len(load.answered))
+            ledger = cluster.applied_ledger(len(load.answered))
             twice = sum(1 for n in cluster.executed().values() if n != 1)
             return {
                 "stage": "failover", "run": run, "meters": meters, "offered_per_s": rate,

@@ -364,6 +364,24 @@ suspect_after_s = {self.lease_ttl_s}
     def relay(self, i: int) -> HesControlState | None:
         return self.sim.relay_state(serial(i)).control_state
 
+    def connected(self, meters: Iterable[int]) -> set[int]:
+        """Which of `meters` have their relay connected at the head-end (one call for all)."""
+        wanted = list(meters)
+        states = self.sim.relay_states([serial(i) for i in wanted])
+        on = HesControlState.CONNECTED
+        return {i for i, st in zip(wanted, states, strict=True) if st.control_state == on}
+
+    def applied_ledger(self, payments: int, timeout: float = 30.0) -> dict[str, tuple[str, str]]:
+        """The ledger once `payments` of it are applied (the desks mark acknowledgements on their
+        tick), or as it is at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ledger = self.ledger()
+            applied = sum(1 for _, s in ledger.values() if s == "applied")
+            if applied >= payments or time.monotonic() > deadline:
+                return ledger
+            time.sleep(0.05)
+
     def executed(self) -> Counter[str]:
         """Switching commands the simulator ran, per meter serial (it remembers each by command id)."""
         return self.sim.call(lambda h: Counter(r.meter for r in h.core._ran.values()))

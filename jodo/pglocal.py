@@ -118,6 +118,13 @@ class LocalPostgres:
         """initdb with a password for `jodo` (scram-sha-256 on TCP, peer on the socket)."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.base_dir)
+        if self._as_root:
+            # the `postgres` user must be able to reach its directory: add search permission (x, not
+            # read) to ancestors that lack it (mkdtemp's 0700 directories, pytest's tmp dirs)
+            for parent in self.base_dir.resolve().parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, (mode & 0o7777) | 0o001)
         self.socket_dir.mkdir(exist_ok=True)
         self._chown(self.socket_dir)
         pwfile = self.base_dir / "pwfile"
