@@ -255,7 +255,10 @@ def main() -> None:
         from actors.stores import BACKEND_ENV, DSN_ENV
         from jodo.pglocal import LocalPostgres
 
-        pg = LocalPostgres(tempfile.mkdtemp(prefix="jodo-bench-runtime-pg-"), fsync=True)
+        statements = bool(os.environ.get("JODO_BENCH_PG_STATEMENTS"))  # profile the server's side
+        pg = LocalPostgres(tempfile.mkdtemp(prefix="jodo-bench-runtime-pg-"), fsync=True,
+                           extra_settings={"shared_preload_libraries": "'pg_stat_statements'"}
+                           if statements else None)
         pg.start()
         os.environ[BACKEND_ENV], os.environ[DSN_ENV] = "postgresql", pg.create_database("bench")
     node = Node(NodeSetup(runtime=RuntimeConfig(admin_port=free_port(), log_file=work / "node.log"),
@@ -365,6 +368,15 @@ def main() -> None:
         node.shutdown()
         sim.stop()
         if pg is not None:
+            if os.environ.get("JODO_BENCH_PG_STATEMENTS"):
+                import psycopg
+
+                with psycopg.connect(pg.dsn("bench"), autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                    for row in conn.execute(
+                            "SELECT round(total_exec_time)::int, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 150)"
+                            " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"):
+                        emit(stage="pg_statement", total_ms=row[0], calls=row[1], query=row[2])
             pg.stop()
             __import__("shutil").rmtree(pg.base_dir, ignore_errors=True)
 

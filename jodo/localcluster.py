@@ -332,17 +332,19 @@ suspect_after_s = {self.lease_ttl_s}
             "account": account(i), "serial": serial(i), "head_end": "hes-sim", "install_year": 2022,
             "relay_capable": True, "control_mode": 2, "relay": "disconnected", "opening_dues_paise": DUES}}
             for i in range(self.meters)]
-        deadline = time.monotonic() + 60
-        while commands:  # a group moving between nodes refuses for a moment: send those again
-            status, answer = http(self.nodes[0].url, "POST", "/v1/admin/meter-commands",
-                                  json.dumps(commands).encode(), {"Content-Type": "application/json"},
-                                  timeout=60)
-            assert status == 200, answer
-            again = {r["index"] for r in answer["rejected"]}
-            assert all("retry" in r["reason"] for r in answer["rejected"]), answer
-            commands = [c for i, c in enumerate(commands) if i in again]
-            assert time.monotonic() < deadline, answer
-            time.sleep(0.2 if commands else 0)
+        for lo in range(0, len(commands), 5_000):  # [http] max_batch_items is 10 000
+            part = commands[lo:lo + 5_000]
+            deadline = time.monotonic() + 120
+            while part:  # a group moving between nodes refuses for a moment: send those again
+                status, answer = http(self.nodes[0].url, "POST", "/v1/admin/meter-commands",
+                                      json.dumps(part).encode(), {"Content-Type": "application/json"},
+                                      timeout=120)
+                assert status == 200, answer
+                again = {r["index"] for r in answer["rejected"]}
+                assert all("retry" in r["reason"] for r in answer["rejected"]), answer
+                part = [c for i, c in enumerate(part) if i in again]
+                assert time.monotonic() < deadline, answer
+                time.sleep(0.2 if part else 0)
 
     def pay(self, node: Node, payment_id: str, i: int) -> int:
         body, headers = signed_payment(payment_id, i)

@@ -78,6 +78,17 @@ def _key(p: NewPayment) -> tuple[str, str] | None:
     return None if p.event_id is None else (p.gateway, p.event_id)
 
 
+#: Payments already in the ledger by id or by (gateway, event id): two index look-ups (UNION), never
+#: one OR. PostgreSQL cannot use an index for `payment_id = ANY(..) OR (gateway, event_id) IN (..)`
+#: and scanned the whole ledger on every batch (bench_runtime on PostgreSQL, three runs of 50 000:
+#: 6 474 → 3 631 → 775 payments/s, the server 482 µs of CPU per payment; after: ~6 100/s, 63 µs).
+LOOKUP_SQL = """SELECT payment_id, gateway, event_id, receipt_seq FROM jodo_payments
+                 WHERE payment_id = ANY(%s)
+                UNION
+                SELECT p.payment_id, p.gateway, p.event_id, p.receipt_seq
+                  FROM unnest(%s::text[], %s::text[]) AS k(gateway, event_id)
+                  JOIN jodo_payments AS p ON p.gateway = k.gateway AND p.event_id = k.event_id"""
+
 class PostgresDeskStore(PostgresConnection):
     """The cluster's payment ledger, suspense and dead letters."""
 
@@ -188,9 +199,7 @@ class PostgresDeskStore(PostgresConnection):
             return {}
         keyed = [p for p in payments if p.event_id is not None]
         cur.execute(
-            """SELECT payment_id, gateway, event_id, receipt_seq FROM jodo_payments
-                WHERE payment_id = ANY(%s)
-                   OR (gateway, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+            LOOKUP_SQL,
             ([p.payment_id for p in payments], [p.gateway for p in keyed], [p.event_id for p in keyed]),
         )
         found: dict[tuple[str, ...], tuple[str, int]] = {}

@@ -327,3 +327,15 @@ def test_a_location_that_is_not_a_dsn_string_is_refused() -> None:
 
     with pytest.raises(WriteRejected):
         PostgresBackend().open_desk_store(Path("/tmp/data"))
+
+
+def test_looking_up_a_batch_in_the_ledger_can_use_the_indexes_alone(pg_dsn: str) -> None:
+    from storage.postgres_desk import LOOKUP_SQL
+
+    PostgresBackend().open_desk_store(pg_dsn).close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # whatever the table's size: can it avoid a scan?
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN " + LOOKUP_SQL, (["p1", "p2"], ["razorpay"], ["e1"])).fetchall())
+    # an OR of the two keys left a sequential scan of the whole ledger on every batch
+    assert "Seq Scan on jodo_payments" not in plan, plan
