@@ -374,7 +374,8 @@ def main() -> None:
                 with psycopg.connect(pg.dsn("bench"), autocommit=True) as conn:
                     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                     for row in conn.execute(
-                            "SELECT round(total_exec_time)::int, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 150)"
+                            "SELECT round(total_exec_time)::int, calls,"
+                            " left(regexp_replace(query, '\\s+', ' ', 'g'), 150)"
                             " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"):
                         emit(stage="pg_statement", total_ms=row[0], calls=row[1], query=row[2])
             pg.stop()
