@@ -36,12 +36,10 @@ from typing import Any
 import psycopg
 
 from storage.api import StoreOptions
-from storage.errors import UnknownPayment
 from storage.postgres_base import PostgresConnection
 from storage.records import (
     AckResult,
     CreditAck,
-    CreditOutcome,
     DeadLetter,
     NewPayment,
     PaymentCounts,
@@ -52,6 +50,7 @@ from storage.records import (
     ResolveResult,
     StoredDeadLetter,
     check_payment,
+    decide_acks,
 )
 
 __all__ = ["SLOTS", "PostgresDeskStore"]
@@ -227,24 +226,7 @@ class PostgresDeskStore(PostgresConnection):
             (sorted({ack.payment_id for ack in acks}),),
         )
         known = {pid: (PaymentStatus(status), account) for pid, status, account in cur.fetchall()}
-        results = []
-        changes: dict[str, tuple[PaymentStatus, int]] = {}
-        for ack in acks:
-            row = known.get(ack.payment_id)
-            if row is None:
-                raise UnknownPayment(ack.payment_id)
-            status, account = row
-            target = PaymentStatus.APPLIED if ack.outcome is CreditOutcome.APPLIED else PaymentStatus.SUSPENSE
-            if account != ack.account:
-                results.append(AckResult.STALE)
-            elif status is target:
-                results.append(AckResult.DUPLICATE)
-            elif status is not PaymentStatus.PENDING:
-                results.append(AckResult.STALE)
-            else:
-                known[ack.payment_id] = (target, account)  # a repeat later in the batch is a duplicate
-                changes[ack.payment_id] = (target, ack.at)
-                results.append(AckResult.RECORDED)
+        results, changes = decide_acks(acks, known)
         if changes:
             ids = sorted(changes)
             cur.execute(

@@ -42,7 +42,15 @@ from storage.records import (
     OutboxUpdate,
     Snapshot,
 )
-from storage.segments import Entry, group_by_shard, pack_segment, to_events, unpack_segment
+from storage.segments import (
+    Entry,
+    events_of_account,
+    events_of_ref,
+    group_by_shard,
+    pack_segment,
+    to_events,
+    unpack_segment,
+)
 
 __all__ = ["PostgresShardStore"]
 
@@ -351,25 +359,11 @@ class PostgresShardStore(PostgresConnection):
     def events_for_account(
         self, shard: int, account: str, *, limit: int = 100, since: int | None = None
     ) -> list[JournalEvent]:
-        found: list[JournalEvent] = []
-        for first_seq, entries in self._matching(shard, account, since or 0):
-            for offset in range(len(entries) - 1, -1, -1):
-                entry = entries[offset]
-                if entry[0] == account and entry[3] >= (since or 0):
-                    found.extend(to_events(shard, first_seq + offset, [entry]))
-                    if len(found) == limit:
-                        return found
-        return found
+        return events_of_account(shard, self._matching(shard, account, since or 0), account, limit=limit,
+                                 since=since or 0)
 
     def events_for_ref(self, shard: int, ref: str, *, since: int | None = None) -> list[JournalEvent]:
-        found: list[JournalEvent] = []
-        for first_seq, entries in self._matching(shard, ref, since or 0):
-            for offset in range(len(entries) - 1, -1, -1):
-                entry = entries[offset]
-                if entry[2] == ref and entry[3] >= (since or 0):
-                    found.extend(to_events(shard, first_seq + offset, [entry]))
-        found.reverse()
-        return found
+        return events_of_ref(shard, self._matching(shard, ref, since or 0), ref, since=since or 0)
 
     def _matching(self, shard: int, text: str, since: int) -> Iterator[tuple[int, Sequence[Entry]]]:
         """(first_seq, entries) of the shard's segments that may hold `text` as a msgpack str,

@@ -7,7 +7,7 @@ integer paise. Constructors check their invariants and raise `InvalidRecord`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -416,3 +416,33 @@ class StoredDeadLetter:
     reason: str
     at: int
     body: bytes
+
+
+def decide_acks(
+    acks: Sequence[CreditAck], known: dict[str, tuple[PaymentStatus, str]]
+) -> tuple[list[AckResult], dict[str, tuple[PaymentStatus, int]]]:
+    """What `mark_credited` does with each acknowledgement, given every named payment's (status,
+    account) as stored (`known`, updated in place as the batch goes): the results in order, and the
+    status changes to write (payment id → (new status, at)). Raises UnknownPayment for a payment
+    never recorded (the whole call is then refused). The same rules in every backend."""
+    from storage.errors import UnknownPayment
+
+    results: list[AckResult] = []
+    changes: dict[str, tuple[PaymentStatus, int]] = {}
+    for ack in acks:
+        row = known.get(ack.payment_id)
+        if row is None:
+            raise UnknownPayment(ack.payment_id)
+        status, account = row
+        target = PaymentStatus.APPLIED if ack.outcome is CreditOutcome.APPLIED else PaymentStatus.SUSPENSE
+        if account != ack.account:
+            results.append(AckResult.STALE)
+        elif status is target:
+            results.append(AckResult.DUPLICATE)
+        elif status is not PaymentStatus.PENDING:
+            results.append(AckResult.STALE)
+        else:
+            known[ack.payment_id] = (target, account)  # a repeat later in the batch is a duplicate
+            changes[ack.payment_id] = (target, ack.at)
+            results.append(AckResult.RECORDED)
+    return results, changes

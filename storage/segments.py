@@ -8,7 +8,7 @@ second (bench/bench_storage.py measures both).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import cast
 
@@ -16,7 +16,8 @@ import msgpack
 
 from storage.records import JournalEvent, NewEvent
 
-__all__ = ["Entry", "group_by_shard", "pack_segment", "to_events", "unpack_segment"]
+__all__ = ["Entry", "events_of_account", "events_of_ref", "group_by_shard", "pack_segment", "to_events",
+           "unpack_segment"]
 
 Entry = tuple[str, str, str | None, int, bytes]
 
@@ -59,3 +60,34 @@ def to_events(
         stored(shard, first_seq + i, a, k, r, t, b)
         for i, (a, k, r, t, b) in enumerate(entries[start:], start)
     ]
+
+
+def events_of_account(
+    shard: int, segments: Iterable[tuple[int, Sequence[Entry]]], account: str, *, limit: int, since: int
+) -> list[JournalEvent]:
+    """The account's events at or after `since`, newest first, at most `limit`, from candidate
+    segments given newest first as (first_seq, entries) (an audit query of any backend)."""
+    found: list[JournalEvent] = []
+    for first_seq, entries in segments:
+        for offset in range(len(entries) - 1, -1, -1):
+            entry = entries[offset]
+            if entry[0] == account and entry[3] >= since:
+                found.extend(to_events(shard, first_seq + offset, [entry]))
+                if len(found) == limit:
+                    return found
+    return found
+
+
+def events_of_ref(
+    shard: int, segments: Iterable[tuple[int, Sequence[Entry]]], ref: str, *, since: int
+) -> list[JournalEvent]:
+    """The events caused by `ref` at or after `since`, oldest first, from candidate segments given
+    newest first as (first_seq, entries)."""
+    found: list[JournalEvent] = []
+    for first_seq, entries in segments:
+        for offset in range(len(entries) - 1, -1, -1):
+            entry = entries[offset]
+            if entry[2] == ref and entry[3] >= since:
+                found.extend(to_events(shard, first_seq + offset, [entry]))
+    found.reverse()
+    return found

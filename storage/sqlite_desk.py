@@ -13,11 +13,9 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from storage.api import StoreOptions
-from storage.errors import UnknownPayment
 from storage.records import (
     AckResult,
     CreditAck,
-    CreditOutcome,
     DeadLetter,
     NewPayment,
     PaymentCounts,
@@ -27,6 +25,7 @@ from storage.records import (
     RecordResult,
     ResolveResult,
     StoredDeadLetter,
+    decide_acks,
 )
 from storage.sqlite_base import SqliteFile
 
@@ -175,7 +174,7 @@ class SqliteDeskStore(SqliteFile):
         return tuple(results)
 
     def mark_credited(self, acks: Sequence[CreditAck]) -> tuple[AckResult, ...]:
-        results = []
+        results: list[AckResult] = []
         with self._write() as db:
             # one look-up per chunk of ids and one executemany per outcome: a shard acknowledges
             # thousands at a time, and two statements per ack were a third of the desk's time
@@ -188,30 +187,14 @@ class SqliteDeskStore(SqliteFile):
                     f"SELECT payment_id, status, account FROM payments WHERE payment_id IN ({marks})", part
                 ):
                     known[pid] = (PaymentStatus(status), account)
-            deltas = {"pending": 0, "applied": 0, "suspense": 0}
+            results, changes = decide_acks(acks, known)
+            deltas = {"pending": -len(changes), "applied": 0, "suspense": 0}
             updates: dict[PaymentStatus, list[tuple[int, str]]] = {
                 PaymentStatus.APPLIED: [], PaymentStatus.SUSPENSE: []
             }
-            for ack in acks:
-                row = known.get(ack.payment_id)
-                if row is None:
-                    raise UnknownPayment(ack.payment_id)
-                status, account = row
-                target = (
-                    PaymentStatus.APPLIED if ack.outcome is CreditOutcome.APPLIED else PaymentStatus.SUSPENSE
-                )
-                if account != ack.account:
-                    results.append(AckResult.STALE)
-                elif status is target:
-                    results.append(AckResult.DUPLICATE)
-                elif status is not PaymentStatus.PENDING:
-                    results.append(AckResult.STALE)
-                else:
-                    known[ack.payment_id] = (target, account)  # a repeat later in the batch is a duplicate
-                    updates[target].append((ack.at, ack.payment_id))
-                    deltas["pending"] -= 1
-                    deltas[target.value] += 1
-                    results.append(AckResult.RECORDED)
+            for payment_id, (target, at) in changes.items():
+                updates[target].append((at, payment_id))
+                deltas[target.value] += 1
             for target, rows in updates.items():
                 if rows:
                     column = "applied_at" if target is PaymentStatus.APPLIED else "suspended_at"
