@@ -121,6 +121,7 @@ class MeterShard(JodoActor):
         self.reply_to: list[Address] = []
         self.results_taken: list[tuple[Address, str]] = []  # (gateway, result batch id) to acknowledge
         self.epoch = 0  # cluster mode: the lease epoch the group is served under (0: dormant)
+        self.keeper: Address | None = None  # cluster mode: who granted it (told when fenced)
 
     # ------------------------------------------------------------ start
 
@@ -232,8 +233,6 @@ class MeterShard(JodoActor):
             keeper = self.keeper
             if keeper is not None:
                 self.tell(keeper, GroupFenced(group=self.init.group, epoch=epoch, detail=str(exc)))
-
-    keeper: Address | None = None
 
     def _follow_gateways(self) -> None:
         root = self.createActor("supervisors.supervisor.RootSupervisor", globalName=ROOT_NAME)

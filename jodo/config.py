@@ -235,9 +235,12 @@ class StorageConfig:
             return self.dsn.reveal()
         if self.dsn_file is not None:
             try:
-                return self.dsn_file.read_text(encoding="utf-8").strip() or None
+                dsn = self.dsn_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"storage.dsn_file: cannot read {self.dsn_file}: {exc.strerror}") from None
+            if not dsn:
+                raise ConfigError(f"storage.dsn_file: {self.dsn_file} is empty")
+            return dsn
         return None
 
 

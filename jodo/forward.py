@@ -17,9 +17,8 @@ from typing import Any
 import aiohttp
 
 from jodo.errors import RequestRefused
-from protocols.cluster import NOT_SERVED
 
-__all__ = ["FORWARDED_HEADER", "NOT_SERVED", "Forwarder", "forwarded"]
+__all__ = ["FORWARDED_HEADER", "Forwarder", "forwarded", "merge_rejections", "owner_url"]
 
 FORWARDED_HEADER = "X-Jodo-Forwarded"
 #: set by the front door for a request that was forwarded to us: never forward it again

@@ -436,12 +436,13 @@ async def _cluster_drain(request: web.Request) -> web.Response:
     node, draining = doc["node"], doc.get("draining", True)
     if not isinstance(node, str) or not node or not isinstance(draining, bool):
         raise MalformedRequest("node must be a non-empty string, draining a boolean", where="body")
-    view = await _backend_call(request, request.app[BACKEND].cluster(drain=node, draining=draining))
-    known = {m.get("node_id") for m in view.get("members", []) if isinstance(m, dict)}
-    if node not in known:
+    backend = request.app[BACKEND]
+    current = await _backend_call(request, backend.cluster())
+    known = {m.get("node_id") for m in current.get("members", []) if isinstance(m, dict)}
+    if node not in known:  # nothing is marked for a name no member has
         raise RequestRefused(404, "not_found",
                              f"no cluster member {node!r}; members: {sorted(map(str, known))}")
-    return _json(200, view)
+    return _json(200, await _backend_call(request, backend.cluster(drain=node, draining=draining)))
 
 
 # ---------------------------------------------------------------- probes

@@ -278,3 +278,32 @@ def test_a_config_survives_pickling_for_actor_init_messages(tmp_path: Path) -> N
     assert copy.gateways["razorpay"].secret.reveal() == GW_SECRET
     with pytest.raises(TypeError):
         config.gateways["x"] = config.gateways["razorpay"]  # type: ignore[index]
+
+
+def test_a_postgresql_dsn_file_is_read_when_the_node_starts_and_a_missing_or_empty_one_is_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    # read at start, not at load: `jodo config show` works on a machine without the secret file
+    env = {"JODO_STORAGE__BACKEND": "postgresql", "JODO_STORAGE__DSN_FILE": str(tmp_path / "pg.dsn")}
+    config = load_config(env=env)
+    with pytest.raises(ConfigError, match=r"storage.dsn_file: cannot read"):
+        config.storage.resolved_dsn()
+    (tmp_path / "pg.dsn").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        config.storage.resolved_dsn()
+    (tmp_path / "pg.dsn").write_text("host=db dbname=jodo user=jodo password=s3cret\n")
+    assert config.storage.resolved_dsn() == "host=db dbname=jodo user=jodo password=s3cret"
+    assert "s3cret" not in str(config.redacted())
+
+
+def test_cluster_mode_needs_postgresql_a_node_id_and_a_renewal_well_inside_the_lease() -> None:
+    pg = {"JODO_STORAGE__BACKEND": "postgresql", "JODO_STORAGE__DSN": "host=db password=x"}
+    with pytest.raises(ConfigError, match=r"needs storage.backend"):
+        load_config(env={"JODO_CLUSTER__ENABLED": "true", "JODO_CLUSTER__NODE_ID": "n1"})
+    with pytest.raises(ConfigError, match=r"cluster.node_id"):
+        load_config(env={**pg, "JODO_CLUSTER__ENABLED": "true", "JODO_CLUSTER__NODE_ID": "Node 1"})
+    with pytest.raises(ConfigError, match="at most half"):
+        load_config(env={**pg, "JODO_CLUSTER__ENABLED": "true", "JODO_CLUSTER__NODE_ID": "n1",
+                         "JODO_CLUSTER__RENEW_EVERY_S": "2.0"})
+    ok = load_config(env={**pg, "JODO_CLUSTER__ENABLED": "true", "JODO_CLUSTER__NODE_ID": "n1"})
+    assert (ok.cluster.lease_ttl_s, ok.cluster.renew_every_s) == (3.0, 1.0)

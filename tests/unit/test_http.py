@@ -585,3 +585,73 @@ def test_random_input_to_every_route_never_gets_a_500() -> None:
                         assert "error" in await r.json() or r.status == 200
 
     run(scenario)
+
+
+class ClusterBackend(FakeBackend):
+    """A FakeBackend that is a cluster member: two members, drains recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drained: list[tuple[str, bool]] = []
+
+    async def cluster(self, *, drain: str | None = None, draining: bool = True) -> dict[str, Any]:
+        if drain is not None:
+            self.drained.append((drain, draining))
+        return {"node_id": "node1", "members": [{"node_id": "node1"}, {"node_id": "node2"}], "leases": []}
+
+
+def test_the_cluster_routes_on_a_single_node_answer_409_and_need_the_admin_token() -> None:
+    async def scenario() -> None:
+        async with front_door() as (client, _):
+            async with client.get("/v1/cluster", headers=ADMIN_AUTH) as r:
+                assert (r.status, (await r.json())["error"]) == (409, "not_a_cluster")
+            async with client.get("/v1/cluster") as r:
+                assert r.status == 401
+            body = json.dumps({"node": "node1"}).encode()
+            async with client.post("/v1/cluster/drain", data=body,
+                                   headers={**ADMIN_AUTH, "Content-Type": "application/json"}) as r:
+                assert (r.status, (await r.json())["error"]) == (409, "not_a_cluster")
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b"not json", 400, "malformed"),
+        (b'{"draining": true}', 400, "malformed"),
+        (b'{"node": "", "draining": true}', 400, "malformed"),
+        (b'{"node": "node2", "draining": "yes"}', 400, "malformed"),
+        (b'{"node": "node2", "extra": 1}', 400, "malformed"),
+        (b'{"node": "node9"}', 404, "not_found"),
+    ],
+)
+def test_a_bad_drain_request_is_refused_and_drains_nobody_it_names_wrongly(
+    body: bytes, status: int, error: str
+) -> None:
+    async def scenario() -> None:
+        backend = ClusterBackend()
+        async with front_door(backend) as (client, _), client.post("/v1/cluster/drain", data=body,
+                               headers={**ADMIN_AUTH, "Content-Type": "application/json"}) as r:
+            doc = await r.json()
+            assert (r.status, doc["error"]) == (status, error), doc
+            assert doc["detail"]
+        assert all(node in {"node1", "node2"} for node, _ in backend.drained)  # never an unnamed one
+        if status == 400:
+            assert backend.drained == []
+
+    run(scenario)
+
+
+def test_a_drain_names_a_member_and_can_be_undone() -> None:
+    async def scenario() -> None:
+        backend = ClusterBackend()
+        async with front_door(backend) as (client, _):
+            for draining in (True, False):
+                body = json.dumps({"node": "node2", "draining": draining}).encode()
+                async with client.post("/v1/cluster/drain", data=body,
+                                       headers={**ADMIN_AUTH, "Content-Type": "application/json"}) as r:
+                    assert r.status == 200
+        assert backend.drained == [("node2", True), ("node2", False)]
+
+    run(scenario)
