@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -415,11 +414,7 @@ class MeterShard(JodoActor):
         if len(service.host) - self.frozen_at >= REFREEZE_GROWTH:
             self._freeze_heap()
         # snapshots within a time budget per tick, so a sweep never holds the mailbox for long
-        budget = time.perf_counter() + SNAPSHOT_BUDGET_S
-        for shard in service.snapshot_due():
-            service.snapshot([shard], now)
-            if time.perf_counter() > budget:
-                break
+        service.snapshot_some(now, SNAPSHOT_BUDGET_S)
         self._gauges()
 
     def _freeze_heap(self) -> None:

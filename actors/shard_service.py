@@ -11,12 +11,14 @@ The actor around it (actors/shard.py) only delivers `Outgoing` and feeds message
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from actors import shard_snapshot
 from domain.commands import MeterCommand
@@ -146,8 +148,27 @@ class _Stopwatch:
         self._stage, self._wall, self._cpu = name, wall, cpu
 
 
+#: Replay CPU per journal event until a recovery measures it (bench_recovery, 3981ff4: ~20 µs)
+REPLAY_S_PER_EVENT = 20e-6
+_MEASURED_TAIL = 2_000  # events a recovery must replay to measure their cost (fewer: noise)
 _TRACKED = 1_000_000  # payments/commands followed for latency; the oldest are forgotten past this
 _SAMPLES = 200_000  # latency samples kept for `ShardLatencyQuery` (bench, status)
+
+
+def _trim_heap() -> None:
+    """Return the C heap's free pages to the OS (glibc keeps them otherwise: a recovery frees tens of
+    MB of snapshot bodies and SQLite pages that would stay in the shard's RSS). No-op elsewhere."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None  # glibc's malloc_trim once looked up; False where there is none
 
 
 def _trim(d: dict[str, object] | dict[str, float] | dict[str, str]) -> None:
@@ -170,6 +191,7 @@ class ShardService:
         policy: Policy,
         snapshot_every: int = 200_000,
         wall: Callable[[], float] = time.time,
+        recovery_budget_s: float = shard_snapshot.RECOVERY_BUDGET_S,
     ) -> None:
         self.group = group
         self.shards = tuple(shards_of_group(group, groups, shards))
@@ -178,9 +200,15 @@ class ShardService:
         self.host = MeterHost(policy, shards, METER_PACKING)  # meters resident packed: ~200 B each
         self._rules = shard_snapshot.rules_fingerprint(policy)
         self.snapshot_every = snapshot_every
+        self.snapshot_rule = shard_snapshot.SnapshotRule(budget_s=recovery_budget_s, every=snapshot_every)
+        #: CPU seconds a journal event costs to replay: measured by the last recovery with a long
+        #: enough tail, else this estimate (bench_recovery: ~20 µs)
+        self.replay_s_per_event = REPLAY_S_PER_EVENT
         self.wall = wall
         self.heads: dict[int, int] = {}
-        self._since_snapshot: dict[int, int] = defaultdict(int)
+        self._since_snapshot: dict[int, int] = defaultdict(int)  # events in each shard's journal tail
+        self._rewrite: set[int] = set()  # shards whose snapshot is in an older form: write it again
+        self._catching_up = False  # over the recovery budget: snapshotting down to its low water
         self.sent_at: dict[str, float] = {}  # command id → wall time last sent to its gateway
         self.notices_delivered: list[str] = []  # notice ids written out, to mark done next commit
         # payment id → wall time the desk received it; command id → payment id: payment→connected
@@ -219,12 +247,16 @@ class ShardService:
             self._load(watch)
             self.heads = {s: h for s, h in self.store.heads().items() if s in self.shards}
             watch.stage("timers")
+            replayed = self.tail_events
+            if replayed >= _MEASURED_TAIL and watch.cpu["tail"] > 0:
+                self.replay_s_per_event = watch.cpu["tail"] / replayed
             self.host.rebuild_timers(now)
             watch.stage("follow")
             self._follow_recovered(receipt_of)
         finally:
             if was_enabled:
                 gc.enable()
+        _trim_heap()  # what the read freed (snapshot bodies, the decoded tail) back to the OS
         watch.stage(None)
         self.recovery_stages, self.recovery_cpu = watch.wall, watch.cpu
         self.recovery_seconds = time.perf_counter() - started
@@ -232,6 +264,8 @@ class ShardService:
 
     def _load(self, watch: _Stopwatch) -> None:
         """Snapshots (unpacking no meter unless v1 or other rules) and the tail, timed by ``watch``."""
+        tails = self._since_snapshot
+        replay, decode = self.host.replay, codec.decode
         for item in self.store.recover(self.shards):
             if isinstance(item, Snapshot):
                 watch.stage("snapshots")
@@ -240,10 +274,11 @@ class ShardService:
                     self.host.load(loaded)
                 else:  # a v1 body, or counts and timers of other rules: recounted, and saved again soon
                     self.host.restore(loaded, item.shard)
-                    self._since_snapshot[item.shard] = self.snapshot_every
+                    self._rewrite.add(item.shard)
             else:
                 watch.stage("tail")
-                self.host.replay(codec.decode(item.body, trusted=True))
+                replay(decode(item.body, trusted=True))
+                tails[item.shard] += 1  # still a tail: the next restart replays it again unless snapshotted
         watch.stage("tail")
         self.host.settle()  # the replayed states, packed
 
@@ -404,10 +439,41 @@ class ShardService:
             if isinstance(c, SendRelayCommand):
                 self.sent_at[c.command_id] = wall
 
+    @property
+    def tail_events(self) -> int:
+        """Events journaled since their logical shard's last snapshot: what a restart would replay."""
+        return sum(self._since_snapshot.values())
+
+    def tail_estimate_s(self) -> float:
+        """Estimated CPU seconds a restart now would spend replaying the journal tail."""
+        return self.tail_events * self.replay_s_per_event
+
     def snapshot_due(self) -> list[int]:
-        """Logical shards with ``snapshot_every`` events since their last snapshot, most behind first."""
-        due = [(n, s) for s, n in self._since_snapshot.items() if n >= self.snapshot_every]
-        return [s for _, s in sorted(due, reverse=True)]
+        """Logical shards to snapshot now, in order (`shard_snapshot.plan`): those in an older form,
+        those at ``snapshot_every`` events, then, while the tail's estimated replay is over the
+        recovery budget, the shards with the most tail events per meter."""
+        rule, estimate = self.snapshot_rule, self.tail_estimate_s()
+        if estimate > rule.budget_s:
+            self._catching_up = True
+        elif estimate <= rule.budget_s * rule.low_water:
+            self._catching_up = False
+        return shard_snapshot.plan(
+            self._since_snapshot, self.host.shard_sizes(), seconds_per_event=self.replay_s_per_event,
+            rule=rule, rewrite=self._rewrite, catching_up=self._catching_up,
+        )
+
+    def snapshot_some(self, now: int, budget_s: float) -> int:
+        """Snapshot what `snapshot_due` names, one logical shard at a time, for about ``budget_s``
+        seconds at most (an actor's tick must not hold its mailbox); returns the shards saved. The
+        next call goes on where this one stopped."""
+        deadline = time.perf_counter() + budget_s
+        done = 0
+        for shard in self.snapshot_due():
+            self.snapshot([shard], now)
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        return done
 
     def snapshot(self, shards: Iterable[int], now: int) -> int:
         """Save snapshots of these logical shards at their current heads; returns meters saved.
@@ -418,7 +484,8 @@ class ShardService:
         saved = 0
         for shard in shards:
             head = self.heads.get(shard, 0)
-            if head == 0:
+            if head == 0:  # nothing journaled: nothing to replay, nothing to save
+                self._rewrite.discard(shard)
                 continue
             image = self.host.image(shard)
             body = shard_snapshot.dump(image, self._rules)
@@ -428,6 +495,7 @@ class ShardService:
             self.store.save_snapshots(snaps)
             for s in snaps:
                 self._since_snapshot[s.shard] = 0
+                self._rewrite.discard(s.shard)
         return saved
 
     # ------------------------------------------------------------ internals

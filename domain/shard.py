@@ -158,6 +158,10 @@ class MeterHost:
         self.settle()
         return sum(len(d) for d in self._by_shard.values())
 
+    def shard_sizes(self) -> dict[int, int]:
+        """Meters per logical shard (what each one's snapshot costs to write)."""
+        return {shard: len(table) for shard, table in self._by_shard.items()}
+
     @property
     def paid_off(self) -> Collection[str]:
         """Accounts paid up yet without supply (should be brief)."""

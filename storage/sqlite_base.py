@@ -158,6 +158,16 @@ class SqliteFile:
                     conn.execute("ROLLBACK")
                 raise
 
+    def set_cache_kib(self, kib: int) -> None:
+        """Cap this connection's page cache at ``kib`` KiB; pages beyond it are freed now."""
+        with self._translated():
+            self._db().execute(f"PRAGMA cache_size=-{max(64, int(kib))}")
+
+    def release_memory(self) -> None:
+        """Give back every cached page no transaction holds (SQLite's `sqlite3_db_release_memory`)."""
+        with self._translated():
+            self._db().execute("PRAGMA shrink_memory")
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         conn = self._db()
         with self._translated():

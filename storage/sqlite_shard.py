@@ -86,6 +86,13 @@ def _outbox_entry(row: tuple[object, ...]) -> OutboxEntry:
 
 
 _IN_CHUNK = 500  # ids per IN (...) look-up, well under SQLite's variable limit
+# The page cache is RSS of the shard process. Recovery reads every snapshot once: with a small cache
+# that read does not fill it (measured, 362 500 meters: +88 B a meter with the 64 MiB cache). After
+# it, the cache is sized to the group (~1/4 of its snapshots' bytes, ~16 B a meter): what steady work
+# touches is the journal's right edge, the heads and the snapshot rows being replaced.
+RECOVERY_CACHE_KIB = 2_048
+_CACHE_MIN_KIB = 1_024
+_CACHE_MAX_KIB = 65_536
 
 
 class SqliteShardStore(SqliteFile):
@@ -252,13 +259,23 @@ class SqliteShardStore(SqliteFile):
         return Snapshot(shard=shard, upto_seq=row[0], at=row[1], body=row[2])
 
     def recover(self, shards: Iterable[int] | None = None) -> Iterator[Snapshot | JournalEvent]:
+        """Snapshots, then the tail; read through a small page cache, which is then sized to the group
+        and emptied (see RECOVERY_CACHE_KIB)."""
         after: dict[int, int] = {}
-        for shard in sorted(self.heads() if shards is None else set(shards)):
-            snapshot = self.latest_snapshot(shard)
-            if snapshot is not None:
-                yield snapshot
-            after[shard] = snapshot.upto_seq if snapshot is not None else 0
-        yield from self._replay(after)
+        read = 0
+        self.set_cache_kib(RECOVERY_CACHE_KIB)
+        try:
+            for shard in sorted(self.heads() if shards is None else set(shards)):
+                snapshot = self.latest_snapshot(shard)
+                if snapshot is not None:
+                    read += len(snapshot.body)
+                    yield snapshot
+                after[shard] = snapshot.upto_seq if snapshot is not None else 0
+            yield from self._replay(after)
+        finally:
+            if self._conn is not None:
+                self.set_cache_kib(min(_CACHE_MAX_KIB, max(_CACHE_MIN_KIB, read // 4096)))
+                self.release_memory()
 
     # ------------------------------------------------------------ audit
 

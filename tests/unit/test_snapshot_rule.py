@@ -1,0 +1,139 @@
+"""When a shard group snapshots: the tail's estimated replay against a budget (shard_snapshot.plan)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors import shard_snapshot
+from actors.shard_service import ShardService
+from actors.shard_snapshot import SnapshotRule, plan
+from domain.commands import ClearPayment, RegisterMeter
+from domain.enums import RelayState
+from domain.policy import load_policy
+from storage.api import StoreOptions
+from storage.sqlite import open_shard_store
+from tests.unit.test_meter_support import at
+
+POLICY = load_policy()
+T0 = at(2026, 3, 2, 11)
+RULE = SnapshotRule(budget_s=1.0, low_water=0.5, every=10_000)
+
+
+def test_nothing_is_due_while_the_tail_replays_within_the_budget() -> None:
+    assert plan({1: 400, 2: 500}, {1: 10, 2: 10}, seconds_per_event=1e-3, rule=RULE) == []
+
+
+def test_over_the_budget_the_shards_with_most_tail_per_meter_go_first_down_to_the_low_water() -> None:
+    tails = {1: 400, 2: 300, 3: 300, 4: 100}  # 1.1 s of replay at 1 ms an event
+    sizes = {1: 4_000, 2: 10, 3: 20, 4: 1}
+    due = plan(tails, sizes, seconds_per_event=1e-3, rule=RULE)
+    assert due == [4, 2, 3]  # 100/1, 300/10, 300/20 per meter; then 0.4 s left, under 0.5 s
+    assert sum(tails[s] for s in due) * 1e-3 >= 1.1 - 0.5
+
+
+def test_a_run_started_over_the_budget_goes_on_down_to_the_low_water() -> None:
+    tails = {1: 300, 2: 300}  # 0.6 s: under the budget, over its low water
+    assert plan(tails, {1: 1, 2: 2}, seconds_per_event=1e-3, rule=RULE) == []
+    assert plan(tails, {1: 1, 2: 2}, seconds_per_event=1e-3, rule=RULE, catching_up=True) == [1]
+
+
+def test_shards_to_rewrite_and_long_shard_tails_come_first_whatever_the_budget() -> None:
+    tails = {1: 20_000, 2: 10_000, 3: 5, 7: 0}
+    due = plan(tails, {}, seconds_per_event=1e-9, rule=RULE, rewrite={7})
+    assert due == [7, 1, 2]
+
+
+def test_a_bad_rule_is_refused() -> None:
+    with pytest.raises(ValueError):
+        SnapshotRule(budget_s=0)
+    with pytest.raises(ValueError):
+        SnapshotRule(low_water=1.5)
+
+
+# ------------------------------------------------------------------ the service
+
+def service(data: Path, budget_s: float) -> ShardService:
+    store = open_shard_store(data, 0, StoreOptions(synchronous="normal"))
+    # snapshot_every out of reach: only the budget decides
+    s = ShardService(group=0, groups=1, shards=256, store=store, policy=POLICY, snapshot_every=10**9,
+                     recovery_budget_s=budget_s)
+    s.recover(T0)
+    s.replay_s_per_event = 1e-3  # a fixed cost per event: the budget counts in events here
+    return s
+
+
+def register(s: ShardService, n: int) -> None:
+    s.apply([
+        RegisterMeter(account=f"N{i:010d}", serial=f"S{i}", head_end="hes-1", install_year=2022,
+                      relay_capable=True, control_mode=2, relay=RelayState.DISCONNECTED,
+                      opening_dues_paise=150_000)
+        for i in range(n)
+    ], T0)
+
+
+def pay(s: ShardService, lo: int, hi: int) -> None:
+    s.apply([ClearPayment(account=f"N{i:010d}", payment_id=f"P{i}", amount_paise=150_000, channel="upi",
+                          cashless=True, paid_at=T0) for i in range(lo, hi)], T0 + 5)
+
+
+def test_a_long_tail_is_snapshotted_until_a_restart_would_replay_within_the_budget(tmp_path: Path) -> None:
+    s = service(tmp_path, budget_s=0.2)  # 200 events at 1 ms each
+    register(s, 400)
+    pay(s, 0, 100)
+    assert s.tail_events > 200
+    while s.snapshot_some(T0 + 6, budget_s=10.0):
+        pass
+    assert s.tail_events <= 100  # the low water: half the budget
+    assert not s.snapshot_due()
+    kept = s.tail_events
+    s.store.close()
+
+    again = service(tmp_path, budget_s=0.2)
+    assert again.tail_events == kept  # what the restart replayed is still a tail
+    assert len(again.host) == 400 and len(again.host.pending) == 100
+    again.store.close()
+
+
+def test_a_tail_replayed_at_recovery_counts_towards_the_next_snapshots(tmp_path: Path) -> None:
+    s = service(tmp_path, budget_s=100.0)  # never due while it runs
+    register(s, 300)
+    pay(s, 0, 300)
+    assert not s.snapshot_due()
+    tail = s.tail_events
+    s.store.close()
+
+    again = service(tmp_path, budget_s=0.2)  # a restart under a tighter budget
+    assert again.tail_events == tail  # counted while replaying, not forgotten
+    due = again.snapshot_due()
+    assert due
+    again.snapshot(due, T0 + 10)
+    assert again.tail_events <= 100
+    again.store.close()
+    third = service(tmp_path, budget_s=0.2)
+    assert third.tail_events == again.tail_events and len(third.host.pending) == 300
+    third.store.close()
+
+
+def test_a_recovery_with_a_long_tail_measures_the_replay_cost(tmp_path: Path) -> None:
+    s = service(tmp_path, budget_s=100.0)
+    register(s, 2_500)  # 2 500 events: enough to measure
+    s.store.close()
+    store = open_shard_store(tmp_path, 0, StoreOptions(synchronous="normal"))
+    again = ShardService(group=0, groups=1, shards=256, store=store, policy=POLICY)
+    assert again.replay_s_per_event == shard_snapshot_default()
+    again.recover(T0)
+    assert again.replay_s_per_event != shard_snapshot_default()
+    assert again.replay_s_per_event == pytest.approx(again.recovery_cpu["tail"] / 2_500)
+    store.close()
+
+
+def shard_snapshot_default() -> float:
+    from actors.shard_service import REPLAY_S_PER_EVENT
+
+    return REPLAY_S_PER_EVENT
+
+
+def test_the_default_budget_leaves_room_in_one_second() -> None:
+    assert 0 < shard_snapshot.RECOVERY_BUDGET_S < 1.0
