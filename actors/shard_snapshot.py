@@ -1,8 +1,12 @@
 """A logical shard's snapshot body: what `ShardService.snapshot` saves and `ShardService.recover` loads.
 
-Storage keeps the body as opaque bytes. Two formats:
+Storage keeps the body as opaque bytes. Three formats:
 
-* **v2** (written now), msgpack ``["jodo.shard-image", 2, {field: value}]``, the `ShardImage` of the
+* **v3** (written now): v2 with the meters as the shard's compact table (`domain.packed.PackedTable`)
+  instead of ``accounts`` and ``meters``: ``base`` = [records, hashes, offsets], three byte strings
+  loaded as they are (no object per meter, ~72 B a meter resident). A table with meters that do not
+  fit a base (not bytes) is written with ``accounts`` and ``meters`` as in v2.
+* **v2**, msgpack ``["jodo.shard-image", 2, {field: value}]``, the `ShardImage` of the
   shard: ``accounts`` and ``meters`` (two arrays in step: each account and its packed meter, the
   shard group's resident bytes as they are), ``versions`` (schema version of every record in those
   bytes, tag → version), ``rules`` (what the counts and timers were computed under:
@@ -34,6 +38,7 @@ from typing import Any
 import msgpack
 
 from domain.enums import RelayState, WorkOrderAction
+from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.shard import SCHEDULE_RULES, ShardImage
 from domain.state import Meter
@@ -43,7 +48,7 @@ from protocols.registry import METER_FLAT
 __all__ = ["RECOVERY_BUDGET_S", "TAG", "VERSION", "SnapshotRule", "dump", "load", "plan", "rules_fingerprint"]
 
 TAG = "jodo.shard-image"
-VERSION = 2
+VERSION = 3
 _PREFIX = msgpack.packb([TAG, VERSION, None])[:-2]  # fixarray(3) + the tag: no v1 body starts so
 
 
@@ -55,11 +60,16 @@ def rules_fingerprint(policy: Policy) -> str:
 
 def dump(image: ShardImage, rules: str) -> bytes:
     """The v2 body of a logical shard's image (its meters packed by `protocols.registry.METER_PACKING`)."""
+    meters = image.meters
+    base = meters.base() if isinstance(meters, PackedTable) else None
+    table: dict[str, Any] = (
+        {"base": list(base)} if base is not None
+        else {"accounts": list(meters), "meters": list(meters.values())}
+    )
     fields: dict[str, Any] = {
         "versions": METER_FLAT.versions,
         "rules": rules,
-        "accounts": list(image.meters),
-        "meters": list(image.meters.values()),
+        **table,
         "relay": {str(k): v for k, v in image.relay_counts.items()},
         "work_orders": {str(k): v for k, v in image.work_orders.items()},
         "paid_off": image.paid_off,
@@ -70,7 +80,7 @@ def dump(image: ShardImage, rules: str) -> bytes:
 
 
 def load(body: bytes, shard: int, rules: str) -> ShardImage | list[Meter]:
-    """A snapshot body: the image (v2 under these rules), else the meters to restore and recount.
+    """A snapshot body: the image (v2 or v3 under these rules), else the meters to restore and recount.
 
     Raises `CodecError` for a body this code cannot read (malformed, or from a newer schema)."""
     if not body.startswith(_PREFIX):
@@ -83,13 +93,16 @@ def load(body: bytes, shard: int, rules: str) -> ShardImage | list[Meter]:
         raise codec.CodecError(f"snapshot of shard {shard}: body version {version!r} is newer than {VERSION}")
     try:
         METER_FLAT.check_versions(fields["versions"])
-        meters: dict[str, bytes] = _zipped(fields["accounts"], fields["meters"])
+        meters: PackedTable | dict[str, bytes] = (
+            PackedTable.from_base(*fields["base"]) if "base" in fields
+            else _zipped(fields["accounts"], fields["meters"])
+        )
         if fields["rules"] != rules:
             unpack = METER_FLAT.unpack
             return [unpack(account, packed) for account, packed in meters.items()]
         return ShardImage(
             shard=shard,
-            meters=meters,  # type: ignore[arg-type]
+            meters=meters,
             relay_counts={RelayState(k): v for k, v in fields["relay"].items()},
             work_orders={WorkOrderAction(k): v for k, v in fields["work_orders"].items()},
             paid_off=fields["paid_off"],

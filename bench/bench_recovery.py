@@ -15,6 +15,13 @@ What a MeterShard does after a SIGKILL, without the actor around it. For each ``
    `in_flight()` after it (what the shard sends again once it learns its gateways). The recovered
    service journals the next tail point.
 
+While the tail is journaled, one shard "tick" follows every batch of 1 000 payments: the snapshots the
+service's rule calls for, within the 50 ms a `MeterShard` tick allows itself (`ShardService.snapshot_some`;
+on code without it, the loop the actor ran: `snapshot_due` then `snapshot` one shard at a time). Their
+CPU is reported (``tick_snapshot_cpu_s``: what the rule costs the running shard) with the tail actually
+left to replay (``tail_events``). ``--no-rule`` journals the tail without any snapshot (the worst
+case: the whole tail is replayed); ``--snapshot-every`` is the per-shard cap (ShardInit's 2 000).
+
 ``--v1`` writes the snapshots in the v1 body (`codec.encode_many` of the meters, as before the
 compact resident form) to time the first recovery of a data directory written by older code.
 Prints one JSON object per stage; asserts only that recovery found every meter and command.
@@ -64,10 +71,30 @@ def accounts_of_group(n: int, group: int, groups: int, shards: int) -> list[str]
     return out
 
 
+SNAPSHOT_BUDGET_S = 0.05  # as actors/shard.py: seconds of snapshotting per tick
+_every = 2_000  # --snapshot-every
+_rule = True  # --no-rule: False
+
+
 def service(data: Path, groups: int) -> ShardService:
     store = open_shard_store(data, 0, StoreOptions(synchronous="normal"))
     return ShardService(group=0, groups=groups, shards=256, store=store, policy=POLICY,
-                        snapshot_every=10**9)
+                        snapshot_every=_every if _rule else 10**9)
+
+
+def tick(s: ShardService, now: int) -> int:
+    """One MeterShard tick's snapshots; returns the shards saved."""
+    if not _rule:
+        return 0
+    if hasattr(s, "snapshot_some"):
+        return int(s.snapshot_some(now, SNAPSHOT_BUDGET_S))
+    deadline, done = time.perf_counter() + SNAPSHOT_BUDGET_S, 0  # the actor's loop before snapshot_some
+    for shard in s.snapshot_due():
+        s.snapshot([shard], now)
+        done += 1
+        if time.perf_counter() > deadline:
+            break
+    return done
 
 
 def build(data: Path, accounts: list[str], groups: int, v1: bool) -> tuple[ShardService, dict[str, Any]]:
@@ -100,16 +127,25 @@ def build(data: Path, accounts: list[str], groups: int, v1: bool) -> tuple[Shard
     }
 
 
-def pay(s: ShardService, accounts: list[str]) -> float:
-    """Journal a payment from each account (batches of 1 000); returns the CPU seconds."""
-    started = time.process_time()
+def pay(s: ShardService, accounts: list[str]) -> dict[str, Any]:
+    """Journal a payment from each account (batches of 1 000, a tick after each); returns the CPU
+    seconds of the journaling and of the ticks' snapshots."""
+    journal = ticks = 0.0
+    saved = 0
     for lo in range(0, len(accounts), 1_000):
+        started = time.process_time()
         s.apply([
             ClearPayment(account=a, payment_id=f"P{a}", amount_paise=DUES, channel="upi", cashless=True,
                          paid_at=NOW + 60)
             for a in accounts[lo : lo + 1_000]
         ], NOW + 60)
-    return time.process_time() - started
+        journal += time.process_time() - started
+        started = time.process_time()
+        saved += tick(s, NOW + 60)
+        ticks += time.process_time() - started
+    left = sum(getattr(s, "_since_snapshot", {}).values())
+    return {"tail_journal_cpu_s": round(journal, 2), "tick_snapshot_cpu_s": round(ticks, 3),
+            "tick_snapshots": saved, "tail_events": left}
 
 
 def recover(data: Path, groups: int, paid: list[str]) -> tuple[ShardService, dict[str, Any]]:
@@ -147,12 +183,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1, help="recoveries timed per configuration and tail")
     parser.add_argument("--v1", action="store_true", help="write v1 snapshot bodies (older data dirs)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the store files")
+    parser.add_argument("--snapshot-every", type=int, default=2_000,
+                        help="events per logical shard that call for its snapshot anyway (ShardInit)")
+    parser.add_argument("--no-rule", action="store_true", help="no snapshot while the tail is journaled")
+    parser.add_argument("--label", default="", help="free text for the start record (e.g. a commit)")
     args = parser.parse_args(argv)
+    global _every, _rule
+    _every, _rule = args.snapshot_every, not args.no_rule
     configs = [tuple(map(int, c.split(":"))) for c in (args.config or ["362500:2", "1250000:8"])]
     tails = sorted(int(t) for t in args.tails.split(",") if t)
     root = args.dir or Path(tempfile.mkdtemp(prefix="jodo-recovery-"))
     emit(stage="start", bench="recovery", python=sys.version.split()[0], cpus=os.cpu_count(),
-         load=os.getloadavg()[0], dir=str(root), tails=tails, v1=args.v1)
+         load=os.getloadavg()[0], dir=str(root), tails=tails, v1=args.v1, rule=_rule,
+         snapshot_every=_every, label=args.label)
     for meters, groups in configs:
         data = root / f"m{meters}-g{groups}{'-v1' if args.v1 else ''}"
         data.mkdir(parents=True, exist_ok=True)
@@ -163,15 +206,15 @@ def main(argv: list[str] | None = None) -> None:
         emit(stage="built", meters=meters, groups=groups, **built)
         paid = 0
         for tail in tails:
-            tail_cpu = pay(live, accounts[paid:tail])
+            journaled = pay(live, accounts[paid:tail])
             in_flight = len(live.host.pending) if hasattr(live.host, "pending") else len(live.in_flight())
             paid = tail
             live.store.close()
             for r in range(args.runs):
                 s, result = recover(data, groups, accounts[:tail])
                 assert result["meters_recovered"] == meters and result["in_flight"] == in_flight, result
-                emit(stage="recovered", meters=meters, groups=groups, tail_payments=tail,
-                     tail_journal_cpu_s=round(tail_cpu, 2), run=r + 1, load=os.getloadavg()[0], **result)
+                emit(stage="recovered", meters=meters, groups=groups, tail_payments=tail, **journaled,
+                     run=r + 1, load=os.getloadavg()[0], **result)
                 live = s
         live.store.close()
         del live

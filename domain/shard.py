@@ -29,6 +29,7 @@ from domain.effects import Effect, MeterCommandRejected
 from domain.enums import RelayState, WorkOrderAction
 from domain.events import MeterEvent
 from domain.meter import evolve, handle, next_check_at
+from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, logical_shard
 from domain.state import Meter
@@ -100,7 +101,7 @@ class ShardImage:
     each meter with a next check to its second."""
 
     shard: int
-    meters: dict[str, object]
+    meters: Mapping[str, object]  # a `PackedTable` (a host's), or a dict (a v2 snapshot's, tests)
     relay_counts: dict[RelayState, int]
     work_orders: dict[WorkOrderAction, int]
     paid_off: dict[str, int]
@@ -134,7 +135,7 @@ class MeterHost:
         self.shards = shards
         self._pack = packing.pack
         self._unpack = packing.unpack
-        self._by_shard: dict[int, dict[str, object]] = {}
+        self._by_shard: dict[int, PackedTable] = {}  # per logical shard (domain/packed.py)
         self._buckets: dict[int, list[str]] = {}
         self._keys: list[int] = []  # heap of bucket keys (epoch seconds)
         self._next: dict[str, int] = {}  # account → next check, of every meter that has one
@@ -197,7 +198,8 @@ class MeterHost:
         """Every meter of one logical shard, unpacked (tools and tests: it unpacks them all)."""
         self.settle()
         unpack = self._unpack
-        return iter([unpack(a, v) for a, v in list(self._by_shard.get(shard, {}).items())])
+        table = self._by_shard.get(shard)
+        return iter([] if table is None else [unpack(a, v) for a, v in list(table.items())])
 
     def meters(self) -> Iterator[Meter]:
         """Every meter, unpacked (tools and tests: it unpacks them all)."""
@@ -263,12 +265,13 @@ class MeterHost:
             shard = logical_shard(account, self.shards) if loaded is None else loaded[2]
         table = self._by_shard.get(shard)
         if table is None:
-            table = self._by_shard[shard] = {}
+            table = self._by_shard[shard] = PackedTable()
         old = table.get(account)
         if old is None:
             self._count(shard, account, meter, +1)
-        else:  # unpacked again unless `step` just did
-            known = loaded[1] if loaded is not None and loaded[0] is old else self._unpack(account, old)
+        else:  # unpacked again unless `step` just did (a value from the base is a new slice: ==)
+            known = (loaded[1] if loaded is not None and (loaded[0] is old or loaded[0] == old)
+                     else self._unpack(account, old))
             self._recount(shard, account, known, meter)
         table[account] = self._pack(meter)
         self.changes += 1
@@ -358,9 +361,13 @@ class MeterHost:
     # ------------------------------------------------------------ snapshots and recovery
 
     def image(self, shard: int) -> ShardImage:
-        """One logical shard as it is now, for its snapshot (unpacks nothing)."""
+        """One logical shard as it is now, for its snapshot (unpacks nothing). Its meters assigned
+        since the last image are folded into the table's compact base first (`PackedTable.compact`)."""
         self.settle()
-        table = dict(self._by_shard.get(shard, {}))
+        held = self._by_shard.get(shard)
+        if held is not None:
+            held.compact()
+        table = PackedTable() if held is None else held.copy()
         nxt = self._next
         return ShardImage(
             shard=shard,
@@ -373,7 +380,7 @@ class MeterHost:
         )
 
     @staticmethod
-    def _of(accounts: Collection[str], table: dict[str, object]) -> list[str]:
+    def _of(accounts: Collection[str], table: Mapping[str, object]) -> list[str]:
         """The accounts of one logical shard (its ``table``) in a host-wide collection: whichever is
         smaller is scanned."""
         if len(accounts) < len(table):
@@ -384,13 +391,18 @@ class MeterHost:
         """Load a logical shard from its image (a snapshot), replacing whatever the host had of it.
 
         No timers yet: call `rebuild_timers` after the journal tail is replayed. ``image.meters``
-        becomes the host's own table: the caller hands it over.
+        becomes the host's own table: the caller hands it over (a dict becomes the table's hot part,
+        compacted at the shard's next image).
         """
         if self._by_shard.get(image.shard):
             self._drop(image.shard)
         shard = image.shard
         self.changes += 1
-        table = self._by_shard[shard] = image.meters
+        meters = image.meters
+        held = (meters if isinstance(meters, PackedTable)
+                else PackedTable(meters if isinstance(meters, dict) else dict(meters)))
+        self._by_shard[shard] = held
+        table: Mapping[str, object] = meters if isinstance(meters, dict) else {}
         self.relay_counts.update(image.relay_counts)
         self._shard_relay[shard].update(image.relay_counts)
         self.work_orders.update(image.work_orders)
@@ -398,7 +410,7 @@ class MeterHost:
         self._paid_off.update(image.paid_off)
         self.pending.update(image.pending)
         timers, nxt, second = image.timers, self._next, self._second
-        if len(timers) * 4 < len(table):
+        if len(timers) * 4 < len(table) or not table:
             for account, at in timers.items():
                 nxt[account] = second(at)
         else:  # keyed by the table's own account objects: a timer costs no second copy of the account
@@ -410,7 +422,7 @@ class MeterHost:
     def _drop(self, shard: int) -> None:
         self.settle()
         self.changes += 1
-        table = self._by_shard.pop(shard, {})
+        table = self._by_shard.pop(shard, None) or PackedTable()
         for account in table:
             self._paid_off.pop(account, None)
             self.pending.discard(account)

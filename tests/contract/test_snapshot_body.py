@@ -1,4 +1,4 @@
-"""The snapshot body a shard group writes (actors/shard_snapshot.py): v2 round trips, v1 still loads,
+"""The snapshot body a shard group writes (actors/shard_snapshot.py): v3 round trips, v2 and v1 still load,
 and a body this code cannot read is refused rather than half-read.
 
 These bodies outlive releases (they are in every data directory), so the byte layout is pinned here:
@@ -15,6 +15,7 @@ import pytest
 from actors import shard_snapshot
 from domain.commands import ClearPayment, RegisterMeter
 from domain.enums import RelayState
+from domain.packed import PackedTable
 from domain.policy import load_policy
 from domain.shard import MeterHost, ShardImage
 from domain.sharding import logical_shard
@@ -47,27 +48,50 @@ def image() -> ShardImage:
 
 def fields(body: bytes) -> dict[str, Any]:
     tag, version, values = msgpack.unpackb(body)
-    assert (tag, version) == ("jodo.shard-image", 2)
+    assert (tag, version) == ("jodo.shard-image", 3)
     return values  # type: ignore[no-any-return]
 
 
-def test_a_v2_body_round_trips_the_image() -> None:
+def v2_body(original: ShardImage) -> bytes:
+    """What 3981ff4 wrote: the meters as two arrays in step, not a compact table."""
+    values = {k: v for k, v in fields(shard_snapshot.dump(original, RULES)).items() if k != "base"}
+    values["accounts"], values["meters"] = list(original.meters), list(original.meters.values())
+    return msgpack.packb(["jodo.shard-image", 2, values], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def test_a_v3_body_round_trips_the_image() -> None:
     original = image()
     assert original.pending == {ACCOUNT} and set(original.paid_off) == {ACCOUNT} and original.timers
     loaded = shard_snapshot.load(shard_snapshot.dump(original, RULES), SHARD, RULES)
     assert loaded == original
+    assert isinstance(loaded, ShardImage) and isinstance(loaded.meters, PackedTable)
+    assert loaded.meters.hot == 0  # every meter in the compact base: no object per meter
 
 
-def test_a_v2_body_is_a_tagged_map_of_named_fields_holding_the_resident_bytes() -> None:
+def test_a_v3_body_is_a_tagged_map_of_named_fields_holding_the_resident_bytes() -> None:
     original = image()
     values = fields(shard_snapshot.dump(original, RULES))
-    assert set(values) == {"versions", "rules", "accounts", "meters", "relay", "work_orders", "paid_off",
+    assert set(values) == {"versions", "rules", "base", "relay", "work_orders", "paid_off",
                            "pending", "timers"}
-    # as the host holds them (nothing packed again), in two arrays: msgpack would intern map keys
-    assert dict(zip(values["accounts"], values["meters"], strict=True)) == original.meters
+    # the table's base as the host holds it (nothing packed again): records, hashes, offsets
+    assert isinstance(original.meters, PackedTable)
+    assert values["base"] == list(original.meters.base() or ())
+    assert dict(PackedTable.from_base(*values["base"]).items()) == dict(original.meters.items())
     assert dict(zip(*values["timers"], strict=True)) == original.timers
     assert values["versions"] == METER_FLAT.versions and values["rules"] == RULES
     assert values["relay"] == {"connecting": 1, "disconnected": 1} and values["pending"] == [ACCOUNT]
+
+
+def test_a_v2_body_still_loads_its_meters_as_they_were() -> None:
+    original = image()
+    loaded = shard_snapshot.load(v2_body(original), SHARD, RULES)
+    assert loaded == original
+    host = MeterHost(POLICY, packing=METER_PACKING)
+    assert isinstance(loaded, ShardImage)
+    host.load(loaded)
+    assert host.image(SHARD) == original  # and the next image is compact again
+    again = host.image(SHARD).meters
+    assert isinstance(again, PackedTable) and again.hot == 0
 
 
 def test_a_v1_body_loads_as_meters() -> None:
@@ -90,18 +114,22 @@ def test_a_body_of_other_rules_loads_as_meters_to_count_again() -> None:
 def test_unknown_fields_are_ignored() -> None:
     values = fields(shard_snapshot.dump(image(), RULES))
     values["added_later"] = [1, 2, 3]
-    body = msgpack.packb(["jodo.shard-image", 2, values], use_bin_type=True)
+    body = msgpack.packb(["jodo.shard-image", 3, values], use_bin_type=True)
     assert shard_snapshot.load(body, SHARD, RULES) == image()
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda v: ["jodo.shard-image", 3, v], "newer"),
-        (lambda v: ["jodo.shard-image", 2, {**v, "versions": {"Meter": 99}}], "schema version 99"),
-        (lambda v: ["jodo.shard-image", 2, {k: x for k, x in v.items() if k != "timers"}], "malformed"),
-        (lambda v: ["jodo.shard-image", 2, {**v, "relay": {"flapping": 1}}], "malformed"),
-        (lambda v: ["jodo.shard-image", 2, {**v, "accounts": v["accounts"][1:]}], "malformed"),
+        (lambda v: ["jodo.shard-image", 4, v], "newer"),
+        (lambda v: ["jodo.shard-image", 3, {**v, "versions": {"Meter": 99}}], "schema version 99"),
+        (lambda v: ["jodo.shard-image", 3, {k: x for k, x in v.items() if k != "timers"}], "malformed"),
+        (lambda v: ["jodo.shard-image", 3, {**v, "relay": {"flapping": 1}}], "malformed"),
+        (lambda v: ["jodo.shard-image", 3, {**v, "base": [v["base"][0], v["base"][1][4:], v["base"][2]]}],
+         "malformed"),
+        (lambda v: ["jodo.shard-image", 3, {**v, "base": [v["base"][0][:1], *v["base"][1:]]}], "malformed"),
+        (lambda v: ["jodo.shard-image", 2, {**{k: x for k, x in v.items() if k != "base"},
+                                            "accounts": ["N1", "N2"], "meters": [b"x"]}], "malformed"),
     ],
 )
 def test_a_body_this_code_cannot_read_is_refused(change: object, message: str) -> None:
