@@ -43,6 +43,7 @@ from domain.events import (
     RelayStateConfirmed,
     WorkOrderClosed,
 )
+from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.shard import HostStep, MeterHost, ShardImage
 from domain.sharding import logical_shard, shards_of_group
@@ -272,6 +273,8 @@ class ShardService:
                 loaded = shard_snapshot.load(item.body, item.shard, self._rules)
                 if isinstance(loaded, ShardImage):
                     self.host.load(loaded)
+                    if not isinstance(loaded.meters, PackedTable):  # v2: saved again compact soon
+                        self._rewrite.add(item.shard)
                 else:  # a v1 body, or counts and timers of other rules: recounted, and saved again soon
                     self.host.restore(loaded, item.shard)
                     self._rewrite.add(item.shard)

@@ -12,6 +12,7 @@ from actors.shard_snapshot import SnapshotRule, plan
 from domain.commands import ClearPayment, RegisterMeter
 from domain.enums import RelayState
 from domain.policy import load_policy
+from domain.shard import ShardImage
 from storage.api import StoreOptions
 from storage.sqlite import open_shard_store
 from tests.unit.test_meter_support import at
@@ -137,3 +138,36 @@ def shard_snapshot_default() -> float:
 
 def test_the_default_budget_leaves_room_in_one_second() -> None:
     assert 0 < shard_snapshot.RECOVERY_BUDGET_S < 1.0
+
+
+def test_shards_loaded_from_v2_snapshots_are_saved_again_compact(tmp_path: Path) -> None:
+    import msgpack
+
+    from domain.packed import PackedTable
+    from storage.records import Snapshot
+
+    s = service(tmp_path, budget_s=100.0)
+    register(s, 60)
+    rules = shard_snapshot.rules_fingerprint(POLICY)
+    v2 = []
+    for shard in sorted(s.heads):  # what 3981ff4 wrote: the meters as two arrays
+        image = s.host.image(shard)
+        _, _, values = msgpack.unpackb(shard_snapshot.dump(image, rules))
+        del values["base"]
+        values["accounts"], values["meters"] = list(image.meters), list(image.meters.values())
+        body = msgpack.packb(["jodo.shard-image", 2, values], use_bin_type=True)
+        v2.append(Snapshot(shard=shard, upto_seq=s.heads[shard], at=T0, body=body))
+    s.store.save_snapshots(v2)
+    s.store.close()
+
+    again = service(tmp_path, budget_s=100.0)
+    assert again.tail_events == 0 and len(again.host) == 60
+    assert sorted(again.snapshot_due()) == sorted(s.heads)
+    again.snapshot_some(T0 + 1, budget_s=10.0)
+    assert not again.snapshot_due()
+    for shard in s.heads:
+        saved = again.store.latest_snapshot(shard)
+        assert saved is not None
+        loaded = shard_snapshot.load(saved.body, shard, rules)
+        assert isinstance(loaded, ShardImage) and isinstance(loaded.meters, PackedTable)
+    again.store.close()
