@@ -114,36 +114,65 @@ class PackedTable(Mapping[str, object]):
             yield h, blob[o + 1 : p], blob[p + 2 : p + 2 + (blob[p] | blob[p + 1] << 8)]
 
     def compact(self) -> None:
-        """Fold the hot meters into the base (those that fit it); a no-op if there are none."""
+        """Fold the hot meters into the base (those that fit it); a no-op if there are none.
+
+        The base's unchanged runs are copied as slices: the cost is one bisection per hot meter and a
+        few machine words per base record, not a Python object per meter."""
         hot = self._hot
         if not hot:
             return
         keep: dict[str, object] = {}
-        fresh: list[tuple[int, bytes, bytes]] = []
+        edits: list[tuple[int, int, int, bytes, bytes]] = []  # (base index, replaces?, hash, key, value)
+        hashes = self._hashes
         for account, value in hot.items():
             key = account.encode()
-            if isinstance(value, bytes) and len(key) <= _MAX_KEY and len(value) <= _MAX_VALUE:
-                fresh.append((_crc(key), key, value))
-            else:
+            if not (isinstance(value, bytes) and len(key) <= _MAX_KEY and len(value) <= _MAX_VALUE):
                 keep[account] = value
-        if not fresh:
+                continue
+            h = _crc(key)
+            i = self._find(key, h) if hashes else -1
+            # an insert goes before the base record at its place; a replacement takes the record's place
+            edits.append((i, 1, h, key, value) if i >= 0 else (bisect_left(hashes, h), 0, h, key, value))
+        if not edits:
             return
-        replaced = {key for _, key, _ in fresh}
-        records = [r for r in self._records() if r[1] not in replaced] if replaced else []
-        records += fresh
-        records.sort()
+        edits.sort()
+        blob, offsets = self._blob, self._offsets
+        n = len(hashes)
         parts: list[bytes] = []
-        hashes, offsets = _u32(), _u32()
-        at = 0
-        for h, key, value in records:
-            hashes.append(h)
-            offsets.append(at)
-            n = len(value)
-            parts += (bytes((len(key),)), key, bytes((n & 0xFF, n >> 8)), value)
-            at += 3 + len(key) + n
-        self._blob, self._hashes, self._offsets = b"".join(parts), hashes, offsets
+        new_h, new_o = _u32(), _u32()
+        at = pos = 0
+
+        def run(hi: int) -> None:  # base records [pos, hi) as they are
+            nonlocal at
+            if pos >= hi:
+                return
+            start = offsets[pos]
+            end = offsets[hi] if hi < n else len(blob)
+            delta = at - start
+            parts.append(blob[start:end])
+            new_h.extend(hashes[pos:hi])
+            new_o.extend(array(new_o.typecode, [o + delta for o in offsets[pos:hi]]))
+            at += end - start
+
+        for i, replaces, h, key, value in edits:
+            run(i)
+            pos = max(pos, i + replaces)
+            new_h.append(h)
+            new_o.append(at)
+            m = len(value)
+            parts += (bytes((len(key),)), key, bytes((m & 0xFF, m >> 8)), value)
+            at += 3 + len(key) + m
+        run(n)
+        self._blob, self._hashes, self._offsets = b"".join(parts), new_h, new_o
         self._hot = keep
-        self._size = len(hashes) + len(keep)
+        self._size = len(new_h) + len(keep)
+
+    def accounts(self) -> list[str]:
+        """Every account of the table (decoded once: `image` scans them three times)."""
+        hot = self._hot
+        blob = self._blob
+        base = [blob[o + 1 : o + 1 + blob[o]].decode() for o in self._offsets]
+        return list(hot) + ([a for a in base if a not in hot] if hot else base)
 
     def copy(self) -> PackedTable:
         """A table with the same meters that later assignments to this one do not change (the base
@@ -170,6 +199,20 @@ class PackedTable(Mapping[str, object]):
         if value is None:
             raise KeyError(account)
         return value
+
+    def swap(self, account: str, value: object) -> object | None:
+        """Assign ``value`` to ``account``; returns what it had (None: a new meter). One look-up."""
+        hot = self._hot
+        old = hot.get(account)
+        if old is None and self._hashes:
+            key = account.encode()
+            i = self._find(key, _crc(key))
+            if i >= 0:
+                old = self._value_at(i)
+        if old is None:
+            self._size += 1
+        hot[account] = value
+        return old
 
     def __setitem__(self, account: str, value: object) -> None:
         hot = self._hot

@@ -79,3 +79,16 @@ def test_a_base_whose_parts_disagree_is_refused() -> None:
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+def test_colliding_accounts_replaced_and_inserted_together_keep_one_record_each() -> None:
+    for first, second in (("plumless", "buckeroo"), ("buckeroo", "plumless")):
+        table = PackedTable({first: b"1", "N7": b"7"})
+        table.compact()
+        table[second] = b"2"  # inserted next to its twin
+        table.compact()
+        table[first], table[second], table["N8"] = b"3", b"4", b"8"  # both replaced at once
+        table.compact()
+        assert dict(table.items()) == {first: b"3", second: b"4", "N7": b"7", "N8": b"8"}
+        base = table.base()
+        assert len(table) == 4 and base is not None and len(base[1]) == 4 * 4  # four hashes
