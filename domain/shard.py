@@ -368,7 +368,7 @@ class MeterHost:
             held.compact()
         table = PackedTable() if held is None else held.copy()
         nxt = self._next
-        accounts = table.accounts()
+        accounts: list[str] = []  # the table's accounts, decoded only if a scan needs them
         return ShardImage(
             shard=shard,
             meters=table,
@@ -381,10 +381,13 @@ class MeterHost:
 
     @staticmethod
     def _of(accounts: Collection[str], table: Mapping[str, object], keys: list[str]) -> list[str]:
-        """The accounts of one logical shard (its ``table``, whose accounts are ``keys``) in a
-        host-wide collection: whichever is smaller is scanned (a look-up in a table costs ~1 µs)."""
-        if 8 * len(accounts) < len(keys):
+        """The accounts of one logical shard (its ``table``) in a host-wide collection: whichever is
+        smaller is scanned (a look-up in a table costs ~1 µs, decoding its accounts ~0.2 µs each,
+        kept in ``keys`` for the next scan)."""
+        if 8 * len(accounts) < len(table):
             return [a for a in accounts if a in table]
+        if not keys:
+            keys += table.accounts() if isinstance(table, PackedTable) else list(table)
         return [a for a in keys if a in accounts]
 
     def load(self, image: ShardImage) -> None:
