@@ -12,6 +12,7 @@ The actor around it (actors/shard.py) only delivers `Outgoing` and feeds message
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import logging
 import time
@@ -152,6 +153,9 @@ class _Stopwatch:
 #: Replay CPU per journal event until a recovery measures it (bench_recovery, 725 000 meters in one
 #: group, tails of 50 000 and 100 000 payments: 11.8-12.6 µs)
 REPLAY_S_PER_EVENT = 12e-6
+#: Recovery CPU per relay command in flight (unpack the meter, the command to send again; same runs:
+#: 11.6-12.4 µs)
+FOLLOW_S_PER_COMMAND = 12e-6
 _MEASURED_TAIL = 2_000  # events a recovery must replay to measure their cost (fewer: noise)
 _TRACKED = 1_000_000  # payments/commands followed for latency; the oldest are forgotten past this
 _SAMPLES = 200_000  # latency samples kept for `ShardLatencyQuery` (bench, status)
@@ -203,9 +207,10 @@ class ShardService:
         self._rules = shard_snapshot.rules_fingerprint(policy)
         self.snapshot_every = snapshot_every
         self.snapshot_rule = shard_snapshot.SnapshotRule(budget_s=recovery_budget_s, every=snapshot_every)
-        #: CPU seconds a journal event costs to replay: measured by the last recovery with a long
-        #: enough tail, else this estimate (bench_recovery: ~20 µs)
+        #: CPU seconds a journal event costs to replay, and a command in flight to follow: measured by
+        #: the last recovery with enough of them, else these estimates
         self.replay_s_per_event = REPLAY_S_PER_EVENT
+        self.follow_s_per_command = FOLLOW_S_PER_COMMAND
         self.wall = wall
         self.heads: dict[int, int] = {}
         self._since_snapshot: dict[int, int] = defaultdict(int)  # events in each shard's journal tail
@@ -255,6 +260,9 @@ class ShardService:
             self.host.rebuild_timers(now)
             watch.stage("follow")
             self._follow_recovered(receipt_of)
+            watch.stage("timers")  # (closes the follow stage's count)
+            if len(self.host.pending) >= _MEASURED_TAIL and watch.cpu["follow"] > 0:
+                self.follow_s_per_command = watch.cpu["follow"] / len(self.host.pending)
         finally:
             if was_enabled:
                 gc.enable()
@@ -452,11 +460,19 @@ class ShardService:
         """Estimated CPU seconds a restart now would spend replaying the journal tail."""
         return self.tail_events * self.replay_s_per_event
 
+    def tail_rule(self) -> shard_snapshot.SnapshotRule:
+        """The snapshot rule with the tail's share of the recovery budget: what following the
+        commands in flight leaves of it, at least `shard_snapshot.TAIL_FLOOR_S`."""
+        rule = self.snapshot_rule
+        follow = len(self.host.pending) * self.follow_s_per_command
+        tail = max(min(rule.budget_s, shard_snapshot.TAIL_FLOOR_S), rule.budget_s - follow)
+        return rule if tail == rule.budget_s else dataclasses.replace(rule, budget_s=tail)
+
     def snapshot_due(self) -> list[int]:
         """Logical shards to snapshot now, in order (`shard_snapshot.plan`): those in an older form,
         those at ``snapshot_every`` events, then, while the tail's estimated replay is over the
         recovery budget, the shards with the most tail events per meter."""
-        rule, estimate = self.snapshot_rule, self.tail_estimate_s()
+        rule, estimate = self.tail_rule(), self.tail_estimate_s()
         if estimate > rule.budget_s:
             self._catching_up = True
         elif estimate <= rule.budget_s * rule.low_water:

@@ -171,3 +171,28 @@ def test_shards_loaded_from_v2_snapshots_are_saved_again_compact(tmp_path: Path)
         loaded = shard_snapshot.load(saved.body, shard, rules)
         assert isinstance(loaded, ShardImage) and isinstance(loaded.meters, PackedTable)
     again.store.close()
+
+
+def test_commands_in_flight_take_their_share_of_the_budget_down_to_the_floor(tmp_path: Path) -> None:
+    s = service(tmp_path, budget_s=1.0)
+    register(s, 300)
+    assert s.tail_rule().budget_s == 1.0  # nothing in flight: the tail has it all
+    pay(s, 0, 100)  # 100 connects in flight
+    s.follow_s_per_command = 5e-3
+    assert s.tail_rule().budget_s == pytest.approx(0.5)
+    pay(s, 100, 300)
+    assert s.tail_rule().budget_s == shard_snapshot.TAIL_FLOOR_S  # 1.5 s of follow: the floor
+    s.replay_s_per_event = 1e-3
+    assert s.snapshot_due()  # 1 500 events: over the floor, not over the whole budget
+    s.store.close()
+
+
+def test_a_recovery_with_many_commands_in_flight_measures_their_cost(tmp_path: Path) -> None:
+    s = service(tmp_path, budget_s=100.0)
+    register(s, 2_100)
+    pay(s, 0, 2_100)
+    s.store.close()
+    again = service(tmp_path, budget_s=100.0)
+    assert len(again.host.pending) == 2_100
+    assert again.follow_s_per_command == pytest.approx(again.recovery_cpu["follow"] / 2_100)
+    again.store.close()
