@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -29,9 +30,11 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from jodo import localtoken, schema
 from jodo.config import Config, ConfigError, load_config
 from jodo.csvimport import BillRecord, CsvImport, CsvRejected, ImportKind, MeterRecord, PaymentRecord, Record
 from jodo.frontdoor.client import AdminClient, ApiRefused, NodeUnreachable, base_url
+from jodo.values import BadValue, parse_datetime, parse_paise
 
 __all__ = ["ExitCode", "build_parser", "main"]
 
@@ -109,18 +112,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     inject = sub.add_parser("inject", help="inject a payment, any meter command, or a fault")
     kinds = inject.add_subparsers(dest="what", required=True, metavar="WHAT")
-    pay = kinds.add_parser("payment", parents=[remote], help="a cleared payment, straight to the desk")
-    pay.add_argument("--account", required=True)
-    pay.add_argument("--amount-paise", type=int, required=True)
+    pay = kinds.add_parser("payment", parents=[remote], help="a cleared payment, straight to the desk",
+                           description="A cleared payment, recorded in the ledger like any other, then "
+                                       "credited to its meter.",
+                           epilog="example: jodo inject payment --account N0000000001 --amount-paise 150000")
+    pay.add_argument("--account", required=True, help="the consumer account, e.g. N0000000001")
+    pay.add_argument("--amount-paise", type=_typed("--amount-paise", parse_paise, "150000"), required=True,
+                     help="integer paise: 150000 is Rs 1,500.00")
     pay.add_argument("--payment-id", default=None, help="default: inject-<unix time in ms>")
-    pay.add_argument("--channel", default="counter")
-    pay.add_argument("--gateway", default="operator")
-    pay.add_argument("--paid-at", type=int, default=None, help="unix seconds (default now)")
+    pay.add_argument("--channel", default="counter", help="default %(default)s")
+    pay.add_argument("--gateway", default="operator", help="default %(default)s")
+    pay.add_argument("--paid-at", type=_typed("--paid-at", parse_datetime, "2026-12-07T10:30"), default=None,
+                     help="unix seconds or ISO date-time, IST without an offset (default now)")
     pay.add_argument("--cash", action="store_true", help="not cashless (no rebate)")
-    msg = kinds.add_parser("message", parents=[remote], help="any protocol message by type and fields")
-    msg.add_argument("type", help="message type, e.g. EngineerOverride, PostBill, ReportMeterState")
+    msg = kinds.add_parser("message", parents=[remote], add_help=False,
+                           help="any meter command or payment by type and fields (--list; TYPE --help)",
+                           description="Send one message by its type and FIELD=VALUE pairs. --list names "
+                                       "them; TYPE --help shows a message's fields, types, defaults and "
+                                       "an example.")
+    msg.add_argument("-h", "--help", action="store_true", help="this help; with TYPE, the message's fields")
+    msg.add_argument("--list", action="store_true", help="the messages that can be injected")
+    msg.add_argument("type", nargs="?", help="message type, e.g. RegisterMeter, PostBill, EngineerOverride")
     msg.add_argument("fields", nargs="*", metavar="FIELD=VALUE",
-                     help="values are JSON if they parse as JSON (42, true, null), else strings")
+                     help="as a person writes them: money integer paise, booleans true/false/yes/no/1/0, "
+                          "dates ISO or unix seconds, date-times without an offset are IST")
+    msg.set_defaults(message_parser=msg)
     crash = kinds.add_parser("crash", parents=[remote], help="kill an actor (its supervisor restarts it)")
     crash.add_argument("target", help="desk, shard-<group> or gateway-<head-end>")
     outage = kinds.add_parser("outage", parents=[remote], help="built-in simulated head-end down/up")
@@ -196,7 +212,10 @@ def _exit_for(status: int) -> ExitCode:
 
 
 def _client(args: argparse.Namespace, config: Config) -> AdminClient:
-    admin = config.tokens.admin.reveal() if config.tokens.admin else None
+    try:
+        admin = localtoken.admin_token(config)
+    except OSError as exc:
+        raise CliError(ExitCode.USAGE, f"the local admin token: {exc}") from None
     payments = config.tokens.payments.reveal() if config.tokens.payments else None
     return AdminClient(args.url or os.environ.get("JODO_URL") or base_url(config), admin, payments)
 
@@ -375,6 +394,8 @@ class Progress:
 
 
 def _inject(args: argparse.Namespace, config: Config) -> int:
+    if args.what == "message" and (args.help or args.list or not args.type):
+        return _describe(args, config)
     client = _client(args, config)
     if args.what == "payment":
         now = int(time.time())
@@ -391,20 +412,110 @@ def _inject(args: argparse.Namespace, config: Config) -> int:
     else:
         answer = client.post_json("/v1/admin/fault", {"kind": "outage", "target": args.head_end,
                                                       "on": args.state == "on"})
-    _out(args, answer, lambda d: "  ".join(f"{k}: {v}" for k, v in d.items() if v not in ("", None)))
+    _out(args, answer, _injected_text)
     return ExitCode.REJECTED if answer.get("result") == "rejected" else ExitCode.OK
 
 
+def _injected_text(d: dict[str, Any]) -> str:
+    if "injected" not in d:
+        return "  ".join(f"{k}: {v}" for k, v in d.items() if v not in ("", None))
+    where = f" ({'routed to ' + d['routed_to']})" if d.get("routed_to") else ""
+    line = f"{d['injected']}: {d.get('result', 'sent')}{where}"
+    if d.get("reason"):
+        line += f": {d['reason']}"
+    if d.get("payment_id"):
+        line += f"; payment_id {d['payment_id']}"
+    if d.get("defaults_used"):
+        used = ", ".join(f"{u['field']}={_value_text(u['value'])} ({u['source']})"
+                         for u in d["defaults_used"])
+        line += f"\ndefaults used: {used}"
+    return line
+
+
+def _value_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+
+
+def _describe(args: argparse.Namespace, config: Config) -> int:
+    """``inject message --list``, ``inject message TYPE --help``: from the message registry (no node)."""
+    head_ends = [h.name for h in config.head_ends]
+    if args.type:
+        try:
+            found = schema.message_schema(args.type, head_ends=head_ends)
+        except schema.FieldError as exc:
+            raise CliError(ExitCode.USAGE, str(exc)) from None
+        if getattr(args, "json", False):
+            print(json.dumps({**found.to_json(), "values": schema.VALUE_RULES}, indent=2, ensure_ascii=False))
+        else:
+            print(_schema_text(found))
+        return ExitCode.OK
+    if args.list:
+        schemas = schema.injectable_schemas(head_ends=head_ends)
+        if getattr(args, "json", False):
+            print(json.dumps({"messages": [s.to_json() for s in schemas], "values": schema.VALUE_RULES},
+                             indent=2, ensure_ascii=False))
+        else:
+            rows = [(s.type, s.routed_to.split(" (")[0], _short(s.summary, 70)) for s in schemas]
+            print(table(("message", "goes to", "what it is"), rows))
+            print("\n`jodo inject message TYPE --help` shows a message's fields, defaults and an example.")
+        return ExitCode.OK
+    print(args.message_parser.format_help(), end="")
+    return ExitCode.OK if args.help else ExitCode.USAGE
+
+
+def _short(text: str, width: int) -> str:
+    first = text.split(". ")[0].rstrip(".")
+    return first if len(first) <= width else first[: width - 3].rstrip() + "..."
+
+
+def _schema_text(s: schema.MessageSchema) -> str:
+    lines = [f"{s.type}: {s.summary}", f"goes to {s.routed_to}", "", "fields:"]
+    width = max(len(f.name) for f in s.fields)
+    indent = " " * (width + 4)
+    for f in s.fields:
+        kind = f"{f.kind} ({f.unit})" if f.unit and f.kind is not schema.FieldKind.DATETIME else str(f.kind)
+        if f.lo is not None or f.hi is not None:
+            kind += f" {'' if f.lo is None else f.lo}..{'' if f.hi is None else f.hi}"
+        if f.nullable:
+            kind += " or null"
+        if f.required:
+            need = "required"
+        else:
+            source = "" if f.default_source == "message" else f" ({f.default_source})"
+            need = f"default {_value_text(f.default)}{source}"
+        lines.append(f"  {f.name:<{width}}  {kind}; {need}")
+        notes = [f.description] if f.description else []
+        if f.allowed and f.kind is not schema.FieldKind.BOOLEAN:
+            notes.append("one of " + ", ".join(f.allowed))
+        if f.default_why:
+            notes.append(f"default {_value_text(f.default)}: {f.default_why}")
+        for note in notes:
+            lines += textwrap.wrap(note, 108, initial_indent=indent, subsequent_indent=indent)
+    lines += ["", "values:"]
+    lines += [f"  {kind:<9}  {rule}" for kind, rule in schema.VALUE_RULES.items()]
+    lines += ["", "example:", f"  {s.example}"]
+    return "\n".join(lines)
+
+
+def _typed(flag: str, parse: Callable[[str], Any], example: str) -> Callable[[str], Any]:
+    """An argparse type from a `jodo.values` parser: its error names the flag and an accepted value."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except BadValue as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (accepted, e.g. {flag} {example})") from None
+
+    return convert
+
+
 def _fields(pairs: Sequence[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs, values as typed: the node parses them by the message's schema."""
     fields: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CliError(ExitCode.USAGE, f"expected FIELD=VALUE, got {pair!r}")
-        try:
-            fields[key] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[key] = value
+        fields[key] = value
     return fields
 
 

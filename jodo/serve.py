@@ -15,7 +15,9 @@ server stops taking connections and answers what is in flight, the node shuts do
 
 Files under the data dir: ``logs/jodo.log`` (this process), ``logs/actors.log`` (the actor system),
 ``metrics/`` (Prometheus multiprocess files, or ``$RUNTIME_DIRECTORY/metrics`` under systemd), the
-SQLite journals and ledger, ``outbox/`` (consumer notices and field work orders as JSON lines).
+SQLite journals and ledger, ``outbox/`` (consumer notices and field work orders as JSON lines), and
+``admin.token`` when no admin token is configured and the front door binds only loopback
+(`jodo.localtoken`: created mode 0600, found there by the CLI).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from actors.facade import RuntimeConfig
 from actors.stores import BACKEND_ENV, DSN_ENV
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
-from jodo import logs, metrics
+from jodo import localtoken, logs, metrics
 from jodo.backend import ActorBackend
 from jodo.config import Config
 from jodo.frontdoor import build_app, start_site
@@ -202,6 +204,11 @@ def serve(config: Config, options: ServeOptions | None = None) -> int:
 
 async def _serve(config: Config, options: ServeOptions) -> int:
     say = options.say
+    try:
+        config, token_note = localtoken.with_local_admin_token(config)
+    except OSError as exc:
+        say(f"cannot start: the local admin token: {exc}")
+        return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -239,6 +246,7 @@ async def _serve(config: Config, options: ServeOptions) -> int:
     gateways = ", ".join(config.gateways) or "none configured"
     say(f"front door on http://{config.http.host}:{port} (readyz 503 until the node is up; "
         f"webhook gateways: {gateways})")
+    say(token_note)
     code = 0
     try:
         node_up: asyncio.Future[ActorBackend] = loop.run_in_executor(None, backend.start)

@@ -7,6 +7,7 @@ Routes (``T`` = bearer token from ``[tokens]``: ``Authorization: Bearer <token>`
     GET  /v1/meters/{account}        T admin                 meter state
     GET  /v1/meters/{account}/history?limit=100   T admin    latest events, newest first
     GET  /v1/payments/{payment_id}   T admin                 trace of one payment
+    GET  /v1/admin/messages[/{type}] T admin                 injectable messages: fields, types, defaults
     POST /v1/admin/inject            T admin                 {"type", "fields"} JSON, or msgpack bytes
     POST /v1/admin/meter-commands    T admin                 [{"type", "fields"}, ...] JSON, or msgpack
                                                              (codec.encode_many); per-item refusals
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from domain.commands import MeterCommand
+from jodo import schema
 from jodo.config import Config, Secret
 from jodo.errors import BodyTooLarge, InvalidPayment, MalformedRequest, RequestRefused, WebhookError
 from jodo.forward import FORWARDED_HEADER, forwarded
@@ -102,6 +104,8 @@ def build_app(
     app.router.add_get("/v1/meters/{account}", _meter)
     app.router.add_get("/v1/meters/{account}/history", _meter_history)
     app.router.add_get("/v1/payments/{payment_id:.+}", _payment_trace)
+    app.router.add_get("/v1/admin/messages", _messages)
+    app.router.add_get("/v1/admin/messages/{type}", _message_schema)
     app.router.add_post("/v1/admin/inject", _inject)
     app.router.add_post("/v1/admin/meter-commands", _meter_commands)
     app.router.add_post("/v1/admin/fault", _fault)
@@ -338,16 +342,54 @@ async def _inject(request: web.Request) -> web.Response:
     media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     body = await _read_body(request, config.http.max_batch_body_bytes)
     message: Any
+    defaults: list[dict[str, Any]] = []
     try:
         if media in MSGPACK_TYPES:
             message = codec.decode(body)
         else:
             check_json_content_type(request.headers.get("Content-Type"))
-            message = _message_from_json(parse_json(body))
+            built = _typed_in_message(request, parse_json(body))
+            message, defaults = built.message, built.defaults_json()
     except CodecError as exc:
         raise MalformedRequest(str(exc), where="body") from None
     result = await _backend_call(request, request.app[BACKEND].inject(message))
-    return _json(200, {"injected": type(message).__name__, **result})
+    return _json(200, {"injected": type(message).__name__, **result,
+                       **({"defaults_used": defaults} if defaults else {})})
+
+
+def _head_ends(request: web.Request) -> list[str]:
+    return [h.name for h in request.app[CONFIG].head_ends]
+
+
+def _typed_in_message(request: web.Request, doc: Any) -> schema.Built:
+    """``{"type", "fields"}`` as a person writes it (`jodo.values` rules), defaults filled."""
+    if not isinstance(doc, dict) or set(doc) != {"type", "fields"}:
+        raise MalformedRequest('expected {"type": <message type>, "fields": {...}}', where="body")
+    if not isinstance(doc["type"], str):
+        raise MalformedRequest("must be a message type name", where="type")
+    try:
+        return schema.build(doc["type"], doc["fields"], head_ends=_head_ends(request),
+                            now=request.app[_CLOCK]())
+    except schema.FieldError as exc:
+        raise MalformedRequest(str(exc), where=f"fields.{exc.field}" if exc.field else "type") from None
+
+
+async def _messages(request: web.Request) -> web.Response:
+    """Every injectable message's schema (what `jodo inject message TYPE --help` prints)."""
+    _authorize(request, request.app[CONFIG].tokens.admin, "admin")
+    now = request.app[_CLOCK]()
+    schemas = schema.injectable_schemas(head_ends=_head_ends(request), now=now)
+    return _json(200, {"messages": [s.to_json() for s in schemas], "values": schema.VALUE_RULES})
+
+
+async def _message_schema(request: web.Request) -> web.Response:
+    _authorize(request, request.app[CONFIG].tokens.admin, "admin")
+    try:
+        found = schema.message_schema(request.match_info["type"], head_ends=_head_ends(request),
+                                      now=request.app[_CLOCK]())
+    except schema.FieldError as exc:
+        raise RequestRefused(404, "not_found", str(exc)) from None
+    return _json(200, {**found.to_json(), "values": schema.VALUE_RULES})
 
 
 def _message_from_json(doc: Any, where: str = "") -> Any:
