@@ -3,7 +3,8 @@
 Two formats, chosen per gateway by ``[gateways.<name>] format``:
 
 ``razorpay``
-    ``X-Razorpay-Signature: <hex HMAC-SHA256(webhook secret, raw body)>``. Event ``payment.captured``
+    ``X-Razorpay-Signature: <hex HMAC-SHA256(webhook secret, raw body)>``, lowercase hex compared
+    exactly as Razorpay's SDK does (uppercase is refused). Event ``payment.captured``
     becomes a payment: ``payload.payment.entity`` gives ``id`` (→ payment_id), ``amount`` (integer
     paise), ``currency`` (INR if present), ``method`` (→ channel), ``created_at`` (→ paid_at) and
     ``notes[<account_field>]`` (→ account). The ``X-Razorpay-Event-Id`` header becomes ``event_id``
@@ -114,11 +115,17 @@ def _same(expected_hex: str, given: str) -> bool:
     return hmac.compare_digest(expected_hex.encode(), given.strip().lower().encode("ascii", "replace"))
 
 
+def _same_exact(expected_hex: str, given: str) -> bool:
+    # exactly as razorpay.Utility.verify_webhook_signature: compare_digest of hexdigest and the header
+    # as sent (no case folding, no trimming); bytes so odd input never raises
+    return hmac.compare_digest(expected_hex.encode(), given.encode("utf-8", "replace"))
+
+
 def _verify_razorpay(gateway: GatewayConfig, headers: Mapping[str, str], body: bytes) -> None:
     given = headers.get(RAZORPAY_SIGNATURE_HEADER.lower())
     if not given:
         raise SignatureInvalid("missing signature header", where=RAZORPAY_SIGNATURE_HEADER)
-    if not _same(sign_razorpay(gateway.secret, body), given):
+    if not _same_exact(sign_razorpay(gateway.secret, body), given):
         raise SignatureInvalid(
             "signature does not match the body (HMAC-SHA256 of the raw body with the webhook secret)",
             where=RAZORPAY_SIGNATURE_HEADER,
@@ -408,9 +415,11 @@ def _razorpay(gateway: GatewayConfig, headers: Mapping[str, str], doc: Any, now:
     notes = notes if isinstance(notes, dict) else {}  # Razorpay sends empty notes as []
     note_path = f"{where}.notes.{gateway.account_field}"
     account = notes.get(gateway.account_field)
-    if isinstance(account, int) and not isinstance(account, bool):
-        account = str(account)
-    if not isinstance(account, str) or not account:
+    if account is not None and not isinstance(account, str):
+        raise InvalidPayment(
+            f"must be a string (the consumer account), got {_json_type(account)}", where=note_path
+        )
+    if not account:
         raise InvalidPayment(
             "payment carries no consumer account in its notes; cannot tell which meter was paid for",
             where=note_path,
