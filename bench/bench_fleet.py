@@ -21,9 +21,9 @@ start (snapshot load) and one shard group's recovery after SIGKILL, at 7.25 lakh
    every group answers its status with all its meters; each group's own ``recovery_seconds``; VmRSS
    per shard group and summed over every process of the node; bytes per meter (shard RSS minus the
    empty group's, over its meters); VmHWM (peak RSS) and RssAnon of each shard group; CPU of the load.
-   A shard's RSS includes its store's SQLite page cache (cache_size 64 MiB), which reading the snapshots
-   fills: `ShardService.recover` of 362 500 meters in one process measured 374 B per meter of RssAnon
-   with it and 286 B with a 2 MiB cache (freeing it afterwards does not give the memory back).
+   A shard's RSS includes its store's SQLite page cache: recovery reads the snapshots through a 2 MiB
+   cache and then sizes it to the group and empties it (storage/sqlite_shard.py); before that, reading
+   the snapshots filled the 64 MiB cache (+88 B a meter at 362 500).
 4. **recovery** (per run): SIGKILL of shard group 0; seconds until it is running again with all
    its meters (the supervisor counts it running once it has recovered), and its ``recovery_seconds``.
 5. **summary**: medians over the runs.
