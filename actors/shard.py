@@ -25,6 +25,7 @@ from actors.shard_service import Outgoing, RelayEffect, ShardService
 from actors.stores import open_desk, open_shard
 from domain.commands import ClearPayment, MeterCommand
 from domain.effects import AckPayment, CancelRelayCommand, SendRelayCommand
+from domain.enums import WorkOrderAction
 from domain.policy import load_policy
 from protocols import codec
 from protocols.cluster import NOT_SERVED, GroupFenced, GroupGrant, GroupRevoke, GroupServing, GroupStopped
@@ -557,8 +558,8 @@ class MeterShard(JodoActor):
         self.metric("set_meters_by_relay_state", {str(k): v for k, v in host.relay_counts.items()})
         auto, field = host.paid_but_disconnected_since(self.clock.now(), PAID_GRACE_S)
         self.metric("set_paid_but_disconnected", auto=auto, field=field)
-        for action, n in host.work_orders.items():
-            self.metric("set_work_orders_open", str(action), n)
+        for action in WorkOrderAction:  # every action, 0 when none is open: no "No data" panel
+            self.metric("set_work_orders_open", str(action), host.work_orders.get(action, 0))
         self.metric("batches_in_flight", "shard_to_gateway", sum(map(len, self.relay_unacked.values())))
         self.sample_memory()
 

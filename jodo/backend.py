@@ -59,6 +59,10 @@ METER_COMMANDS: tuple[type[Any], ...] = typing.get_args(MeterCommand)
 _TRACE_HISTORY = 200  # journal events searched for a payment's hops
 
 
+#: How long /readyz waits for a crashed child to run again before the tree alone decides.
+_RESTART_WAIT_S = 30.0
+
+
 @dataclass(slots=True)
 class _Job:
     kind: str  # "pay" jobs may be merged; anything else runs alone, in order
@@ -110,6 +114,9 @@ class ActorBackend:
         self._ready = False
         self._draining = False
         self._stale = False
+        # an injected crash: (child id, its pid then, give up waiting at): not ready until that child
+        # runs again under another pid, whatever a health check between crash and restart saw
+        self._restarting: tuple[str, int | None, float] | None = None
         self._node: Node | None = None
         self._thread: threading.Thread | None = None
         self._last_health = 0.0
@@ -228,7 +235,8 @@ class ActorBackend:
         while True:
             with self._cond:
                 while not self._jobs and not self._stop:
-                    wait = self._last_health + self.health_every_s - time.monotonic()
+                    every = self.health_every_s if self._restarting is None else min(self.health_every_s, 0.1)
+                    wait = self._last_health + every - time.monotonic()
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
@@ -239,7 +247,8 @@ class ActorBackend:
                 self._pay(client, jobs)
             elif jobs:
                 self._run(client, jobs[0])
-            if self._stale or time.monotonic() - self._last_health >= self.health_every_s:
+            every = self.health_every_s if self._restarting is None else min(self.health_every_s, 0.1)
+            if self._stale or time.monotonic() - self._last_health >= every:
                 self._health(client)
 
     def _take(self) -> list[_Job]:
@@ -317,7 +326,24 @@ class ActorBackend:
             client.refresh(tree)
             self.counters.refreshes += 1
             self._stale = False
-        self._ready = tree.ready
+        self._ready = tree.ready and not self._still_restarting(tree)
+
+    def _still_restarting(self, tree: Any) -> bool:
+        """Is the child of an injected crash not yet running again under a new pid (for at most
+        `_RESTART_WAIT_S`, after which the tree's own readiness decides)?"""
+        if self._restarting is None:
+            return False
+        child_id, old_pid, give_up_at = self._restarting
+        for view in tree.supervisors():
+            for child in view.status.children:
+                if child.id == child_id and child.address is not None and child.pid != old_pid:
+                    self._restarting = None
+                    return False
+        if time.monotonic() >= give_up_at:
+            log.warning("%s did not run again within %g s of an injected crash", child_id, _RESTART_WAIT_S)
+            self._restarting = None
+            return False
+        return True
 
     def _fail_queued(self) -> None:
         with self._cond:
@@ -426,7 +452,9 @@ class ActorBackend:
     async def fault(self, kind: str, target: str, on: bool) -> Mapping[str, Any]:
         if kind == "crash":
             if not on:
-                raise RequestRefused(400, "bad_fault", "a crash cannot be switched off; send on: true")
+                raise RequestRefused(
+                    400, "bad_fault", "a crash cannot be switched off; send on: true", where="body.on"
+                )
             return await self.call(lambda client: self._crash(client, target))
         if kind == "outage":
             sim = self.simulators.get(target)
@@ -437,7 +465,9 @@ class ActorBackend:
                 )
             await asyncio.get_running_loop().run_in_executor(None, sim.begin_outage if on else sim.end_outage)
             return {"kind": kind, "target": target, "on": on}
-        raise RequestRefused(400, "unknown_fault", f"fault kind must be one of {list(FAULT_KINDS)}")
+        raise RequestRefused(
+            400, "unknown_fault", f"fault kind must be one of {list(FAULT_KINDS)}", where="body.kind"
+        )
 
     def _crash(self, client: NodeClient, target: str) -> Mapping[str, Any]:
         tree = client.node.status()
@@ -446,10 +476,14 @@ class ActorBackend:
             for child in view.status.children:
                 if child.id == child_id and child.address is not None:
                     client.runtime.tell(child.address, CrashActor(reason=f"injected by operator ({target})"))
+                    self._restarting = (child_id, child.pid, time.monotonic() + _RESTART_WAIT_S)
+                    self._ready = False  # /readyz answers 503 until the child runs again
                     self._stale = True
                     return {"kind": "crash", "target": child_id, "pid": child.pid, "on": True}
         known = sorted(c.id for v in tree.supervisors() for c in v.status.children)
-        raise RequestRefused(404, "not_found", f"no running actor {child_id!r}; known: {known}")
+        raise RequestRefused(
+            404, "not_found", f"no running actor {child_id!r}; known: {known}", where="body.target"
+        )
 
     async def status(self) -> Mapping[str, Any]:
         return await self.call(self._status)

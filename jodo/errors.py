@@ -70,11 +70,8 @@ class WebhookError(JodoError):
         self.where = where
 
     def to_json(self) -> dict[str, Any]:
-        """The response body: ``{"error", "detail"}`` plus ``"where"`` when known."""
-        body: dict[str, Any] = {"error": self.code, "detail": self.detail}
-        if self.where is not None:
-            body["where"] = self.where
-        return body
+        """The response body: ``{"error", "detail", "where"}`` (``where`` is "request" when unknown)."""
+        return {"error": self.code, "detail": self.detail, "where": self.where or "request"}
 
 
 class MalformedRequest(WebhookError):
@@ -128,16 +125,19 @@ class RequestRefused(JodoError):
     """Raised by a front-door `Backend` for an expected refusal it wants answered as-is.
 
     For example an unknown fault kind (400) or an injected message the runtime will not take (409).
-    The front door answers ``status`` with ``{"error": code, "detail": detail}``; never use it for bugs.
+    The front door answers ``status`` with ``{"error": code, "detail": detail, "where": where}`` (a
+    ``where`` left None is filled in by status: the header, path or body part at fault); never use it
+    for bugs.
     """
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, *, where: str | None = None) -> None:
         if not 400 <= status <= 599:
             raise ValueError("RequestRefused status must be 4xx or 5xx")
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
+        self.where = where
 
 
 class CsvRejected(JodoError):

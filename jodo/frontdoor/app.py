@@ -144,11 +144,20 @@ def _json(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | Non
 
 def _unavailable(reason: str, retry_after_s: int = 1) -> web.Response:
     return _json(
-        503, {"error": "unavailable", "detail": reason}, {"Retry-After": str(max(1, int(retry_after_s)))}
+        503,
+        {"error": "unavailable", "detail": reason, "where": "node"},
+        {"Retry-After": str(max(1, int(retry_after_s)))},
     )
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+#: Where an error lies when the code that refused did not say: every error body has the same shape.
+_WHERE_BY_STATUS = {401: "header.Authorization", 403: "header.Authorization", 404: "path", 405: "method",
+                    413: "body", 503: "node"}
+
+
+def _where(status: int, where: str | None) -> str:
+    return where or _WHERE_BY_STATUS.get(status, "request")
 
 
 @web.middleware
@@ -165,18 +174,22 @@ async def _errors_as_json(
         headers = {"Retry-After": "1"} if exc.status == 503 else {}
         if exc.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="jodo"'
-        return _json(exc.status, {"error": exc.code, "detail": exc.detail}, headers)
+        body = {"error": exc.code, "detail": exc.detail, "where": _where(exc.status, exc.where)}
+        return _json(exc.status, body, headers)
     except web.HTTPException as exc:  # aiohttp's own: no such route, wrong method, body over the cap
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return _json(exc.status, {"error": code, "detail": exc.reason}, headers)
+        return _json(
+            exc.status, {"error": code, "detail": exc.reason, "where": _where(exc.status, None)}, headers
+        )
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("bug while serving %s %s", request.method, request.path)
-        return _json(500, {"error": "internal", "detail": "unexpected server error; see the server log"})
+        return _json(500, {"error": "internal", "detail": "unexpected server error; see the server log",
+                           "where": "server"})
     finally:
         forwarded.reset(mark)
 
@@ -311,7 +324,7 @@ async def _meter(request: web.Request) -> web.Response:
     account = _valid(validate_account, request.match_info["account"], "path")
     state = await _backend_call(request, request.app[BACKEND].meter(account))
     if state is None:
-        raise RequestRefused(404, "not_found", f"no meter has account {account}")
+        raise RequestRefused(404, "not_found", f"no meter has account {account}", where="path.account")
     return _json(200, state)
 
 
@@ -323,7 +336,7 @@ async def _meter_history(request: web.Request) -> web.Response:
         raise MalformedRequest(f"limit must be an integer 1..{_HISTORY_MAX}", where="query.limit")
     events = await _backend_call(request, request.app[BACKEND].meter_history(account, limit=int(raw)))
     if events is None:
-        raise RequestRefused(404, "not_found", f"no meter has account {account}")
+        raise RequestRefused(404, "not_found", f"no meter has account {account}", where="path.account")
     return _json(200, {"account": account, "events": [dict(e) for e in events]})
 
 
@@ -332,7 +345,9 @@ async def _payment_trace(request: web.Request) -> web.Response:
     payment_id = _valid(validate_payment_id, request.match_info["payment_id"], "path")
     trace = await _backend_call(request, request.app[BACKEND].payment_trace(payment_id))
     if trace is None:
-        raise RequestRefused(404, "not_found", f"no payment {payment_id} was ever received")
+        raise RequestRefused(
+            404, "not_found", f"no payment {payment_id} was ever received", where="path.payment_id"
+        )
     return _json(200, trace)
 
 

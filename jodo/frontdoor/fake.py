@@ -119,7 +119,9 @@ class FakeBackend:
 
     async def fault(self, kind: str, target: str, on: bool) -> Mapping[str, Any]:
         if kind not in FAULT_KINDS:
-            raise RequestRefused(400, "unknown_fault", f"fault kind must be one of {sorted(FAULT_KINDS)}")
+            raise RequestRefused(
+                400, "unknown_fault", f"fault kind must be one of {sorted(FAULT_KINDS)}", where="body.kind"
+            )
         self.faults[(kind, target)] = on
         return {"kind": kind, "target": target, "on": on}
 

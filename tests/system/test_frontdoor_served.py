@@ -380,6 +380,11 @@ def test_a_crashed_shard_is_restarted_and_payments_flow_again(served: Served) ->
     crashed = served.jodo("inject", "crash", "shard-1", "--json")
     assert crashed.returncode == 0, crashed
     old_pid = json.loads(crashed.stdout)["pid"]
+    # /readyz says 503 from the crash until shard-1 runs again: its first 200 comes with a new pid
+    eventually(lambda: served.call("GET", "/readyz", token=None)[0] == 200, timeout=60, what="readyz 200")
+    code, status_then = served.call("GET", "/v1/status")
+    pid_then = {g["group"]: g.get("pid") for g in status_then["shards"]}.get(1)
+    assert code == 200 and pid_then not in (None, old_pid), f"/readyz said 200 while shard-1 was {pid_then}"
 
     def restarted() -> dict[str, Any] | None:
         code, status = served.call("GET", "/v1/status")

@@ -136,6 +136,9 @@ def test_prometheus_counts_every_reconnect_and_keeps_counting_across_a_sigkilled
     ):
         assert j.client.send(register(REMOTE, dues=DUES) + field_meters()) == []
         reaches(prom, 'sum(jodo_meters{relay_state="disconnected"})', REMOTE + FIELD)
+        # no work order yet: the gauge reads 0 for every action (its panel must not say "No data")
+        for action in ("reconnect", "disconnect"):
+            reaches(prom, f'sum(jodo_work_orders_open{{action="{action}"}})', 0)
 
         # --- before the kill: 120 remote meters and every field meter pay -------------------------
         pay_in_batches(j, range(FIRST))

@@ -173,6 +173,7 @@ def test_bad_webhooks_get_the_documented_status_and_a_json_error(
                 assert r.status == status
                 doc = await r.json()
                 assert doc["error"] == code and doc["detail"]
+                assert set(doc) == {"error", "detail", "where"} and doc["where"]  # one shape for every error
                 assert JODO_SECRET not in json.dumps(doc)
             assert backend.ledger == {}
 
@@ -653,5 +654,30 @@ def test_a_drain_names_a_member_and_can_be_undone() -> None:
                                        headers={**ADMIN_AUTH, "Content-Type": "application/json"}) as r:
                     assert r.status == 200
         assert backend.drained == [("node2", True), ("node2", False)]
+
+    run(scenario)
+
+
+def test_every_error_body_has_the_same_shape_with_where() -> None:
+    """401 (token), 404 (route, account, payment), 400 (unknown fault), 405: error, detail and where."""
+    fault = {"kind": "meteor", "target": "hes-1", "on": True}
+
+    async def scenario() -> None:
+        async with front_door(FakeBackend(accounts={"N3462019771"})) as (client, _):
+            cases = [
+                (client.get("/v1/meters/N3462019771"), 401, "header.Authorization"),
+                (client.get("/v1/meters/N3462019771", headers={"Authorization": "Bearer " + "x" * 20}), 401,
+                 "header.Authorization"),
+                (client.get("/v2/nothing"), 404, "path"),
+                (client.get("/v1/meters/N0000", headers=ADMIN_AUTH), 404, "path.account"),
+                (client.get("/v1/payments/nope", headers=ADMIN_AUTH), 404, "path.payment_id"),
+                (client.post("/v1/admin/fault", json=fault, headers=ADMIN_AUTH), 400, "body.kind"),
+                (client.get("/v1/webhooks/bbps"), 405, "method"),
+            ]
+            for request, status, where in cases:
+                async with request as r:
+                    doc = await r.json()
+                    shape = (r.status, set(doc), doc.get("where"))
+                    assert shape == (status, {"error", "detail", "where"}, where), doc
 
     run(scenario)
