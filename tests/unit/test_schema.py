@@ -71,3 +71,19 @@ def test_value_rules() -> None:
     assert parse_datetime("2026-12-01T00:00+00:00") == 1_796_083_200
     with pytest.raises(BadValue):
         parse_bool("maybe")
+
+
+def test_the_readme_example_registers_a_meter_already_off_for_dues() -> None:
+    """README, "A meter that is already off for dues": the inject line as typed builds that meter."""
+    from pathlib import Path
+
+    from domain.enums import RelayState
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    line = ("account=N3462019771 serial=MPW00012345 install_year=2022 \\\n"
+            "    relay=disconnected opening_dues_paise=150000")
+    assert line in readme
+    fields = dict(pair.split("=", 1) for pair in line.replace("\\\n", " ").split())
+    built = schema.build("RegisterMeter", fields, head_ends=["hes-sim"])
+    assert isinstance(built.message, RegisterMeter)
+    assert (built.message.relay, built.message.opening_dues_paise) == (RelayState.DISCONNECTED, 150_000)
