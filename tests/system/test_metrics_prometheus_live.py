@@ -298,3 +298,42 @@ def test_a_sigkilled_supervisor_leaves_no_gauge_of_the_shards_that_died_with_it(
         assert exposed("jodo_actor_restarts_total", kind="supervisor") == 1
         live_files = [p.name for p in metrics_dir.glob("gauge_live*.db")]
         assert not [f for f in live_files if not Path(f"/proc/{f.rsplit('_', 1)[1][:-3]}").exists()]
+
+
+def rule_metric_names() -> set[str]:
+    """The jodo_* names in the rules' expressions (``expr: ...`` or an ``expr: |`` block under it),
+    not in their descriptions (which also name tables such as jodo_members)."""
+    exprs: list[str] = []
+    for path in RULES:
+        block: int | None = None  # indentation of the expr key while reading its block
+        for line in path.read_text(encoding="utf-8").splitlines():
+            indent = len(line) - len(line.lstrip())
+            if block is not None and (not line.strip() or indent > block):
+                exprs.append(line)
+                continue
+            block = None
+            if line.strip().startswith("expr:"):
+                rest = line.split("expr:", 1)[1].strip()
+                if rest in ("|", ">", "|-", ">-"):
+                    block = indent
+                else:
+                    exprs.append(rest)
+    return {name for e in exprs for name in re.findall(r"\b(jodo_[a-z_]+)\b", e)}
+
+
+def test_a_fresh_node_exposes_every_metric_the_dashboard_and_the_alerts_query(
+    metrics_dir: Path, start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    """Before any payment, command or work order: every jodo_* name a panel or a rule queries has a
+    sample in the node's exposition (histograms by their _bucket/_count/_sum), so no panel says
+    "No data" on a healthy node."""
+    with running_jodo(start_node, tmp_path, meters=5, sim=SIM, resend_after_s=5) as j:
+        assert j.client.send(register(5, dues=DUES)) == []
+        wanted = dashboard_metric_names() | rule_metric_names()
+
+        def absent() -> list[str]:
+            exposed = metrics.render().decode()
+            names = {s.name for f in text_string_to_metric_families(exposed) for s in f.samples}
+            return sorted(n for n in wanted if n not in names and not {f"{n}_bucket", f"{n}_total"} & names)
+
+        until(f"every queried metric exposed (absent: {absent()})", lambda: not absent(), timeout=20)
