@@ -253,6 +253,12 @@ class DeskStore(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
+    def payments_paid_between(self, gateway: str, start: int, end: int) -> Iterator[PaymentRecord]:
+        """The ledger's payments of `gateway` with start <= paid_at <= end (unix seconds), by
+        (paid_at, payment_id), streamed (every status; by the gateway recorded at intake). For
+        reconciliation against the gateway's own list; it scans the ledger (no paid_at index)."""
+        ...
+
 
 class StorageBackend(Protocol):
     """Opens stores. `location` is the data dir for embedded backends."""

@@ -495,6 +495,12 @@ class MemoryDeskStore(_Handle):
             self._check()
             return len(self._s.dead_letters)
 
+    def payments_paid_between(self, gateway: str, start: int, end: int) -> Iterator[PaymentRecord]:
+        with _lock:
+            self._check()
+            found = [p for p in self._s.payments.values() if p.gateway == gateway and start <= p.paid_at <= end]
+        return iter(sorted(found, key=lambda p: (p.paid_at, p.payment_id)))
+
 
 class MemoryBackend:
     """`StorageBackend` in memory; `location` is only a key."""

@@ -303,3 +303,19 @@ class SqliteDeskStore(SqliteFile):
 
     def count_dead_letters(self) -> int:
         return int(self._one("SELECT value FROM counters WHERE name = 'dead_letter_id'")[0])
+
+    # ------------------------------------------------------------ reconciliation
+
+    def payments_paid_between(self, gateway: str, start: int, end: int) -> Iterator[PaymentRecord]:
+        after: tuple[int, str] = (start, "")
+        while True:
+            rows = self._rows(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE gateway = ? AND paid_at <= ?"
+                " AND (paid_at > ? OR (paid_at = ? AND payment_id > ?))"
+                " ORDER BY paid_at, payment_id LIMIT ?",
+                (gateway, end, after[0], after[0], after[1], _PAGE),
+            )
+            yield from (_payment(row) for row in rows)
+            if len(rows) < _PAGE:
+                return
+            after = (int(rows[-1][7]), str(rows[-1][0]))

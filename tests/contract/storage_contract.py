@@ -654,6 +654,22 @@ class DeskStoreContract(_BackendFixtures):
         with pytest.raises(StoreClosed):
             desk.payment_counts()
 
+    def test_payments_paid_in_a_window_are_listed_by_gateway_and_paid_at_in_pages(
+        self, desk: DeskStore
+    ) -> None:
+        rows = [dataclasses.replace(payment(f"w{i:04d}"), paid_at=1_000 + i // 3) for i in range(1_200)]
+        rows.append(dataclasses.replace(payment("other-gw", gateway="bbps"), paid_at=1_100))
+        rows.append(dataclasses.replace(payment("too-late"), paid_at=2_000))
+        desk.record_payments(rows, at=50)
+        desk.mark_credited([ack("w0003")])
+        found = list(desk.payments_paid_between("razorpay", 1_001, 1_399))
+        # inclusive at both ends, more than one page (the backends page by 500), in (paid_at, id) order
+        assert [p.payment_id for p in found] == [f"w{i:04d}" for i in range(3, 1_200)]
+        assert [(p.paid_at, p.payment_id) for p in found] == sorted((p.paid_at, p.payment_id) for p in found)
+        assert found[0].status is PaymentStatus.APPLIED and found[1].status is PaymentStatus.PENDING
+        assert list(desk.payments_paid_between("razorpay", 1_400, 1_999)) == []
+        assert [p.payment_id for p in desk.payments_paid_between("bbps", 0, 3_000)] == ["other-gw"]
+
 
 def payment(
     payment_id: str,
