@@ -12,6 +12,8 @@ File (see ``deploy/jodo.example.toml``)::
     [shards]    logical, groups
     [[head_ends]]        name, kind ("sim" | "reference"), host, port, rate_limit_per_s
     [gateways.<name>]    format ("razorpay" | "jodo"), secret, account_field, tolerance_s, cashless
+    [gateways.<name>.reconcile]  enabled, every_s, window_s, settle_s, key_id, key_secret,
+                         key_secret_file, base_url, timeout_s (razorpay only; jodo/reconcile/)
     [tokens]    admin, payments
     [logging]   level, format ("json" | "text")
     [policy]    path
@@ -24,6 +26,7 @@ parts, names case-insensitive)::
     JODO_HTTP__PORT=8081                    [http] port = 8081
     JODO_TOKENS__ADMIN=...                  [tokens] admin
     JODO_GATEWAYS__RAZORPAY__SECRET=...     [gateways.razorpay] secret (creates the gateway if new)
+    JODO_GATEWAYS__RAZORPAY__RECONCILE__KEY_SECRET=...   [gateways.razorpay.reconcile] key_secret
     JODO_HEAD_ENDS__0__PORT=9000            port of the first [[head_ends]]; index len(list) appends one
     JODO_TOKENS__ADMIN=                     an empty value unsets an optional key
 
@@ -64,6 +67,7 @@ __all__ = [
     "LoggingConfig",
     "NodeConfig",
     "PolicyConfig",
+    "ReconcileConfig",
     "Secret",
     "ShardsConfig",
     "StorageConfig",
@@ -184,6 +188,51 @@ class HeadEndConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReconcileConfig:
+    """``[gateways.<name>.reconcile]``: pull the gateway's captured payments through its own API and
+    credit those whose webhook was lost (`jodo.reconcile`). Razorpay format only.
+
+    ``enabled`` unset: on exactly when API credentials are given (``key_id`` and ``key_secret`` or
+    ``key_secret_file``: the API key, not the webhook secret). Each run reads
+    [now - window_s, now - settle_s]: Razorpay retries a webhook for 24 h and then gives up
+    (research/domain.md §6.2), so a payment still missing after a day will never be notified.
+    """
+
+    enabled: bool | None = None
+    every_s: float = _key(300.0, min=1.0, max=86_400.0)  # a lost webhook leaves a consumer dark this long
+    window_s: float = _key(86_400.0, min=60.0, max=31 * 86_400.0)
+    settle_s: float = _key(60.0, min=0.0, max=3_600.0)  # webhooks of the last minute are still in flight
+    key_id: str | None = None
+    key_secret: Secret | None = None
+    key_secret_file: Path | None = None
+    base_url: str = "https://api.razorpay.com"
+    timeout_s: float = _key(10.0, min=0.5, max=120.0)  # per API request
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.key_id is not None and (self.key_secret is not None or self.key_secret_file is not None)
+
+    @property
+    def active(self) -> bool:
+        return self.has_credentials if self.enabled is None else self.enabled
+
+    def resolved_secret(self) -> Secret:
+        """The API key secret (``key_secret``, else read from ``key_secret_file``); ConfigError if none."""
+        if self.key_secret is not None:
+            return self.key_secret
+        if self.key_secret_file is None:
+            raise ConfigError("reconcile: no key_secret or key_secret_file")
+        try:
+            text = self.key_secret_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"reconcile.key_secret_file: cannot read {self.key_secret_file}: "
+                              f"{exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"reconcile.key_secret_file: {self.key_secret_file} is empty")
+        return Secret(text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayConfig:
     """One ``[gateways.<name>]`` section; ``<name>`` is the ``{gateway}`` of ``/v1/webhooks/{gateway}``."""
 
@@ -193,6 +242,7 @@ class GatewayConfig:
     account_field: str = "account"  # razorpay: the payment's notes[<field>] holds the consumer account
     tolerance_s: int = _key(300, min=1, max=86_400)  # jodo: |now - t| allowed in Jodo-Signature
     cashless: bool = True  # online gateways are cashless (earns the regulator's rebate)
+    reconcile: ReconcileConfig = field(default=ReconcileConfig(), metadata={"derived": True})  # sub-table
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -385,6 +435,12 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(gw, dict):
                 raise ConfigError(f"gateways.{parts[1]} is not a table; cannot apply {var}")
             gw[parts[2]] = value
+        elif section == "gateways" and len(parts) == 4 and parts[2] == "reconcile":
+            gw = _table(raw, "gateways", var).setdefault(parts[1], {})
+            sub = gw.setdefault("reconcile", {}) if isinstance(gw, dict) else None
+            if not isinstance(sub, dict):
+                raise ConfigError(f"gateways.{parts[1]}.reconcile is not a table; cannot apply {var}")
+            sub[parts[3]] = value
         elif section == "head_ends" and len(parts) == 3:
             _apply_head_end_env(raw, parts[1], parts[2], value)
         else:
@@ -464,8 +520,26 @@ def _build_gateways(value: Any, origin: str, base: Path | None) -> Mapping[str, 
         if "name" in fields:
             raise ConfigError(f"{where}.name: unknown key (the name is the table's name) in {origin}")
         fields["name"] = name
+        reconcile = fields.pop("reconcile", None)
         out[name] = _build(GatewayConfig, fields, where, origin, base)
+        if reconcile is not None:
+            table_ = _as_table(reconcile, f"{where}.reconcile", origin)
+            out[name] = _with_reconcile(out[name], table_, origin, base)
     return FrozenMap(out)
+
+
+def _with_reconcile(
+    gateway: GatewayConfig, table: dict[str, Any], origin: str, base: Path | None
+) -> GatewayConfig:
+    where = f"gateways.{gateway.name}.reconcile"
+    rc: ReconcileConfig = _build(ReconcileConfig, table, where, origin, base)
+    if rc.active and gateway.format != "razorpay":
+        raise ConfigError(f"{where}: only razorpay-format gateways have a payments API to pull ({origin})")
+    if rc.active and not rc.has_credentials:
+        raise ConfigError(f"{where}: enabled needs key_id and key_secret (or key_secret_file) in {origin}")
+    if rc.settle_s >= rc.window_s:
+        raise ConfigError(f"{where}: settle_s must be less than window_s in {origin}")
+    return dataclasses.replace(gateway, reconcile=rc)
 
 
 def _check_whole(config: Config, origin: str) -> None:

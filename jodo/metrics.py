@@ -106,6 +106,7 @@ __all__ = [
     "payment_received",
     "payment_reconnected",
     "process_started",
+    "reconcile_run",
     "recovered",
     "relay_command_attempted",
     "relay_command_finished",
@@ -117,6 +118,8 @@ __all__ = [
     "set_meters_by_relay_state",
     "set_paid_but_disconnected",
     "set_payments_unapplied",
+    "set_reconcile_enabled",
+    "set_reconcile_state",
     "set_relay_commands_pending",
     "set_work_orders_open",
     "setup_multiproc_dir",
@@ -397,7 +400,62 @@ PROCESS_RESIDENT_MEMORY_BYTES: Final = Gauge(
     registry=_REGISTRY,
 )
 
+# --- reconciliation with the payment gateways (jodo/reconcile) ----------------------------------
+RECONCILE_RUNS_TOTAL: Final = Counter(
+    "jodo_reconcile_runs",
+    "Reconciliation runs over a gateway's window, by result: clean, findings, incomplete (not fully read).",
+    ["gateway", "result"],
+    registry=_REGISTRY,
+)
+RECONCILE_CREDITED_TOTAL: Final = Counter(
+    "jodo_reconcile_credited",
+    "Captured payments the ledger lacked, credited by reconciliation (their webhook never arrived).",
+    ["gateway"],
+    registry=_REGISTRY,
+)
+RECONCILE_GATEWAY_ERRORS_TOTAL: Final = Counter(
+    "jodo_reconcile_gateway_errors",
+    "Failed requests to a gateway's payments API while reconciling, by kind (rate_limited, server_error).",
+    ["gateway", "kind"],
+    registry=_REGISTRY,
+)
+RECONCILE_MISMATCHES: Final = Gauge(
+    "jodo_reconcile_mismatches",
+    "Mismatches found by the last periodic run, by kind: amount_differs, missing_at_gateway, stuck, invalid.",
+    ["gateway", "kind"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+RECONCILE_WINDOW_INCOMPLETE: Final = Gauge(
+    "jodo_reconcile_window_incomplete",
+    "1 if the last periodic run could not read its whole window from the gateway (429s, 5xx, bad pages).",
+    ["gateway"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+RECONCILE_LAST_COMPLETE: Final = Gauge(
+    "jodo_reconcile_last_complete_timestamp_seconds",
+    "End (unix seconds) of the last window read completely from the gateway; 0 until one is.",
+    ["gateway"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+RECONCILE_ENABLED: Final = Gauge(
+    "jodo_reconcile_enabled",
+    "1 for each configured gateway whose periodic reconciliation runs on this node, else 0.",
+    ["gateway"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+RECONCILE_MISMATCH_KINDS: Final = ("amount_differs", "missing_at_gateway", "stuck", "invalid")
+RECONCILE_RESULTS: Final = frozenset({"clean", "findings", "incomplete"})
+RECONCILE_ERROR_KINDS: Final = frozenset({"rate_limited", "server_error"})
+_RECONCILE: Final = (RECONCILE_RUNS_TOTAL, RECONCILE_CREDITED_TOTAL, RECONCILE_GATEWAY_ERRORS_TOTAL,
+                     RECONCILE_MISMATCHES, RECONCILE_WINDOW_INCOMPLETE, RECONCILE_LAST_COMPLETE,
+                     RECONCILE_ENABLED)
+
 _ALL: Final = (
+    *_RECONCILE,
     PAYMENT_TO_RELAY_CONNECTED_SECONDS,
     METERS_PAID_BUT_DISCONNECTED,
     PAYMENTS_RECEIVED_TOTAL,
@@ -631,6 +689,21 @@ def _touch_series() -> None:
     CLUSTER_FENCING_REFUSALS_TOTAL.labels("group")
     for state in CLUSTER_MEMBER_STATES:  # 0 on a single node, not "No data"
         CLUSTER_MEMBERS.labels(state)
+    _touch_reconcile()
+
+
+def _touch_reconcile() -> None:
+    for gateway in (*_gateways, OTHER):
+        for result in RECONCILE_RESULTS:
+            RECONCILE_RUNS_TOTAL.labels(gateway, result)
+        for kind in RECONCILE_ERROR_KINDS:
+            RECONCILE_GATEWAY_ERRORS_TOTAL.labels(gateway, kind)
+        RECONCILE_CREDITED_TOTAL.labels(gateway)
+        for mismatch in RECONCILE_MISMATCH_KINDS:
+            RECONCILE_MISMATCHES.labels(gateway, mismatch)
+        RECONCILE_WINDOW_INCOMPLETE.labels(gateway)
+        RECONCILE_LAST_COMPLETE.labels(gateway)
+        RECONCILE_ENABLED.labels(gateway)
 
 
 # --- label checks -------------------------------------------------------------------------------
@@ -796,3 +869,27 @@ def cluster_failover(seconds: float) -> None:
 
 def cluster_store_error() -> None:
     CLUSTER_STORE_ERRORS_TOTAL.inc()
+
+
+# --- reconciliation -----------------------------------------------------------------------------
+def reconcile_run(gateway: str, result: str, *, credited: int, rate_limited: int, server_errors: int) -> None:
+    """One reconciliation run ended (periodic or `jodo reconcile`)."""
+    label = _configured(gateway, _gateways)
+    RECONCILE_RUNS_TOTAL.labels(label, _closed(result, RECONCILE_RESULTS, "reconcile result")).inc()
+    RECONCILE_CREDITED_TOTAL.labels(label).inc(credited)
+    RECONCILE_GATEWAY_ERRORS_TOTAL.labels(label, "rate_limited").inc(rate_limited)
+    RECONCILE_GATEWAY_ERRORS_TOTAL.labels(label, "server_error").inc(server_errors)
+
+
+def set_reconcile_state(gateway: str, *, mismatches: Mapping[str, int], complete: bool, end: int) -> None:
+    """What the last periodic run of ``gateway`` found; ``end``: its window's end, kept if incomplete."""
+    label = _configured(gateway, _gateways)
+    for kind in RECONCILE_MISMATCH_KINDS:
+        RECONCILE_MISMATCHES.labels(label, kind).set(mismatches.get(kind, 0))
+    RECONCILE_WINDOW_INCOMPLETE.labels(label).set(0 if complete else 1)
+    if complete:
+        RECONCILE_LAST_COMPLETE.labels(label).set(end)
+
+
+def set_reconcile_enabled(gateway: str, enabled: bool) -> None:
+    RECONCILE_ENABLED.labels(_configured(gateway, _gateways)).set(1 if enabled else 0)

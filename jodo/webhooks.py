@@ -58,6 +58,7 @@ __all__ = [
     "parse_json",
     "parse_webhook",
     "payment_from_object",
+    "razorpay_payment",
     "sign_jodo",
     "sign_razorpay",
 ]
@@ -402,7 +403,21 @@ def _razorpay(gateway: GatewayConfig, headers: Mapping[str, str], doc: Any, now:
             "unknown event shape: payment.captured without an object at payload.payment.entity",
             where="payload.payment.entity",
         )
-    where = "payload.payment.entity"
+    created = entity["created_at"] if "created_at" in entity else _get(doc, "created_at", "")
+    return razorpay_payment(gateway, {**entity, "created_at": created}, now, event_id=event_id)
+
+
+def razorpay_payment(
+    gateway: GatewayConfig,
+    entity: Mapping[str, Any],
+    now: float,
+    *,
+    event_id: str | None = None,
+    where: str = "payload.payment.entity",
+) -> PaymentReceived:
+    """The `PaymentReceived` of one captured Razorpay payment entity: what a ``payment.captured``
+    webhook carries at ``payload.payment.entity``, and what the payments API lists (reconciliation
+    builds the same record, so the ledger deduplicates the two). `WebhookError` names the field."""
     currency = entity.get("currency", "INR")
     if currency != "INR":
         raise InvalidPayment(f"currency must be INR, got {str(currency)[:8]!r}", where=f"{where}.currency")
@@ -427,8 +442,7 @@ def _razorpay(gateway: GatewayConfig, headers: Mapping[str, str], doc: Any, now:
     _checked(validate_account, account, note_path)
     method = entity.get("method")
     channel = _channel(method, f"{where}.method") if isinstance(method, str) else "razorpay"
-    created = entity["created_at"] if "created_at" in entity else _get(doc, "created_at", "")
-    paid_at = _timestamp(created, f"{where}.created_at", now)
+    paid_at = _timestamp(_get(entity, "created_at", where), f"{where}.created_at", now)
     return _payment(
         payment_id=payment_id, account=account, amount_paise=amount, channel=channel, gateway=gateway.name,
         paid_at=paid_at, received_at=now, cashless=gateway.cashless, event_id=event_id, where=where,

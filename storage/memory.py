@@ -498,7 +498,9 @@ class MemoryDeskStore(_Handle):
     def payments_paid_between(self, gateway: str, start: int, end: int) -> Iterator[PaymentRecord]:
         with _lock:
             self._check()
-            found = [p for p in self._s.payments.values() if p.gateway == gateway and start <= p.paid_at <= end]
+            found = [
+                p for p in self._s.payments.values() if p.gateway == gateway and start <= p.paid_at <= end
+            ]
         return iter(sorted(found, key=lambda p: (p.paid_at, p.payment_id)))
 
 

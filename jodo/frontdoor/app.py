@@ -12,6 +12,7 @@ Routes (``T`` = bearer token from ``[tokens]``: ``Authorization: Bearer <token>`
     POST /v1/admin/meter-commands    T admin                 [{"type", "fields"}, ...] JSON, or msgpack
                                                              (codec.encode_many); per-item refusals
     POST /v1/admin/fault             T admin                 {"kind", "target", "on"}
+    POST /v1/admin/reconcile         T admin                 {"gateway", "from", "to", "dry_run"}
     GET  /v1/status                  T admin                 node summary
     GET  /healthz  /readyz  /metrics                         liveness, readiness (503 until ready), Prometheus
 
@@ -39,6 +40,7 @@ from jodo.errors import BodyTooLarge, InvalidPayment, MalformedRequest, RequestR
 from jodo.forward import FORWARDED_HEADER, forwarded
 from jodo.frontdoor.backend import Backend, Saturated, result_word
 from jodo.frontdoor.batcher import MicroBatcher
+from jodo.reconcile.service import Reconciler
 from jodo.webhooks import (
     IgnoredEvent,
     check_json_content_type,
@@ -79,6 +81,7 @@ def build_app(
     *,
     clock: Callable[[], float] = time.time,
     on_webhook: WebhookObserver | None = None,
+    reconciler: Reconciler | None = None,
 ) -> web.Application:
     """The front door for ``backend``; ``clock`` (unix seconds) is injected for signature tolerance tests."""
     http = config.http
@@ -115,6 +118,9 @@ def build_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    from jodo.reconcile.http import attach_reconciler  # it imports this module's keys
+
+    attach_reconciler(app, reconciler)  # POST /v1/admin/reconcile and the periodic pulls
     return app
 
 
