@@ -8,6 +8,7 @@
     jodo meter show|history ACCOUNT
     jodo trace PAYMENT_ID
     jodo status
+    jodo reconcile [--gateway G] --from T --to T [--dry-run]
     jodo config show
 
 Commands that act on a running node talk to its front door (``--url``, default from ``[http]``) with
@@ -163,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                                help="hand every group of NODE over to the others (before maintenance)")
     drain.add_argument("node", help="the member's node id ([cluster] node_id)")
     drain.add_argument("--undo", action="store_true", help="let NODE take groups again")
+    from jodo.reconcile.cli import add_arguments as reconcile_arguments
+
+    reconcile_arguments(sub.add_parser("reconcile", parents=[remote],
+                                       help="compare a window with the gateways' lists, credit lost ones"))
     config = sub.add_parser("config", help="the configuration")
     config_views = config.add_subparsers(dest="view", required=True, metavar="VIEW")
     cshow = config_views.add_parser("show", parents=[common], help="the merged config, secrets as ***")
@@ -736,9 +741,16 @@ def _pairs(rows: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _reconcile(args: argparse.Namespace, config: Config) -> int:
+    from jodo.reconcile.cli import run
+
+    return run(args, _client(args, config))
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": _serve, "hes-sim": _hes_sim, "demo": _demo, "import": _import, "inject": _inject,
     "meter": _meter, "trace": _trace, "status": _status, "config": _config, "cluster": _cluster,
+    "reconcile": _reconcile,
 }
 
 if __name__ == "__main__":
