@@ -149,6 +149,51 @@ class Layout:
         self.row_height = max(self.row_height, height)
 
 
+def _reconciliation(lay: Layout) -> None:
+    """Reconciliation with the payment gateways (jodo/reconcile), at the end of the Flow row."""
+    lay.panel(
+        "Reconciliation: mismatches",
+        [(f"max by (gateway, kind) (jodo_reconcile_mismatches{_sel()})", "{{gateway}} {{kind}}")],
+        description="What the last periodic run of each gateway found in its window: amount_differs, "
+        "missing_at_gateway (the ledger has it, the gateway not as captured), invalid (not credited), stuck "
+        "(authorized, never captured). All but stuck alert after 15 min (JodoReconcileMismatch).",
+        width=6,
+    )
+    lay.panel(
+        "Reconciliation: credited without a webhook (1h)",
+        [(f"sum by (gateway) (increase(jodo_reconcile_credited_total{_sel()}[1h]))", "{{gateway}}")],
+        description="Captured payments the ledger lacked, credited by reconciliation: their webhook was lost. "
+        "3 in 30 minutes alert (JodoWebhooksLost).",
+        width=6,
+        stack=True,
+    )
+    lay.panel(
+        "Reconciliation: age of the last complete window",
+        [
+            (
+                f"max by (gateway) ((time() - jodo_reconcile_last_complete_timestamp_seconds{_sel()}) "
+                f"and jodo_reconcile_enabled{_sel()} == 1)",
+                "{{gateway}}",
+            ),
+        ],
+        description="Seconds since the end of the last window read completely from the gateway's API (only "
+        "gateways with periodic reconciliation on). Over an hour alerts (JodoReconcileStale).",
+        unit="s",
+        width=6,
+        thresholds=[(None, "green"), (3600, "red")],
+    )
+    lay.panel(
+        "Reconciliation: gateway API errors",
+        [(f"sum by (gateway, kind) (rate(jodo_reconcile_gateway_errors_total{_sel()}[{RATE}]))",
+          "{{gateway}} {{kind}}")],
+        description="Failed requests to the gateways' payments APIs: rate_limited (429: waits Retry-After, "
+        "resumes the page), server_error (5xx, timeouts, no answer: retried with backoff, then the window "
+        "is incomplete).",
+        unit="reqps",
+        width=6,
+    )
+
+
 def build() -> dict[str, Any]:
     lay = Layout()
     green_red = [(None, "green"), (1, "red")]
@@ -289,6 +334,7 @@ def build() -> dict[str, Any]:
         width=12,
         stack=True,
     )
+    _reconciliation(lay)
 
     lay.row("Health")
     lay.panel(

@@ -55,8 +55,11 @@ def test_the_expected_alerts_exist() -> None:
             "JodoJournalSlow",
             "JodoNodeDown",
             "JodoPaidButDisconnected",
+            "JodoReconcileMismatch",
+            "JodoReconcileStale",
             "JodoReconnectSLOBurn",
             "JodoRestartStorm",
+            "JodoWebhooksLost",
         ]
     )
 
