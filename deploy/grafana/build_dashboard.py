@@ -162,8 +162,8 @@ def _reconciliation(lay: Layout) -> None:
     lay.panel(
         "Reconciliation: credited without a webhook (1h)",
         [(f"sum by (gateway) (increase(jodo_reconcile_credited_total{_sel()}[1h]))", "{{gateway}}")],
-        description="Captured payments the ledger lacked, credited by reconciliation: their webhook was lost. "
-        "3 in 30 minutes alert (JodoWebhooksLost).",
+        description="Captured payments the ledger lacked, credited by reconciliation: their webhook was "
+        "lost. 3 in 30 minutes alert (JodoWebhooksLost).",
         width=6,
         stack=True,
     )
