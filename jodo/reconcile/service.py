@@ -307,6 +307,10 @@ class Reconciler:
                 delay = min(rc.every_s, 1.0)  # the node is starting: look again soon
             await asyncio.get_running_loop().run_in_executor(None, self._stopping.wait, delay)
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
     def close(self) -> None:
         """Stop the periodic runs and any backoff in progress; close the ledger handle."""
         self._stopping.set()
