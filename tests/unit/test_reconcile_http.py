@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from jodo.config import Config, ConfigError, load_config
 from jodo.frontdoor import FakeBackend, build_app
 from jodo.reconcile.http import RECONCILER
-from tests.razorpay_fake import KEY_ID, KEY_SECRET, FakeRazorpay, Scripted, entity
+from tests.razorpay_fake import KEY_ID, KEY_SECRET, FakeRazorpay, entity
 
 ADMIN = "admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
