@@ -709,6 +709,10 @@ def to_toml(doc: dict[str, Any]) -> str:
             for name, inner in value.items():
                 lines += ["", f"[{key}.{name}]"]
                 scalars(inner)
+                for sub_key, sub_table in inner.items():  # [gateways.<name>.reconcile]
+                    if isinstance(sub_table, dict):
+                        lines += ["", f"[{key}.{name}.{sub_key}]"]
+                        scalars(sub_table)
         elif isinstance(value, dict):
             lines += ["", f"[{key}]"]
             scalars(value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from jodo.cli import to_toml
 from jodo.config import Config, ConfigError, load_config
 from jodo.frontdoor import FakeBackend, build_app
 from jodo.reconcile.http import RECONCILER
@@ -210,3 +212,14 @@ every_s = 120
     assert env_secret.gateways["razorpay"].reconcile.active
     assert env_secret.redacted()["gateways"]["razorpay"]["reconcile"]["key_secret"] == "***"
     assert not load_config(env=base).gateways["razorpay"].reconcile.active  # no credentials: off
+
+
+def test_config_show_prints_the_reconcile_table_with_the_key_secret_redacted() -> None:
+    cfg = load_config(env={"JODO_GATEWAYS__RAZORPAY__FORMAT": "razorpay",
+                           "JODO_GATEWAYS__RAZORPAY__SECRET": "rzp-webhook-1",
+                           "JODO_GATEWAYS__RAZORPAY__RECONCILE__KEY_ID": KEY_ID,
+                           "JODO_GATEWAYS__RAZORPAY__RECONCILE__KEY_SECRET": "api-key-secret-not-shown"})
+    out = to_toml(cfg.redacted())
+    assert "api-key-secret-not-shown" not in out
+    shown = tomllib.loads(out)["gateways"]["razorpay"]["reconcile"]
+    assert (shown["key_id"], shown["key_secret"], shown["every_s"]) == (KEY_ID, "***", 300.0)
