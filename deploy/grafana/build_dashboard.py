@@ -172,12 +172,12 @@ def _reconciliation(lay: Layout) -> None:
         [
             (
                 f"max by (gateway) ((time() - jodo_reconcile_last_complete_timestamp_seconds{_sel()}) "
-                f"and jodo_reconcile_enabled{_sel()} == 1)",
+                f"* jodo_reconcile_enabled{_sel()})",
                 "{{gateway}}",
             ),
         ],
-        description="Seconds since the end of the last window read completely from the gateway's API (only "
-        "gateways with periodic reconciliation on). Over an hour alerts (JodoReconcileStale).",
+        description="Seconds since the end of the last window read completely from the gateway's API; 0 for "
+        "gateways whose periodic reconciliation is off. Over an hour alerts (JodoReconcileStale).",
         unit="s",
         width=6,
         thresholds=[(None, "green"), (3600, "red")],

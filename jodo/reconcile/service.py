@@ -301,7 +301,10 @@ class Reconciler:
         while not self._stopping.is_set():
             if self._ready():
                 now = self._clock()
-                await self.run(name, int(now - rc.window_s), int(now - rc.settle_s), trigger="periodic")
+                try:
+                    await self.run(name, int(now - rc.window_s), int(now - rc.settle_s), trigger="periodic")
+                except Exception:  # a bug must not end the periodic pull for good
+                    log.exception("reconcile %s: periodic run failed", name)
                 delay = rc.every_s
             else:
                 delay = min(rc.every_s, 1.0)  # the node is starting: look again soon
