@@ -255,8 +255,9 @@ class DeskStore(Protocol):
 
     def payments_paid_between(self, gateway: str, start: int, end: int) -> Iterator[PaymentRecord]:
         """The ledger's payments of `gateway` with start <= paid_at <= end (unix seconds), by
-        (paid_at, payment_id), streamed (every status; by the gateway recorded at intake). For
-        reconciliation against the gateway's own list; it scans the ledger (no paid_at index)."""
+        (paid_at, payment_id), every status, by the gateway recorded at intake. For reconciliation
+        against the gateway's own list: one query that scans the ledger (there is no paid_at
+        index), the window's rows read at once (a day of payments, not the ledger)."""
         ...
 
 

@@ -663,7 +663,7 @@ class DeskStoreContract(_BackendFixtures):
         desk.record_payments(rows, at=50)
         desk.mark_credited([ack("w0003")])
         found = list(desk.payments_paid_between("razorpay", 1_001, 1_399))
-        # inclusive at both ends, more than one page (the backends page by 500), in (paid_at, id) order
+        # inclusive at both ends, more rows than any backend's page (500), in (paid_at, id) order
         assert [p.payment_id for p in found] == [f"w{i:04d}" for i in range(3, 1_200)]
         assert [(p.paid_at, p.payment_id) for p in found] == sorted((p.paid_at, p.payment_id) for p in found)
         assert found[0].status is PaymentStatus.APPLIED and found[1].status is PaymentStatus.PENDING
