@@ -22,6 +22,7 @@ from protocols import codec
 from protocols.payments import PaymentItemResult, PaymentReceived, PaymentResultCode
 from storage import open_desk_store
 from storage.api import DeskStore
+from storage.postgres import PostgresBackend
 from storage.records import NewPayment, RecordOutcome
 from tests.razorpay_fake import KEY_ID, KEY_SECRET, FakeRazorpay, Scripted, entity
 
@@ -127,8 +128,8 @@ def test_no_proxy_from_the_environment_reaches_the_gateway(
 class Desk:
     """The desk's intake on a real SQLite ledger: record_payments decides NEW or DUPLICATE."""
 
-    def __init__(self, path: Path) -> None:
-        self.store = open_desk_store(path)
+    def __init__(self, path: Path | None = None, store: DeskStore | None = None) -> None:
+        self.store = store if store is not None else open_desk_store(path or Path("."))
         self.batches: list[list[str]] = []
 
     async def submit(self, payments: Sequence[PaymentReceived]) -> list[PaymentItemResult]:
@@ -195,9 +196,12 @@ def gateway_config() -> GatewayConfig:
     return GatewayConfig(name="razorpay", format="razorpay", secret=Secret(WEBHOOK_SECRET))
 
 
-def reconciler(api: FakeRazorpay, desk: Desk, tmp_path: Path, waits: list[float] | None = None) -> Reconciler:
+def reconciler(
+    api: FakeRazorpay, desk: Desk, tmp_path: Path, waits: list[float] | None = None, **storage: str
+) -> Reconciler:
     config = load_config(
         env={
+            **{f"JODO_STORAGE__{k.upper()}": v for k, v in storage.items()},
             "JODO_NODE__DATA_DIR": str(tmp_path),
             "JODO_GATEWAYS__RAZORPAY__FORMAT": "razorpay",
             "JODO_GATEWAYS__RAZORPAY__SECRET": WEBHOOK_SECRET,
@@ -459,3 +463,25 @@ def test_a_run_is_refused_for_an_unknown_gateway_or_one_without_credentials(
         assert none.value.status == 409 and "key_id" in none.value.detail
     finally:
         bare.close()
+
+
+def test_on_postgresql_the_ledger_is_read_from_the_configured_database(
+    api: FakeRazorpay, pg_dsn: str, tmp_path: Path
+) -> None:
+    """The reconciler opens its own ledger handle from [storage] (the DSN), beside the desk's."""
+    desk = Desk(store=PostgresBackend().open_desk_store(pg_dsn))
+    try:
+        desk.record([webhook("pay_seen", "N0000000001", 150_000, START + 10)])
+        api.payments += [
+            entity("pay_seen", account="N0000000001", amount=150_000, created_at=START + 10),
+            entity("pay_lost", account="N0000000002", amount=99_900, created_at=START + 20),
+        ]
+        r = reconciler(api, desk, tmp_path, backend="postgresql", dsn=pg_dsn)
+        try:
+            report = run(r)
+        finally:
+            r.close()
+        assert (report["matched"], [p["payment_id"] for p in report["credited"]]) == (1, ["pay_lost"])
+        assert ledger_ids(desk.store) == ["pay_lost", "pay_seen"]
+    finally:
+        desk.store.close()
