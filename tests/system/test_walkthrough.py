@@ -63,7 +63,8 @@ def test_the_readme_walkthrough_has_the_story() -> None:
     steps = walkthrough()
     assert steps[0].argv[0] == "serve" and "--lab-clock" in steps[0].argv
     joined = [" ".join(s.argv) for s in steps]
-    assert any("--help" in j for j in joined) and any(j.startswith("inject message RegisterMeter ") for j in joined)
+    assert any("--help" in j for j in joined)
+    assert any(j.startswith("inject message RegisterMeter ") for j in joined)
     expects = [s.expect for s in steps if s.expect]
     assert "relay disconnected" in expects and expects[-2:] == ["relay connected", "RelayStateConfirmed"]
 
@@ -107,13 +108,14 @@ def _shows(expect: str, output: str) -> bool:
     return re.search(r"\s+".join(map(re.escape, expect.split())), output) is not None
 
 
-def test_the_readme_walkthrough_runs_as_written(lab_config: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+def test_the_readme_walkthrough_runs_as_written(lab_config: tuple[Path, dict[str, str]],
+                                                tmp_path: Path) -> None:
     config, env = lab_config
     port = int(re.search(r"\[http\]\nport = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
     serve, *steps = walkthrough()
     out = (tmp_path / "serve.out").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "jodo.cli", *serve.argv], stdout=out, stderr=subprocess.STDOUT,
-                            env=env, cwd=tmp_path, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "jodo.cli", *serve.argv], stdout=out,
+                            stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
     log = tmp_path / "serve.out"
     try:
         deadline = time.monotonic() + 60
@@ -126,10 +128,10 @@ def test_the_readme_walkthrough_runs_as_written(lab_config: tuple[Path, dict[str
             deadline = time.monotonic() + (30 if step.polled else 0)
             while True:
                 done = _jodo(step.argv, env, tmp_path)
-                assert done.returncode == 0, f"{step.line}\nexit {done.returncode}\n{done.stdout}{done.stderr}"
+                assert done.returncode == 0, f"{step.line}: {done.returncode}\n{done.stdout}{done.stderr}"
                 if step.expect is None or _shows(step.expect, done.stdout):
                     break
-                assert time.monotonic() < deadline, f"{step.line}\nexpected {step.expect!r} in:\n{done.stdout}"
+                assert time.monotonic() < deadline, f"{step.line}\nwanted {step.expect!r} in:\n{done.stdout}"
                 time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
