@@ -8,6 +8,7 @@
     jodo meter show|history ACCOUNT
     jodo trace PAYMENT_ID
     jodo status
+    jodo top [--every S] [--once]
     jodo config show
 
 Commands that act on a running node talk to its front door (``--url``, default from ``[http]``) with
@@ -18,6 +19,7 @@ system. Tables for people, ``--json`` for scripts. Exit status: see `ExitCode`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -166,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     trace = sub.add_parser("trace", parents=[remote], help="where a payment went, hop by hop")
     trace.add_argument("payment_id")
     sub.add_parser("status", parents=[remote], help="the node: actors, restarts, shards, queues")
+    top = sub.add_parser("top", parents=[remote], help="a live view of the node (q quits)",
+                         description="Payments/s and webhooks/s, relay states, pending commands and breaker "
+                                     "per head-end, restarts, p99 payment to connected, the last errors; "
+                                     "from the node's /metrics and /v1/status. q quits.")
+    top.add_argument("--every", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit (no live screen)")
     cluster = sub.add_parser("cluster", help="the cluster: members, leases, hand-overs").add_subparsers(
         dest="cluster_command", required=True, metavar="ACTION")
     cluster.add_parser("status", parents=[remote],
@@ -635,6 +643,14 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     return ExitCode.OK
 
 
+def _top(args: argparse.Namespace, config: Config) -> int:
+    from jodo import top
+
+    client = dataclasses.replace(_client(args, config), timeout=10.0)
+    client.get_text("/metrics")  # unreachable or refused: exit now with the usual status and message
+    return top.run(client.url, client.get_text, client.get, every=args.every, once=args.once)
+
+
 def _cluster(args: argparse.Namespace, config: Config) -> int:
     client = _client(args, config)
     if args.cluster_command == "drain":
@@ -761,6 +777,7 @@ def _pairs(rows: Sequence[tuple[str, str]]) -> str:
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": _serve, "hes-sim": _hes_sim, "demo": _demo, "import": _import, "inject": _inject,
     "meter": _meter, "trace": _trace, "status": _status, "config": _config, "cluster": _cluster,
+    "top": _top,
 }
 
 if __name__ == "__main__":

@@ -234,6 +234,7 @@ async def _serve(config: Config, options: ServeOptions) -> int:
         say(f"head-end {name}: built-in simulator on {sim.host}:{sim.port} ({meters} meters)")
 
     def observe(gateway: str, status: int) -> None:
+        metrics.webhook_answered(gateway, status)
         if status >= 400:
             metrics.webhook_rejected(gateway, status)
 
