@@ -227,10 +227,7 @@ class HeadEndGateway(JodoActor):
 
     def receiveMsg_ActorExitRequest(self, msg: Any, sender: Address) -> None:
         if self.driver is not None:
-            fd = self.driver.fileno()
             self.driver.close()
-            if fd is not None:
-                hold_fd_number(fd)
 
     def _ready(self) -> HeadEndSocketDriver:
         if self.driver is None:
@@ -240,18 +237,3 @@ class HeadEndGateway(JodoActor):
     def _head_end(self) -> str:
         return self.init.head_end if self.init is not None else "unknown"
 
-
-def hold_fd_number(fd: int) -> None:
-    """Keep ``fd``'s number taken (by /dev/null) until the process exits, once its socket is closed.
-
-    Thespian applies an actor's ThespianWatch after every message but ActorExitRequest, so its exit drain
-    still selects on the head-end socket's number. Freed, that number is reused by the socket the drain
-    opens to tell the parent, the same fd is then registered twice and the drain dies ("FD 36 is already
-    registered", seen once in a `jodo serve` stopped by SIGTERM: no orderly stop, 30 s lost)."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        if null != fd:
-            os.dup2(null, fd)
-    finally:
-        if null != fd:
-            os.close(null)

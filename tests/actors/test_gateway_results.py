@@ -87,38 +87,3 @@ def test_an_unanswered_result_batch_stops_holding_the_window_after_the_timeout()
     g.results[1].append(report(7))
     g._send_results()
     assert [accounts(b) for _, b in batches(sent)] == [["A7"]]
-
-
-class _SocketDriver:
-    """A driver holding one real socket, closed by `close` as the real driver closes its own."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.sock, self.peer = socket.socketpair()
-
-    def fileno(self) -> int | None:
-        return None if self.sock.fileno() < 0 else self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def test_at_exit_the_watched_socket_closes_but_its_fd_number_stays_taken() -> None:
-    """Thespian's exit drain still selects on the last watched fd: a freed number would be reused by the
-    drain's own socket and registered twice (the drain then dies and the orderly stop times out)."""
-    import os
-    import stat
-
-    g = HeadEndGateway()
-    driver = _SocketDriver()
-    g.driver = driver  # type: ignore[assignment]
-    fd = driver.fileno()
-    assert fd is not None
-    g.receiveMsg_ActorExitRequest(object(), None)
-    try:
-        assert driver.peer.recv(1) == b""  # the head-end sees the connection closed
-        assert stat.S_ISCHR(os.fstat(fd).st_mode)  # the number is held by /dev/null, not free
-    finally:
-        os.close(fd)
-        driver.peer.close()
