@@ -92,6 +92,7 @@ class Reconciler:
         self._stopping = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jodo-reconcile")
         self.last: dict[str, Report] = {}  # the latest run per gateway (for /v1/status and tests)
+        self._logged: dict[str, set[tuple[str, str | None]]] = {}  # findings already logged, per gateway
 
     def attach(self, *, submit: Submit, ready: Callable[[], bool]) -> None:
         self._submit, self._ready = submit, ready
@@ -257,15 +258,22 @@ class Reconciler:
             metrics.set_reconcile_state(
                 report.gateway, mismatches=report.counts(), complete=report.complete, end=report.end
             )
+        # a mismatch stays in the sliding window for a day: warn when a run first sees it, not every run
+        before = self._logged.get(report.gateway, set()) if report.trigger == "periodic" else set()
         for f in report.findings:
-            log.warning(
+            level = logging.INFO if (f.kind, f.payment_id) in before else logging.WARNING
+            where = f" at {f.where}" if f.where else ""
+            log.log(
+                level,
                 "reconcile %s: %s %s: %s%s",
                 report.gateway,
                 f.kind,
                 f.payment_id or "-",
                 f.detail,
-                f" at {f.where}" if f.where else "",
+                where,
             )
+        if report.trigger == "periodic":
+            self._logged[report.gateway] = {(f.kind, f.payment_id) for f in report.findings}
         for f in report.not_credited:
             log.error("reconcile %s: NOT credited %s: %s", report.gateway, f.payment_id, f.detail)
         log.info(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -485,3 +486,22 @@ def test_on_postgresql_the_ledger_is_read_from_the_configured_database(
         assert ledger_ids(desk.store) == ["pay_lost", "pay_seen"]
     finally:
         desk.store.close()
+
+
+def test_a_mismatch_is_warned_about_when_first_seen_not_on_every_periodic_run(
+    api: FakeRazorpay, desk: Desk, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stuck = entity("pay_stuck", account="N0000000001", amount=1, created_at=START + 2, status="authorized")
+    api.payments.append(stuck)
+    r = reconciler(api, desk, tmp_path)
+    try:
+        with caplog.at_level(logging.INFO, logger="jodo.reconcile"):
+            run(r, trigger="periodic")
+            run(r, trigger="periodic")
+            api.payments.append(stuck | {"id": "pay_stuck_2"})
+            run(r, trigger="periodic")
+    finally:
+        r.close()
+    warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert [m.split(":")[1].strip() for m in warned] == ["stuck pay_stuck", "stuck pay_stuck_2"]
+    assert sum("stuck pay_stuck:" in rec.getMessage() for rec in caplog.records) == 3  # still logged, as INFO
