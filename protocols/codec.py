@@ -496,7 +496,8 @@ def _checked_builder(
     doubt (missing trailing fields, a type or value it does not vouch for, a raising constructor) it
     returns `_MISS` and `from_wire` takes the field-by-field path, which gives the exact error."""
     env: dict[str, Any] = {"MISS": _MISS, "factory": factory or cls, "CodecError": CodecError}
-    lines = ["def checked(values):", f"    if len(values) != {len(fields)}:", "        return MISS", "    try:"]
+    lines = ["def checked(values):", f"    if len(values) != {len(fields)}:", "        return MISS"]
+    lines.append("    try:")
     for i, f in enumerate(fields):
         hint = hints[f.name]
         lines.append(f"        v{i} = values[{i}]")
