@@ -510,7 +510,7 @@ def _checked_builder(
             if optional:
                 test = f"v{i} is None or {test}"
             lines += [f"        if not ({test}):", "            return MISS"]
-        elif isinstance(inner, type) and issubclass(inner, enum.Enum) and not issubclass(inner, bool):
+        elif isinstance(inner, type) and issubclass(inner, enum.Enum):
             env[f"e{i}"] = {m.value: m for m in inner}.get
             kinds = " or ".join(f"type(v{i}) is {t.__name__}" for t in (str, int))
             convert = f"        v{i} = e{i}(v{i}) if ({kinds}) else None"
