@@ -37,6 +37,7 @@ from domain.enums import RelayAction, RelayResultStatus, RelayState
 from domain.events import (
     AwaitingButtonPress,
     MeterEvent,
+    PaymentReconnect,
     RelayCommandCancelled,
     RelayCommandFailed,
     RelayCommandIssued,
@@ -44,6 +45,7 @@ from domain.events import (
     RelayStateConfirmed,
     WorkOrderClosed,
 )
+from domain.fused import fuse_shard_events
 from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.shard import HostStep, MeterHost, ShardImage
@@ -104,7 +106,19 @@ def relay_command_of(m: Meter) -> SendRelayCommand | None:
     )
 
 
+def journal_records(events: Iterable[tuple[int, MeterEvent]]) -> list[NewEvent]:
+    """A host step's (logical shard, event) pairs as journal records: a payment's common run of events
+    fused into one `PaymentReconnect` (domain/fused.py), each body encoded by the codec."""
+    encode = codec.encode
+    return [
+        NewEvent.unchecked(shard, e.account, type(e).__name__, _ref(e), e.at, encode(e))
+        for shard, e in fuse_shard_events(list(events))
+    ]
+
+
 def _ref(event: MeterEvent) -> str | None:
+    if type(event) is PaymentReconnect:
+        return event.command_id  # the journal is the command's audit trail (events_for_ref)
     for name in ("payment_id", "command_id", "bill_id", "work_order_id", "notice_id", "correlation_id"):
         value = getattr(event, name, None)
         if isinstance(value, str):
@@ -521,10 +535,7 @@ class ShardService:
     # ------------------------------------------------------------ internals
 
     def _commit(self, step: HostStep, now: int) -> None:
-        events = [
-            NewEvent.unchecked(shard, e.account, type(e).__name__, _ref(e), e.at, codec.encode(e))
-            for shard, e in step.events
-        ]
+        events = journal_records(step.events)
         outbox: list[NewOutboxEntry] = []
         updates: list[OutboxUpdate] = [
             OutboxUpdate(id=nid, status=OutboxStatus.DONE, at=now) for nid in self.notices_delivered
@@ -553,8 +564,8 @@ class ShardService:
         self.notices_delivered = []
         for shard, head in result.heads.items():
             self.heads[shard] = head
-        for shard, _ in step.events:
-            self._since_snapshot[shard] += 1
+        for record in events:  # journal records (a fused payment is one), as the tail holds them
+            self._since_snapshot[record.shard] += 1
 
     def _observe_commit(self, seconds: float) -> None:
         try:

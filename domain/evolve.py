@@ -25,6 +25,7 @@ from domain.events import (
     MeterUpdated,
     OverrideApplied,
     PaymentApplied,
+    PaymentReconnect,
     RebateGranted,
     ReconnectionChargeApplied,
     RelayCommandCancelled,
@@ -296,6 +297,15 @@ def _override(m: Meter, e: OverrideApplied) -> Meter:
     return m  # connect/disconnect: the audit record; the relay events that follow change state
 
 
+def _payment_reconnect(m: Meter, e: PaymentReconnect) -> Meter:
+    """The fold of its parts (domain/fused.py): exactly what the events one by one give."""
+    for part in e.parts():
+        if part.account != m.account:
+            raise MeterInvariantError(f"{m.account}: event for {part.account}")
+        m = _EVOLVERS[type(part)](m, part)
+    return m
+
+
 _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
     MeterUpdated: _updated,
     BillPosted: _bill_posted,
@@ -317,6 +327,7 @@ _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
     WorkOrderClosed: _wo_closed,
     ReconnectionChargeApplied: _charged,
     OverrideApplied: _override,
+    PaymentReconnect: _payment_reconnect,
 }
 
 

@@ -50,6 +50,7 @@ from domain.events import (
     ReconnectionChargeApplied,
     SurchargeApplied,
 )
+from domain.fused import expand_all, fuse_all
 from domain.meter import apply_all, decide, handle, next_check_at
 from domain.policy import Policy, load_policy
 from domain.rules import BUTTON_CONTROL_MODES, remote_switching_eligible
@@ -96,6 +97,9 @@ class MeterMachine(RuleBasedStateMachine):
         for event in events:
             self.snapshots.append(apply_all(self.snapshots[-1], (event,)))
         assert self.snapshots[-1] == new_state
+        fused = fuse_all(events)  # as a shard journals them (issue 13): same events, same state
+        assert expand_all(fused) == list(events)
+        assert apply_all(before, fused) == new_state
         self.journal.extend(events)
         self.state = new_state
         m = self.m
