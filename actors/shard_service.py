@@ -45,7 +45,7 @@ from domain.events import (
     RelayStateConfirmed,
     WorkOrderClosed,
 )
-from domain.fused import fuse_shard_events
+from domain.fused import expand_all, fuse_shard_events
 from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.shard import HostStep, MeterHost, ShardImage
@@ -418,7 +418,7 @@ class ShardService:
 
     def _follow(self, step: HostStep, out: Outgoing) -> None:
         wall = self.wall()
-        for _, event in step.events:
+        for event in expand_all(e for _, e in step.events):  # a fused payment: its parts
             if isinstance(event, RelayCommandIssued) and event.correlation_id in self.paid_wall:
                 if event.command_id not in self.command_payment:
                     self.to_command.append(max(0.0, wall - self.paid_wall[event.correlation_id]))

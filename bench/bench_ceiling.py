@@ -8,8 +8,9 @@ does inside jodo, with nothing in between: for each batch
    policy), every meter registered, disconnected and owing the amount paid, and resident packed as in
    a shard group (``protocols.registry.METER_PACKING``: each decide unpacks the meter, each assign
    packs it);
-3. journal the events, encoded with protocols.codec, in ONE durable commit (SQLite ShardStore,
-   synchronous=full), then `MeterHost.assign`;
+3. journal the events as a shard does (`actors.shard_service.journal_records`: a common payment's
+   events fused into one record, each encoded with protocols.codec) in ONE durable commit (SQLite
+   ShardStore, synchronous=full), then `MeterHost.assign`;
 4. encode the resulting relay commands (`SendRelayCommand`, codec.encode_many).
 
 GC as in a shard actor: meters frozen (gc.freeze) after loading, gen-0 threshold 50 000.
@@ -32,6 +33,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from actors.shard_service import journal_records
 from domain.commands import ClearPayment, RegisterMeter
 from domain.effects import SendRelayCommand
 from domain.enums import RelayState
@@ -41,7 +43,6 @@ from protocols import codec
 from protocols.payments import PaymentReceived
 from protocols.registry import METER_PACKING
 from storage import StoreOptions, open_shard_store
-from storage.records import NewEvent
 
 DUES = 150_000
 HEAD_END = "hes-1"
@@ -86,14 +87,6 @@ def encoded_batches(start: int, total: int, batch: int, now: int) -> list[bytes]
     return out
 
 
-def _ref(e: object) -> str | None:
-    for name in ("payment_id", "command_id", "bill_id"):
-        value = getattr(e, name, None)
-        if isinstance(value, str):
-            return value
-    return None
-
-
 def run(
     host: MeterHost, store_dir: Path, batches: list[bytes], now: int
 ) -> tuple[float, float, int, int, int]:
@@ -111,11 +104,7 @@ def run(
             for p in received
         ]
         step = host.step(credits, now)
-        events = [
-            NewEvent(shard=shard, account=e.account, kind=type(e).__name__, ref=_ref(e), at=e.at,
-                     body=codec.encode(e))
-            for shard, e in step.events
-        ]
+        events = journal_records(step.events)  # as a shard journals them (a common payment: one)
         store.commit(events)
         host.assign(step, now)
         relay = [e for e in step.effects if isinstance(e, SendRelayCommand)]

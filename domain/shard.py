@@ -28,8 +28,9 @@ from domain.commands import CheckMeter, MeterCommand
 from domain.effects import Effect, MeterCommandRejected
 from domain.enums import RelayState, WorkOrderAction
 from domain.events import MeterEvent
-from domain.meter import evolve, handle, next_check_at
+from domain.meter import evolve, next_check_at
 from domain.packed import PackedTable
+from domain.payment_path import handle_batched
 from domain.policy import Policy
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, logical_shard
 from domain.state import Meter
@@ -227,7 +228,7 @@ class MeterHost:
             account = command.account
             state = overlay.get(account) or behind.get(account) or self._fetch(account)
             try:
-                new, evs, effs = handle(state, command, now, self.policy)
+                new, evs, effs = handle_batched(state, command, now, self.policy)  # a common payment: 1 event
             except Exception as exc:  # one bad record must not poison the other 9 999
                 failures.append((command, f"{type(exc).__name__}: {exc}"))
                 continue
