@@ -45,7 +45,7 @@ from domain.events import (
     RelayStateConfirmed,
     WorkOrderClosed,
 )
-from domain.fused import expand_all, fuse_shard_events
+from domain.fused import fuse_shard_events
 from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.shard import HostStep, MeterHost, ShardImage
@@ -418,12 +418,19 @@ class ShardService:
 
     def _follow(self, step: HostStep, out: Outgoing) -> None:
         wall = self.wall()
-        for event in expand_all(e for _, e in step.events):  # a fused payment: its parts
-            if isinstance(event, RelayCommandIssued) and event.correlation_id in self.paid_wall:
-                if event.command_id not in self.command_payment:
-                    self.to_command.append(max(0.0, wall - self.paid_wall[event.correlation_id]))
-                self.command_payment[event.command_id] = event.correlation_id
-                _trim(self.command_payment)
+        for _, event in step.events:
+            issued: tuple[str, str] | None = None  # (command id, correlation id) of a command issued
+            if isinstance(event, PaymentReconnect):  # a fused payment: its RelayCommandIssued
+                issued = event.command_id, event.payment_id
+            elif isinstance(event, RelayCommandIssued):
+                issued = event.command_id, event.correlation_id
+            if issued is not None:
+                command_id, correlation = issued
+                if correlation in self.paid_wall:
+                    if command_id not in self.command_payment:
+                        self.to_command.append(max(0.0, wall - self.paid_wall[correlation]))
+                    self.command_payment[command_id] = correlation
+                    _trim(self.command_payment)
             elif isinstance(event, RelayStateConfirmed | RelayCommandFailed | RelayCommandCancelled):
                 self.sent_at.pop(event.command_id, None)
                 payment_id = self.command_payment.pop(event.command_id, None)
