@@ -1,5 +1,7 @@
 """The common payment decided in one step (issue 13): what a shard runs instead of `handle`.
 
+(And its sequel: the head-end's "connected" for the command it sent, `_connect_confirmed`.)
+
 `handle_batched(state, command, now, policy)` gives what `handle` gives, with one difference: for a
 payment that brings a meter off for dues to the reconnection threshold (the payment jodo exists
 for), the events come as their one `PaymentReconnect` record (domain/fused.py) and are decided and
@@ -17,18 +19,20 @@ machine (tests/property/test_meter_machine.py) holds the two equal on every comm
 
 from __future__ import annotations
 
-from domain.commands import ClearPayment, MeterCommand
+from domain.commands import ClearPayment, MeterCommand, ReportRelayResult
 from domain.effects import AckPayment, Effect, NotifyConsumer, SendRelayCommand
 from domain.enums import (
     CommandOrigin,
+    ControlState,
     NoticeTemplate,
     PaymentOutcome,
     RelayAction,
+    RelayResultStatus,
     RelayState,
     RelayTarget,
 )
-from domain.events import MeterEvent, PaymentReconnect
-from domain.evolve import evolve
+from domain.events import MeterEvent, PaymentReconnect, RelayStateConfirmed
+from domain.evolve import _with, evolve
 from domain.meter import handle
 from domain.policy import Policy
 from domain.rules import remote_switching_eligible
@@ -46,11 +50,61 @@ def handle_batched(
     state: Meter | None, command: MeterCommand, now: int, policy: Policy
 ) -> tuple[Meter | None, tuple[MeterEvent, ...], tuple[Effect, ...]]:
     """`handle`, with the common payment decided in one step (see the module doc)."""
-    if type(command) is ClearPayment and state is not None:
-        done = _reconnecting_payment(state, command, now, policy)
-        if done is not None:
-            return done
+    if state is not None:
+        kind = type(command)
+        if kind is ClearPayment:
+            done = _reconnecting_payment(state, command, now, policy)  # type: ignore[arg-type]
+            if done is not None:
+                return done
+        elif kind is ReportRelayResult:
+            done = _connect_confirmed(state, command, now)  # type: ignore[arg-type]
+            if done is not None:
+                return done
     return handle(state, command, now, policy)
+
+
+def _connect_confirmed(
+    m: Meter, c: ReportRelayResult, now: int
+) -> tuple[Meter, tuple[MeterEvent, ...], tuple[Effect, ...]] | None:
+    """The head-end's "connected, read back" for the connect in flight of a meter with nothing else
+    open and nothing overdue: `RelayStateConfirmed`, the "supply restored" notice, and the standing
+    rules have nothing to do (their short cut for a quiet connected meter)."""
+    case = m.case
+    if case is None or m.desired is not RelayTarget.CONNECTED:
+        return None
+    p = case.pending
+    if (
+        p is None
+        or p.command_id != c.command_id
+        or p.retry_at is not None
+        or p.action is not RelayAction.CONNECT
+        or c.status is not RelayResultStatus.PROCESSED
+        or c.control_state is not ControlState.CONNECTED
+        or c.output_state is not True
+    ):
+        return None
+    if (
+        case.protected
+        or case.on_hold
+        or case.notice_at is not None
+        or case.switch_off_not_before is not None
+        or case.work_order is not None
+    ):
+        return None
+    bill = m.bill
+    if bill is not None and now >= bill.due_at:
+        return None
+    event = RelayStateConfirmed(
+        account=m.account, at=now, command_id=p.command_id, relay=RelayState.CONNECTED,
+        control_state=ControlState.CONNECTED, output_state=True,
+    )
+    effects: tuple[Effect, ...] = ()
+    if p.from_relay is not RelayState.CONNECTED:  # drive.relay_reached: the consumer is told
+        effects = (NotifyConsumer(
+            notice_id=f"{p.command_id}:{NoticeTemplate.SUPPLY_RESTORED}", account=m.account,
+            template=NoticeTemplate.SUPPLY_RESTORED, ref=p.command_id,
+        ),)
+    return _with(m, case=None, relay=RelayState.CONNECTED), (event,), effects
 
 
 def _reconnecting_payment(

@@ -11,8 +11,17 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.commands import ClearPayment
-from domain.enums import CommandOrigin, RelayAction, RelayState, RelayTarget, WorkOrderAction
+from domain import payment_path
+from domain.commands import ClearPayment, ReportRelayResult
+from domain.enums import (
+    CommandOrigin,
+    ControlState,
+    RelayAction,
+    RelayResultStatus,
+    RelayState,
+    RelayTarget,
+    WorkOrderAction,
+)
 from domain.events import PaymentReconnect
 from domain.fused import expand_all, fuse_all
 from domain.meter import handle
@@ -29,9 +38,18 @@ times = st.integers(NOW - 40 * 86_400, NOW + 40 * 86_400)
 opt_times = st.none() | times
 
 
+#: relay states and wanted states drawn for a payment: mostly the one-step path's own, then any
+PAYMENT_RELAYS = st.just(RelayState.DISCONNECTED) | st.sampled_from(list(RelayState))
+PAYMENT_WANTED = st.just(RelayTarget.OFF_FOR_DUES) | st.sampled_from(list(RelayTarget))
+
+
 @st.composite
-def meters(draw: st.DrawFn) -> Meter:
-    relay = draw(st.just(RelayState.DISCONNECTED) | st.sampled_from(list(RelayState)))
+def meters(
+    draw: st.DrawFn,
+    relays: st.SearchStrategy[RelayState] = PAYMENT_RELAYS,
+    wanted: st.SearchStrategy[RelayTarget] = PAYMENT_WANTED,
+) -> Meter:
+    relay = draw(relays)
     action = _TRANSIT.get(relay)
     pending = None
     if action is not None:
@@ -64,7 +82,7 @@ def meters(draw: st.DrawFn) -> Meter:
     ))
     return Meter(
         account=ACCOUNT, serial="SM-1", profile=profile, relay=relay,
-        desired=draw(st.just(RelayTarget.OFF_FOR_DUES) | st.sampled_from(list(RelayTarget))),
+        desired=draw(wanted),
         dues_paise=draw(st.integers(-10_000, 400_000)), bill=bill,
         case=None if case == MeterCase() else case, seq=draw(st.integers(0, 5)),
         recent_payment_ids=tuple(draw(st.lists(st.sampled_from(["P0", "P1", "P2"]), max_size=3,
@@ -108,3 +126,43 @@ def test_the_drawn_meters_reach_the_one_step_path_with_and_without_a_notice() ->
 
     run()
     assert seen == {True, False}
+
+
+RESULT_METERS = meters(
+    relays=st.just(RelayState.CONNECTING) | st.sampled_from(list(RelayState)),
+    wanted=st.just(RelayTarget.CONNECTED) | st.sampled_from(list(RelayTarget)),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    m=RESULT_METERS,
+    command_id=st.sampled_from([f"{ACCOUNT}:c1", "other"]),
+    status=st.just(RelayResultStatus.PROCESSED) | st.sampled_from(list(RelayResultStatus)),
+    control_state=st.just(ControlState.CONNECTED) | st.none() | st.sampled_from(list(ControlState)),
+    output_state=st.just(True) | st.none() | st.booleans(),
+    now=times,
+)
+def test_the_one_step_connect_result_decides_what_handle_decides(
+    m: Meter, command_id: str, status: RelayResultStatus, control_state: ControlState | None,
+    output_state: bool | None, now: int,
+) -> None:
+    c = ReportRelayResult(account=ACCOUNT, command_id=command_id, status=status, control_state=control_state,
+                          output_state=output_state, error_code=None if status is RelayResultStatus.PROCESSED
+                          else "e", retryable=False)
+    assert handle_batched(m, c, now, POLICY) == handle(m, c, now, POLICY)
+
+
+def test_the_drawn_results_reach_the_one_step_path_with_and_without_a_notice_to_send() -> None:
+    seen: set[int] = set()
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(m=RESULT_METERS, now=times)
+    def run(m: Meter, now: int) -> None:
+        c = ReportRelayResult(account=ACCOUNT, command_id=f"{ACCOUNT}:c1", status=RelayResultStatus.PROCESSED,
+                              control_state=ControlState.CONNECTED, output_state=True)
+        if payment_path._connect_confirmed(m, c, now) is not None:
+            seen.add(len(handle_batched(m, c, now, POLICY)[2]))
+
+    run()
+    assert seen == {0, 1}
