@@ -163,13 +163,17 @@ def registered() -> dict[str, type[Any]]:
 # ---------------------------------------------------------------- encoding
 
 
+_WIRE: dict[type[Any], Callable[[Any], list[Any]]] = {}  # class → its `MessageSpec.wire`, once resolved
+
+
 def to_wire(obj: Any) -> list[Any]:
     """The msgpack-ready form ``[tag, version, [values]]`` of a registered message."""
-    spec = _BY_CLASS.get(type(obj))
-    if spec is None or spec.wire is None:
+    wire = _WIRE.get(type(obj))
+    if wire is None:
         spec = spec_for(type(obj))
         assert spec.wire is not None
-    return spec.wire(obj)
+        wire = _WIRE[type(obj)] = spec.wire
+    return wire(obj)
 
 
 def _default(obj: Any) -> Any:
