@@ -451,7 +451,10 @@ class MeterShard(JodoActor):
             rows = service.store.events_for_account(
                 logical_shard(msg.account, service.host.shards), msg.account, limit=msg.history
             )
-            history = codec.encode_many(codec.decode(r.body) for r in rows)
+            from domain.fused import expand
+
+            # newest first; a fused payment record reads as the events it stands for (domain/fused.py)
+            history = codec.encode_many(e for r in rows for e in reversed(expand(codec.decode(r.body))))
         self.tell(sender, MeterView(request_id=msg.request_id, account=msg.account,
                                     meter=b"" if m is None else codec.encode(m), history=history))
 

@@ -37,6 +37,7 @@ from domain.enums import RelayAction, RelayResultStatus, RelayState
 from domain.events import (
     AwaitingButtonPress,
     MeterEvent,
+    PaymentReconnect,
     RelayCommandCancelled,
     RelayCommandFailed,
     RelayCommandIssued,
@@ -44,6 +45,7 @@ from domain.events import (
     RelayStateConfirmed,
     WorkOrderClosed,
 )
+from domain.fused import fuse_shard_events
 from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.shard import HostStep, MeterHost, ShardImage
@@ -104,7 +106,19 @@ def relay_command_of(m: Meter) -> SendRelayCommand | None:
     )
 
 
+def journal_records(events: Iterable[tuple[int, MeterEvent]]) -> list[NewEvent]:
+    """A host step's (logical shard, event) pairs as journal records: a payment's common run of events
+    fused into one `PaymentReconnect` (domain/fused.py), each body encoded by the codec."""
+    encode = codec.encode
+    return [
+        NewEvent.unchecked(shard, e.account, type(e).__name__, _ref(e), e.at, encode(e))
+        for shard, e in fuse_shard_events(list(events))
+    ]
+
+
 def _ref(event: MeterEvent) -> str | None:
+    if type(event) is PaymentReconnect:
+        return event.command_id  # the journal is the command's audit trail (events_for_ref)
     for name in ("payment_id", "command_id", "bill_id", "work_order_id", "notice_id", "correlation_id"):
         value = getattr(event, name, None)
         if isinstance(value, str):
@@ -405,11 +419,18 @@ class ShardService:
     def _follow(self, step: HostStep, out: Outgoing) -> None:
         wall = self.wall()
         for _, event in step.events:
-            if isinstance(event, RelayCommandIssued) and event.correlation_id in self.paid_wall:
-                if event.command_id not in self.command_payment:
-                    self.to_command.append(max(0.0, wall - self.paid_wall[event.correlation_id]))
-                self.command_payment[event.command_id] = event.correlation_id
-                _trim(self.command_payment)
+            issued: tuple[str, str] | None = None  # (command id, correlation id) of a command issued
+            if isinstance(event, PaymentReconnect):  # a fused payment: its RelayCommandIssued
+                issued = event.command_id, event.payment_id
+            elif isinstance(event, RelayCommandIssued):
+                issued = event.command_id, event.correlation_id
+            if issued is not None:
+                command_id, correlation = issued
+                if correlation in self.paid_wall:
+                    if command_id not in self.command_payment:
+                        self.to_command.append(max(0.0, wall - self.paid_wall[correlation]))
+                    self.command_payment[command_id] = correlation
+                    _trim(self.command_payment)
             elif isinstance(event, RelayStateConfirmed | RelayCommandFailed | RelayCommandCancelled):
                 self.sent_at.pop(event.command_id, None)
                 payment_id = self.command_payment.pop(event.command_id, None)
@@ -521,10 +542,7 @@ class ShardService:
     # ------------------------------------------------------------ internals
 
     def _commit(self, step: HostStep, now: int) -> None:
-        events = [
-            NewEvent.unchecked(shard, e.account, type(e).__name__, _ref(e), e.at, codec.encode(e))
-            for shard, e in step.events
-        ]
+        events = journal_records(step.events)
         outbox: list[NewOutboxEntry] = []
         updates: list[OutboxUpdate] = [
             OutboxUpdate(id=nid, status=OutboxStatus.DONE, at=now) for nid in self.notices_delivered
@@ -553,8 +571,8 @@ class ShardService:
         self.notices_delivered = []
         for shard, head in result.heads.items():
             self.heads[shard] = head
-        for shard, _ in step.events:
-            self._since_snapshot[shard] += 1
+        for record in events:  # journal records (a fused payment is one), as the tail holds them
+            self._since_snapshot[record.shard] += 1
 
     def _observe_commit(self, seconds: float) -> None:
         try:

@@ -8,8 +8,9 @@ does inside jodo, with nothing in between: for each batch
    policy), every meter registered, disconnected and owing the amount paid, and resident packed as in
    a shard group (``protocols.registry.METER_PACKING``: each decide unpacks the meter, each assign
    packs it);
-3. journal the events, encoded with protocols.codec, in ONE durable commit (SQLite ShardStore,
-   synchronous=full), then `MeterHost.assign`;
+3. journal the events as a shard does (`actors.shard_service.journal_records`: a common payment's
+   events fused into one record, each encoded with protocols.codec) in ONE durable commit (SQLite
+   ShardStore, synchronous=full), then `MeterHost.assign`;
 4. encode the resulting relay commands (`SendRelayCommand`, codec.encode_many).
 
 GC as in a shard actor: meters frozen (gc.freeze) after loading, gen-0 threshold 50 000.
@@ -32,6 +33,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from actors.shard_service import journal_records
 from domain.commands import ClearPayment, RegisterMeter
 from domain.effects import SendRelayCommand
 from domain.enums import RelayState
@@ -41,7 +43,6 @@ from protocols import codec
 from protocols.payments import PaymentReceived
 from protocols.registry import METER_PACKING
 from storage import StoreOptions, open_shard_store
-from storage.records import NewEvent
 
 DUES = 150_000
 HEAD_END = "hes-1"
@@ -86,40 +87,45 @@ def encoded_batches(start: int, total: int, batch: int, now: int) -> list[bytes]
     return out
 
 
-def _ref(e: object) -> str | None:
-    for name in ("payment_id", "command_id", "bill_id"):
-        value = getattr(e, name, None)
-        if isinstance(value, str):
-            return value
-    return None
+#: where the CPU goes, per batch: decode + ClearPayment, MeterHost.step, journal records, the
+#: commit, MeterHost.assign, relay commands encoded (the ``stages`` of each run record)
+STAGES = ("decode", "step", "records", "commit", "assign", "commands")
 
 
 def run(
-    host: MeterHost, store_dir: Path, batches: list[bytes], now: int
+    host: MeterHost, store_dir: Path, batches: list[bytes], now: int, stages: dict[str, float] | None = None
 ) -> tuple[float, float, int, int, int]:
-    """Process every batch; returns (seconds, CPU seconds of this process, payments, events journaled,
-    relay commands encoded)."""
+    """Process every batch; returns (seconds, CPU seconds of this process, payments, journal records,
+    relay commands encoded). ``stages``: CPU seconds by `STAGES`, added to."""
+    if stages is None:
+        stages = {}
     store = open_shard_store(store_dir, 0, StoreOptions(synchronous="full"))
     paid = events_total = commands_total = 0
     command_bytes = 0
-    started, cpu = time.perf_counter(), time.process_time()
+    clock = time.process_time
+    started, cpu = time.perf_counter(), clock()
     for data in batches:
+        t0 = clock()
         received = codec.decode_many(data, expect=PaymentReceived)
         credits = [
             ClearPayment(account=p.account, payment_id=p.payment_id, amount_paise=p.amount_paise,
                          channel=p.channel, cashless=p.cashless, paid_at=p.paid_at)
             for p in received
         ]
+        t1 = clock()
         step = host.step(credits, now)
-        events = [
-            NewEvent(shard=shard, account=e.account, kind=type(e).__name__, ref=_ref(e), at=e.at,
-                     body=codec.encode(e))
-            for shard, e in step.events
-        ]
+        t2 = clock()
+        events = journal_records(step.events)  # as a shard journals them (a common payment: one)
+        t3 = clock()
         store.commit(events)
+        t4 = clock()
         host.assign(step, now)
+        t5 = clock()
         relay = [e for e in step.effects if isinstance(e, SendRelayCommand)]
         command_bytes += len(codec.encode_many(relay))
+        for name, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, clock() - t5),
+                                 strict=True):
+            stages[name] = stages.get(name, 0.0) + seconds
         paid += len(received)
         events_total += len(events)
         commands_total += len(relay)
@@ -164,12 +170,14 @@ def main() -> None:
         for r in range(args.runs):
             batches = encoded_batches(next_account, args.payments, size, now)
             next_account += args.payments
-            seconds, cpu, paid, events, commands = run(host, root / f"b{size}-r{r}", batches, now)
+            stages: dict[str, float] = {}
+            seconds, cpu, paid, events, commands = run(host, root / f"b{size}-r{r}", batches, now, stages)
             rates.append(paid / seconds)
             costs.append(cpu / paid * 1e6)
             emit(stage="run", batch=size, run=r + 1, payments=paid, seconds=round(seconds, 3),
                  payments_per_s=round(paid / seconds), cpu_us_per_payment=round(costs[-1], 1), events=events,
-                 relay_commands=commands, load=round(os.getloadavg()[0], 2))
+                 relay_commands=commands, load=round(os.getloadavg()[0], 2),
+                 stages_cpu_us_per_payment={k: round(v / paid * 1e6, 1) for k, v in stages.items()})
         median = statistics.median(rates)
         emit(stage="ceiling", batch=size, runs=args.runs, payments_per_s=round(median),
              runs_payments_per_s=[round(x) for x in rates],

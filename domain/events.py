@@ -31,6 +31,7 @@ __all__ = [
     "MeterUpdated",
     "OverrideApplied",
     "PaymentApplied",
+    "PaymentReconnect",
     "RebateGranted",
     "ReconnectionChargeApplied",
     "RelayCommandCancelled",
@@ -289,6 +290,58 @@ class OverrideApplied:
     deliberate_disconnection: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentReconnect:
+    """The common payment as ONE journal record (issue 13): a payment that brings a meter off for dues
+    to the reconnection threshold, and the connect command sent for it at once.
+
+    It stands for exactly the events `parts` gives, in that order, which is what decide emits for such
+    a payment: `PaymentApplied`, a `DisconnectionNoticeWithdrawn` when ``notice_withdrawn`` (its
+    reason) is set, `RelayTargetSet` to connected, and `RelayCommandIssued` (connect, attempt 1,
+    automatic, no engineer), all at ``at``, both correlated with the payment and with one ``reason``.
+    Journals written before it hold those events one by one; both replay to the same state
+    (`domain.fused`). Its journal ref is the command id (the command's audit trail)."""
+
+    account: str
+    at: int
+    payment_id: str
+    amount_paise: int
+    channel: str
+    cashless: bool
+    paid_at: int
+    dues_after_paise: int
+    command_id: str
+    expires_at: int
+    reason: str
+    notice_withdrawn: str | None = None
+
+    def parts(
+        self,
+    ) -> tuple[PaymentApplied, DisconnectionNoticeWithdrawn, RelayTargetSet, RelayCommandIssued] | tuple[
+        PaymentApplied, RelayTargetSet, RelayCommandIssued
+    ]:
+        """The events this record stands for, in order."""
+        account, at = self.account, self.at
+        paid = PaymentApplied(
+            account=account, at=at, payment_id=self.payment_id, amount_paise=self.amount_paise,
+            channel=self.channel, cashless=self.cashless, paid_at=self.paid_at,
+            dues_after_paise=self.dues_after_paise,
+        )
+        target = RelayTargetSet(
+            account=account, at=at, target=RelayTarget.CONNECTED, reason=self.reason,
+            correlation_id=self.payment_id,
+        )
+        issued = RelayCommandIssued(
+            account=account, at=at, command_id=self.command_id, action=RelayAction.CONNECT, attempt=1,
+            expires_at=self.expires_at, reason=self.reason, correlation_id=self.payment_id,
+            origin=CommandOrigin.AUTOMATIC, engineer_id=None,
+        )
+        if self.notice_withdrawn is None:
+            return paid, target, issued
+        withdrawn = DisconnectionNoticeWithdrawn(account=account, at=at, reason=self.notice_withdrawn)
+        return paid, withdrawn, target, issued
+
+
 MeterEvent = (
     MeterRegistered
     | MeterUpdated
@@ -311,4 +364,5 @@ MeterEvent = (
     | WorkOrderClosed
     | ReconnectionChargeApplied
     | OverrideApplied
+    | PaymentReconnect
 )

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from domain.enums import (
+    CommandOrigin,
     OverrideAction,
     RelayAction,
     RelayState,
@@ -25,6 +26,7 @@ from domain.events import (
     MeterUpdated,
     OverrideApplied,
     PaymentApplied,
+    PaymentReconnect,
     RebateGranted,
     ReconnectionChargeApplied,
     RelayCommandCancelled,
@@ -296,6 +298,48 @@ def _override(m: Meter, e: OverrideApplied) -> Meter:
     return m  # connect/disconnect: the audit record; the relay events that follow change state
 
 
+def _payment_reconnect(m: Meter, e: PaymentReconnect) -> Meter:
+    """What its parts give one by one (domain/fused.py), in one copy of the meter when nothing is
+    pending (the case it is made for; the property tests hold the two equal), else their fold."""
+    case = m.case
+    if case is not None and case.pending is not None:
+        for part in e.parts():
+            m = _EVOLVERS[type(part)](m, part)
+        return m
+    pending = PendingRelayCommand(
+        command_id=e.command_id,
+        action=RelayAction.CONNECT,
+        attempt=1,
+        issued_at=e.at,
+        expires_at=e.expires_at,
+        from_relay=m.relay,
+        reason=e.reason,
+        correlation_id=e.payment_id,
+        origin=CommandOrigin.AUTOMATIC,
+    )
+    withdrawn = e.notice_withdrawn is not None
+    if case is None:
+        new_case = MeterCase(pending=pending)
+    else:
+        new_case = MeterCase(
+            protected=case.protected,
+            on_hold=case.on_hold,
+            notice_at=None if withdrawn else case.notice_at,
+            switch_off_not_before=None if withdrawn else case.switch_off_not_before,
+            pending=pending,
+            work_order=case.work_order,
+        )
+    return _with(
+        m,
+        dues_paise=m.dues_paise - e.amount_paise,
+        recent_payment_ids=(*m.recent_payment_ids, e.payment_id)[-RECENT_PAYMENT_IDS_KEPT:],
+        desired=RelayTarget.CONNECTED,
+        case=new_case,
+        relay=RelayState.CONNECTING,
+        seq=m.seq + 1,
+    )
+
+
 _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
     MeterUpdated: _updated,
     BillPosted: _bill_posted,
@@ -317,6 +361,7 @@ _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
     WorkOrderClosed: _wo_closed,
     ReconnectionChargeApplied: _charged,
     OverrideApplied: _override,
+    PaymentReconnect: _payment_reconnect,
 }
 
 

@@ -50,7 +50,9 @@ from domain.events import (
     ReconnectionChargeApplied,
     SurchargeApplied,
 )
+from domain.fused import expand_all, fuse_all
 from domain.meter import apply_all, decide, handle, next_check_at
+from domain.payment_path import handle_batched
 from domain.policy import Policy, load_policy
 from domain.rules import BUTTON_CONTROL_MODES, remote_switching_eligible
 from domain.state import RECENT_PAYMENT_IDS_KEPT, Meter
@@ -96,6 +98,12 @@ class MeterMachine(RuleBasedStateMachine):
         for event in events:
             self.snapshots.append(apply_all(self.snapshots[-1], (event,)))
         assert self.snapshots[-1] == new_state
+        fused = fuse_all(events)  # as a shard journals them (issue 13): same events, same state
+        assert expand_all(fused) == list(events)
+        assert apply_all(before, fused) == new_state
+        b_state, b_events, b_effects = handle_batched(before, command, self.now, self.policy)
+        assert (b_state, expand_all(b_events), b_effects) == (new_state, list(events), effects)
+        assert fuse_all(list(b_events)) == fused  # the journal gets the same records
         self.journal.extend(events)
         self.state = new_state
         m = self.m

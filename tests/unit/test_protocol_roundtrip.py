@@ -14,6 +14,7 @@ import protocols  # noqa: F401  (registers the meter core)
 from domain import MESSAGE_TYPES
 from domain.commands import EngineerOverride, UpdateMeter
 from domain.enums import ControlState, OverrideAction, RelayResultStatus
+from domain.fused import fuse_all
 from domain.state import PROTECTED_CASE, Meter, meter_profile
 from protocols import codec
 from protocols.payments import PaymentItemResult, PaymentReceived, PaymentResultCode
@@ -91,6 +92,7 @@ def collected() -> list[Any]:
     found: list[Any] = []
     for sim in stories():
         found += sim.journal
+        found += [e for e in fuse_all(sim.journal) if e not in sim.journal]  # as a shard journals them
         found += sim.effects_seen
         found += sim.commands_seen
         found += [n for m in sim.states_seen for n in nested(m)]

@@ -11,6 +11,8 @@ from actors.shard_service import ShardService
 from domain.commands import ClearPayment, PostBill, RegisterMeter, ReportRelayResult
 from domain.effects import AckPayment, SendRelayCommand
 from domain.enums import ControlState, PaymentOutcome, RelayAction, RelayResultStatus, RelayState
+from domain.events import RelayCommandIssued
+from domain.fused import expand
 from domain.policy import Policy, load_policy
 from domain.shard import MeterHost, Packing
 from domain.sharding import group_of, logical_shard
@@ -59,9 +61,13 @@ def test_a_payment_is_journaled_acknowledged_and_sends_one_connect(tmp_path: Pat
     sent = out.relay["hes-1"]
     assert len(sent) == 1 and isinstance(sent[0], SendRelayCommand) and sent[0].action is RelayAction.CONNECT
     audit = s.store.events_for_ref(logical_shard("N0000000001"), sent[0].command_id)
-    assert [e.kind for e in audit] == ["RelayCommandIssued"]  # the journal is the command's audit trail
+    # the journal is the command's audit trail: the payment and its command are ONE record (issue 13)
+    assert [e.kind for e in audit] == ["PaymentReconnect"]
+    parts = expand(codec.decode(audit[0].body))
+    assert [type(e).__name__ for e in parts] == ["PaymentApplied", "RelayTargetSet", "RelayCommandIssued"]
+    assert isinstance(parts[-1], RelayCommandIssued) and parts[-1].command_id == sent[0].command_id
     kinds = [e.kind for e in s.store.events_for_account(logical_shard("N0000000001"), "N0000000001")]
-    assert "PaymentApplied" in kinds
+    assert kinds == ["PaymentReconnect", "MeterRegistered"]  # newest first
 
 
 def test_redelivered_payment_is_acknowledged_and_credits_nothing(tmp_path: Path) -> None:
