@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from jodo import localtoken, schema
+from jodo import cli_disconnects, localtoken, schema
 from jodo.config import Config, ConfigError, load_config
 from jodo.csvimport import BillRecord, CsvImport, CsvRejected, ImportKind, MeterRecord, PaymentRecord, Record
 from jodo.frontdoor.client import AdminClient, ApiRefused, NodeUnreachable, base_url
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="hand every group of NODE over to the others (before maintenance)")
     drain.add_argument("node", help="the member's node id ([cluster] node_id)")
     drain.add_argument("--undo", action="store_true", help="let NODE take groups again")
+    cli_disconnects.add_parser(sub, remote)
     config = sub.add_parser("config", help="the configuration")
     config_views = config.add_subparsers(dest="view", required=True, metavar="VIEW")
     cshow = config_views.add_parser("show", parents=[common], help="the merged config, secrets as ***")
@@ -739,6 +740,7 @@ def _pairs(rows: Sequence[tuple[str, str]]) -> str:
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": _serve, "hes-sim": _hes_sim, "demo": _demo, "import": _import, "inject": _inject,
     "meter": _meter, "trace": _trace, "status": _status, "config": _config, "cluster": _cluster,
+    "disconnects": lambda args, config: cli_disconnects.run(args, _client(args, config), _out, table),
 }
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Routes (``T`` = bearer token from ``[tokens]``: ``Authorization: Bearer <token>`
                                                              (codec.encode_many); per-item refusals
     POST /v1/admin/fault             T admin                 {"kind", "target", "on"}
     GET  /v1/status                  T admin                 node summary
+    /v1/disconnects...               T admin                 the disconnect guard (guard_routes.py)
     GET  /healthz  /readyz  /metrics                         liveness, readiness (503 until ready), Prometheus
 
 Every error is ``{"error": <code>, "detail": <what and where>}`` (``"where"`` too when known), with
@@ -115,6 +116,9 @@ def build_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    from jodo.frontdoor.guard_routes import add_guard_routes  # (it imports this module's helpers)
+
+    add_guard_routes(app)
     return app
 
 
