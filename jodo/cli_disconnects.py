@@ -43,8 +43,10 @@ def add_parser(sub: Any, remote: argparse.ArgumentParser) -> None:
         p.add_argument("--reason", default="", help="why, for the audit log")
 
 
-def run(args: argparse.Namespace, client: Any, out: Callable[[argparse.Namespace, Any, Callable[[Any], str]], None],
-        table: Callable[..., str]) -> int:
+Out = Callable[[argparse.Namespace, Any, Callable[[Any], str]], None]
+
+
+def run(args: argparse.Namespace, client: Any, out: Out, table: Callable[..., str]) -> int:
     action = args.disconnects_command
     if action == "list":
         query = f"?limit={args.limit}" + (f"&status={args.status}" if args.status else "")
@@ -52,10 +54,12 @@ def run(args: argparse.Namespace, client: Any, out: Callable[[argparse.Namespace
     elif action == "show":
         out(args, client.get(f"/v1/disconnects/waves/{args.wave}"), _wave_text)
     elif action == "approve":
-        doc = client.post_json(f"/v1/disconnects/waves/{args.wave}/approve", {"approver": args.by or _login()})
+        doc = client.post_json(f"/v1/disconnects/waves/{args.wave}/approve",
+                               {"approver": args.by or _login()})
         out(args, doc, lambda d: f"{args.wave}: {d['outcome']} ({d['detail']})")
     else:
-        doc = client.post_json(f"/v1/disconnects/{action}", {"by": args.by or _login(), "reason": args.reason})
+        doc = client.post_json(f"/v1/disconnects/{action}",
+                               {"by": args.by or _login(), "reason": args.reason})
         out(args, doc, lambda d: f"automatic disconnections {'paused' if d['paused'] else 'resumed'} "
                                  f"by {d['by']} at {_when(d['at'])}")
     return 0
