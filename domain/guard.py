@@ -227,7 +227,7 @@ def admit(
             continue
         room = s.step_used + sent < policy.wave_size
         if (s.paused or s.wave is not None or queue or not room
-                or _over(s, sent + 1, now, total + sent, policy) is not None):
+                or _over(s, sent + 1, now, total, policy) is not None):
             in_queue[item.account] = len(queue)
             queue.append(kept)
             out.kept.append((kept, QUEUED))
