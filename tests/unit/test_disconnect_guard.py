@@ -128,10 +128,10 @@ def test_the_node_wide_total_holds_a_wave_too() -> None:
 
 def test_engineer_disconnections_and_a_disabled_guard_pass() -> None:
     eng = Incoming("E1", "E1:c1", 0, RelayAction.DISCONNECT, CommandOrigin.ENGINEER)
-    s, acts = admit(GuardState(head_end="hes-1", paused=True), [eng], 0.0, 0, POLICY)
+    _, acts = admit(GuardState(head_end="hes-1", paused=True), [eng], 0.0, 0, POLICY)
     assert acts.send == [0]
     off = GuardPolicy(enabled=False)
-    s, acts = admit(GuardState(head_end="hes-1", paused=True), [cut(1)], 0.0, 10**9, off)
+    _, acts = admit(GuardState(head_end="hes-1", paused=True), [cut(1)], 0.0, 10**9, off)
     assert acts.send == [0]
 
 
