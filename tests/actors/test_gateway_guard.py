@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.gateway import HeadEndGateway
+from thespian.actors import WakeupMessage
+
+from actors.gateway import _TICK, HeadEndGateway
 from actors.guard_shell import GatewayGuard
 from domain.commands import ReportRelayResult
 from domain.effects import CancelRelayCommand, SendRelayCommand
@@ -90,8 +92,7 @@ def test_a_bill_run_is_held_after_the_threshold_and_reconnections_reach_the_head
     held = answers(g, sent)
     assert len(held) == 15 and {r.status for r in held} == {RelayResultStatus.HELD}
     assert g.guard is not None
-    g.guard.last_tick = -1.0
-    g.receiveMsg_WakeupMessage(_wakeup(), "self")  # the next wave of 5 would make 10 > 8 in the hour
+    tick(g)  # the next wave of 5 would make 10 > 8 in the hour
     assert answers(g, sent) == []
     store = GuardStore.in_dir(tmp_path)
     (wave,) = store.waves(status="held")
@@ -105,8 +106,7 @@ def test_a_bill_run_is_held_after_the_threshold_and_reconnections_reach_the_head
     # approved (through the store, as the admin API does): released on the next tick, a step at a time
     outcome = store.approve(wave["wave_id"], "asha", at=time.time(), required=1, via="test")
     assert outcome is not None and str(outcome.kind) == "approved"
-    g.guard.last_tick = -1.0
-    g.receiveMsg_WakeupMessage(_wakeup(), "self")
+    tick(g)
     assert [r.status for r in answers(g, sent)] == [RelayResultStatus.RELEASED] * 5
     # the meters' fresh commands pass at once
     offer(g, [command("A08", n=2)])
@@ -118,26 +118,22 @@ def test_pause_holds_the_next_step_until_resume(tmp_path: Path) -> None:
     store = GuardStore.in_dir(tmp_path)
     store.set_paused(True, by="ravi", at=time.time(), reason="tariff bug")
     assert g.guard is not None
-    g.guard.last_tick = -1.0
-    g.receiveMsg_WakeupMessage(_wakeup(), "self")  # the gateway reads the switch on its tick
+    tick(g)  # the gateway reads the switch on its tick
     offer(g, [command("A1"), command("A2"), command("P1", RelayAction.CONNECT)])
     assert [c.meter for c in driver.submitted] == ["SM-P1"]
-    g.guard.last_tick = -1.0
-    g.receiveMsg_WakeupMessage(_wakeup(), "self")
+    tick(g)
     assert [r.status for r in answers(g, sent)] == [RelayResultStatus.HELD] * 2
     store.set_paused(False, by="ravi", at=time.time())
-    g.guard.last_tick = -1.0
-    g.receiveMsg_WakeupMessage(_wakeup(), "self")
+    tick(g)
     assert [r.status for r in answers(g, sent)] == [RelayResultStatus.RELEASED] * 2
 
 
 def test_a_restarted_gateway_finds_its_held_wave_and_the_re_sent_commands_rejoin_it(tmp_path: Path) -> None:
-    g, sent, driver = gateway(tmp_path)
+    g, _, _ = gateway(tmp_path)
     offer(g, [command(f"A{i:02d}") for i in range(20)])
     assert g.guard is not None
     for _ in range(2):
-        g.guard.last_tick = -1.0
-        g.receiveMsg_WakeupMessage(_wakeup(), "self")
+        tick(g)
     wave_id = g.guard.state.wave.wave_id if g.guard.state.wave else ""
     assert wave_id
     again, sent2, driver2 = gateway(tmp_path)  # a new process: only the store is left
@@ -149,12 +145,12 @@ def test_a_restarted_gateway_finds_its_held_wave_and_the_re_sent_commands_rejoin
     assert len(again.guard.state.wave.members) == 15
 
 
-def _wakeup() -> Any:
-    from thespian.actors import WakeupMessage
-
-    from actors.gateway import _TICK
-
-    return WakeupMessage(0, _TICK)
+def tick(g: HeadEndGateway) -> None:
+    """The gateway's wake-up, with the guard's tick due."""
+    assert g.guard is not None
+    g.guard.last_tick = -1.0
+    me: Any = "self"
+    g.receiveMsg_WakeupMessage(WakeupMessage(0, _TICK), me)
 
 
 def test_the_gateway_init_turns_the_guard_on_only_with_a_policy_and_a_data_dir(tmp_path: Path) -> None:
