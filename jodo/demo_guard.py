@@ -50,7 +50,8 @@ class DemoGuard:
                 doc = await r.json()
                 if r.status != 200:
                     raise RuntimeError(f"GET /v1/disconnects answered {r.status}: {doc}")
-            held = doc["waves"]
+            mine = {w["wave_id"] for w in self.approved}
+            held = [w for w in doc["waves"] if w["wave_id"] not in mine]  # (held until the gateway's tick)
             if not held or sum(w["kept"] for w in held) < pending:
                 return []  # waves still forming, or commands still out at the head-end
             done = []
