@@ -201,7 +201,7 @@ class HeadEndGateway(JodoActor):
 
     def _guard_gauges(self) -> None:
         held, kept, paused = self.guard.gauges() if self.guard is not None else (0, 0, False)
-        self.metric("set_disconnect_guard", self._head_end(), held=held, kept=kept, paused=paused)
+        self.metric("set_disconnect_guard", self._head_end(), held, kept, paused)
         if self.guard is not None:
             left, errors = self.guard.drain()
             self.metric("disconnects_released", self._head_end(), left)

@@ -777,7 +777,7 @@ def set_work_orders_open(action: str, count: int) -> None:
     WORK_ORDERS_OPEN.labels(_closed(action, WORK_ORDER_ACTIONS, "work-order action")).set(count)
 
 
-def set_disconnect_guard(head_end: str, *, held: int, kept: int, paused: bool) -> None:
+def set_disconnect_guard(head_end: str, held: int, kept: int, paused: bool) -> None:
     """This gateway's guard: held waves, disconnects kept, kill switch (each gateway sets its own)."""
     label = _configured(head_end, _head_ends)
     DISCONNECT_WAVES_HELD.labels(label).set(held)

@@ -101,9 +101,10 @@ class Node:
         return [i for i, s in enumerate(states) if s.control_state == HesControlState.DISCONNECTED]
 
     async def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as s:
-            async with s.request(method, self.url + path, json=body) as r:
-                return r.status, await r.json()
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        url = self.url + path
+        async with aiohttp.ClientSession(headers=headers) as s, s.request(method, url, json=body) as r:
+            return r.status, await r.json()
 
     async def held(self) -> list[dict[str, Any]]:
         status, doc = await self.http("GET", "/v1/disconnects?status=held")
@@ -207,7 +208,8 @@ async def _bill_run_held_then_approved(node: Node) -> None:
     while time.monotonic() < observed_until:
         assert sorted(node.relays()) == sorted(cut_first[1:]), "a wave left during the pause"
         await asyncio.sleep(0.1)
-    status, _ = await node.http("POST", "/v1/disconnects/resume", {"by": "ravi", "reason": "bill run checked"})
+    status, _ = await node.http("POST", "/v1/disconnects/resume",
+                                {"by": "ravi", "reason": "bill run checked"})
     assert status == 200
     expected = sorted(set(range(METERS)) - {payer, leaver})
     await eventually(lambda: sorted(node.relays()) == expected, timeout=60,
