@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from jodo.frontdoor import build_app, start_site
 from jodo.serve import Stack, StackOptions
 from protocols.headend import HesControlState
 from protocols.payments import PaymentReceived
+from supervisors.processes import kill_process
 from tests.system.conftest import free_port
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -72,7 +74,7 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 30.0, what: s
 
 
 class Node:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, start_at: int = ISSUED) -> None:
         self.env = {
             "JODO_NODE__DATA_DIR": str(tmp / "data"), "JODO_NODE__ADMIN_PORT": str(free_port()),
             "JODO_HTTP__PORT": "0", "JODO_HEAD_ENDS__0__NAME": HEAD_END, "JODO_HEAD_ENDS__0__KIND": "sim",
@@ -83,7 +85,7 @@ class Node:
         }
         self.config = load_config(env=self.env)
         self.stack = Stack(self.config, StackOptions(
-            sim=SimConfig(meters=METERS, seed=3), manual_clock=True, start_at=ISSUED, synchronous="normal",
+            sim=SimConfig(meters=METERS, seed=3), manual_clock=True, start_at=start_at, synchronous="normal",
             rate_limit=None, ask_timeout=30.0))
         self.url = ""
 
@@ -130,23 +132,30 @@ class Node:
         return int(m.dues_paise)
 
 
-async def _scenario(tmp: Path) -> None:
-    node = Node(tmp)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, node.stack.start)
+async def _started(tmp: Path, start_at: int = ISSUED) -> tuple[Node, Any]:
+    node = Node(tmp, start_at)
+    await asyncio.get_running_loop().run_in_executor(None, node.stack.start)
     assert node.stack.backend is not None
     runner, port = await start_site(build_app(node.config, node.stack.backend), "127.0.0.1", 0)
     node.url = f"http://127.0.0.1:{port}"
+    return node, runner
+
+
+async def _stopped(node: Node, runner: Any) -> None:
+    await runner.cleanup()
+    await asyncio.get_running_loop().run_in_executor(None, node.stack.close)
+
+
+async def _scenario(tmp: Path) -> None:
+    node, runner = await _started(tmp)
     try:
         await _bill_run_held_then_approved(node)
     finally:
-        await runner.cleanup()
-        await loop.run_in_executor(None, node.stack.close)
+        await _stopped(node, runner)
 
 
-async def _bill_run_held_then_approved(node: Node) -> None:
-    status, doc = await node.http("GET", "/v1/disconnects")
-    assert status == 200 and doc["waves"] == [] and doc["switch"]["paused"] is False
+async def _bill_run(node: Node) -> str:
+    """Meters, bills, the clock to the first lawful morning: one wave leaves, 9 are held."""
     meters = [RegisterMeter(account=account(i), serial=serial(i), head_end=HEAD_END, install_year=2022,
                             relay_capable=True, control_mode=2) for i in range(METERS)]
     bills = [PostBill(account=account(i), bill_id=f"B-{i}", amount_paise=200_000, due_date="2026-07-29",
@@ -155,13 +164,18 @@ async def _bill_run_held_then_approved(node: Node) -> None:
     assert await node.call(lambda c: c.send(bills)) == []
     await node.clock(DUE)  # overdue: the s.56 notice is served
     await node.clock(LAWFUL)  # 15 clear days later: every meter may be cut
-
-    # one wave of 3 leaves; the next would make 6 > 5 in the hour: 9 held in one wave
     (wave,) = await eventually(node.held, what="a held wave")
-    wave_id = wave["wave_id"]
     await eventually(lambda: len(node.relays()) == 3, what="the first wave's relays to open")
-    await eventually(lambda: _kept(node, wave_id, 9), what="9 disconnections kept")
+    await eventually(lambda: _kept(node, wave["wave_id"], 9), what="9 disconnections kept")
     assert "max_per_hour 5" in wave["reason"]
+    return str(wave["wave_id"])
+
+
+async def _bill_run_held_then_approved(node: Node) -> None:
+    status, doc = await node.http("GET", "/v1/disconnects")
+    assert status == 200 and doc["waves"] == [] and doc["switch"]["paused"] is False
+    # one wave of 3 leaves; the next would make 6 > 5 in the hour: 9 held in one wave
+    wave_id = await _bill_run(node)
     cut_first = node.relays()
     held = [i for i in range(METERS) if i not in cut_first]
 
@@ -241,3 +255,33 @@ async def _metrics(node: Node) -> str:
 
 def test_a_real_bill_run_is_held_paused_approved_by_two_and_the_relays_open(tmp_path: Path) -> None:
     asyncio.run(_scenario(tmp_path))
+
+
+async def _killed_and_restarted(tmp: Path) -> None:
+    node, runner = await _started(tmp)
+    try:
+        wave_id = await _bill_run(node)
+        held = [i for i in range(METERS) if i not in node.relays()]
+        assert node.stack.backend is not None and node.stack.backend.node is not None
+        for ref in node.stack.backend.node.known_processes():  # the whole actor system: admin, logger,
+            kill_process(ref, signal.SIGKILL)  # every actor, at once
+    finally:
+        await _stopped(node, runner)
+    # a new node on the same data dir (and a new simulated head-end: every relay closed again)
+    node, runner = await _started(tmp, start_at=LAWFUL + 600)
+    try:
+        (wave,) = await eventually(node.held, what="the held wave after the restart")
+        assert wave["wave_id"] == wave_id and wave["kept"] == 9
+        assert node.relays() == []
+        for approver in ("asha", "ravi"):
+            status, answer = await node.http("POST", f"/v1/disconnects/waves/{wave_id}/approve",
+                                             {"approver": approver})
+            assert status == 200, answer
+        await eventually(lambda: sorted(node.relays()) == held, timeout=60,
+                         what="the held wave's relays to open after the restart and approval")
+    finally:
+        await _stopped(node, runner)
+
+
+def test_a_held_wave_survives_a_kill_9_of_the_node(tmp_path: Path) -> None:
+    asyncio.run(_killed_and_restarted(tmp_path))
