@@ -5,7 +5,9 @@ A bill run on the first lawful morning would cut 12 meters; the guard (waves of 
 hour, two distinct approvers) lets one wave out and holds the other 9. Held, they do not expire,
 retry or open work orders, and survive a crash of their gateway; the kill switch stops the approved
 wave until resumed; reconnections pass during the pause; a payment takes its meter out of the wave;
-after approval and resume the rest of the relays open at the head-end.
+after approval and resume the rest of the relays open at the head-end. A second test SIGKILLs every
+process of the node with the wave held: a new node on the same data dir still holds the same wave,
+and after approval its relays open.
 """
 
 from __future__ import annotations
