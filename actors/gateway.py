@@ -13,6 +13,7 @@ the outcome cache without touching the meter again.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -23,9 +24,11 @@ from typing import Any
 from thespian.actors import ThespianWatch, WakeupMessage, WatchMessage
 
 from actors.base import JodoActor
+from actors.guard_shell import GatewayGuard, GroupReport
 from domain.commands import ReportRelayResult
 from domain.effects import CancelRelayCommand, SendRelayCommand
 from domain.enums import ControlState, RelayAction, RelayResultStatus
+from domain.guard import GuardPolicy, guarded
 from headend.adapter import AdapterConfig
 from headend.outcome import HeadEndOutcome, OutcomeKind
 from headend.socket_driver import HeadEndSocketDriver
@@ -35,6 +38,7 @@ from protocols.control import Address
 from protocols.headend import HesAction, HesCommand
 from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
 from protocols.runtime import CrashActor, GatewayInit, GatewayStatus, GatewayStatusQuery, RelayResultsApplied
+from storage.sqlite_guard import GuardStore
 
 __all__ = ["HeadEndGateway", "report_of"]
 
@@ -80,6 +84,7 @@ class HeadEndGateway(JodoActor):
         self.tick_armed = False
         self.tick_due = 0.0
         self.counts: dict[str, int] = defaultdict(int)
+        self.guard: GatewayGuard | None = None  # the mass-disconnect guard (actors/guard_shell.py)
 
     def receiveMessage(self, msg: Any, sender: Address) -> Any:
         try:
@@ -103,6 +108,10 @@ class HeadEndGateway(JodoActor):
         self.use_data_dir(msg.data_dir or None)
         self.count_process()
         self.driver = HeadEndSocketDriver(msg.host, msg.port, config)
+        if msg.guard and msg.data_dir:
+            self.guard = GatewayGuard(msg.head_end, GuardPolicy(**json.loads(msg.guard)),
+                                      GuardStore.in_dir(msg.data_dir), time.time())
+        self._guard_gauges()  # every guard series reads 0 from the start
         self.report_started(sender)
         self._outcomes(self.driver.on_tick())
 
@@ -121,9 +130,14 @@ class HeadEndGateway(JodoActor):
             return
         wall = time.time()
         submit: list[HesCommand] = []
+        fresh: list[SendRelayCommand] = []
         for e in effects:
             if isinstance(e, CancelRelayCommand):
-                continue  # the reference protocol has no cancel: expiry and the shard's state cover it
+                # the reference protocol has no cancel: expiry and the shard's state cover it; a
+                # disconnect the guard keeps leaves its wave
+                if self.guard is not None:
+                    self.guard.cancel(e.account, e.command_id, wall)
+                continue
             if not isinstance(e, SendRelayCommand):
                 continue
             wire_id = f"{e.command_id}#{e.attempt}"
@@ -133,9 +147,22 @@ class HeadEndGateway(JodoActor):
                 continue
             if wire_id in self.running:
                 continue
-            self.running[wire_id] = (e.account, msg.group, wall)
+            fresh.append(e)
+        if self.guard is not None:
+            fresh, kept = self.guard.offer(fresh, msg.group, wall)
+            self._guard_reports(kept)
+        for e in fresh:
+            wire_id = f"{e.command_id}#{e.attempt}"
+            if wire_id in self.running:
+                continue  # twice in one batch
             # expiry on our clock: the shard's clock may be a simulated one
             expires = wall + (e.expires_at - msg.now) if msg.now else float(e.expires_at)
+            if self.guard is not None and guarded(e.action, e.origin) and expires <= wall:
+                # a held disconnect re-sent after a restart, stale now: the meter issues it afresh
+                self._guard_reports([(msg.group, ReportRelayResult(
+                    account=e.account, command_id=e.command_id, status=RelayResultStatus.RELEASED))])
+                continue
+            self.running[wire_id] = (e.account, msg.group, wall)
             submit.append(HesCommand(command_id=wire_id, meter=e.meter_serial, action=_ACTIONS[e.action],
                                      expires_at=expires))
             self.metric("relay_command_attempted", self._head_end(), str(e.action))
@@ -163,6 +190,22 @@ class HeadEndGateway(JodoActor):
             self.metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
             self.metric("set_relay_commands_pending", self._head_end(), len(self.running))
             self.sample_memory()
+        guard = self.guard
+        if guard is not None and guard.due(time.time()):
+            self._guard_reports(guard.tick(time.time()))
+            self._guard_gauges()
+
+    def _guard_reports(self, reports: list[GroupReport]) -> None:
+        for group, report in reports:
+            self.results[group].append(report)
+
+    def _guard_gauges(self) -> None:
+        held, kept, paused = self.guard.gauges() if self.guard is not None else (0, 0, False)
+        self.metric("set_disconnect_guard", self._head_end(), held, kept, paused)
+        if self.guard is not None:
+            left, errors = self.guard.drain()
+            self.metric("disconnects_released", self._head_end(), left)
+            self.metric("disconnect_guard_failed", self._head_end(), errors)
 
     def _outcomes(self, outcomes: list[HeadEndOutcome]) -> None:
         wall = time.time()

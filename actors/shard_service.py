@@ -50,7 +50,7 @@ from domain.packed import PackedTable
 from domain.policy import Policy
 from domain.shard import HostStep, MeterHost, ShardImage
 from domain.sharding import logical_shard, shards_of_group
-from domain.state import Meter
+from domain.state import HELD_RETRY_AT, Meter
 from protocols import codec
 from protocols.registry import METER_PACKING
 from storage.api import ShardStore
@@ -87,9 +87,10 @@ class Outgoing:
 
 
 def relay_command_of(m: Meter) -> SendRelayCommand | None:
-    """The command a meter has in flight (to re-send after a restart), or None."""
+    """The command a meter has in flight (to re-send after a restart), or None. A disconnect the
+    gateway's guard holds counts: a restarted gateway learns its held waves' commands again."""
     p = m.pending
-    if p is None or p.retry_at is not None:
+    if p is None or (p.retry_at is not None and p.retry_at != HELD_RETRY_AT):
         return None
     return SendRelayCommand(
         command_id=p.command_id,
@@ -460,8 +461,9 @@ class ShardService:
             account = cid.rsplit(":", 1)[0]
             m = self.host.get(account)
             command = None if m is None else relay_command_of(m)
-            if command is None or command.command_id != cid:
-                self.sent_at.pop(cid, None)
+            held = m is not None and m.pending is not None and m.pending.retry_at == HELD_RETRY_AT
+            if command is None or command.command_id != cid or held:
+                self.sent_at.pop(cid, None)  # (a held one waits for its release: no re-send storm)
             else:
                 out.relay[command.head_end].append(command)
         return out

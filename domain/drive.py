@@ -48,7 +48,7 @@ from domain.events import (
 from domain.evolve import evolve
 from domain.policy import Policy
 from domain.rules import remote_switching_eligible, retry_delay_seconds, surcharge_paise
-from domain.state import Meter, PendingRelayCommand
+from domain.state import HELD_RETRY_AT, Meter, PendingRelayCommand
 from domain.windows import (
     allowed_until,
     disconnection_allowed,
@@ -349,7 +349,7 @@ def cancel_pending(d: Draft, reason: str) -> None:
             account=m.account, at=d.now, command_id=p.command_id, in_flight=in_flight, reason=reason
         )
     )
-    if in_flight:
+    if in_flight or p.retry_at == HELD_RETRY_AT:  # a held one must leave the guard's wave
         d.do(CancelRelayCommand(command_id=p.command_id, account=m.account, head_end=m.profile.head_end))
 
 

@@ -63,6 +63,10 @@ class RelayResultStatus(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    # Not head-end outcomes: the gateway's disconnect guard (domain/guard.py) keeps a disconnect
+    # (the meter parks it: no expiry, no retry) and later releases it (the meter issues it afresh).
+    HELD = "held"
+    RELEASED = "released"
 
 
 class CommandOrigin(StrEnum):

@@ -61,6 +61,8 @@ from domain.events import (
     OverrideApplied,
     PaymentApplied,
     RebateGranted,
+    RelayCommandCancelled,
+    RelayCommandRetryScheduled,
     RelayStateReported,
     RelayTargetSet,
 )
@@ -74,7 +76,7 @@ from domain.rules import (
     remote_switching_eligible,
     surcharge_paise,
 )
-from domain.state import Meter, meter_profile
+from domain.state import HELD_RETRY_AT, Meter, PendingRelayCommand, meter_profile
 from domain.windows import due_at_for
 
 __all__ = ["Meter", "apply_all", "decide", "evolve", "handle", "next_check_at"]
@@ -266,8 +268,14 @@ def _check(d: Draft, c: CheckMeter) -> str | None:
 def _relay_result(d: Draft, c: ReportRelayResult) -> str | None:
     m = d.state
     p = m.pending if m is not None else None
-    if m is None or p is None or p.command_id != c.command_id or p.retry_at is not None:
-        return None  # unknown, old, cancelled or already failed command: never counts
+    if m is None or p is None or p.command_id != c.command_id:
+        return None  # unknown, old or cancelled command: never counts
+    if c.status in _GUARD_STATUSES or p.retry_at == HELD_RETRY_AT:
+        handled = _guard_result(d, c, p)
+        if handled is not _NOT_GUARD:
+            return handled
+    elif p.retry_at is not None:
+        return None  # already failed, waiting for its retry: never counts
     # A processed result is the head-end's word that the relay switched, whenever it arrives: the
     # head-end only runs a command before its expiry, so a late one was in transit (refusing it and
     # sending the command again made one reconnect run twice). Any other late result is an expiry.
@@ -292,6 +300,33 @@ def _relay_result(d: Draft, c: ReportRelayResult) -> str | None:
     else:
         attempt_failed(d, p, c.status, c.error_code, retryable=c.retryable)
     return p.correlation_id
+
+
+_GUARD_STATUSES = (RelayResultStatus.HELD, RelayResultStatus.RELEASED)
+_NOT_GUARD = "not a guard answer"
+
+
+def _guard_result(d: Draft, c: ReportRelayResult, p: PendingRelayCommand) -> str | None:
+    """The disconnect guard's answers (domain/guard.py). HELD parks an in-flight disconnect (no expiry,
+    no retry, no work order while held); RELEASED drops the parked command so the standing rules issue
+    a fresh one (new expiry, windows checked again). A head-end result for a parked command (a gateway
+    restarted and ran it after all) is handled as usual: returns `_NOT_GUARD`."""
+    held = p.retry_at == HELD_RETRY_AT
+    if c.status is RelayResultStatus.HELD:
+        if held or p.retry_at is not None or p.action is not RelayAction.DISCONNECT:
+            return None
+        d.emit(RelayCommandRetryScheduled(
+            account=d.m.account, at=d.now, command_id=p.command_id, attempt=p.attempt,
+            retry_at=HELD_RETRY_AT, status=RelayResultStatus.HELD, error_code=c.error_code,
+        ))
+        return p.correlation_id
+    if c.status is RelayResultStatus.RELEASED:
+        if not held:
+            return None
+        d.emit(RelayCommandCancelled(account=d.m.account, at=d.now, command_id=p.command_id,
+                                     in_flight=False, reason="released by the disconnect guard"))
+        return p.correlation_id
+    return _NOT_GUARD
 
 
 def _meter_state(d: Draft, c: ReportMeterState) -> str | None:

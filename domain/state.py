@@ -14,6 +14,7 @@ from domain.enums import CommandOrigin, RelayAction, RelayState, RelayTarget, Wo
 from domain.errors import MeterInvariantError
 
 __all__ = [
+    "HELD_RETRY_AT",
     "PROTECTED_CASE",
     "QUIET_CASE",
     "RECENT_PAYMENT_IDS_KEPT",
@@ -30,6 +31,9 @@ __all__ = [
 #: Payment ids a meter remembers to answer a redelivery with "applied" and credit nothing. The desk's
 #: ledger deduplicates durably; this window covers desk → shard redelivery of recent, unacked credits.
 RECENT_PAYMENT_IDS_KEPT = 4
+#: A pending command's ``retry_at`` while the disconnect guard (domain/guard.py) holds it: no expiry,
+#: no retry, until the gateway releases it. 9999-12-31T23:59:59Z, a time every formatter can print.
+HELD_RETRY_AT = 253_402_300_799
 #: DLMS control modes (class 70 attribute 4) are 0..6 (research §1.1).
 CONTROL_MODES = range(7)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from jodo import localtoken, schema
+from jodo import cli_disconnects, localtoken, schema
 from jodo.config import Config, ConfigError, load_config
 from jodo.csvimport import BillRecord, CsvImport, CsvRejected, ImportKind, MeterRecord, PaymentRecord, Record
 from jodo.frontdoor.client import AdminClient, ApiRefused, NodeUnreachable, base_url
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     reconcile_arguments(sub.add_parser("reconcile", parents=[remote],
                                        help="compare a window with the gateways' lists, credit lost ones"))
+    cli_disconnects.add_parser(sub, remote)
     config = sub.add_parser("config", help="the configuration")
     config_views = config.add_subparsers(dest="view", required=True, metavar="VIEW")
     cshow = config_views.add_parser("show", parents=[common], help="the merged config, secrets as ***")
@@ -794,6 +795,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "meter": _meter, "trace": _trace, "status": _status, "config": _config, "cluster": _cluster,
     "top": _top,
     "reconcile": _reconcile,
+    "disconnects": lambda args, config: cli_disconnects.run(args, _client(args, config), _out, table),
 }
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ __all__ = [
     "ClusterConfig",
     "Config",
     "ConfigError",
+    "DisconnectsConfig",
     "FrozenMap",
     "GatewayConfig",
     "HeadEndConfig",
@@ -315,6 +316,31 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DisconnectsConfig:
+    """``[disconnects]``: the mass-disconnect guard (domain/guard.py; every default is ours)."""
+
+    guard: bool = True  # false: automatic disconnections leave at once, never paced or held
+    wave_size: int = _key(500, min=1, max=1_000_000)  # per head-end per step
+    wave_spacing_s: float = _key(60.0, min=0.0, max=86_400.0)
+    max_per_hour: int = _key(2000, min=1, max=100_000_000)  # per head-end, in the last window_s
+    max_per_hour_total: int = _key(5000, min=1, max=100_000_000)  # this node's head-ends together
+    approvals_required: int = _key(1, min=1, max=2)  # distinct approvers of a held wave
+    window_s: float = _key(3600.0, min=1.0, max=7 * 86_400.0)
+
+    def policy_json(self) -> str:
+        """What each gateway gets (GatewayInit.guard): "" when the guard is off."""
+        if not self.guard:
+            return ""
+        import json
+
+        return json.dumps({
+            "enabled": True, "wave_size": self.wave_size, "wave_spacing_s": self.wave_spacing_s,
+            "max_per_hour": self.max_per_hour, "max_per_hour_total": self.max_per_hour_total,
+            "approvals_required": self.approvals_required, "window_s": self.window_s,
+        })
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole node configuration. Build it with `load_config`."""
 
@@ -328,6 +354,7 @@ class Config:
     policy: PolicyConfig = PolicyConfig()
     storage: StorageConfig = StorageConfig()
     cluster: ClusterConfig = ClusterConfig()
+    disconnects: DisconnectsConfig = DisconnectsConfig()
     source: Path | None = None  # the file it came from, if any
 
     def redacted(self) -> dict[str, Any]:
@@ -335,7 +362,7 @@ class Config:
         out = {
             name: _plain(getattr(self, name))
             for name in ("node", "http", "shards", "head_ends", "gateways", "tokens", "logging", "storage",
-                         "cluster")
+                         "cluster", "disconnects")
         }
         out["policy"] = {"path": _plain(self.policy.path)}  # the policy text is domain/'s to show
         out["source"] = _plain(self.source)
@@ -379,6 +406,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "policy": PolicyConfig,
     "storage": StorageConfig,
     "cluster": ClusterConfig,
+    "disconnects": DisconnectsConfig,
 }
 _ALL_SECTIONS = (*_SECTIONS, "head_ends", "gateways")
 _DEFAULT_HEAD_END = {"name": "hes-sim", "kind": "sim", "host": "127.0.0.1", "port": 8471}

@@ -46,6 +46,7 @@ from domain.windows import due_at_for, next_allowed_at, notice_matures_at
 from headend.sim.config import SimConfig
 from jodo.client import NodeClient
 from jodo.config import Config, load_config
+from jodo.demo_guard import DemoGuard, guard_env
 from jodo.frontdoor import build_app, start_site
 from jodo.serve import Stack, StackOptions
 from jodo.webhooks import sign_jodo, sign_razorpay
@@ -186,6 +187,8 @@ class Demo:
         self.phases: list[tuple[str, float]] = []
         self.secrets = {"razorpay": secrets.token_hex(16), "bbps": secrets.token_hex(16)}
         self.payments_token = secrets.token_hex(16)
+        self.admin_token = secrets.token_hex(16)
+        self.guard: DemoGuard | None = None
         self.config = self._config()
         self.consumers: list[Consumer] = []
         self.disconnected_hours: Counter[str] = Counter()
@@ -202,6 +205,7 @@ class Demo:
             "JODO_GATEWAYS__RAZORPAY__SECRET": self.secrets["razorpay"],
             "JODO_GATEWAYS__BBPS__FORMAT": "jodo", "JODO_GATEWAYS__BBPS__SECRET": self.secrets["bbps"],
             "JODO_TOKENS__PAYMENTS": self.payments_token, "JODO_LOGGING__LEVEL": "WARNING",
+            "JODO_TOKENS__ADMIN": self.admin_token, **guard_env(self.n),
         }
         return load_config(env=env)
 
@@ -224,6 +228,7 @@ class Demo:
         app = build_app(self.config, self.backend, clock=lambda: float(self.clock))
         runner, port = await start_site(app, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{port}"
+        self.guard = DemoGuard(self.url, self.admin_token)
         self._phase("start the node, simulator and front door", started)
         node = self.backend.node
         processes = node.known_processes() if node is not None else ()
@@ -338,6 +343,10 @@ class Demo:
                 lambda c: sum(c.shard_status(g).pending_commands for g in c.shard))
             if not pending or time.monotonic() > deadline:
                 return int(pending)
+            for w in await self.guard.approve_held(int(pending)) if self.guard else []:
+                self.out.say(f"  mass-disconnect guard held wave {w['wave_id']}: {w['kept']:,} "
+                             f"disconnections ({w['reason']}); approved by {', '.join(w['approved_by'])} "
+                             "(admin API)")
             await asyncio.sleep(0.02)
 
     async def _walk(self, start: int, end: int, what: str, step: int = 3600) -> None:
@@ -551,6 +560,7 @@ class Demo:
             "paid_but_disconnected": counts["paid_but_disconnected"],
             "supply_restored_notices": notices["supply_restored"],
             "press_button_notices": notices["press_button"],
+            "guard_waves_approved": self.guard.approved if self.guard else [],
         }
 
     def _print(self, s: dict[str, Any]) -> None:
@@ -582,6 +592,9 @@ class Demo:
                                      f"head-end, polled every 50 ms)"),
             ("ledger", ", ".join(f"{k} {v:,}" for k, v in s["ledger"].items())),
             ("forged payments credited", f"{s['forged_payments_that_reconnected']}"),
+            ("mass-disconnect guard", "; ".join(
+                f"wave {w['wave_id']} of {w['kept']:,} held, approved by {', '.join(w['approved_by'])}"
+                for w in s["guard_waves_approved"]) or "no wave held"),
             ("wall time", f"{s['wall_seconds']:.0f} s; shutdown {s['shutdown']}"),
         ]
         width = max(len(k) for k, _ in rows)

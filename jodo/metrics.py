@@ -95,6 +95,10 @@ __all__ = [
     "configure_labels",
     "dead_letter",
     "desk_saturated",
+    "disconnect_approval",
+    "disconnect_guard_failed",
+    "disconnect_switch",
+    "disconnects_released",
     "fencing_refusal",
     "forget_dead_processes",
     "headend_roundtrip",
@@ -115,6 +119,7 @@ __all__ = [
     "set_breaker_state",
     "set_cluster_leases_held",
     "set_cluster_view",
+    "set_disconnect_guard",
     "set_meters_by_relay_state",
     "set_paid_but_disconnected",
     "set_payments_unapplied",
@@ -459,6 +464,54 @@ RECONCILE_ERROR_KINDS: Final = frozenset({"rate_limited", "server_error"})
 _RECONCILE: Final = (RECONCILE_RUNS_TOTAL, RECONCILE_CREDITED_TOTAL, RECONCILE_GATEWAY_ERRORS_TOTAL,
                      RECONCILE_MISMATCHES, RECONCILE_WINDOW_INCOMPLETE, RECONCILE_LAST_COMPLETE,
                      RECONCILE_ENABLED)
+# --- the mass-disconnect guard (actors/guard_shell.py) -------------------------------------------
+DISCONNECT_WAVES_HELD: Final = Gauge(
+    "jodo_disconnect_waves_held",
+    "Disconnect waves held for approval, by head-end (0 or 1: a held wave takes in what queues behind it).",
+    ["head_end"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+DISCONNECTS_KEPT: Final = Gauge(
+    "jodo_disconnects_kept",
+    "Automatic disconnections the guard keeps (queued for a wave, or in a held/approved wave), by head-end.",
+    ["head_end"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+DISCONNECTS_PAUSED: Final = Gauge(
+    "jodo_disconnects_paused",
+    "1 while the kill switch (jodo disconnects pause) stops disconnections at this head-end.",
+    ["head_end"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+DISCONNECTS_RELEASED_TOTAL: Final = Counter(
+    "jodo_disconnects_released",
+    "Automatic disconnections the guard let leave for the head-end (at once or in a wave), by head-end.",
+    ["head_end"],
+    registry=_REGISTRY,
+)
+DISCONNECT_APPROVALS_TOTAL: Final = Counter(
+    "jodo_disconnect_approvals",
+    "Approvals of held disconnect waves, by outcome (approved, recorded: one more approver needed, refused).",
+    ["outcome"],
+    registry=_REGISTRY,
+)
+DISCONNECT_SWITCHES_TOTAL: Final = Counter(
+    "jodo_disconnect_switches",
+    "Kill-switch operations (jodo disconnects pause / resume), by action.",
+    ["action"],
+    registry=_REGISTRY,
+)
+DISCONNECT_GUARD_ERRORS_TOTAL: Final = Counter(
+    "jodo_disconnect_guard_errors",
+    "Guard steps that failed to reach the guard store (its automatic disconnects waited), by head-end.",
+    ["head_end"],
+    registry=_REGISTRY,
+)
+GUARD_APPROVAL_OUTCOMES: Final = frozenset({"approved", "recorded", "refused"})
+GUARD_SWITCH_ACTIONS: Final = frozenset({"pause", "resume"})
 
 _ALL: Final = (
     *_RECONCILE,
@@ -491,6 +544,13 @@ _ALL: Final = (
     CLUSTER_FENCING_REFUSALS_TOTAL,
     CLUSTER_FAILOVER_SECONDS,
     CLUSTER_STORE_ERRORS_TOTAL,
+    DISCONNECT_WAVES_HELD,
+    DISCONNECTS_KEPT,
+    DISCONNECTS_PAUSED,
+    DISCONNECTS_RELEASED_TOTAL,
+    DISCONNECT_APPROVALS_TOTAL,
+    DISCONNECT_SWITCHES_TOTAL,
+    DISCONNECT_GUARD_ERRORS_TOTAL,
 )
 
 _gateways: frozenset[str] = frozenset()
@@ -698,6 +758,7 @@ def _touch_series() -> None:
     for state in CLUSTER_MEMBER_STATES:  # 0 on a single node, not "No data"
         CLUSTER_MEMBERS.labels(state)
     _touch_reconcile()
+    _touch_guard()
 
 
 def _touch_reconcile() -> None:
@@ -712,6 +773,16 @@ def _touch_reconcile() -> None:
         RECONCILE_WINDOW_INCOMPLETE.labels(gateway)
         RECONCILE_LAST_COMPLETE.labels(gateway)
         RECONCILE_ENABLED.labels(gateway)
+
+
+def _touch_guard() -> None:
+    for head_end in _head_ends:
+        DISCONNECTS_RELEASED_TOTAL.labels(head_end)
+        DISCONNECT_GUARD_ERRORS_TOTAL.labels(head_end)
+    for outcome in GUARD_APPROVAL_OUTCOMES:
+        DISCONNECT_APPROVALS_TOTAL.labels(outcome)
+    for action in GUARD_SWITCH_ACTIONS:
+        DISCONNECT_SWITCHES_TOTAL.labels(action)
 
 
 # --- label checks -------------------------------------------------------------------------------
@@ -788,6 +859,32 @@ def set_paid_but_disconnected(*, auto: int, field: int) -> None:
 def set_work_orders_open(action: str, count: int) -> None:
     """This process's open work orders for ``action`` (summed over live processes)."""
     WORK_ORDERS_OPEN.labels(_closed(action, WORK_ORDER_ACTIONS, "work-order action")).set(count)
+
+
+def set_disconnect_guard(head_end: str, held: int, kept: int, paused: bool) -> None:
+    """This gateway's guard: held waves, disconnects kept, kill switch (each gateway sets its own)."""
+    label = _configured(head_end, _head_ends)
+    DISCONNECT_WAVES_HELD.labels(label).set(held)
+    DISCONNECTS_KEPT.labels(label).set(kept)
+    DISCONNECTS_PAUSED.labels(label).set(1 if paused else 0)
+
+
+def disconnects_released(head_end: str, count: int) -> None:
+    if count > 0:
+        DISCONNECTS_RELEASED_TOTAL.labels(_configured(head_end, _head_ends)).inc(count)
+
+
+def disconnect_guard_failed(head_end: str, count: int = 1) -> None:
+    if count > 0:
+        DISCONNECT_GUARD_ERRORS_TOTAL.labels(_configured(head_end, _head_ends)).inc(count)
+
+
+def disconnect_approval(outcome: str) -> None:
+    DISCONNECT_APPROVALS_TOTAL.labels(_closed(outcome, GUARD_APPROVAL_OUTCOMES, "approval outcome")).inc()
+
+
+def disconnect_switch(action: str) -> None:
+    DISCONNECT_SWITCHES_TOTAL.labels(_closed(action, GUARD_SWITCH_ACTIONS, "switch action")).inc()
 
 
 def actor_restarted(kind: str) -> None:

@@ -118,7 +118,7 @@ class Stack:
             data_dir=str(self.data_dir), head_ends=tuple(head_ends), groups=self.config.shards.groups,
             shards=self.config.shards.logical, policy_text=self.config.policy.text or "",
             manual_clock=o.manual_clock, start_at=o.start_at, synchronous=o.synchronous,
-            keeper=self.keeper_init(),
+            keeper=self.keeper_init(), guard=self.config.disconnects.policy_json(),
         )
 
     def keeper_init(self) -> KeeperInit | None:

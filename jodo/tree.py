@@ -57,6 +57,7 @@ class TreeOptions:
     gateway_class: str = "actors.gateway.HeadEndGateway"  # actors.fakes.FakeGateway in actor tests
     # cluster mode: the keeper's init (shards start dormant, the desk credits what the keeper says)
     keeper: KeeperInit | None = None
+    guard: str = ""  # the disconnect guard's policy JSON for every gateway ("" = off: actor tests, benches)
 
 
 def root_flags() -> SupervisorFlags:
@@ -74,7 +75,7 @@ def jodo_tree(o: TreeOptions) -> tuple[ChildSpec, ...]:
             start=o.gateway_class,
             init=GatewayInit(head_end=h.name, host=h.host, port=h.port, rate_limit=h.rate_limit,
                              command_timeout=h.command_timeout, max_attempts=h.max_attempts,
-                             data_dir=o.data_dir),
+                             data_dir=o.data_dir, guard=o.guard),
         )
         for h in o.head_ends
     )

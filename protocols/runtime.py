@@ -85,6 +85,7 @@ class GatewayInit(Carrier):
     rate_limit: float | None = None
     outcome_cache: int = 1_000_000  # final outcomes kept to answer re-sent command ids
     data_dir: str = ""  # where dead letters are stored
+    guard: str = ""  # the disconnect guard's policy as JSON (domain/guard.py GuardPolicy); "" = no guard
 
 
 # ---------------------------------------------------------------- meter commands and time

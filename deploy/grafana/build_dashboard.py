@@ -543,6 +543,8 @@ def build() -> dict[str, Any]:
         thresholds=[(None, "green"), (0.01, "red")],
     )
 
+    _guard_row(lay)
+
     return {
         "uid": "jodo-overview",
         "title": "jodo: pay to reconnect",
@@ -587,6 +589,49 @@ def build() -> dict[str, Any]:
         },
         "panels": lay.panels,
     }
+
+
+def _guard_row(lay: Layout) -> None:
+    """The mass-disconnect guard (domain/guard.py): held waves, what waits, the kill switch, approvals."""
+    lay.row("Mass-disconnect guard")
+    lay.panel(
+        "Disconnect waves held / kill switch",
+        [
+            (f"max by (instance, head_end) (jodo_disconnect_waves_held{_sel()})",
+             "held {{instance}} {{head_end}}"),
+            (f"max by (instance) (jodo_disconnects_paused{_sel()})", "paused {{instance}}"),
+        ],
+        description="1 while a wave of automatic disconnections waits for approval at a head-end "
+        "(JodoDisconnectWaveHeld; jodo disconnects approve WAVE), or while the kill switch is on "
+        "(jodo disconnects pause; JodoDisconnectsPausedLong after 4 h). Reconnections are never held.",
+        width=8,
+        thresholds=[(None, "green"), (1, "orange")],
+    )
+    lay.panel(
+        "Disconnections kept and let out",
+        [
+            (f"sum by (instance, head_end) (jodo_disconnects_kept{_sel()})",
+             "kept {{instance}} {{head_end}}"),
+            (f"sum by (instance, head_end) (increase(jodo_disconnects_released_total{_sel()}[10m]))",
+             "let out (10 min) {{instance}} {{head_end}}"),
+        ],
+        description="Kept: automatic disconnections queued for a wave or in a held/approved one. Let out: "
+        "those the guard sent to the head-end, at once or in a wave (at most wave_size each wave_spacing_s).",
+        width=8,
+    )
+    lay.panel(
+        "Approvals and switches (1 h)",
+        [
+            (f"sum by (outcome) (increase(jodo_disconnect_approvals_total{_sel()}[1h]))",
+             "approval {{outcome}}"),
+            (f"sum by (action) (increase(jodo_disconnect_switches_total{_sel()}[1h]))", "{{action}}"),
+            (f"sum (increase(jodo_disconnect_guard_errors_total{_sel()}[1h]))", "guard store errors"),
+        ],
+        description="Approvals of held waves (recorded: one more approver needed; refused: not held, or the "
+        "same approver twice) and pause/resume, each audited in guard.sqlite3; guard store errors keep "
+        "disconnections waiting.",
+        width=8,
+    )
 
 
 def render() -> str:

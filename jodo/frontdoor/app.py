@@ -14,6 +14,7 @@ Routes (``T`` = bearer token from ``[tokens]``: ``Authorization: Bearer <token>`
     POST /v1/admin/fault             T admin                 {"kind", "target", "on"}
     POST /v1/admin/reconcile         T admin                 {"gateway", "from", "to", "dry_run"}
     GET  /v1/status                  T admin                 node summary
+    /v1/disconnects...               T admin                 the disconnect guard (guard_routes.py)
     GET  /healthz  /readyz  /metrics                         liveness, readiness (503 until ready), Prometheus
 
 Every error is ``{"error": <code>, "detail": <what and where>}`` (``"where"`` too when known), with
@@ -122,6 +123,9 @@ def build_app(
     from jodo.reconcile.http import attach_reconciler  # it imports this module's keys
 
     attach_reconciler(app, reconciler)  # POST /v1/admin/reconcile and the periodic pulls
+    from jodo.frontdoor.guard_routes import add_guard_routes  # (it imports this module's helpers)
+
+    add_guard_routes(app)
     return app
 
 

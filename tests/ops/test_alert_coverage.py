@@ -51,6 +51,8 @@ def test_the_expected_alerts_exist() -> None:
             "JodoClusterMemberLost",
             "JodoClusterStoreUnreachable",
             "JodoDeadLetters",
+            "JodoDisconnectWaveHeld",
+            "JodoDisconnectsPausedLong",
             "JodoHeadEndBreakerOpen",
             "JodoJournalSlow",
             "JodoNodeDown",

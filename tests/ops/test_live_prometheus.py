@@ -53,6 +53,10 @@ def _record_a_little_of_everything() -> None:
     metrics.fencing_refusal("group")
     metrics.cluster_failover(2.5)
     metrics.cluster_store_error()
+    metrics.set_disconnect_guard("hes-a", 1, 40, False)  # (the gateway sets these at its start)
+    metrics.disconnects_released("hes-a", 10)
+    metrics.disconnect_approval("approved")
+    metrics.disconnect_switch("pause")
 
 
 def _render() -> bytes:
@@ -93,7 +97,7 @@ def test_prometheus_scrapes_evaluates_the_rules_and_answers_every_dashboard_quer
     )
     assert prometheus.value('up{job="jodo"}') == 1
 
-    assert len(prometheus.rules()) == 23  # 4 recording + 19 alerting
+    assert len(prometheus.rules()) == 25  # 4 recording + 21 alerting
     until("every rule evaluated", lambda: all(r["health"] == "ok" for r in prometheus.rules()))
 
     empty = []

@@ -75,6 +75,9 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "cluster_lease_lost": ("released",),
     "fencing_refusal": ("group",),
     "cluster_failover": (1.0,),
+    "set_disconnect_guard": ("hes-1", 0, 0, False),
+    "disconnects_released": ("hes-1", 1),
+    "disconnect_guard_failed": ("hes-1", 1),
 }
 CALLS = list(_metric_calls())
 

@@ -35,6 +35,10 @@ def test_the_demo_runs_a_month_end_to_end_and_prints_its_summary(tmp_path: Path)
     assert summary["paid_early"] > 1000
     assert summary["notices"]["disconnection_notice"] > 0
     assert list(summary["disconnected_by_hour"]) == ["Mon 17 Aug 08:00-09:00"]  # not Sat (holiday), not Sun
+    # the mass-disconnect guard held the morning's bill run past 10 % of the fleet; the operator approved it
+    (wave,) = summary["guard_waves_approved"]
+    assert wave["kept"] > 0 and "max_per_hour" in wave["reason"] and wave["approved_by"] == ["demo-operator"]
+    assert "mass-disconnect guard held wave" in done.stderr
     assert summary["work_orders"].get("open:disconnect", 0) > 0
     # the night's webhooks
     hooks = summary["webhooks"]
