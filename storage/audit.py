@@ -109,7 +109,9 @@ def body_digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-def desk_link(chain: str, seq: int, at: int, prev: bytes, images: Sequence[Sequence[Any]]) -> tuple[bytes, bytes]:
+def desk_link(
+    chain: str, seq: int, at: int, prev: bytes, images: Sequence[Sequence[Any]]
+) -> tuple[bytes, bytes]:
     """(record, hash) of one ledger transaction's link."""
     record = cast(bytes, msgpack.packb(
         [ENCODING_VERSION, "desk", chain, seq, at, prev, [list(i) for i in images]], use_bin_type=True
@@ -169,7 +171,9 @@ class Verdict:
         for key, seqs in other.hash_at.items():
             self.hash_at.setdefault(key, {}).update(seqs)
 
-    def keep(self, store: str, chain: str, seq: int, link: bytes, wanted: Collection[tuple[str, int]]) -> None:
+    def keep(
+        self, store: str, chain: str, seq: int, link: bytes, wanted: Collection[tuple[str, int]]
+    ) -> None:
         if (chain, seq) in wanted:
             self.hash_at.setdefault((store, chain), {})[seq] = link
 
@@ -291,7 +295,8 @@ def _moved_from(shard: int, link: JournalLink, links: Sequence[JournalLink]) -> 
     for other in links:
         if other is link or other.hash is None or other.prev_hash is None:
             continue
-        if journal_link_hash(other.prev_hash, shard, other.first_seq, other.last_seq, link.events) == other.hash:
+        again = journal_link_hash(other.prev_hash, shard, other.first_seq, other.last_seq, link.events)
+        if again == other.hash:
             return _seqs(other.first_seq, other.last_seq)
     return None
 
@@ -375,7 +380,8 @@ def _verify_desk_chain(
             found(link.seq, "edited", "the record differs from its hash")
             return
         if (version, kind, r_chain) != (ENCODING_VERSION, "desk", chain) or r_seq != link.seq:
-            found(link.seq, "reordered", f"the row at seq {link.seq} holds the record of {r_chain} seq {r_seq}")
+            found(link.seq, "reordered",
+                  f"the row at seq {link.seq} holds the record of {r_chain} seq {r_seq}")
             return
         if prev != running:
             if prev in hashes:
@@ -399,7 +405,8 @@ def _verify_desk_chain(
                   f" the head says seq {head_seq}")
             return
         if head_seq < last or head_hash != running:
-            found(head_seq, "edited", f"the head (seq {head_seq}) does not match the newest link (seq {last})")
+            found(head_seq, "edited",
+                  f"the head (seq {head_seq}) does not match the newest link (seq {last})")
             return
     verdict.records += len(links)
     if links:

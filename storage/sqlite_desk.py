@@ -17,6 +17,7 @@ from storage.audit import (
     DESK_STORE,
     GENESIS,
     PAYMENT_IMAGE,
+    ChainHead,
     DeskLink,
     StoredCheckpoint,
     Verdict,
@@ -52,7 +53,8 @@ _AUDIT_DDL = (
         chain TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, record BLOB NOT NULL,
         hash BLOB NOT NULL, PRIMARY KEY (chain, seq)
     ) STRICT""",
-    "CREATE TABLE audit_heads (chain TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL) STRICT",
+    """CREATE TABLE audit_heads (chain TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL)
+        STRICT""",
     "CREATE TABLE audit_meta (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) STRICT",
     """CREATE TABLE audit_checkpoints (
         id INTEGER NOT NULL PRIMARY KEY, at INTEGER NOT NULL, body BLOB NOT NULL,
@@ -351,12 +353,19 @@ class SqliteDeskStore(SqliteFile):
         db.execute("INSERT INTO audit_heads (chain, seq, hash) VALUES (?, ?, ?) ON CONFLICT (chain)"
                    " DO UPDATE SET seq = excluded.seq, hash = excluded.hash", (_CHAIN, seq, link))
 
+    def audit_heads(self) -> list[ChainHead]:
+        """The ledger chain's head (cheap), for checkpoints and metrics."""
+        rows = self._rows("SELECT chain, seq, hash FROM audit_heads WHERE seq > 0")
+        return [ChainHead(store=DESK_STORE, chain=c, seq=q, hash=h) for c, q, h in rows]
+
     def audit_verify(self, wanted: Collection[tuple[str, int]] = ()) -> Verdict:
         """Verify the ledger's chain and every payment row against it (storage/audit.py); read-only."""
         db = self._db()
         with self._translated():
-            heads = {chain: (seq, link) for chain, seq, link in db.execute("SELECT chain, seq, hash FROM audit_heads")}
-            pre = int(db.execute("SELECT value FROM audit_meta WHERE name = 'pre_chain_receipts'").fetchone()[0])
+            heads = {chain: (seq, link)
+                     for chain, seq, link in db.execute("SELECT chain, seq, hash FROM audit_heads")}
+            pre = int(db.execute("SELECT value FROM audit_meta WHERE name = 'pre_chain_receipts'")
+                      .fetchone()[0])
             links = (DeskLink(*row) for row in
                      db.execute("SELECT chain, seq, record, hash FROM audit_links ORDER BY chain, seq"))
             return verify_desk(DESK_STORE, links, heads, self._audit_rows(), pre_chain_receipts=pre,

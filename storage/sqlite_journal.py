@@ -32,8 +32,8 @@ __all__ = [
     "DDL",
     "MIGRATION_TO_CHAIN",
     "Head",
-    "audit_links",
     "append",
+    "audit_links",
     "covered",
     "heads_of",
     "matching_segments",
@@ -108,7 +108,9 @@ def append(
         upto_at = max(upto_at, newest)
         prev = prev or GENESIS  # the first link, or the first after an upgrade
         link = journal_link_hash(prev, shard, last_seq + 1, last_seq + count, blob)
-        rows.append((segment_id, shard, last_seq + 1, last_seq + count, upto_at, last_segment, blob, prev, link))
+        rows.append(
+            (segment_id, shard, last_seq + 1, last_seq + count, upto_at, last_segment, blob, prev, link)
+        )
         new_heads.append((shard, last_seq + count, segment_id, upto_at, link))
     db.executemany(
         "INSERT INTO journal_segments (segment_id, shard, first_seq, last_seq, upto_at, prev_segment,"
@@ -220,8 +222,8 @@ def audit_links(db: sqlite3.Connection) -> Iterator[JournalLink]:
     for start in range(0, len(order), _FETCH):
         page = [row[2] for row in order[start : start + _FETCH]]
         rows = db.execute(
-            "SELECT segment_id, shard, first_seq, last_seq, events, prev_hash, chain_hash FROM journal_segments"
-            " WHERE segment_id IN (SELECT value FROM json_each(?))",
+            "SELECT segment_id, shard, first_seq, last_seq, events, prev_hash, chain_hash"
+            " FROM journal_segments WHERE segment_id IN (SELECT value FROM json_each(?))",
             (json.dumps(page),),
         ).fetchall()
         by_id = {row[0]: row for row in rows}

@@ -14,7 +14,7 @@ import msgpack
 
 from storage import sqlite_journal as journal
 from storage.api import StoreOptions
-from storage.audit import Verdict, audit_store_name, verify_journal
+from storage.audit import ChainHead, Verdict, audit_store_name, journal_chain, verify_journal
 from storage.errors import HeadMismatch, SnapshotAheadOfJournal, UnknownOutboxEntry
 from storage.records import (
     CommitResult,
@@ -297,6 +297,13 @@ class SqliteShardStore(SqliteFile):
         with self._translated():
             for first_seq, blob in journal.matching_segments(db, shard, needle, since or 0):
                 yield first_seq, unpack_segment(blob)
+
+    def audit_heads(self) -> list[ChainHead]:
+        """Each logical shard's chain head (cheap: the heads table), for checkpoints and metrics."""
+        store = audit_store_name(self._group)
+        rows = self._rows("SELECT shard, last_seq, chain_hash FROM shard_heads WHERE chain_hash IS NOT NULL")
+        return [ChainHead(store=store, chain=journal_chain(shard), seq=seq, hash=link)
+                for shard, seq, link in rows]
 
     def audit_verify(self, wanted: Collection[tuple[str, int]] = ()) -> Verdict:
         """Verify every logical shard's audit chain (storage/audit.py); read-only."""
