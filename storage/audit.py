@@ -291,9 +291,10 @@ def _verify_shard(
 
 
 def _moved_from(shard: int, link: JournalLink, links: Sequence[JournalLink]) -> str | None:
-    """Seqs of another link whose hash this link's events reproduce at that place: a swap."""
+    """Seqs of another link whose hash this link's events reproduce at that place: a swap (a copy,
+    where the other link still holds the same events, is an insert, not a move)."""
     for other in links:
-        if other is link or other.hash is None or other.prev_hash is None:
+        if other is link or other.hash is None or other.prev_hash is None or other.events == link.events:
             continue
         again = journal_link_hash(other.prev_hash, shard, other.first_seq, other.last_seq, link.events)
         if again == other.hash:
