@@ -42,7 +42,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import msgpack
 
@@ -51,7 +51,9 @@ __all__ = [
     "ENCODING_VERSION",
     "GENESIS",
     "PAYMENT_IMAGE",
+    "AuditSource",
     "ChainHead",
+    "CheckpointStore",
     "DeskLink",
     "Finding",
     "JournalLink",
@@ -505,3 +507,21 @@ def verify_checkpoint_heads(
                                     detail=f"the chain was rewritten: seq {h.seq} no longer has the hash"
                                     f" {label} signed"))
     return findings
+
+
+class AuditSource(Protocol):
+    """What a store with an audit chain offers (the SQLite and PostgreSQL stores; not memory)."""
+
+    def audit_heads(self) -> list[ChainHead]: ...
+
+    def audit_verify(self, wanted: Collection[tuple[str, int]] = ()) -> Verdict: ...
+
+
+class CheckpointStore(AuditSource, Protocol):
+    """A desk store: it also keeps the signed checkpoints (`sent_at` None until shipped off-site)."""
+
+    def put_audit_checkpoint(self, *, at: int, body: bytes, signature: bytes) -> int: ...
+
+    def audit_checkpoints(self, *, unsent: bool = False, limit: int = 100) -> list[StoredCheckpoint]: ...
+
+    def mark_checkpoints_sent(self, ids: Iterable[int], *, at: int) -> None: ...

@@ -45,7 +45,7 @@ class Db:
             with sqlite3.connect(path) as db:
                 return db.execute(statement, params).fetchall()
         with psycopg.connect(self.location, autocommit=True) as conn:
-            cur = conn.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+            cur = conn.execute(statement.replace("?", "%s"), params)
             return cur.fetchall() if cur.description is not None else []
 
     def t(self, statement: str) -> str:
