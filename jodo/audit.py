@@ -345,9 +345,12 @@ class Checkpointer:
         from jodo import metrics
 
         while not self._stop.is_set():
+            wait = self.every_s
             try:
                 self.once()
+            except FileNotFoundError:  # the node has not created its desk store yet: soon
+                wait = min(1.0, self.every_s)
             except (StorageError, OSError, ValueError) as exc:
                 metrics.audit_checkpoint_failed()
                 log.error("audit: checkpoint failed: %s: %s", type(exc).__name__, exc)
-            self._stop.wait(self.every_s)
+            self._stop.wait(wait)
