@@ -54,6 +54,12 @@ def _record_a_little_of_everything() -> None:
     metrics.cluster_failover(2.5)
     metrics.cluster_store_error()
 
+    class _Head:
+        chain, seq = "journal:3", 12
+
+    metrics.audit_checkpoint_written(1_700_000_000, [_Head()])
+    metrics.audit_checkpoint_failed()
+
 
 def _render() -> bytes:
     _record_a_little_of_everything()
@@ -93,7 +99,7 @@ def test_prometheus_scrapes_evaluates_the_rules_and_answers_every_dashboard_quer
     )
     assert prometheus.value('up{job="jodo"}') == 1
 
-    assert len(prometheus.rules()) == 20  # 4 recording + 16 alerting
+    assert len(prometheus.rules()) == 21  # 4 recording + 17 alerting
     until("every rule evaluated", lambda: all(r["health"] == "ok" for r in prometheus.rules()))
 
     empty = []
