@@ -295,8 +295,10 @@ def verify(
     for name, store in stores.named():
         verdict.extend(store.audit_verify(wanted.get(name, set())))
     current = {(h.store, h.chain): h for h in verdict.heads}
+    broken = {(f.store, f.chain) for f in verdict.findings}  # already named: not again per checkpoint
     for c, _at, heads in to_match:
-        verdict.findings.extend(verify_checkpoint_heads(c.label, heads, verdict.hash_at, current))
+        unbroken = [h for h in heads if (h.store, h.chain) not in broken]
+        verdict.findings.extend(verify_checkpoint_heads(c.label, unbroken, verdict.hash_at, current))
     verdict.findings[:0] = findings
     newest = max((at for _c, at, _h in valid), default=None)
     return Report(verdict=verdict, checkpoints_checked=len(ours) + len(from_checkpoints),
