@@ -339,12 +339,13 @@ def verify_desk(
     values in PAYMENT_IMAGE order as the table holds them, body) per row. Rows without an
     audit_version and receipt_seq <= `pre_chain_receipts` were written before the chain."""
     verdict = Verdict()
-    by_chain: dict[str, list[DeskLink]] = {}
-    for link in links:
-        by_chain.setdefault(link.chain, []).append(link)
     images: dict[str, tuple[Sequence[Any], str, int]] = {}  # payment_id → (image, chain, seq)
-    for chain in sorted(by_chain.keys() | heads.keys()):
-        _verify_desk_chain(store, chain, by_chain.get(chain, []), heads.get(chain), verdict, images, wanted)
+    done = set()
+    for chain, of_chain in groupby(links, attrgetter("chain")):  # streamed: no chain held in memory
+        _verify_desk_chain(store, chain, of_chain, heads.get(chain), verdict, images, wanted)
+        done.add(chain)
+    for chain in sorted(heads.keys() - done):
+        _verify_desk_chain(store, chain, iter(()), heads[chain], verdict, images, wanted)
     if verdict.findings:
         return verdict  # the images cannot be trusted: compare rows only against an intact chain
     _compare_rows(store, images, payments, pre_chain_receipts, verdict)
@@ -354,7 +355,7 @@ def verify_desk(
 def _verify_desk_chain(
     store: str,
     chain: str,
-    links: list[DeskLink],
+    links: Iterable[DeskLink],
     head: tuple[int, bytes] | None,
     verdict: Verdict,
     images: dict[str, tuple[Sequence[Any], str, int]],
@@ -365,8 +366,11 @@ def _verify_desk_chain(
 
     running = GENESIS
     expected = 1
-    hashes = {link.hash: link.seq for link in links}
+    hashes: dict[bytes, int] = {}  # link hash → seq, of the links seen so far
+    last = count = 0
     for link in links:
+        hashes[link.hash] = link.seq
+        last, count = link.seq, count + 1
         if link.seq > expected:
             found(expected, "deleted", f"links {_seqs(expected, link.seq - 1)} are missing")
             return
@@ -400,7 +404,6 @@ def _verify_desk_chain(
             held = images.get(payment_id)
             if held is None or image[_VERSION_AT] > held[0][_VERSION_AT]:
                 images[payment_id] = (image, chain, link.seq)
-    last = links[-1].seq if links else 0
     if head is not None:
         head_seq, head_hash = head
         if head_seq > last:
@@ -411,9 +414,9 @@ def _verify_desk_chain(
             found(head_seq, "edited",
                   f"the head (seq {head_seq}) does not match the newest link (seq {last})")
             return
-    verdict.records += len(links)
-    if links:
-        verdict.heads.append(ChainHead(store=store, chain=chain, seq=last, hash=running, links=len(links),
+    verdict.records += count
+    if count:
+        verdict.heads.append(ChainHead(store=store, chain=chain, seq=last, hash=running, links=count,
                                        first_seq=1))
 
 
