@@ -281,8 +281,8 @@ def _verify_shard(
             found(head_seq, "edited", "the head's hash differs from the newest record's")
             return
     if pre:
-        verdict.notes.append(f"{store} {chain}: seqs 1-{pre} were written before the audit chain"
-                             f" (not covered); the chain starts at seq {start}")
+        verdict.notes.append(f"{store} {chain}: the chain starts at seq {start}; the {pre} event(s) before"
+                             " it were written before the audit chain (not covered)")
     elif links and links[0].first_seq > 1:
         verdict.notes.append(f"{store} {chain}: starts at seq {links[0].first_seq}"
                              " (older records pruned after a snapshot)")

@@ -294,11 +294,43 @@ def test_a_store_from_before_the_chain_opens_and_its_chain_starts_at_the_next_wr
                                       at=2_001)])
     shards, ledger = written.verify_shards(), written.verify_desk()
     assert shards.intact and ledger.intact, [f.line() for f in shards.findings + ledger.findings]
-    assert "group:0 journal:1: seqs 1-12 were written before the audit chain (not covered);" \
-           " the chain starts at seq 13" in shards.notes
+    assert "group:0 journal:1: the chain starts at seq 13; the 12 event(s) before it were written before" \
+           " the audit chain (not covered)" in shards.notes
     assert ledger.notes == ["desk: 4 payments were recorded before the audit chain and not changed since"
                             " (not covered)"]
     # the pre-chain payment changed after the upgrade is covered now: an edit of it shows
     written.sql(written.t("UPDATE {payments} SET amount_paise = 7 WHERE payment_id = 'pay_5'"))
     assert "payment pay_5" in _only(written.verify_desk()).detail
 
+
+
+def test_a_postgresql_database_at_store_schema_1_migrates_and_its_chains_start_after_it(
+    pg_dsn: str,
+) -> None:
+    from storage.postgres import STORE_MIGRATIONS
+    from storage.postgres_schema import CLUSTER_MIGRATIONS, migrate
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # a database as jodo before the chain left it
+        migrate(conn, "cluster", CLUSTER_MIGRATIONS)
+        migrate(conn, "store", STORE_MIGRATIONS[:1])
+        conn.execute("INSERT INTO jodo_journal_segments (grp, shard, first_seq, last_seq, upto_at, events)"
+                     " VALUES (0, 5, 1, 1, 10, %s)",
+                     (msgpack.packb([["acct-5", "PaymentApplied", "p", 10, b""]]),))
+        conn.execute("INSERT INTO jodo_shard_heads (grp, shard, last_seq, upto_at) VALUES (0, 5, 1, 10)")
+        conn.execute("INSERT INTO jodo_payments (payment_id, gateway, account, amount_paise, channel,"
+                     " paid_at, received_at, committed_at, receipt_seq, status, body)"
+                     " VALUES ('old', 'g', 'acct-5', 100, 'upi', 1, 1, 1, nextval('jodo_receipt_seq'),"
+                     " 'pending', '\\x7b7d')")
+    db = Db("postgresql", pg_dsn)
+    with db.backend.open_shard_store(pg_dsn, GROUP) as store:
+        store.commit([NewEvent(shard=5, account="acct-5", kind="RelayCommandIssued", ref="c", at=11,
+                               body=b"")])
+    with db.backend.open_desk_store(pg_dsn) as desk:
+        desk.record_payments([_pay(1)], at=12)
+    shards, ledger = db.verify_shards(), db.verify_desk()
+    assert shards.intact and ledger.intact, [f.line() for f in shards.findings + ledger.findings]
+    assert [(h.chain, h.seq, h.first_seq) for h in shards.heads] == [("journal:5", 2, 2)]
+    assert shards.notes == ["group:0 journal:5: the chain starts at seq 2; the 1 event(s) before it were"
+                            " written before the audit chain (not covered)"]
+    assert ledger.notes == ["desk: 1 payments were recorded before the audit chain and not changed since"
+                            " (not covered)"]

@@ -144,7 +144,7 @@ def test_a_shard_file_of_schema_version_1_is_migrated_and_its_chain_starts_after
         verdict = store.audit_verify()
     assert verdict.intact and [(h.chain, h.seq, h.links, h.first_seq) for h in verdict.heads] == [
         ("journal:1", 4, 1, 4)]
-    assert verdict.notes == ["group:0 journal:1: seqs 1-3 were written before the audit chain (not covered);"
-                             " the chain starts at seq 4"]
+    assert verdict.notes == ["group:0 journal:1: the chain starts at seq 4; the 3 event(s) before it"
+                             " were written before the audit chain (not covered)"]
     with sqlite3.connect(shard_group_path(tmp_path, 0)) as db:
         assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
