@@ -7,9 +7,9 @@ Two kinds of chain, each appended in the same transaction as the rows it covers:
   (PaymentApplied …) and every relay command and final outcome (RelayCommandIssued/…Failed,
   RelayStateConfirmed …) is an event in a segment, so one hash per committed segment covers them::
 
-      link = SHA-256( msgpack([1, "journal", shard, first_seq, last_seq, prev_hash]) || events )
+      link = SHA-256( b"jodo-jl1" || u32 shard || u64 first_seq || u64 last_seq || prev_hash || events )
 
-  where ``events`` is the segment's stored bytes, exactly as stored.
+  (integers big-endian, prev_hash 32 bytes) where ``events`` is the segment's bytes exactly as stored.
 - ``desk:<n>`` — one per desk ledger writer (SQLite: one, ``desk:0``; PostgreSQL: one per counter
   slot, see storage/postgres_desk.py), one link per ledger transaction that changed payments
   (payment accepted, credited, moved to suspense, suspense resolved). The link stores its record::
@@ -21,7 +21,7 @@ Two kinds of chain, each appended in the same transaction as the rows it covers:
   body as its SHA-256 (`body_digest`, a column since the chain) and `audit_version` (+1 on every
   change, so the newest image of a payment wins whichever chain holds it).
 
-msgpack (use_bin_type, ints as ints, no floats anywhere) is canonical for these values: one
+msgpack (use_bin_type, ints as ints, no floats anywhere) is canonical for the desk's values: one
 encoding for each. The first link of a chain has ``prev_hash`` = 32 zero bytes (`GENESIS`).
 
 A **checkpoint** is canonical JSON (sorted keys, no spaces) naming every chain's head (store, chain,
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -100,9 +101,14 @@ def desk_chain(n: int) -> str:
     return f"desk:{n}"
 
 
+_JOURNAL_HEADER = struct.Struct(">8sIQQ32s")  # tag, shard, first_seq, last_seq, prev_hash
+_JOURNAL_TAG = b"jodo-jl1"  # journal link, encoding version 1
+
+
 def journal_link_hash(prev: bytes, shard: int, first_seq: int, last_seq: int, events: bytes) -> bytes:
-    """The link of one journal segment (one SHA-256 over a short header and the stored bytes)."""
-    h = hashlib.sha256(msgpack.packb([ENCODING_VERSION, "journal", shard, first_seq, last_seq, prev]))
+    """The link of one journal segment: one SHA-256 over a fixed 60-byte header and the stored bytes
+    (a struct, not msgpack: ~1 µs a segment instead of ~3, on the journal's hot path)."""
+    h = hashlib.sha256(_JOURNAL_HEADER.pack(_JOURNAL_TAG, shard, first_seq, last_seq, prev))
     h.update(events)
     return h.digest()
 

@@ -22,9 +22,9 @@ IMAGE = ("pay_1", "g", None, "a", None, 100, "upi", 1, 1, 100, 1, "pending", Non
 
 def test_a_journal_link_is_sha256_of_its_header_and_the_stored_events() -> None:
     link = journal_link_hash(GENESIS, 3, 1, 2, b"abc")
-    header = msgpack.packb([1, "journal", 3, 1, 2, GENESIS])
+    header = b"jodo-jl1" + (3).to_bytes(4, "big") + (1).to_bytes(8, "big") + (2).to_bytes(8, "big") + GENESIS
     assert link == hashlib.sha256(header + b"abc").digest()
-    assert link.hex() == "170792307b1d8c878a1d3f887130f9ba8b11d24ec42329a280cdfb130a6da1ca"
+    assert link.hex() == "ae1079816283134bad9f8a7bc3e2069968f2024c1aab4c926f674e6911e12a6b"
 
 
 def test_a_ledger_link_is_sha256_of_its_record() -> None:
