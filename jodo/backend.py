@@ -97,8 +97,10 @@ class ActorBackend:
         health_every_s: float = 1.0,
         max_merged_items: int = 10_000,
         admin_token: str | None = None,
+        manual_clock: bool = False,
     ) -> None:
         self._start_node = start_node
+        self.manual_clock = manual_clock  # a lab node: its clock moves only by `set_clock`
         self.groups = groups
         self.shards = shards
         self.simulators = dict(simulators or {})
@@ -487,6 +489,25 @@ class ActorBackend:
 
     async def status(self) -> Mapping[str, Any]:
         return await self.call(self._status)
+
+    async def set_clock(self, to: int | None = None, *, by: int | None = None) -> Mapping[str, Any]:
+        """A lab node's clock (``jodo serve --lab-clock``): to ``to`` (unix seconds), or forward ``by``
+        seconds; every shard runs what came due (notices, disconnections, retries) before this answers.
+        Refused on a node that runs the wall clock, and backwards (a journal never goes back in time)."""
+        if not self.manual_clock:
+            raise RequestRefused(409, "wall_clock", "this node runs the wall clock; only a node started "
+                                 "with `jodo serve --lab-clock WHEN` can be moved", where="node")
+
+        def run(client: NodeClient) -> Mapping[str, Any]:
+            was = max(client.shard_status(group).now for group in range(self.groups))
+            now = was + (by or 0) if to is None else to
+            if now < was:
+                raise RequestRefused(409, "clock_backwards", f"the clock is at {was}; {now} is earlier "
+                                     "and a lab clock only moves forward", where="body")
+            client.set_clock(now)
+            return {"clock": now, "was": was, "moved_s": now - was}
+
+        return await self.call(run, timeout=120.0)
 
     async def cluster(self, *, drain: str | None = None, draining: bool = True) -> Mapping[str, Any]:
         def run(client: NodeClient) -> Mapping[str, Any]:

@@ -4,10 +4,11 @@
     jodo demo [--meters N]          a synthetic fleet end to end, self-contained
     jodo hes-sim [...]              the head-end simulator alone
     jodo import meters|bills|payments FILE.csv [--skip-bad]
-    jodo inject payment|message|crash|outage ...
+    jodo inject payment|message|crash|outage|clock ...
     jodo meter show|history ACCOUNT
     jodo trace PAYMENT_ID
     jodo status
+    jodo top [--every S] [--once]
     jodo config show
 
 Commands that act on a running node talk to its front door (``--url``, default from ``[http]``) with
@@ -18,6 +19,7 @@ system. Tables for people, ``--json`` for scripts. Exit status: see `ExitCode`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -87,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sim-disconnected-fraction", type=float, default=0.0,
                        help="fraction of simulated meters whose relay starts open (default 0)")
     serve.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated fleet (default 0)")
+    serve.add_argument("--lab-clock", metavar="WHEN", default=None,
+                       type=_typed("--lab-clock", parse_datetime, "2026-11-02T10:00"),
+                       help="a lab node: its clock starts at WHEN (ISO date-time, IST without an offset, or "
+                            "unix seconds) and moves only by `jodo inject clock`; never in production")
 
     from headend.sim.cli import add_arguments as sim_arguments
 
@@ -142,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     outage = kinds.add_parser("outage", parents=[remote], help="built-in simulated head-end down/up")
     outage.add_argument("head_end")
     outage.add_argument("state", choices=["on", "off"])
+    clock = kinds.add_parser("clock", parents=[remote], help="move a lab node's clock (serve --lab-clock)",
+                             description="Move the clock of a node started with `jodo serve --lab-clock`: "
+                                         "every meter runs what came due (notices, disconnections, retries) "
+                                         "before the answer. Forward only.",
+                             epilog="examples: jodo inject clock +16d; jodo inject clock 2026-11-26T10:00")
+    clock.add_argument("when", metavar="WHEN",
+                       help="+DURATION (+90s, +30m, +12h, +16d) or a date-time (ISO, IST without an offset, "
+                            "or unix seconds)")
 
     meter = sub.add_parser("meter", help="one meter: its state or its journal")
     views = meter.add_subparsers(dest="view", required=True, metavar="VIEW")
@@ -154,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     trace = sub.add_parser("trace", parents=[remote], help="where a payment went, hop by hop")
     trace.add_argument("payment_id")
     sub.add_parser("status", parents=[remote], help="the node: actors, restarts, shards, queues")
+    top = sub.add_parser("top", parents=[remote], help="a live view of the node (q quits)",
+                         description="Payments/s and webhooks/s, relay states, pending commands and breaker "
+                                     "per head-end, restarts, p99 payment to connected, the last errors; "
+                                     "from the node's /metrics and /v1/status. q quits.")
+    top.add_argument("--every", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit (no live screen)")
     cluster = sub.add_parser("cluster", help="the cluster: members, leases, hand-overs").add_subparsers(
         dest="cluster_command", required=True, metavar="ACTION")
     cluster.add_parser("status", parents=[remote],
@@ -239,7 +259,10 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
                         seed=args.sim_seed)
     except ValueError as exc:
         raise CliError(ExitCode.USAGE, str(exc)) from None
-    return serve(config, ServeOptions(stack=StackOptions(sim=sim), port_file=args.port_file))
+    if args.lab_clock is not None and config.cluster.enabled:
+        raise CliError(ExitCode.USAGE, "--lab-clock: a cluster member runs the wall clock")
+    stack = StackOptions(sim=sim, manual_clock=args.lab_clock is not None, start_at=args.lab_clock or 0)
+    return serve(config, ServeOptions(stack=stack, port_file=args.port_file))
 
 
 def _hes_sim(args: argparse.Namespace, config: Config) -> int:
@@ -412,6 +435,9 @@ def _inject(args: argparse.Namespace, config: Config) -> int:
         answer = client.post_json("/v1/admin/inject", {"type": args.type, "fields": _fields(args.fields)})
     elif args.what == "crash":
         answer = client.post_json("/v1/admin/fault", {"kind": "crash", "target": args.target, "on": True})
+    elif args.what == "clock":
+        by = args.when.startswith("+")
+        answer = client.post_json("/v1/admin/clock", {"by": args.when[1:]} if by else {"to": args.when})
     else:
         answer = client.post_json("/v1/admin/fault", {"kind": "outage", "target": args.head_end,
                                                       "on": args.state == "on"})
@@ -420,6 +446,10 @@ def _inject(args: argparse.Namespace, config: Config) -> int:
 
 
 def _injected_text(d: dict[str, Any]) -> str:
+    if "moved_s" in d:  # inject clock
+        at = datetime.fromtimestamp(d["clock"], IST).strftime("%Y-%m-%d %H:%M IST")
+        days, rest = divmod(int(d["moved_s"]), 86_400)
+        return f"clock {at} (moved {days} d {rest // 3600} h {rest % 3600 // 60} min); what came due has run"
     if "injected" not in d:
         return "  ".join(f"{k}: {v}" for k, v in d.items() if v not in ("", None))
     where = f" ({'routed to ' + d['routed_to']})" if d.get("routed_to") else ""
@@ -616,6 +646,14 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     return ExitCode.OK
 
 
+def _top(args: argparse.Namespace, config: Config) -> int:
+    from jodo import top
+
+    client = dataclasses.replace(_client(args, config), timeout=10.0)
+    client.get_text("/metrics")  # unreachable or refused: exit now with the usual status and message
+    return top.run(client.url, client.get_text, client.get, every=args.every, once=args.once)
+
+
 def _cluster(args: argparse.Namespace, config: Config) -> int:
     client = _client(args, config)
     if args.cluster_command == "drain":
@@ -749,6 +787,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": _serve, "hes-sim": _hes_sim, "demo": _demo, "import": _import, "inject": _inject,
     "meter": _meter, "trace": _trace, "status": _status, "config": _config, "cluster": _cluster,
     "audit": _audit,
+    "top": _top,
 }
 
 if __name__ == "__main__":

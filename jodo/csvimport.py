@@ -31,12 +31,13 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from jodo.errors import CsvRejected
+from jodo.errors import JodoError
+from jodo.values import IST, BadValue, parse_bool, parse_date, parse_datetime, parse_int, parse_paise
 from protocols.payments import MAX_PAYMENT_PAISE, PaymentReceived, validate_account, validate_payment_id
 
 __all__ = [
@@ -53,15 +54,10 @@ __all__ = [
     "parse_rows",
 ]
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-_EARLIEST = 946_684_800  # 2000-01-01: an earlier timestamp is a unit mistake
 _FUTURE_SLACK_S = 86_400
 _SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
-_INTEGER = re.compile(r"-?[0-9]{1,19}")
 _IGNORED_COLUMNS = frozenset({"error"})  # a fixed reject file goes straight back in
-_TRUE = frozenset({"true", "yes", "y", "1"})
-_FALSE = frozenset({"false", "no", "n", "0"})
 
 
 class ImportKind(StrEnum):
@@ -154,6 +150,18 @@ class ImportReport:
         return f"{self.kind}: {self.rows} rows, {self.accepted} accepted, {self.rejected} rejected{first}"
 
 
+class CsvRejected(JodoError):
+    """Raised by `jodo.csvimport` when a file must not be imported.
+
+    The header is wrong (then even ``skip_bad`` cannot help), or a row is bad and the caller did not
+    choose ``skip_bad``. ``report`` holds the line-numbered errors; nothing was yielded to the caller.
+    """
+
+    def __init__(self, message: str, report: ImportReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 # ---------------------------------------------------------------- cells
 
 
@@ -187,54 +195,32 @@ def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
     return parse
 
 
-def _whole(value: str, lo: int, hi: int, unit: str = "") -> int:
-    if not _INTEGER.fullmatch(_text(value)):
-        hint = " (whole paise: amounts are never rounded)" if unit == "paise" else ""
-        raise _Bad(f"{value[:40]!r} is not an integer{hint}")
-    number = int(value)
-    if not lo <= number <= hi:
-        raise _Bad(f"{number} is out of range {lo}..{hi}{' ' + unit if unit else ''}")
-    return number
+def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A `jodo.values` parser (the rules of every typed-in value) for one cell."""
+    def cell(value: str) -> Any:
+        try:
+            return parse(_text(value))
+        except BadValue as exc:
+            raise _Bad(str(exc)) from None
+
+    return cell
+
+
+def _whole(lo: int, hi: int) -> Callable[[str], int]:
+    return _typed(lambda v: parse_int(v, lo, hi))
 
 
 def _paise(lo: int) -> Callable[[str], int]:
-    return lambda value: _whole(value, lo, MAX_PAYMENT_PAISE, "paise")
+    return _typed(lambda v: parse_paise(v, lo, MAX_PAYMENT_PAISE))
 
 
-def _bool(value: str) -> bool:
-    lowered = _text(value).lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise _Bad(f"{value[:40]!r} is not true/false")
+_bool = _typed(parse_bool)
+_due_date = _typed(parse_date)
 
 
 def _timestamp(now: float) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        if _text(value).isdigit():
-            seconds = _whole(value, _EARLIEST, int(now) + _FUTURE_SLACK_S)
-        else:
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                raise _Bad(f"{value[:40]!r} is neither unix seconds nor an ISO 8601 date-time") from None
-            seconds = int((moment if moment.tzinfo else moment.replace(tzinfo=IST)).timestamp())
-            if not _EARLIEST <= seconds <= now + _FUTURE_SLACK_S:
-                raise _Bad(f"{value[:40]!r} is before 2000 or more than a day in the future")
-        return seconds
-
-    return parse
-
-
-def _due_date(value: str) -> date:
-    if _text(value).isdigit():
-        seconds = _whole(value, _EARLIEST, 4_102_444_800)  # up to 2100
-        return datetime.fromtimestamp(seconds, UTC).astimezone(IST).date()
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _Bad(f"{value[:40]!r} is neither an ISO date (YYYY-MM-DD) nor unix seconds") from None
+    """A date-time up to a day ahead of ``now`` (later is a unit or clock mistake)."""
+    return _typed(lambda v: parse_datetime(v, latest=now + _FUTURE_SLACK_S))
 
 
 def _channel(value: str) -> str:
@@ -267,9 +253,9 @@ def _schema(kind: ImportKind, now: float, head_ends: Collection[str] | None) -> 
                 "account": account,
                 "serial": _pattern(_SERIAL, "meter serial (1-64 of letters, digits, _.-/)"),
                 "head_end": head_end,
-                "install_year": lambda v: _whole(v, 1990, this_year + 1),
+                "install_year": _whole(1990, this_year + 1),
                 "relay_capable": _bool,
-                "control_mode": lambda v: _whole(v, 0, 6),
+                "control_mode": _whole(0, 6),
                 "protected": _bool,
             },
             ("account", "serial"),

@@ -12,7 +12,8 @@ Hierarchy::
     │   ├── UnsupportedMediaType    415 not application/json
     │   └── InvalidPayment          422 parsed, but the payment is nonsense (amount, account, event shape)
     ├── RequestRefused              a front-door backend refuses a request it understood (status + code)
-    └── CsvRejected                 jodo.csvimport: the file (or its header) failed validation
+    └── CsvRejected                 jodo.csvimport: the file (or its header) failed validation (defined
+                                    there, beside the report it carries: no import cycle)
 
 Every class says who raises it and what the caller does. `WebhookError` and `RequestRefused` carry the
 HTTP status and a JSON-able body, so the front door turns them into responses without a lookup table.
@@ -20,15 +21,11 @@ HTTP status and a JSON-able body, so the front door turns them into responses wi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from jodo.csvimport import ImportReport
+from typing import Any
 
 __all__ = [
     "BodyTooLarge",
     "ConfigError",
-    "CsvRejected",
     "InvalidPayment",
     "JodoError",
     "MalformedRequest",
@@ -138,15 +135,3 @@ class RequestRefused(JodoError):
         self.code = code
         self.detail = detail
         self.where = where
-
-
-class CsvRejected(JodoError):
-    """Raised by `jodo.csvimport` when a file must not be imported.
-
-    The header is wrong (then even ``skip_bad`` cannot help), or a row is bad and the caller did not
-    choose ``skip_bad``. ``report`` holds the line-numbered errors; nothing was yielded to the caller.
-    """
-
-    def __init__(self, message: str, report: ImportReport) -> None:
-        super().__init__(message)
-        self.report = report

@@ -252,6 +252,12 @@ CONSUMER_NOTICES_SENT_TOTAL: Final = Counter(
     ["template"],
     registry=_REGISTRY,
 )
+WEBHOOKS_TOTAL: Final = Counter(
+    "jodo_webhooks",
+    "Payment-gateway webhooks answered, by gateway and status class (2xx, 4xx, 5xx).",
+    ["gateway", "status_class"],
+    registry=_REGISTRY,
+)
 WEBHOOKS_REJECTED_TOTAL: Final = Counter(
     "jodo_webhooks_rejected",
     "Payment-gateway webhooks answered with an error, by gateway and status class (4xx, 5xx).",
@@ -642,6 +648,8 @@ def _touch_series() -> None:
             PAYMENTS_RECEIVED_TOTAL.labels(gateway, outcome)
         for status_class in ("4xx", "5xx"):
             WEBHOOKS_REJECTED_TOTAL.labels(gateway, status_class)
+        for status_class in ("2xx", "4xx", "5xx"):
+            WEBHOOKS_TOTAL.labels(gateway, status_class)
     for head_end in _head_ends:
         PAYMENT_TO_RELAY_CONNECTED_SECONDS.labels(head_end)
         HEADEND_COMMAND_ROUNDTRIP_SECONDS.labels(head_end)
@@ -777,6 +785,11 @@ def recovered(kind: str, seconds: float) -> None:
 
 def notice_sent(template: str) -> None:
     CONSUMER_NOTICES_SENT_TOTAL.labels(_closed(template, NOTICE_TEMPLATES, "notice template")).inc()
+
+
+def webhook_answered(gateway: str, status: int) -> None:
+    """A webhook answered with HTTP ``status`` (any: 2xx accepted or duplicate, 4xx, 5xx)."""
+    WEBHOOKS_TOTAL.labels(_configured(gateway, _gateways), f"{min(5, max(2, status // 100))}xx").inc()
 
 
 def webhook_rejected(gateway: str, status: int) -> None:

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -46,6 +47,7 @@ from jodo.config import Config
 from jodo.frontdoor import build_app, start_site
 from jodo.node import Node, NodeSetup, ShutdownReport
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
+from jodo.values import IST
 from protocols.cluster import KeeperInit
 
 __all__ = ["ServeOptions", "Stack", "StackOptions", "serve"]
@@ -161,6 +163,7 @@ class Stack:
             self.node_factory(), groups=self.config.shards.groups, shards=self.config.shards.logical,
             simulators=self.simulators, ask_timeout=self.options.ask_timeout,
             admin_token=self.config.tokens.admin.reveal() if self.config.tokens.admin else None,
+            manual_clock=self.options.manual_clock,
         )
         return self.backend
 
@@ -228,11 +231,15 @@ async def _serve(config: Config, options: ServeOptions) -> int:
         return 1
     backend = stack.make_backend()
     say(f"data dir {stack.data_dir}; logs {stack.log_file} and {stack.data_dir / 'logs' / 'actors.log'}")
+    if options.stack.manual_clock:
+        at = datetime.fromtimestamp(options.stack.start_at, IST).strftime("%Y-%m-%d %H:%M IST")
+        say(f"lab clock at {at}: it moves only by `jodo inject clock WHEN` (never use this in production)")
     for name, sim in stack.simulators.items():
         meters = options.stack.sim.meters
         say(f"head-end {name}: built-in simulator on {sim.host}:{sim.port} ({meters} meters)")
 
     def observe(gateway: str, status: int) -> None:
+        metrics.webhook_answered(gateway, status)
         if status >= 400:
             metrics.webhook_rejected(gateway, status)
 

@@ -8,6 +8,7 @@ date       ISO ``2026-12-21``, or unix seconds (the IST date of that moment)
 date-time  unix seconds ``1765000000``, or ISO 8601 ``2026-12-07T10:30`` (no offset means IST;
            ``+05:30``, ``Z`` are honoured); a bare date is its midnight, IST
 integer    ``42`` (digits, optional minus)
+duration   ``90s``, ``30m``, ``12h``, ``16d`` (or plain seconds ``3600``)
 =========  ==========================================================================================
 
 Every parser takes what a person typed (a string) or what a JSON client sent (a number, a boolean)
@@ -29,6 +30,7 @@ __all__ = [
     "parse_bool",
     "parse_date",
     "parse_datetime",
+    "parse_duration",
     "parse_int",
     "parse_paise",
 ]
@@ -38,6 +40,8 @@ EARLIEST = 946_684_800  # 2000-01-01 UTC: an earlier timestamp is a unit mistake
 LATEST = 4_102_444_800  # 2100-01-01 UTC: a later one is milliseconds, not seconds
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
+_DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
 
@@ -143,6 +147,20 @@ def parse_datetime(value: Any, *, latest: float | None = None) -> int:
     seconds = int((moment if moment.tzinfo else moment.replace(tzinfo=IST)).timestamp())
     if not EARLIEST <= seconds <= top:
         raise BadValue(f"{_shown(value)} is before 2000 or after {_when(top)}")
+    return seconds
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds: ``90s``, ``30m``, ``12h``, ``16d``, or a plain number of seconds (at most 100 years)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        match = _DURATION.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+        if match is None:
+            raise BadValue(f"{_shown(value)} is not a duration (90s, 30m, 12h, 16d, or seconds)")
+        seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if not 0 <= seconds <= 100 * 365 * 86_400:
+        raise BadValue(f"{seconds} s is not a duration between 0 and 100 years")
     return seconds
 
 

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from domain.commands import MeterCommand
-from jodo import schema
+from jodo import schema, values
 from jodo.config import Config, Secret
 from jodo.errors import BodyTooLarge, InvalidPayment, MalformedRequest, RequestRefused, WebhookError
 from jodo.forward import FORWARDED_HEADER, forwarded
@@ -109,6 +109,7 @@ def build_app(
     app.router.add_post("/v1/admin/inject", _inject)
     app.router.add_post("/v1/admin/meter-commands", _meter_commands)
     app.router.add_post("/v1/admin/fault", _fault)
+    app.router.add_post("/v1/admin/clock", _clock)
     app.router.add_get("/v1/status", _status)
     app.router.add_get("/v1/cluster", _cluster)
     app.router.add_post("/v1/cluster/drain", _cluster_drain)
@@ -464,6 +465,28 @@ async def _fault(request: web.Request) -> web.Response:
         raise MalformedRequest("kind and target must be strings, on a boolean", where="body")
     result = await _backend_call(request, request.app[BACKEND].fault(kind, target, on))
     return _json(200, result)
+
+
+async def _clock(request: web.Request) -> web.Response:
+    """A lab node's clock: ``{"to": <unix seconds or ISO date-time, IST without offset>}`` or
+    ``{"by": "16d"}``; 409 on a node that runs the wall clock."""
+    config = request.app[CONFIG]
+    _authorize(request, config.tokens.admin, "admin")
+    check_json_content_type(request.headers.get("Content-Type"))
+    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    if not isinstance(doc, dict) or len(doc) != 1 or not set(doc) <= {"to", "by"}:
+        raise MalformedRequest('expected {"to": <unix seconds or ISO date-time>} or {"by": "16d"}',
+                               where="body")
+    backend = request.app[BACKEND]
+    try:
+        if "to" in doc:
+            call = backend.set_clock(values.parse_datetime(doc["to"]))
+        else:
+            call = backend.set_clock(by=values.parse_duration(doc["by"]))
+    except values.BadValue as exc:
+        field = "to" if "to" in doc else "by"
+        raise RequestRefused(422, "bad_value", str(exc), where=f"body.{field}") from None
+    return _json(200, await _backend_call(request, call))
 
 
 async def _status(request: web.Request) -> web.Response:

@@ -88,6 +88,11 @@ class Backend(Protocol):
         """Node summary for ``jodo status``: actors, shards, head-ends, queues."""
         ...
 
+    async def set_clock(self, to: int | None = None, *, by: int | None = None) -> Mapping[str, Any]:
+        """A lab node's clock: to ``to`` (unix seconds) or forward ``by`` seconds, after which every
+        meter has run what came due; ``{"clock", "was", "moved_s"}``. Refused 409 on a wall clock."""
+        ...
+
     async def cluster(self, *, drain: str | None = None, draining: bool = True) -> Mapping[str, Any]:
         """The cluster as this node's keeper sees it (members, leases, what this node holds); with
         ``drain``, first mark that member draining (or not). Refused 409 on a single node."""

@@ -66,6 +66,19 @@ class AdminClient:
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
+    def get_text(self, path: str) -> str:
+        """A text answer (``/metrics``); errors as for `request`."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        req = urllib.request.Request(self.url.rstrip("/") + path, headers=headers, method="GET")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as response:
+                return str(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            raise ApiRefused(exc.code, {"detail": exc.read()[:200].decode("utf-8", "replace")}) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise NodeUnreachable(0, "unreachable", f"no answer from {self.url}: {reason}") from None
+
     def post_json(self, path: str, doc: Any, *, payments: bool = False) -> Any:
         body = json.dumps(doc, separators=(",", ":")).encode()
         return self.request("POST", path, body, "application/json", payments=payments)

@@ -125,6 +125,9 @@ class FakeBackend:
         self.faults[(kind, target)] = on
         return {"kind": kind, "target": target, "on": on}
 
+    async def set_clock(self, to: int | None = None, *, by: int | None = None) -> Mapping[str, Any]:
+        raise RequestRefused(409, "wall_clock", "the fake backend runs the wall clock", where="node")
+
     async def status(self) -> Mapping[str, Any]:
         return {"ready": self.is_ready, "payments": len(self.ledger), "batches": len(self.batches),
                 "largest_batch": max(self.batches, default=0)}

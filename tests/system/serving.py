@@ -1,0 +1,95 @@
+"""`jodo serve` as a real process for system tests: a config with free loopback ports and a temporary
+data dir (passed as ``JODO_CONFIG``, so CLI lines run exactly as a person types them), readiness polled
+with a deadline, SIGTERM at the end with an exit status of 0 and no process of its group left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisors.processes import process_group_members
+from tests.system.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Serving:
+    url: str
+    env: dict[str, str]
+    workdir: Path
+    log: Path
+
+    def jodo(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "jodo.cli", *argv], capture_output=True, text=True,
+                              timeout=timeout, env=self.env, cwd=self.workdir)
+
+
+def lab_env(workdir: Path) -> tuple[dict[str, str], int]:
+    """The environment of a node and its CLI lines, and the node's front door port."""
+    port = free_port()
+    config = workdir / "jodo.toml"
+    config.write_text(f"""
+[node]
+data_dir = "{workdir / 'data'}"
+admin_port = {free_port()}
+
+[http]
+port = {port}
+
+[[head_ends]]
+name = "hes-sim"
+kind = "sim"
+port = {free_port()}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["JODO_CONFIG"] = str(config)
+    return env, port
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def serving(workdir: Path, serve_argv: list[str]) -> Iterator[Serving]:
+    """``jodo <serve_argv>`` (``serve ...``) until the block ends."""
+    env, port = lab_env(workdir)
+    log = workdir / "serve.out"
+    out = log.open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "jodo.cli", *serve_argv], stdout=out,
+                            stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True)
+    served = Serving(f"http://127.0.0.1:{port}", env, workdir, log)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(served.url):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"node not ready in 60 s:\n{log.read_text()}"
+            time.sleep(0.1)
+        yield served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait(10)
+        out.close()
+    text = log.read_text()
+    assert code == 0, text
+    assert "tree stopped in order: yes" in text, text
+    assert not process_group_members(proc.pid), f"processes of the node outlived it:\n{text}"
