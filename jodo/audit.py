@@ -308,14 +308,22 @@ def verify(
 # ---------------------------------------------------------------- the node's checkpointer
 
 
+#: the first checkpoint waits this long after start (at most one period): a starting node's shards
+#: open their stores then, and a checkpoint opens every group's store too (PostgreSQL: a connection and
+#: a migration check each, under one advisory lock the whole cluster shares)
+FIRST_AFTER_S = 30.0
+
+
 class Checkpointer:
-    """A daemon thread of the serving process: a checkpoint at start and every `every_s` after.
-    A failure is logged and counted (jodo_audit_checkpoints_total{outcome="failed"}) and retried on
-    the next period; the node keeps serving."""
+    """A daemon thread of the serving process: a checkpoint `FIRST_AFTER_S` after start (or one
+    period, if shorter) and every `every_s` after. A failure is logged and counted
+    (jodo_audit_checkpoints_total{outcome="failed"}) and retried on the next period; the node keeps
+    serving."""
 
     def __init__(self, config: Config, *, clock: Any = time.time) -> None:
         self.config = config
         self.every_s = config.audit.checkpoint_every_s
+        self.first_after_s = min(self.every_s, FIRST_AFTER_S)
         self.clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jodo-audit-checkpoints", daemon=True)
@@ -346,6 +354,7 @@ class Checkpointer:
     def _run(self) -> None:
         from jodo import metrics
 
+        self._stop.wait(self.first_after_s)
         while not self._stop.is_set():
             wait = self.every_s
             try:
