@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_views = config.add_subparsers(dest="view", required=True, metavar="VIEW")
     cshow = config_views.add_parser("show", parents=[common], help="the merged config, secrets as ***")
     cshow.add_argument("--json", action="store_true", help="JSON instead of TOML")
+    from jodo import audit_cli
+
+    audit_cli.add_arguments(sub, common)
     return parser
 
 
@@ -790,9 +793,16 @@ def _reconcile(args: argparse.Namespace, config: Config) -> int:
     return run(args, _client(args, config))
 
 
+def _audit(args: argparse.Namespace, config: Config) -> int:
+    from jodo import audit_cli
+
+    return audit_cli.run(args, config)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": _serve, "hes-sim": _hes_sim, "demo": _demo, "import": _import, "inject": _inject,
     "meter": _meter, "trace": _trace, "status": _status, "config": _config, "cluster": _cluster,
+    "audit": _audit,
     "top": _top,
     "reconcile": _reconcile,
     "disconnects": lambda args, config: cli_disconnects.run(args, _client(args, config), _out, table),

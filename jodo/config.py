@@ -19,6 +19,7 @@ File (see ``deploy/jodo.example.toml``)::
     [policy]    path
     [storage]   backend ("sqlite" | "postgresql"), dsn, dsn_file
     [cluster]   enabled, node_id, advertise, lease_ttl_s, renew_every_s, suspect_after_s, max_moves
+    [audit]     key_file, checkpoint_every_s
 
 Environment overrides, applied after the file: ``JODO_<SECTION>__<KEY>`` (two underscores between
 parts, names case-insensitive)::
@@ -57,6 +58,7 @@ from typing import Any, Literal
 from jodo.errors import ConfigError
 
 __all__ = [
+    "AuditConfig",
     "ClusterConfig",
     "Config",
     "ConfigError",
@@ -341,6 +343,15 @@ class DisconnectsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuditConfig:
+    """``[audit]``: the audit chain's signed checkpoints (jodo/audit.py). ``key_file`` is the Ed25519
+    private key (PEM; default ``<data_dir>/audit/signing.key``, created mode 0600 on first use)."""
+
+    key_file: Path | None = None
+    checkpoint_every_s: float = _key(300.0, min=1.0, max=86_400.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole node configuration. Build it with `load_config`."""
 
@@ -355,6 +366,7 @@ class Config:
     storage: StorageConfig = StorageConfig()
     cluster: ClusterConfig = ClusterConfig()
     disconnects: DisconnectsConfig = DisconnectsConfig()
+    audit: AuditConfig = AuditConfig()
     source: Path | None = None  # the file it came from, if any
 
     def redacted(self) -> dict[str, Any]:
@@ -362,7 +374,7 @@ class Config:
         out = {
             name: _plain(getattr(self, name))
             for name in ("node", "http", "shards", "head_ends", "gateways", "tokens", "logging", "storage",
-                         "cluster", "disconnects")
+                         "cluster", "disconnects", "audit")
         }
         out["policy"] = {"path": _plain(self.policy.path)}  # the policy text is domain/'s to show
         out["source"] = _plain(self.source)
@@ -407,6 +419,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "storage": StorageConfig,
     "cluster": ClusterConfig,
     "disconnects": DisconnectsConfig,
+    "audit": AuditConfig,
 }
 _ALL_SECTIONS = (*_SECTIONS, "head_ends", "gateways")
 _DEFAULT_HEAD_END = {"name": "hes-sim", "kind": "sim", "host": "127.0.0.1", "port": 8471}

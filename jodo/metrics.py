@@ -54,7 +54,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -410,6 +410,35 @@ PROCESS_RESIDENT_MEMORY_BYTES: Final = Gauge(
     multiprocess_mode="livesum",
     registry=_REGISTRY,
 )
+# --- the audit chain (jodo/audit.py; written by the serving process's checkpointer) -------------
+AUDIT_CHAINS: Final = Gauge(
+    "jodo_audit_chains",
+    "Audit chains with at least one link at the last checkpoint, by kind (journal: one per logical shard;"
+    " desk: one per ledger writer).",
+    ["kind"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+AUDIT_CHAIN_RECORDS: Final = Gauge(
+    "jodo_audit_chain_records",
+    "Sum of the audit chains' head seqs at the last checkpoint, by kind (journal: events; desk: ledger"
+    " transactions).",
+    ["kind"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+AUDIT_LAST_CHECKPOINT_TIMESTAMP_SECONDS: Final = Gauge(
+    "jodo_audit_last_checkpoint_timestamp_seconds",
+    "Unix time of the newest signed audit checkpoint this node wrote (0 until the first).",
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+AUDIT_CHECKPOINTS_TOTAL: Final = Counter(
+    "jodo_audit_checkpoints_total",
+    "Signed audit checkpoints attempted, by outcome (written, failed).",
+    ["outcome"],
+    registry=_REGISTRY,
+)
 
 # --- reconciliation with the payment gateways (jodo/reconcile) ----------------------------------
 RECONCILE_RUNS_TOTAL: Final = Counter(
@@ -551,6 +580,10 @@ _ALL: Final = (
     DISCONNECT_APPROVALS_TOTAL,
     DISCONNECT_SWITCHES_TOTAL,
     DISCONNECT_GUARD_ERRORS_TOTAL,
+    AUDIT_CHAINS,
+    AUDIT_CHAIN_RECORDS,
+    AUDIT_LAST_CHECKPOINT_TIMESTAMP_SECONDS,
+    AUDIT_CHECKPOINTS_TOTAL,
 )
 
 _gateways: frozenset[str] = frozenset()
@@ -757,6 +790,11 @@ def _touch_series() -> None:
     CLUSTER_FENCING_REFUSALS_TOTAL.labels("group")
     for state in CLUSTER_MEMBER_STATES:  # 0 on a single node, not "No data"
         CLUSTER_MEMBERS.labels(state)
+    for kind in ("journal", "desk"):
+        AUDIT_CHAINS.labels(kind)
+        AUDIT_CHAIN_RECORDS.labels(kind)
+    for outcome in ("written", "failed"):
+        AUDIT_CHECKPOINTS_TOTAL.labels(outcome)
     _touch_reconcile()
     _touch_guard()
 
@@ -1003,3 +1041,23 @@ def set_reconcile_state(gateway: str, *, mismatches: Mapping[str, int], complete
 
 def set_reconcile_enabled(gateway: str, enabled: bool) -> None:
     RECONCILE_ENABLED.labels(_configured(gateway, _gateways)).set(1 if enabled else 0)
+
+
+# --- audit chain --------------------------------------------------------------------------------
+def audit_checkpoint_written(at: int, heads: Iterable[Any]) -> None:
+    """A checkpoint was signed at ``at`` over ``heads`` (storage.audit.ChainHead: chain, seq)."""
+    chains = {"journal": 0, "desk": 0}
+    records = {"journal": 0, "desk": 0}
+    for head in heads:
+        kind = "desk" if str(head.chain).startswith("desk:") else "journal"
+        chains[kind] += 1
+        records[kind] += int(head.seq)
+    for kind in chains:
+        AUDIT_CHAINS.labels(kind).set(chains[kind])
+        AUDIT_CHAIN_RECORDS.labels(kind).set(records[kind])
+    AUDIT_LAST_CHECKPOINT_TIMESTAMP_SECONDS.set(at)
+    AUDIT_CHECKPOINTS_TOTAL.labels("written").inc()
+
+
+def audit_checkpoint_failed() -> None:
+    AUDIT_CHECKPOINTS_TOTAL.labels("failed").inc()

@@ -41,7 +41,7 @@ from actors.facade import RuntimeConfig
 from actors.stores import BACKEND_ENV, DSN_ENV
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
-from jodo import localtoken, logs, metrics
+from jodo import audit, localtoken, logs, metrics
 from jodo.backend import ActorBackend
 from jodo.config import Config
 from jodo.frontdoor import build_app, start_site
@@ -83,6 +83,7 @@ class Stack:
         self.backend: ActorBackend | None = None
         self.report: ShutdownReport | None = None
         self.http_port = config.http.port  # the front door's bound port, once it listens
+        self.checkpointer: audit.Checkpointer | None = None  # signed audit checkpoints (jodo/audit.py)
 
     @property
     def log_file(self) -> Path:
@@ -104,6 +105,7 @@ class Stack:
                 self.simulators[head_end.name] = sim.start()
                 log.info("built-in simulator %s on %s:%d (%d meters)", head_end.name, sim.host, sim.port,
                          self.options.sim.meters)
+        self.checkpointer = audit.Checkpointer(self.config).start()
 
     def tree_options(self) -> TreeOptions:
         o = self.options
@@ -176,6 +178,9 @@ class Stack:
         return self
 
     def close(self) -> ShutdownReport | None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         if self.backend is not None:
             self.report = self.backend.close()
         for sim in self.simulators.values():

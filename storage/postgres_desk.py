@@ -30,12 +30,25 @@ makes one wait for the other's COMMIT.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 
 from storage.api import StoreOptions
+from storage.audit import (
+    DESK_STORE,
+    GENESIS,
+    PAYMENT_IMAGE,
+    ChainHead,
+    DeskLink,
+    StoredCheckpoint,
+    Verdict,
+    body_digest,
+    desk_chain,
+    desk_link,
+    verify_desk,
+)
 from storage.postgres_base import PostgresConnection
 from storage.records import (
     AckResult,
@@ -64,6 +77,12 @@ _PAYMENT_COLUMNS = (
     " resolved_by, body, shard"
 )
 _NAMES = _PAYMENT_COLUMNS.replace(" ", "").split(",")
+_IMAGE_COLUMNS = ", ".join(PAYMENT_IMAGE)
+
+
+def _plain(value: Any) -> Any:
+    """A column value as msgpack and SQLite would give it (bytea arrives as memoryview/bytes)."""
+    return bytes(value) if isinstance(value, memoryview | bytearray) else value
 
 
 def _payment(row: tuple[Any, ...]) -> PaymentRecord:
@@ -143,13 +162,15 @@ class PostgresDeskStore(PostgresConnection):
             numbers = sorted(int(row[0]) for row in cur.fetchall())
             rows = sorted(zip(fresh, numbers, strict=True), key=lambda pn: pn[0].payment_id)
             cur.execute(
-                f"""INSERT INTO jodo_payments ({_PAYMENT_COLUMNS})
+                f"""INSERT INTO jodo_payments ({_PAYMENT_COLUMNS}, body_digest, audit_version)
                     SELECT payment_id, gateway, event_id, account, NULL, amount_paise, channel, paid_at,
-                           received_at, %s, receipt_seq, 'pending', NULL, NULL, NULL, NULL, body, shard
+                           received_at, %s, receipt_seq, 'pending', NULL, NULL, NULL, NULL, body, shard,
+                           body_digest, 1
                       FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],
-                                  %s::bigint[], %s::bigint[], %s::bigint[], %b::bytea[], %s::integer[])
+                                  %s::bigint[], %s::bigint[], %s::bigint[], %b::bytea[], %s::integer[],
+                                  %b::bytea[])
                            AS u(payment_id, gateway, event_id, account, amount_paise, channel, paid_at,
-                                received_at, receipt_seq, body, shard)
+                                received_at, receipt_seq, body, shard, body_digest)
                     ON CONFLICT DO NOTHING RETURNING payment_id, receipt_seq""",
                 (
                     at,
@@ -164,9 +185,11 @@ class PostgresDeskStore(PostgresConnection):
                     [n for _, n in rows],
                     [p.body for p, _ in rows],
                     [p.shard for p, _ in rows],
+                    [body_digest(p.body) for p, _ in rows],
                 ),
             )
             seqs = {pid: int(seq) for pid, seq in cur.fetchall()}
+            self._chain(cur, sorted(seqs), at)
             raced = [p for p in fresh if p.payment_id not in seqs]
             if raced:  # another desk committed them first: read what won
                 stored.update(self._stored(cur, raced))
@@ -232,11 +255,13 @@ class PostgresDeskStore(PostgresConnection):
             cur.execute(
                 """UPDATE jodo_payments AS p SET status = u.status,
                           applied_at = CASE WHEN u.status = 'applied' THEN u.at ELSE p.applied_at END,
-                          suspended_at = CASE WHEN u.status = 'suspense' THEN u.at ELSE p.suspended_at END
+                          suspended_at = CASE WHEN u.status = 'suspense' THEN u.at ELSE p.suspended_at END,
+                          audit_version = coalesce(p.audit_version, 0) + 1
                      FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(payment_id, status, at)
                     WHERE p.payment_id = u.payment_id""",
                 (ids, [changes[i][0].value for i in ids], [changes[i][1] for i in ids]),
             )
+            self._chain(cur, ids, max(at for _t, at in changes.values()))
         applied = sum(t is PaymentStatus.APPLIED for t, _ in changes.values())
         self._count(cur, pending=-len(changes), applied=applied, suspense=len(changes) - applied)
         return tuple(results)
@@ -302,17 +327,96 @@ class PostgresDeskStore(PostgresConnection):
             cur.execute(
                 """UPDATE jodo_payments SET status = 'pending',
                           original_account = coalesce(original_account, account), account = %s,
-                          resolved_at = %s, resolved_by = %s, shard = coalesce(%s::integer, shard)
+                          resolved_at = %s, resolved_by = %s, shard = coalesce(%s::integer, shard),
+                          audit_version = coalesce(audit_version, 0) + 1
                     WHERE payment_id = %s AND status = 'suspense' RETURNING 1""",
                 (account, at, by, shard, payment_id),
             )
             if cur.fetchone() is not None:
+                self._chain(cur, [payment_id], at)
                 self._count(cur, suspense=-1, pending=1)
                 return ResolveResult.RESOLVED
             cur.execute("SELECT 1 FROM jodo_payments WHERE payment_id = %s", (payment_id,))
             return ResolveResult.NOT_IN_SUSPENSE if cur.fetchone() else ResolveResult.UNKNOWN_PAYMENT
 
         return self._write(body)
+
+    # ------------------------------------------------------------ audit chain and checkpoints
+
+    def _chain(self, cur: psycopg.Cursor[Any], ids: Sequence[str], at: int) -> None:
+        """Append one link covering the payments `ids` (just changed, locked by this transaction)
+        to this handle's chain (one per counter slot: desks on several nodes never wait on one head)."""
+        if not ids:
+            return
+        chain = desk_chain(self._slot)
+        cur.execute(f"SELECT {_IMAGE_COLUMNS} FROM jodo_payments WHERE payment_id = ANY(%s)", (list(ids),))
+        found = {row[0]: tuple(_plain(v) for v in row) for row in cur.fetchall()}
+        cur.execute("INSERT INTO jodo_audit_heads (chain, seq, hash) VALUES (%s, 0, %s)"
+                    " ON CONFLICT (chain) DO NOTHING", (chain, GENESIS))
+        cur.execute("SELECT seq, hash FROM jodo_audit_heads WHERE chain = %s FOR UPDATE", (chain,))
+        head_seq, prev = cur.fetchone()  # type: ignore[misc]
+        seq = int(head_seq) + 1
+        record, link = desk_link(chain, seq, at, bytes(prev), [found[i] for i in ids])
+        cur.execute("INSERT INTO jodo_audit_links (chain, seq, at, record, hash) VALUES (%s, %s, %s, %s, %s)",
+                    (chain, seq, at, record, link))
+        cur.execute("UPDATE jodo_audit_heads SET seq = %s, hash = %s WHERE chain = %s", (seq, link, chain))
+
+    def audit_heads(self) -> list[ChainHead]:
+        """Every ledger chain's head (cheap), for checkpoints and metrics."""
+        rows = self._rows("SELECT chain, seq, hash FROM jodo_audit_heads WHERE seq > 0")
+        return [ChainHead(store=DESK_STORE, chain=c, seq=int(q), hash=bytes(h)) for c, q, h in rows]
+
+    def audit_verify(self, wanted: Collection[tuple[str, int]] = ()) -> Verdict:
+        """Verify the ledger's chains and every payment row against them (storage/audit.py)."""
+        heads = {chain: (int(seq), bytes(link)) for chain, seq, link in
+                 self._rows("SELECT chain, seq, hash FROM jodo_audit_heads")}
+        row = self._one("SELECT value FROM jodo_audit_meta WHERE name = 'pre_chain_receipts'")
+        return verify_desk(DESK_STORE, self._audit_links(), heads, self._audit_rows(),
+                           pre_chain_receipts=int(row[0]) if row else 0, wanted=wanted)
+
+    def _audit_links(self) -> Iterator[DeskLink]:
+        after = ("", 0)
+        while True:
+            rows = self._rows("SELECT chain, seq, record, hash FROM jodo_audit_links"
+                              " WHERE (chain, seq) > (%s, %s) ORDER BY chain, seq LIMIT %s", (*after, _PAGE))
+            yield from (DeskLink(c, int(q), bytes(r), bytes(h)) for c, q, r, h in rows)
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1][0], int(rows[-1][1]))
+
+    def _audit_rows(self) -> Iterator[tuple[Sequence[object], bytes]]:
+        after = -(2**62)
+        receipt_at = PAYMENT_IMAGE.index("receipt_seq")
+        while True:
+            rows = self._rows(f"SELECT {_IMAGE_COLUMNS}, body FROM jodo_payments WHERE receipt_seq > %s"
+                              " ORDER BY receipt_seq LIMIT %s", (after, _PAGE))
+            yield from ((tuple(_plain(v) for v in row[:-1]), bytes(row[-1])) for row in rows)
+            if len(rows) < _PAGE:
+                return
+            after = int(rows[-1][receipt_at])
+
+    def put_audit_checkpoint(self, *, at: int, body: bytes, signature: bytes) -> int:
+        """Store a signed checkpoint (unsent: the outbox of checkpoints); returns its id."""
+        def write(cur: psycopg.Cursor[Any]) -> int:
+            cur.execute("INSERT INTO jodo_audit_checkpoints (at, body, signature) VALUES (%s, %s, %s)"
+                        " RETURNING id", (at, body, signature))
+            return int(cur.fetchone()[0])  # type: ignore[index]
+
+        return self._write(write)
+
+    def audit_checkpoints(self, *, unsent: bool = False, limit: int = 100) -> list[StoredCheckpoint]:
+        where = " WHERE sent_at IS NULL" if unsent else ""
+        rows = self._rows(f"SELECT id, at, body, signature, sent_at FROM jodo_audit_checkpoints{where}"
+                          " ORDER BY id DESC LIMIT %s", (limit,))
+        return [StoredCheckpoint(int(i), int(a), bytes(b), bytes(g), None if t is None else int(t))
+                for i, a, b, g, t in rows]
+
+    def mark_checkpoints_sent(self, ids: Iterable[int], *, at: int) -> None:
+        wanted = list(ids)
+        if wanted:
+            self._write(lambda cur: cur.execute(
+                "UPDATE jodo_audit_checkpoints SET sent_at = %s WHERE id = ANY(%s) AND sent_at IS NULL",
+                (at, wanted)))
 
     # ------------------------------------------------------------ dead letters
 

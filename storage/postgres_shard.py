@@ -21,7 +21,7 @@ locking read and one UPDATE, then COMMIT.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -29,6 +29,16 @@ import msgpack
 import psycopg
 
 from storage.api import StoreOptions
+from storage.audit import (
+    GENESIS,
+    ChainHead,
+    JournalLink,
+    Verdict,
+    audit_store_name,
+    journal_chain,
+    journal_link_hash,
+    verify_journal,
+)
 from storage.errors import HeadMismatch, InvalidRecord, SnapshotAheadOfJournal, UnknownOutboxEntry
 from storage.postgres_base import PostgresConnection
 from storage.postgres_schema import Fence, check_fence
@@ -97,14 +107,18 @@ class PostgresShardStore(PostgresConnection):
         check_fence(cur, self._fence)
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_GROUP_LOCK, self._group))
 
-    def _heads(self, cur: psycopg.Cursor[Any], shards: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """shard → (last_seq, upto_at); (0, 0) for a shard never written. Read after the lock."""
+    def _heads(
+        self, cur: psycopg.Cursor[Any], shards: Sequence[int]
+    ) -> dict[int, tuple[int, int, bytes | None]]:
+        """shard → (last_seq, upto_at, chain hash); (0, 0, None) for a shard never written. Read
+        after the lock."""
         cur.execute(
-            "SELECT shard, last_seq, upto_at FROM jodo_shard_heads WHERE grp = %s AND shard = ANY(%s)",
+            "SELECT shard, last_seq, upto_at, chain_hash FROM jodo_shard_heads WHERE grp = %s"
+            " AND shard = ANY(%s)",
             (self._group, list(shards)),
         )
-        found = {shard: (last, upto) for shard, last, upto in cur.fetchall()}
-        return {s: found.get(s, (0, 0)) for s in shards}
+        found = {shard: (last, upto, link) for shard, last, upto, link in cur.fetchall()}
+        return {s: found.get(s, (0, 0, None)) for s in shards}
 
     # ------------------------------------------------------------ writes
 
@@ -142,30 +156,35 @@ class PostgresShardStore(PostgresConnection):
     def _append(
         self,
         cur: psycopg.Cursor[Any],
-        heads: Mapping[int, tuple[int, int]],
+        heads: Mapping[int, tuple[int, int, bytes | None]],
         packed: Mapping[int, tuple[int, int, bytes]],
     ) -> dict[int, int]:
-        shards, firsts, lasts, uptos, blobs = [], [], [], [], []
+        shards, firsts, lasts, uptos, blobs, prevs, links = [], [], [], [], [], [], []
         for shard, (count, newest, blob) in packed.items():
-            last_seq, upto_at = heads[shard]
+            last_seq, upto_at, prev = heads[shard]
+            prev = prev or GENESIS  # the first link, or the first after the upgrade
             shards.append(shard)
             firsts.append(last_seq + 1)
             lasts.append(last_seq + count)
             uptos.append(max(upto_at, newest))
             blobs.append(blob)
+            prevs.append(prev)
+            links.append(journal_link_hash(prev, shard, last_seq + 1, last_seq + count, blob))
         cur.execute(
             """WITH seg AS (
-                   INSERT INTO jodo_journal_segments (grp, shard, first_seq, last_seq, upto_at, events)
+                   INSERT INTO jodo_journal_segments (grp, shard, first_seq, last_seq, upto_at, events,
+                                                      prev_hash, chain_hash)
                    SELECT %(grp)s, * FROM unnest(%(shards)s::integer[], %(firsts)s::bigint[],
                                                  %(lasts)s::bigint[], %(uptos)s::bigint[],
-                                                 %(blobs)b::bytea[])
-                   RETURNING shard, last_seq, upto_at)
-               INSERT INTO jodo_shard_heads (grp, shard, last_seq, upto_at)
-               SELECT %(grp)s, shard, last_seq, upto_at FROM seg
+                                                 %(blobs)b::bytea[], %(prevs)b::bytea[], %(links)b::bytea[])
+                   RETURNING shard, last_seq, upto_at, chain_hash)
+               INSERT INTO jodo_shard_heads (grp, shard, last_seq, upto_at, chain_hash)
+               SELECT %(grp)s, shard, last_seq, upto_at, chain_hash FROM seg
                ON CONFLICT (grp, shard) DO UPDATE
-                   SET last_seq = EXCLUDED.last_seq, upto_at = EXCLUDED.upto_at""",
+                   SET last_seq = EXCLUDED.last_seq, upto_at = EXCLUDED.upto_at,
+                       chain_hash = EXCLUDED.chain_hash""",
             {"grp": self._group, "shards": shards, "firsts": firsts, "lasts": lasts, "uptos": uptos,
-             "blobs": blobs},
+             "blobs": blobs, "prevs": prevs, "links": links},
         )
         return dict(zip(shards, lasts, strict=True))
 
@@ -300,6 +319,39 @@ class PostgresShardStore(PostgresConnection):
         )
         row = cur.fetchone()
         return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------ audit chain
+
+    def audit_heads(self) -> list[ChainHead]:
+        """Each logical shard's chain head (cheap: the heads table), for checkpoints and metrics."""
+        store = audit_store_name(self._group)
+        rows = self._rows("SELECT shard, last_seq, chain_hash FROM jodo_shard_heads WHERE grp = %s"
+                          " AND chain_hash IS NOT NULL", (self._group,))
+        return [ChainHead(store=store, chain=journal_chain(int(shard)), seq=int(seq), hash=bytes(link))
+                for shard, seq, link in rows]
+
+    def audit_verify(self, wanted: Collection[tuple[str, int]] = ()) -> Verdict:
+        """Verify every logical shard's audit chain in this group (storage/audit.py); read-only."""
+        heads = {int(shard): (int(last), None if link is None else bytes(link)) for shard, last, link in
+                 self._rows("SELECT shard, last_seq, chain_hash FROM jodo_shard_heads WHERE grp = %s",
+                            (self._group,))}
+        return verify_journal(audit_store_name(self._group), self._audit_links(), heads, wanted)
+
+    def _audit_links(self) -> Iterator[JournalLink]:
+        after = (-1, 0)
+        while True:
+            rows = self._rows(
+                "SELECT shard, first_seq, last_seq, events, prev_hash, chain_hash FROM jodo_journal_segments"
+                " WHERE grp = %s AND (shard, first_seq) > (%s, %s) ORDER BY shard, first_seq LIMIT %s",
+                (self._group, *after, _FETCH),
+            )
+            for shard, first, last, events, prev, link in rows:
+                yield JournalLink(int(shard), int(first), int(last), bytes(events),
+                                  None if prev is None else bytes(prev),
+                                  None if link is None else bytes(link))
+            if len(rows) < _FETCH:
+                return
+            after = (int(rows[-1][0]), int(rows[-1][1]))
 
     # ------------------------------------------------------------ journal reads
 

@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from storage.api import StoreOptions
+from storage.audit import (
+    DESK_STORE,
+    GENESIS,
+    PAYMENT_IMAGE,
+    ChainHead,
+    DeskLink,
+    StoredCheckpoint,
+    Verdict,
+    body_digest,
+    desk_chain,
+    desk_link,
+    verify_desk,
+)
 from storage.records import (
     AckResult,
     CreditAck,
@@ -31,9 +44,24 @@ from storage.sqlite_base import SqliteFile
 
 __all__ = ["SCHEMA_VERSION", "SqliteDeskStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the audit chain (storage/audit.py)
 _KIND = "desk"
 _PAGE = 500
+
+_AUDIT_DDL = (
+    """CREATE TABLE audit_links (
+        chain TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, record BLOB NOT NULL,
+        hash BLOB NOT NULL, PRIMARY KEY (chain, seq)
+    ) STRICT""",
+    """CREATE TABLE audit_heads (chain TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL)
+        STRICT""",
+    "CREATE TABLE audit_meta (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) STRICT",
+    """CREATE TABLE audit_checkpoints (
+        id INTEGER NOT NULL PRIMARY KEY, at INTEGER NOT NULL, body BLOB NOT NULL,
+        signature BLOB NOT NULL, sent_at INTEGER
+    ) STRICT""",
+)
+_CHAIN = desk_chain(0)  # one writer per file: one chain
 
 _DDL = (
     "CREATE TABLE counters (name TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) STRICT",
@@ -57,7 +85,9 @@ _DDL = (
         resolved_at INTEGER,
         resolved_by TEXT,
         body BLOB NOT NULL,
-        shard INTEGER
+        shard INTEGER,
+        body_digest BLOB,
+        audit_version INTEGER
     ) STRICT""",
     "CREATE INDEX payments_pending_by_shard ON payments (shard, receipt_seq) WHERE status = 'pending'",
     """CREATE UNIQUE INDEX payments_by_gateway_event ON payments (gateway, event_id)
@@ -73,13 +103,23 @@ _DDL = (
         at INTEGER NOT NULL,
         body BLOB NOT NULL
     ) STRICT""",
+    *_AUDIT_DDL,
+    "INSERT INTO audit_meta (name, value) VALUES ('pre_chain_receipts', 0)",
 )
 
 #: version n -> n + 1 for files written by an older jodo
-_MIGRATIONS = {
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "ALTER TABLE payments ADD COLUMN shard INTEGER",
         "CREATE INDEX payments_pending_by_shard ON payments (shard, receipt_seq) WHERE status = 'pending'",
+    ),
+    2: (
+        "ALTER TABLE payments ADD COLUMN body_digest BLOB",
+        "ALTER TABLE payments ADD COLUMN audit_version INTEGER",
+        *_AUDIT_DDL,
+        # the chain starts here: payments recorded before it are named as such by verify
+        "INSERT INTO audit_meta (name, value) SELECT 'pre_chain_receipts', value FROM counters"
+        " WHERE name = 'receipt_seq'",
     ),
 }
 
@@ -108,6 +148,18 @@ def _counter(db: sqlite3.Connection, name: str) -> int:
 
 
 _IN_CHUNK = 500  # ids per IN (...) look-up, well under SQLite's variable limit
+_IMAGE_COLUMNS = ", ".join(PAYMENT_IMAGE)
+
+
+def _images(db: sqlite3.Connection, ids: Sequence[str]) -> list[tuple[object, ...]]:
+    """The audit images (storage/audit.py PAYMENT_IMAGE) of payments just changed, in `ids` order."""
+    found: dict[str, tuple[object, ...]] = {}
+    for lo in range(0, len(ids), _IN_CHUNK):
+        part = ids[lo : lo + _IN_CHUNK]
+        marks = ",".join("?" * len(part))
+        for row in db.execute(f"SELECT {_IMAGE_COLUMNS} FROM payments WHERE payment_id IN ({marks})", part):
+            found[row[0]] = tuple(row)
+    return [found[i] for i in ids]
 
 
 class SqliteDeskStore(SqliteFile):
@@ -120,13 +172,16 @@ class SqliteDeskStore(SqliteFile):
 
     def record_payments(self, payments: Sequence[NewPayment], *, at: int) -> tuple[RecordResult, ...]:
         results = []
+        images: list[tuple[object, ...]] = []
+        digests = [body_digest(p.body) for p in payments]  # outside the write lock
         with self._write() as db:
             receipt = _counter(db, "receipt_seq")
-            for p in payments:
+            for p, digest in zip(payments, digests, strict=True):
                 cursor = db.execute(
                     "INSERT INTO payments (payment_id, gateway, event_id, account, amount_paise,"
-                    " channel, paid_at, received_at, committed_at, receipt_seq, status, body, shard)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+                    " channel, paid_at, received_at, committed_at, receipt_seq, status, body, shard,"
+                    " body_digest, audit_version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, 1)"
                     " ON CONFLICT (payment_id) DO NOTHING"
                     " ON CONFLICT (gateway, event_id) WHERE event_id IS NOT NULL DO NOTHING",
                     (
@@ -142,10 +197,14 @@ class SqliteDeskStore(SqliteFile):
                         receipt + 1,
                         p.body,
                         p.shard,
+                        digest,
                     ),
                 )
                 if cursor.rowcount == 1:
                     receipt += 1
+                    images.append((p.payment_id, p.gateway, p.event_id, p.account, None, p.amount_paise,
+                                   p.channel, p.paid_at, p.received_at, at, receipt, "pending", None, None,
+                                   None, None, p.shard, digest, 1))
                     results.append(
                         RecordResult(
                             payment_id=p.payment_id,
@@ -171,6 +230,7 @@ class SqliteDeskStore(SqliteFile):
             new = sum(r.outcome is RecordOutcome.NEW for r in results)
             db.execute("UPDATE counters SET value = ? WHERE name = 'receipt_seq'", (receipt,))
             _bump(db, {"pending": new, "duplicates": len(results) - new})
+            self._chain(db, images, at)
         return tuple(results)
 
     def mark_credited(self, acks: Sequence[CreditAck]) -> tuple[AckResult, ...]:
@@ -199,10 +259,13 @@ class SqliteDeskStore(SqliteFile):
                 if rows:
                     column = "applied_at" if target is PaymentStatus.APPLIED else "suspended_at"
                     db.executemany(
-                        f"UPDATE payments SET status = '{target.value}', {column} = ? WHERE payment_id = ?",
+                        f"UPDATE payments SET status = '{target.value}', {column} = ?,"
+                        " audit_version = COALESCE(audit_version, 0) + 1 WHERE payment_id = ?",
                         rows,
                     )
             _bump(db, deltas)
+            if changes:
+                self._chain(db, _images(db, list(changes)), max(at for _t, at in changes.values()))
         return tuple(results)
 
     def unacknowledged(
@@ -267,11 +330,75 @@ class SqliteDeskStore(SqliteFile):
             db.execute(
                 "UPDATE payments SET status = 'pending', original_account ="
                 " COALESCE(original_account, account), account = ?, resolved_at = ?,"
-                " resolved_by = ?, shard = COALESCE(?, shard) WHERE payment_id = ?",
+                " resolved_by = ?, shard = COALESCE(?, shard),"
+                " audit_version = COALESCE(audit_version, 0) + 1 WHERE payment_id = ?",
                 (account, at, by, shard, payment_id),
             )
             _bump(db, {"suspense": -1, "pending": 1})
+            self._chain(db, _images(db, [payment_id]), at)
         return ResolveResult.RESOLVED
+
+    # ------------------------------------------------------------ audit chain and checkpoints
+
+    @staticmethod
+    def _chain(db: sqlite3.Connection, images: Sequence[Sequence[object]], at: int) -> None:
+        """Append one link covering `images` to the ledger's chain, in the caller's transaction."""
+        if not images:
+            return
+        row = db.execute("SELECT seq, hash FROM audit_heads WHERE chain = ?", (_CHAIN,)).fetchone()
+        seq, prev = (1, GENESIS) if row is None else (row[0] + 1, row[1])
+        record, link = desk_link(_CHAIN, seq, at, prev, images)
+        db.execute("INSERT INTO audit_links (chain, seq, at, record, hash) VALUES (?, ?, ?, ?, ?)",
+                   (_CHAIN, seq, at, record, link))
+        db.execute("INSERT INTO audit_heads (chain, seq, hash) VALUES (?, ?, ?) ON CONFLICT (chain)"
+                   " DO UPDATE SET seq = excluded.seq, hash = excluded.hash", (_CHAIN, seq, link))
+
+    def audit_heads(self) -> list[ChainHead]:
+        """The ledger chain's head (cheap), for checkpoints and metrics."""
+        rows = self._rows("SELECT chain, seq, hash FROM audit_heads WHERE seq > 0")
+        return [ChainHead(store=DESK_STORE, chain=c, seq=q, hash=h) for c, q, h in rows]
+
+    def audit_verify(self, wanted: Collection[tuple[str, int]] = ()) -> Verdict:
+        """Verify the ledger's chain and every payment row against it (storage/audit.py); read-only."""
+        db = self._db()
+        with self._translated():
+            heads = {chain: (seq, link)
+                     for chain, seq, link in db.execute("SELECT chain, seq, hash FROM audit_heads")}
+            pre = int(db.execute("SELECT value FROM audit_meta WHERE name = 'pre_chain_receipts'")
+                      .fetchone()[0])
+            links = (DeskLink(*row) for row in
+                     db.execute("SELECT chain, seq, record, hash FROM audit_links ORDER BY chain, seq"))
+            return verify_desk(DESK_STORE, links, heads, self._audit_rows(), pre_chain_receipts=pre,
+                               wanted=wanted)
+
+    def _audit_rows(self) -> Iterator[tuple[Sequence[object], bytes]]:
+        after = -(2**62)
+        while True:
+            rows = self._rows(f"SELECT {_IMAGE_COLUMNS}, body FROM payments WHERE receipt_seq > ?"
+                              " ORDER BY receipt_seq LIMIT ?", (after, _PAGE))
+            yield from ((row[:-1], row[-1]) for row in rows)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][PAYMENT_IMAGE.index("receipt_seq")]
+
+    def put_audit_checkpoint(self, *, at: int, body: bytes, signature: bytes) -> int:
+        """Store a signed checkpoint (unsent: the outbox of checkpoints); returns its id."""
+        with self._write() as db:
+            cursor = db.execute("INSERT INTO audit_checkpoints (at, body, signature) VALUES (?, ?, ?)",
+                                (at, body, signature))
+            return int(cursor.lastrowid or 0)
+
+    def audit_checkpoints(self, *, unsent: bool = False, limit: int = 100) -> list[StoredCheckpoint]:
+        """Checkpoints newest first (only those not yet sent off-site with `unsent`)."""
+        where = " WHERE sent_at IS NULL" if unsent else ""
+        rows = self._rows(f"SELECT id, at, body, signature, sent_at FROM audit_checkpoints{where}"
+                          " ORDER BY id DESC LIMIT ?", (limit,))
+        return [StoredCheckpoint(*row) for row in rows]
+
+    def mark_checkpoints_sent(self, ids: Iterable[int], *, at: int) -> None:
+        with self._write() as db:
+            db.executemany("UPDATE audit_checkpoints SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
+                           [(at, i) for i in ids])
 
     # ------------------------------------------------------------ dead letters
 

@@ -11,6 +11,10 @@ to the newest; reading a shard walks that chain backwards with a recursive query
 `upto_at` is the newest event time of the shard up to and including the segment (a running
 max), so a walk back can stop exactly at the first segment older than `since`.
 
+Each segment is also a link of its logical shard's audit chain (storage/audit.py): `prev_hash` and
+`chain_hash` are computed inside the write transaction from the head's `chain_hash`, one SHA-256 a
+segment. Both are NULL on segments written before the chain (schema version 1).
+
 There is no per-event index: random inserts into an account or ref index cost several times the
 journal's own writes (bench/bench_storage.py measures the alternative), so audit queries walk one
 shard's chain and let SQLite byte-search each segment (instr) before any is decoded.
@@ -22,10 +26,14 @@ import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 
+from storage.audit import GENESIS, JournalLink, journal_link_hash
+
 __all__ = [
     "DDL",
+    "MIGRATION_TO_CHAIN",
     "Head",
     "append",
+    "audit_links",
     "covered",
     "heads_of",
     "matching_segments",
@@ -42,7 +50,8 @@ DDL = (
         shard INTEGER PRIMARY KEY CHECK (shard >= 0),
         last_seq INTEGER NOT NULL CHECK (last_seq >= 0),
         last_segment INTEGER,
-        upto_at INTEGER NOT NULL
+        upto_at INTEGER NOT NULL,
+        chain_hash BLOB
     ) STRICT""",
     """CREATE TABLE journal_segments (
         segment_id INTEGER PRIMARY KEY,
@@ -52,25 +61,35 @@ DDL = (
         upto_at INTEGER NOT NULL,
         prev_segment INTEGER,
         events BLOB NOT NULL,
+        prev_hash BLOB,
+        chain_hash BLOB,
         CHECK (last_seq >= first_seq)
     ) STRICT""",
+)
+
+#: schema version 1 (before the audit chain) -> 2
+MIGRATION_TO_CHAIN = (
+    "ALTER TABLE shard_heads ADD COLUMN chain_hash BLOB",
+    "ALTER TABLE journal_segments ADD COLUMN prev_hash BLOB",
+    "ALTER TABLE journal_segments ADD COLUMN chain_hash BLOB",
 )
 
 _WALK_HOPS = 512  # segments walked per query by an audit scan
 _FETCH = 64  # segments fetched per query while streaming
 
 
-Head = tuple[int, int, int | None, int]  # shard, last_seq, last_segment, upto_at: a shard_heads row
+# shard, last_seq, last_segment, upto_at, chain_hash: a shard_heads row
+Head = tuple[int, int, int | None, int, bytes | None]
 
 
 def heads_of(db: sqlite3.Connection, shards: Sequence[int]) -> dict[int, Head]:
-    """The shard_heads rows of `shards` ((shard, 0, None, 0) for a shard never written)."""
-    select = "SELECT shard, last_seq, last_segment, upto_at FROM shard_heads"
+    """The shard_heads rows of `shards` ((shard, 0, None, 0, None) for a shard never written)."""
+    select = "SELECT shard, last_seq, last_segment, upto_at, chain_hash FROM shard_heads"
     if len(shards) > 16:  # one scan of a few hundred rows beats many lookups
         found = {row[0]: row for row in db.execute(select)}
     else:
         found = {row[0]: row for s in shards for row in db.execute(select + " WHERE shard = ?", (s,))}
-    return {s: found.get(s) or (s, 0, None, 0) for s in shards}
+    return {s: found.get(s) or (s, 0, None, 0, None) for s in shards}
 
 
 def append(
@@ -84,20 +103,24 @@ def append(
     rows = []
     new_heads = []
     for shard, (count, newest, blob) in segments_by_shard.items():
-        _, last_seq, last_segment, upto_at = heads[shard]
+        _, last_seq, last_segment, upto_at, prev = heads[shard]
         segment_id += 1
         upto_at = max(upto_at, newest)
-        rows.append((segment_id, shard, last_seq + 1, last_seq + count, upto_at, last_segment, blob))
-        new_heads.append((shard, last_seq + count, segment_id, upto_at))
+        prev = prev or GENESIS  # the first link, or the first after an upgrade
+        link = journal_link_hash(prev, shard, last_seq + 1, last_seq + count, blob)
+        rows.append(
+            (segment_id, shard, last_seq + 1, last_seq + count, upto_at, last_segment, blob, prev, link)
+        )
+        new_heads.append((shard, last_seq + count, segment_id, upto_at, link))
     db.executemany(
         "INSERT INTO journal_segments (segment_id, shard, first_seq, last_seq, upto_at, prev_segment,"
-        " events) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " events, prev_hash, chain_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     db.executemany(
-        "INSERT INTO shard_heads (shard, last_seq, last_segment, upto_at) VALUES (?, ?, ?, ?)"
+        "INSERT INTO shard_heads (shard, last_seq, last_segment, upto_at, chain_hash) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (shard) DO UPDATE SET last_seq = excluded.last_seq,"
-        " last_segment = excluded.last_segment, upto_at = excluded.upto_at",
+        " last_segment = excluded.last_segment, upto_at = excluded.upto_at, chain_hash = excluded.chain_hash",
         new_heads,
     )
     db.execute("UPDATE journal_counters SET value = ? WHERE name = 'segment_id'", (segment_id,))
@@ -190,3 +213,18 @@ def matching_segments(
             if hit is not None:
                 yield first_seq, hit
         start = rows[-1][1] if len(rows) == _WALK_HOPS else None
+
+
+def audit_links(db: sqlite3.Connection) -> Iterator[JournalLink]:
+    """Every segment as a chain link, by (shard, first_seq), a page at a time (for verification:
+    by seq, not by `prev_segment`, so a relinked or reordered row shows)."""
+    order = sorted(db.execute("SELECT shard, first_seq, segment_id FROM journal_segments").fetchall())
+    for start in range(0, len(order), _FETCH):
+        page = [row[2] for row in order[start : start + _FETCH]]
+        rows = db.execute(
+            "SELECT segment_id, shard, first_seq, last_seq, events, prev_hash, chain_hash"
+            " FROM journal_segments WHERE segment_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(page),),
+        ).fetchall()
+        by_id = {row[0]: row for row in rows}
+        yield from (JournalLink(*by_id[i][1:]) for i in page if i in by_id)

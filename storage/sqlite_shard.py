@@ -6,7 +6,7 @@ The journal's layout and why are in storage/sqlite_journal.py.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import msgpack
 
 from storage import sqlite_journal as journal
 from storage.api import StoreOptions
+from storage.audit import ChainHead, Verdict, audit_store_name, journal_chain, verify_journal
 from storage.errors import HeadMismatch, SnapshotAheadOfJournal, UnknownOutboxEntry
 from storage.records import (
     CommitResult,
@@ -38,7 +39,7 @@ from storage.sqlite_base import SqliteFile
 
 __all__ = ["SCHEMA_VERSION", "SqliteShardStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the audit chain (storage/audit.py)
 _KIND = "shard_group"
 _OUTBOX_PAGE = 500  # outbox rows fetched per query while streaming
 _at = itemgetter(3)  # an Entry's event time
@@ -99,7 +100,8 @@ class SqliteShardStore(SqliteFile):
     """A shard group's journal, snapshots and outbox in one SQLite file."""
 
     def __init__(self, path: Path, group: int, options: StoreOptions) -> None:
-        super().__init__(path, options, kind=_KIND, version=SCHEMA_VERSION, ddl=_DDL)
+        super().__init__(path, options, kind=_KIND, version=SCHEMA_VERSION, ddl=_DDL,
+                         migrations={1: journal.MIGRATION_TO_CHAIN})
         self._group = group
 
     @property
@@ -295,6 +297,21 @@ class SqliteShardStore(SqliteFile):
         with self._translated():
             for first_seq, blob in journal.matching_segments(db, shard, needle, since or 0):
                 yield first_seq, unpack_segment(blob)
+
+    def audit_heads(self) -> list[ChainHead]:
+        """Each logical shard's chain head (cheap: the heads table), for checkpoints and metrics."""
+        store = audit_store_name(self._group)
+        rows = self._rows("SELECT shard, last_seq, chain_hash FROM shard_heads WHERE chain_hash IS NOT NULL")
+        return [ChainHead(store=store, chain=journal_chain(shard), seq=seq, hash=link)
+                for shard, seq, link in rows]
+
+    def audit_verify(self, wanted: Collection[tuple[str, int]] = ()) -> Verdict:
+        """Verify every logical shard's audit chain (storage/audit.py); read-only."""
+        db = self._db()
+        with self._translated():
+            heads = {shard: (last, link) for shard, last, link in
+                     db.execute("SELECT shard, last_seq, chain_hash FROM shard_heads")}
+            return verify_journal(audit_store_name(self._group), journal.audit_links(db), heads, wanted)
 
     # ------------------------------------------------------------ outbox reads
 

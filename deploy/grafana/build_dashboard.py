@@ -544,6 +544,34 @@ def build() -> dict[str, Any]:
     )
 
     _guard_row(lay)
+    # ---- the audit chain (jodo/audit.py)
+    lay.row("Audit chain")
+    lay.panel(
+        "Audit checkpoint age",
+        [(f"time() - (max by (instance) (jodo_audit_last_checkpoint_timestamp_seconds{_sel()}) > 0)",
+          "{{instance}}")],
+        description="Seconds since each node signed its newest checkpoint of every audit chain (every 300 s "
+        "by default; JodoAuditCheckpointsStopped past 900 s). A node that has not written one yet has no "
+        "line.",
+        unit="s",
+        width=8,
+        thresholds=[(None, "green"), (900, "red")],
+    )
+    lay.panel(
+        "Audit chain records",
+        [(f"max by (kind) (jodo_audit_chain_records{_sel()})", "{{kind}}")],
+        description="At the last checkpoint: journal: events chained (the sum of every logical shard's head "
+        "seq); desk: ledger transactions chained. Both only grow.",
+        width=8,
+    )
+    lay.panel(
+        "Audit checkpoints (1 h)",
+        [(f"sum by (outcome) (increase(jodo_audit_checkpoints_total{_sel()}[1h]))", "{{outcome}}")],
+        description="Signed checkpoints written and failed in the last hour (a failure is retried on the "
+        "next period; the node's log says why).",
+        width=8,
+        stack=True,
+    )
 
     return {
         "uid": "jodo-overview",

@@ -58,7 +58,7 @@ def test_a_file_with_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path
     before = _digest(path)
     with pytest.raises(SchemaTooNew) as raised:
         open_shard_store(tmp_path, 0)
-    assert (raised.value.found, raised.value.supported) == (99, 1)
+    assert (raised.value.found, raised.value.supported) == (99, 2)
     assert str(path) in str(raised.value)
     assert _digest(path) == before
 
@@ -117,10 +117,34 @@ def test_a_desk_file_of_schema_version_1_is_migrated_and_keeps_its_payments(tmp_
     with sqlite3.connect(desk_path(tmp_path)) as db:  # what jodo before the cluster wrote
         db.execute("DROP INDEX payments_pending_by_shard")
         db.execute("ALTER TABLE payments DROP COLUMN shard")
+        for column in ("body_digest", "audit_version"):  # and before the audit chain
+            db.execute(f"ALTER TABLE payments DROP COLUMN {column}")
+        for table in ("audit_links", "audit_heads", "audit_meta", "audit_checkpoints"):
+            db.execute(f"DROP TABLE {table}")
         db.execute("UPDATE schema_version SET version = 1")
     with open_desk_store(tmp_path) as desk:
         desk.record_payments([pay("new", shard=3)], at=6)
         assert [(p.payment_id, p.shard) for p in desk.unacknowledged()] == [("old", None), ("new", 3)]
         assert [p.payment_id for p in desk.unacknowledged(shards=[3])] == ["new"]
     with sqlite3.connect(desk_path(tmp_path)) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (3,)
+
+
+def test_a_shard_file_of_schema_version_1_is_migrated_and_its_chain_starts_after_it(tmp_path: Path) -> None:
+    with open_shard_store(tmp_path, 0) as store:
+        store.commit([NewEvent(shard=1, account="a", kind="k", ref=None, at=1, body=b"old")] * 3)
+    with sqlite3.connect(shard_group_path(tmp_path, 0)) as db:  # what jodo before the audit chain wrote
+        for table, column in (("shard_heads", "chain_hash"), ("journal_segments", "prev_hash"),
+                              ("journal_segments", "chain_hash")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("UPDATE schema_version SET version = 1")
+    with open_shard_store(tmp_path, 0) as store:
+        store.commit([NewEvent(shard=1, account="a", kind="k", ref=None, at=2, body=b"new")])
+        assert [e.body for e in store.journal(1)] == [b"old"] * 3 + [b"new"]
+        verdict = store.audit_verify()
+    assert verdict.intact and [(h.chain, h.seq, h.links, h.first_seq) for h in verdict.heads] == [
+        ("journal:1", 4, 1, 4)]
+    assert verdict.notes == ["group:0 journal:1: the chain starts at seq 4; the 3 event(s) before it"
+                             " were written before the audit chain (not covered)"]
+    with sqlite3.connect(shard_group_path(tmp_path, 0)) as db:
         assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)

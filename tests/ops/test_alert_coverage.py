@@ -43,6 +43,7 @@ def _test_outcomes() -> dict[str, set[str]]:
 def test_the_expected_alerts_exist() -> None:
     assert _alert_names() == sorted(
         [
+            "JodoAuditCheckpointsStopped",
             "JodoBacklogGrowing",
             "JodoClusterFailoverSlow",
             "JodoClusterFencingRefusals",

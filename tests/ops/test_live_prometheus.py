@@ -58,6 +58,12 @@ def _record_a_little_of_everything() -> None:
     metrics.disconnect_approval("approved")
     metrics.disconnect_switch("pause")
 
+    class _Head:
+        chain, seq = "journal:3", 12
+
+    metrics.audit_checkpoint_written(1_700_000_000, [_Head()])
+    metrics.audit_checkpoint_failed()
+
 
 def _render() -> bytes:
     _record_a_little_of_everything()
@@ -97,7 +103,7 @@ def test_prometheus_scrapes_evaluates_the_rules_and_answers_every_dashboard_quer
     )
     assert prometheus.value('up{job="jodo"}') == 1
 
-    assert len(prometheus.rules()) == 25  # 4 recording + 21 alerting
+    assert len(prometheus.rules()) == 26  # 4 recording + 22 alerting
     until("every rule evaluated", lambda: all(r["health"] == "ok" for r in prometheus.rules()))
 
     empty = []
