@@ -101,6 +101,7 @@ class BridgeStats:
     protocol_faults: int = 0
     queue_timeouts: int = 0
     reused: int = 0  # requests sent on an association opened for an earlier request
+    max_links: int = 0  # most connections open at once (≤ pool_size)
 
 
 @dataclass(slots=True)
@@ -274,6 +275,7 @@ class DlmsBridge:
             client_wport=s.client_wport, server_wport=wport, password=s.password_bytes()))
         link.deadline = now + s.connect_timeout
         self._links[link.id] = link
+        self.stats.max_links = max(self.stats.max_links, len(self._links))
         meter.link = link.id
         self._arm(link)
         self._actions.append(LinkOpen(link.id))

@@ -60,7 +60,7 @@ class DlmsFleetSim(MeterHooks):
         self.stats = DlmsSimStats()
         self.refused: set[int] = set()
         self.unreachable: set[int] = set()
-        self.muted: dict[int, bool] = {}  # index → execute the request anyway
+        self.muted: dict[int, tuple[bool, int | None]] = {}  # index → (run it anyway, requests left)
         self.stuck: dict[int, bool] = {}  # index → report HARDWARE_FAULT
         self.open = 0
 
@@ -145,10 +145,11 @@ class DlmsFleetSim(MeterHooks):
         with self.lock:
             (self.unreachable.add if on else self.unreachable.discard)(self._index(serial))
 
-    def mute(self, serial: str, *, execute: bool = False, on: bool = True) -> None:
+    def mute(self, serial: str, *, execute: bool = False, count: int | None = None, on: bool = True) -> None:
+        """Swallow the answers to the meter's next `count` requests after an AARE (None: all of them)."""
         with self.lock:
             if on:
-                self.muted[self._index(serial)] = execute
+                self.muted[self._index(serial)] = (execute, count)
             else:
                 self.muted.pop(self._index(serial), None)
 
@@ -195,8 +196,14 @@ class _Connection(asyncio.Protocol):
             else:
                 muted = sim.muted.get(index)
                 if muted is not None:
+                    execute, left = muted
+                    if left is not None:
+                        if left <= 1:
+                            del sim.muted[index]
+                        else:
+                            sim.muted[index] = (execute, left - 1)
                     sim.stats.dropped_answers += 1
-                    if muted:
+                    if execute:
                         handle(self.server, data)  # it runs; the answer is lost
                     return
                 reply = handle(self.server, data)
