@@ -164,6 +164,8 @@ class HeadEndGateway(JodoActor):
         if self.driver is not None:
             self._outcomes(self.driver.on_tick())
             self.metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
+            for event, n in getattr(self.driver, "take_events", list)():  # DLMS only
+                self.metric("dlms_events", self._head_end(), event, n)
             self.metric("set_relay_commands_pending", self._head_end(), len(self.running))
             self.sample_memory()
 

@@ -27,6 +27,7 @@ come out of `take_core_bytes`.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -64,7 +65,9 @@ from protocols.headend import (
     encode_frame,
 )
 
-__all__ = ["BridgeStats", "DlmsBridge", "LinkClose", "LinkOpen", "LinkWrite"]
+__all__ = ["BridgeStats", "DlmsBridge", "LinkClose", "LinkOpen", "LinkWrite", "stats_events"]
+
+log = logging.getLogger("jodo.headend.dlms")
 
 _NO_COMM = str(HesErrorCode.NO_COMMUNICATION)
 _METHOD = {HesAction.DISCONNECT: 1, HesAction.CONNECT: 2}
@@ -102,6 +105,22 @@ class BridgeStats:
     queue_timeouts: int = 0
     reused: int = 0  # requests sent on an association opened for an earlier request
     max_links: int = 0  # most connections open at once (≤ pool_size)
+
+
+_EVENT_FIELDS = (("association", "associations"), ("refused", "refused"),
+                 ("connect_failure", "connect_failures"), ("release", "releases"),
+                 ("response_timeout", "response_timeouts"), ("protocol_fault", "protocol_faults"),
+                 ("queue_timeout", "queue_timeouts"))  # fmt: skip
+
+
+def stats_events(now: BridgeStats, before: BridgeStats) -> list[tuple[str, int]]:
+    """(event, count) for each counter that went up since `before` (`jodo_dlms_events_total`)."""
+    out = []
+    for event, name in _EVENT_FIELDS:
+        n = getattr(now, name) - getattr(before, name)
+        if n > 0:
+            out.append((event, n))
+    return out
 
 
 @dataclass(slots=True)
@@ -289,6 +308,7 @@ class DlmsBridge:
                 continue
             if now >= op.queued_until:
                 self.stats.queue_timeouts += 1
+                log.info("DLMS command not started in time", extra={"meter": op.meter, "command_id": op.wid})
                 self._result(op, HesResultStatus.ERROR, now, error=_NO_COMM)
                 continue
             self._idle.pop(link.id, None)
@@ -351,6 +371,8 @@ class DlmsBridge:
         meter = self._meters.get(link.meter)
         if meter is None:
             return
+        log.warning("DLMS association to %s failed: %s", link.meter, code,
+                    extra={"meter": link.meter, "command_ids": [op.wid for op in meter.ops][:10]})
         while meter.ops:
             op = meter.ops.popleft()
             if now >= op.expires_at:
@@ -394,6 +416,8 @@ class DlmsBridge:
     def _on_reply(self, link: _Link, reply: DlmsReply, now: float) -> None:
         if isinstance(reply, ProtocolFault):
             self.stats.protocol_faults += 1
+            log.warning("DLMS answer from %s not understood: %s", link.meter, reply.why,
+                        extra={"meter": link.meter, "command_id": link.op.wid if link.op else None})
             if link.phase == _BUSY and link.op is not None:
                 self._lost(link.op, now)
             elif link.phase == _ASSOCIATING:
@@ -425,6 +449,8 @@ class DlmsBridge:
     def _lost(self, op: _Op, now: float) -> None:
         """A request whose answer will never come. A read is retried by the core on an error; a switch
         gets nothing: its fate is unknown, the core's command_timeout reads the relay and decides."""
+        log.warning("DLMS request to %s lost (%s): fate unknown until read back", op.meter, op.action.name,
+                    extra={"meter": op.meter, "command_id": op.wid})
         if op.action is HesAction.READ:
             self._result(op, HesResultStatus.ERROR, now, error=_NO_COMM)
 

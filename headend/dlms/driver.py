@@ -13,6 +13,7 @@ does wrong comes back as per-command errors, timeouts and read-backs (`headend.d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import select
@@ -22,7 +23,15 @@ from collections.abc import Iterable
 from headend.adapter import AdapterConfig, HeadEndAdapterCore, HeadEndStep
 from headend.clock import Clock, WallClock
 from headend.dlms.association import quiet_dlms_cosem_logs
-from headend.dlms.bridge import DlmsBridge, LinkAction, LinkClose, LinkOpen, LinkWrite
+from headend.dlms.bridge import (
+    BridgeStats,
+    DlmsBridge,
+    LinkAction,
+    LinkClose,
+    LinkOpen,
+    LinkWrite,
+    stats_events,
+)
 from headend.dlms.settings import DlmsSettings
 from headend.outcome import HeadEndOutcome
 from protocols.headend import HesCommand
@@ -39,8 +48,7 @@ def dlms_adapter_config(settings: DlmsSettings, base: AdapterConfig | None = Non
     """The core's timeouts fitted to DLMS: a command queued in the bridge or waiting for its answer
     must not look lost to the core before the bridge gives up on it."""
     base = base or AdapterConfig()
-    from dataclasses import replace
-
+    replace = dataclasses.replace
     floor = settings.queue_timeout + settings.connect_timeout + 2 * settings.response_timeout
     return replace(base, command_timeout=max(base.command_timeout, floor),
                    read_timeout=max(base.read_timeout, floor),
@@ -88,6 +96,14 @@ class DlmsSocketDriver:
         self._by_fd: dict[int, _Sock] = {}
         self._by_link: dict[int, _Sock] = {}
         self._wake_at: float | None = self.clock.now()
+        self._reported = BridgeStats()
+
+    def take_events(self) -> list[tuple[str, int]]:
+        """DLMS events (association, refused, ...) counted since the last call, for metrics."""
+        now = self.bridge.stats
+        out = stats_events(now, self._reported)
+        self._reported = dataclasses.replace(now)
+        return out
 
     # --- the actor-facing surface -----------------------------------------------------------
 

@@ -75,6 +75,7 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "cluster_lease_lost": ("released",),
     "fencing_refusal": ("group",),
     "cluster_failover": (1.0,),
+    "dlms_events": ("hes-1", "refused", 1),
 }
 CALLS = list(_metric_calls())
 

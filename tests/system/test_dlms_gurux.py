@@ -155,6 +155,8 @@ def test_a_refused_association_fails_once_and_is_not_retried(rig: Rig) -> None:
     o = rig.one(m, HesAction.DISCONNECT)
     assert (o.kind, o.error, o.retryable, o.attempts) == (OutcomeKind.FAILED, "association_refused", False, 1)
     assert rig.sim.relay_state(m).control_state is C
+    events = dict(rig.client.inspect(lambda _: rig.driver.take_events()))
+    assert events["refused"] == 1  # what the gateway turns into jodo_dlms_events_total
 
 
 def test_a_wrong_password_is_a_refused_association() -> None:

@@ -89,3 +89,17 @@ def test_a_reference_head_end_has_no_dlms_options_and_a_bad_dlms_key_is_named(tm
     f.write_text('[[head_ends]]\nname = "h"\nkind = "dlms"\nport = 9000\ndlms_pool_size = 0\n')
     with pytest.raises(ConfigError, match="dlms_pool_size"):
         load_config(f, env={})
+
+
+def test_bridge_counters_become_dlms_event_metrics() -> None:
+    from headend.dlms.bridge import BridgeStats, stats_events
+    from jodo import metrics
+
+    before = BridgeStats(associations=3, refused=1)
+    now = BridgeStats(associations=5, refused=1, response_timeouts=2, actions=9)
+    assert stats_events(now, before) == [("association", 2), ("response_timeout", 2)]
+    metrics.configure_labels(gateways=[], head_ends=["hes-dlms"])
+    metrics.dlms_events("hes-dlms", "refused", 3)
+    assert b'jodo_dlms_events_total{event="refused",head_end="hes-dlms"} 3.0' in metrics.render()
+    with pytest.raises(ValueError, match="DLMS event"):
+        metrics.dlms_events("hes-dlms", "nonsense")
