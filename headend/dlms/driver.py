@@ -50,7 +50,11 @@ def dlms_adapter_config(settings: DlmsSettings, base: AdapterConfig | None = Non
     base = base or AdapterConfig()
     replace = dataclasses.replace
     floor = settings.queue_timeout + settings.connect_timeout + 2 * settings.response_timeout
+    # the core, not the bridge, holds the backlog: it expires and paces queued commands, while a
+    # command queued in the bridge past queue_timeout comes back no_communication and burns an attempt
+    in_flight = min(base.max_in_flight, settings.pool_size * 8)
     return replace(base, command_timeout=max(base.command_timeout, floor),
+                   max_in_flight=in_flight, max_batch=min(base.max_batch, in_flight),
                    read_timeout=max(base.read_timeout, floor),
                    heartbeat_interval=max(base.heartbeat_interval, 30.0),
                    idle_timeout=max(base.idle_timeout, 120.0))
