@@ -32,9 +32,11 @@ from domain.guard import GuardPolicy, guarded
 from headend.adapter import AdapterConfig
 from headend.outcome import HeadEndOutcome, OutcomeKind
 from headend.socket_driver import HeadEndSocketDriver
+from headend.threaded import LoopDriver
 from protocols import codec
 from protocols.cluster import RateShare
 from protocols.control import Address
+from protocols.dlms import DlmsGatewayOptions
 from protocols.headend import HesAction, HesCommand
 from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
 from protocols.runtime import CrashActor, GatewayInit, GatewayStatus, GatewayStatusQuery, RelayResultsApplied
@@ -75,7 +77,7 @@ class HeadEndGateway(JodoActor):
     def __init__(self) -> None:
         super().__init__()
         self.init: GatewayInit | None = None
-        self.driver: HeadEndSocketDriver | None = None
+        self.driver: LoopDriver | None = None
         self.reply_to: dict[int, Address] = {}
         self.running: dict[str, tuple[str, int, float]] = {}  # wire id → (account, group, submit wall)
         self.finished: OrderedDict[str, ReportRelayResult] = OrderedDict()  # wire id → result
@@ -107,7 +109,8 @@ class HeadEndGateway(JodoActor):
         self.init = msg
         self.use_data_dir(msg.data_dir or None)
         self.count_process()
-        self.driver = HeadEndSocketDriver(msg.host, msg.port, config)
+        self.driver = (HeadEndSocketDriver(msg.host, msg.port, config) if msg.dlms is None
+                       else dlms_driver(msg.host, msg.port, msg.dlms, config))
         if msg.guard and msg.data_dir:
             self.guard = GatewayGuard(msg.head_end, GuardPolicy(**json.loads(msg.guard)),
                                       GuardStore.in_dir(msg.data_dir), time.time())
@@ -188,6 +191,8 @@ class HeadEndGateway(JodoActor):
         if self.driver is not None:
             self._outcomes(self.driver.on_tick())
             self.metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
+            for event, n in getattr(self.driver, "take_events", list)():  # DLMS only
+                self.metric("dlms_events", self._head_end(), event, n)
             self.metric("set_relay_commands_pending", self._head_end(), len(self.running))
             self.sample_memory()
         guard = self.guard
@@ -272,11 +277,25 @@ class HeadEndGateway(JodoActor):
         if self.driver is not None:
             self.driver.close()
 
-    def _ready(self) -> HeadEndSocketDriver:
+    def _ready(self) -> LoopDriver:
         if self.driver is None:
             raise RuntimeError("HeadEndGateway got work before its GatewayInit")
         return self.driver
 
     def _head_end(self) -> str:
         return self.init.head_end if self.init is not None else "unknown"
+
+
+def dlms_driver(host: str, port: int, options: DlmsGatewayOptions, config: AdapterConfig) -> LoopDriver:
+    """The DLMS adapter's driver (imported here only: dlms-cosem is the optional ``dlms`` extra)."""
+    from pathlib import Path
+
+    from headend.dlms import DlmsSettings, DlmsSocketDriver, dlms_adapter_config, load_address_book
+
+    book = load_address_book(Path(options.address_book)) if options.address_book else None
+    settings = DlmsSettings(host=host, port=port, client_wport=options.client_wport,
+                            password=options.password,
+                            wport_base=options.wport_base, address_book=book, pool_size=options.pool_size,
+                            response_timeout=options.response_timeout)
+    return DlmsSocketDriver(settings, dlms_adapter_config(settings, config))
 

@@ -4,6 +4,10 @@
    in its own process with zero latency, every connect read back before it counts. Aim ≥ 50 000/s.
 2. Mass reconnect: 100 000 disconnected meters reconnected under a 2 000 commands/s head-end rate
    limit (the floor is 50 s). Aim ≤ 55 s.
+3. DLMS: relay operations/s through the DLMS adapter (dlms-cosem; one association per meter from a
+   bounded pool, ACTION + GET-with-list read-back + RLRQ each) to the Gurux-server meter simulator
+   (`python -m headend.sim --protocol dlms`) in its own process, one command per meter. Aim ≥ 1 000/s.
+   Needs the dlms and sim-dlms extras; skipped (said so) without them.
 
 Each figure is the median of 3 runs (`--runs`). The simulator is a child process
 (`python -m headend.sim --port 0 --port-file ...`) so it gets its own interpreter and core.
@@ -29,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 from headend.adapter import AdapterConfig
-from headend.threaded import ThreadedHeadEndClient
+from headend.threaded import LoopDriver, ThreadedHeadEndClient
 from protocols.headend import HesAction, HesCommand
 
 
@@ -84,30 +88,44 @@ def _commands(first: int, count: int, action: HesAction, tag: str) -> list[HesCo
     ]
 
 
-def _drive(sim: SimProcess, commands: list[HesCommand], config: AdapterConfig, timeout: float) -> float:
+def _p99(client: ThreadedHeadEndClient, submitted_at: float) -> float:
+    """p99 seconds from submit to outcome (`at` is on the adapter's wall clock)."""
+    lat = sorted(o.at - submitted_at for o in client.outcomes())
+    return lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+
+
+def _drive(sim: SimProcess, commands: list[HesCommand], config: AdapterConfig, timeout: float,
+           driver: LoopDriver | None = None) -> float:
     """Seconds from submit to the last outcome; prints the outcome kinds and both sides' CPU."""
-    with ThreadedHeadEndClient("127.0.0.1", sim.port, config) as client:
+    with ThreadedHeadEndClient("127.0.0.1", sim.port, config, driver=driver) as client:
         deadline = time.monotonic() + 30
         while client.inspect(lambda c: c.phase.value) != "ready":  # exclude connect/hello time
             if time.monotonic() > deadline:
                 raise RuntimeError("adapter did not connect")
             time.sleep(0.01)
         start, cpu, sim_cpu = time.perf_counter(), time.process_time(), sim.cpu_seconds()
+        submitted_at = time.time()
         client.submit(commands)
         done = client.wait_for_outcomes(len(commands), timeout)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         sim_cpu = sim.cpu_seconds() - sim_cpu
         kinds = Counter(o.kind.value for o in client.outcomes())
         stats = client.inspect(lambda c: c.stats)
+        p99 = _p99(client, submitted_at)
     status = "" if done else " (TIMED OUT)"
     print(
         f"    {len(commands)} commands in {elapsed:.2f} s{status}: {dict(kinds)}; "
         f"frames {stats.frames_sent}, reads {stats.reads_sent}, rate-limited {stats.rate_limited}; "
         f"CPU µs/command: adapter {cpu / len(commands) * 1e6:.1f}, simulator "
-        f"{sim_cpu / len(commands) * 1e6:.1f}",
+        f"{sim_cpu / len(commands) * 1e6:.1f}; p99 submit→outcome {p99:.2f} s",
         flush=True,
     )
+    LAST.update(p99_s=round(p99, 3), adapter_cpu_us=round(cpu / len(commands) * 1e6, 1),
+                sim_cpu_us=round(sim_cpu / len(commands) * 1e6, 1), outcomes=dict(kinds))
     return elapsed
+
+
+LAST: dict[str, object] = {}  # the last _drive's p99 and CPU, for the JSON line
 
 
 JSON = False
@@ -164,6 +182,42 @@ def bench_rate_limited(n: int, rate: float, runs: int) -> None:
            seconds=round(statistics.median(times), 1), runs_seconds=[round(x, 1) for x in times])
 
 
+def bench_dlms(n: int, runs: int, pool: int) -> None:
+    try:
+        from headend.dlms import DlmsSettings, DlmsSocketDriver
+    except ImportError as e:
+        print(f"3. DLMS: skipped ({e}; pip install -e '.[dlms,sim-dlms]')\n", flush=True)
+        return
+    print(f"3. DLMS: {n} disconnects per run, one per meter, pool of {pool} associations, LLS password")
+    rates = []
+    p99s = []
+    for r in range(runs):
+        with tempfile.NamedTemporaryFile("w", suffix=".pw") as pw:
+            pw.write("bench-pw\n")
+            pw.flush()
+            sim = SimProcess("--protocol", "dlms", "--meters", str(n), "--password-file", pw.name)
+        try:
+            driver = DlmsSocketDriver(DlmsSettings(port=sim.port, password="bench-pw", pool_size=pool))
+            cmds = _commands(0, n, HesAction.DISCONNECT, f"d{r}")
+            elapsed = _drive(sim, cmds, AdapterConfig(), 300, driver=driver)
+            rates.append(n / elapsed)
+            p99s.append(float(LAST["p99_s"]))  # type: ignore[arg-type]
+            stats = driver.bridge.stats
+            print(f"    associations {stats.associations}, reused {stats.reused}, "
+                  f"most open {stats.max_links}, "
+                  f"response timeouts {stats.response_timeouts}, queue timeouts {stats.queue_timeouts}",
+                  flush=True)
+        finally:
+            sim.stop()
+    print(f"   median {statistics.median(rates):,.0f} relay operations/s, "
+          f"p99 {statistics.median(p99s):.2f} s "
+          "(runs: " + ", ".join(f"{x:,.0f}" for x in rates) + ")  aim ≥ 1,000/s\n", flush=True)
+    record(figure="dlms_throughput", commands=n, pool=pool, runs=runs,
+           commands_per_s=round(statistics.median(rates)), runs_commands_per_s=[round(x) for x in rates],
+           p99_s=round(statistics.median(p99s), 3), adapter_cpu_us=LAST.get("adapter_cpu_us"),
+           sim_cpu_us=LAST.get("sim_cpu_us"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_headend", description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is shown")
@@ -171,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meters", type=int, default=100_000, help="meters in the mass reconnect")
     parser.add_argument("--rate", type=float, default=2_000, help="head-end rate limit, commands/s")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in seconds")
-    parser.add_argument("--only", choices=["throughput", "reconnect"], help="run one benchmark")
+    parser.add_argument("--only", choices=["throughput", "reconnect", "dlms"], help="run one benchmark")
+    parser.add_argument("--dlms-commands", type=int, default=10_000, help="commands per DLMS run")
+    parser.add_argument("--dlms-pool", type=int, default=64, help="DLMS associations at most")
     parser.add_argument("--json", action="store_true", help="also print a JSON line per figure")
     parser.add_argument(
         "--gc-young",
@@ -184,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     global JSON
     JSON = args.json
     if args.quick:
-        args.commands, args.meters, args.runs = 20_000, 4_000, 1
+        args.commands, args.meters, args.runs, args.dlms_commands = 20_000, 4_000, 1, 2_000
     print(f"bench_headend: python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n", flush=True)
     if args.only in (None, "throughput"):
         bench_throughput(args.commands, args.runs, 0)
@@ -192,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_throughput(args.commands, args.runs, args.gc_young)
     if args.only in (None, "reconnect"):
         bench_rate_limited(args.meters, args.rate, args.runs)
+    if args.only in (None, "dlms"):
+        bench_dlms(args.dlms_commands, args.runs, args.dlms_pool)
     return 0
 
 

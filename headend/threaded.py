@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from headend.adapter import AdapterConfig, HeadEndAdapterCore
 from headend.clock import Clock
@@ -27,6 +27,23 @@ T = TypeVar("T")
 _MAX_SELECT = 0.1
 
 
+class LoopDriver(Protocol):
+    """What the loop drives: `HeadEndSocketDriver`, or another adapter's driver (e.g. DLMS)."""
+
+    core: HeadEndAdapterCore
+
+    @property
+    def connecting(self) -> bool: ...
+    def fileno(self) -> int | None: ...
+    def wants_write(self) -> bool: ...
+    def next_tick_in(self, poll_io: bool = True) -> float | None: ...
+    def submit(self, commands: Iterable[HesCommand]) -> list[HeadEndOutcome]: ...
+    def on_readable(self) -> list[HeadEndOutcome]: ...
+    def on_writable(self) -> list[HeadEndOutcome]: ...
+    def on_tick(self) -> list[HeadEndOutcome]: ...
+    def close(self) -> None: ...
+
+
 class ThreadedHeadEndClient:
     def __init__(
         self,
@@ -35,8 +52,9 @@ class ThreadedHeadEndClient:
         config: AdapterConfig | None = None,
         *,
         clock: Clock | None = None,
+        driver: LoopDriver | None = None,
     ) -> None:
-        self.driver = HeadEndSocketDriver(host, port, config, clock=clock)
+        self.driver: LoopDriver = driver or HeadEndSocketDriver(host, port, config, clock=clock)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._inbox: list[list[HesCommand]] = []

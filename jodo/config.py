@@ -10,7 +10,8 @@ File (see ``deploy/jodo.example.toml``)::
                 batch_window_ms, batch_max_items, max_in_flight, max_batches_in_flight,
                 submit_timeout_s
     [shards]    logical, groups
-    [[head_ends]]        name, kind ("sim" | "reference"), host, port, rate_limit_per_s
+    [[head_ends]]        name, kind ("sim" | "reference" | "dlms"), host, port, rate_limit_per_s,
+                         dlms_* (kind "dlms": docs/dlms.md)
     [gateways.<name>]    format ("razorpay" | "jodo"), secret, account_field, tolerance_s, cashless
     [gateways.<name>.reconcile]  enabled, every_s, window_s, settle_s, key_id, key_secret,
                          key_secret_file, base_url, timeout_s (razorpay only; jodo/reconcile/)
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jodo.errors import ConfigError
+from protocols.dlms import DlmsGatewayOptions
 
 __all__ = [
     "AuditConfig",
@@ -184,10 +186,35 @@ class HeadEndConfig:
     """One ``[[head_ends]]`` entry: a head-end system the gateway actors talk to."""
 
     name: str = _key(pattern=_NAME)
-    kind: Literal["sim", "reference"] = "sim"
+    kind: Literal["sim", "reference", "dlms"] = "sim"
     host: str = "127.0.0.1"
     port: int = _key(min=1, max=65535)
     rate_limit_per_s: float = _key(200.0, min=0.001, max=1_000_000.0)  # commands per second
+    # kind = "dlms" (docs/dlms.md): LLS password (or a file holding it), client SAP, meter addressing
+    dlms_password: Secret | None = None
+    dlms_password_file: Path | None = None
+    dlms_client_wport: int = _key(16, min=1, max=65535)
+    dlms_wport_base: int = _key(256, min=0, max=65535)
+    dlms_address_book: Path | None = None  # serial,wport CSV; unset = wport_base + trailing digits
+    dlms_pool_size: int = _key(64, min=1, max=10_000)
+    dlms_response_timeout_s: float = _key(3.0, min=0.01, max=600.0)
+
+    def dlms_options(self) -> DlmsGatewayOptions | None:
+        """The gateway's DLMS options (kind "dlms"), the password read from its file; else None."""
+        if self.kind != "dlms":
+            return None
+        password = self.dlms_password.reveal() if self.dlms_password is not None else None
+        if password is None and self.dlms_password_file is not None:
+            try:
+                password = self.dlms_password_file.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"head_ends.{self.name}.dlms_password_file: cannot read "
+                                  f"{self.dlms_password_file}: {exc.strerror}") from None
+        return DlmsGatewayOptions(
+            password=password, client_wport=self.dlms_client_wport, wport_base=self.dlms_wport_base,
+            address_book=str(self.dlms_address_book or ""), pool_size=self.dlms_pool_size,
+            response_timeout=self.dlms_response_timeout_s,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

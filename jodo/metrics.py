@@ -99,6 +99,7 @@ __all__ = [
     "disconnect_guard_failed",
     "disconnect_switch",
     "disconnects_released",
+    "dlms_events",
     "fencing_refusal",
     "forget_dead_processes",
     "headend_roundtrip",
@@ -238,6 +239,13 @@ RELAY_COMMANDS_TOTAL: Final = Counter(
     "jodo_relay_commands",
     "Relay commands finished, by action and outcome (expired: its expiry passed before a result).",
     ["action", "outcome"],
+    registry=_REGISTRY,
+)
+DLMS_EVENTS_TOTAL: Final = Counter(
+    "jodo_dlms_events",
+    "DLMS adapter events by head-end and event (association, refused, connect_failure, release, "
+    "response_timeout, protocol_fault, queue_timeout); docs/dlms.md.",
+    ["head_end", "event"],
     registry=_REGISTRY,
 )
 HEADEND_COMMAND_ROUNDTRIP_SECONDS: Final = Histogram(
@@ -549,6 +557,7 @@ _ALL: Final = (
     PAYMENTS_RECEIVED_TOTAL,
     RELAY_COMMAND_ATTEMPTS_TOTAL,
     RELAY_COMMANDS_TOTAL,
+    DLMS_EVENTS_TOTAL,
     HEADEND_COMMAND_ROUNDTRIP_SECONDS,
     RELAY_COMMANDS_PENDING,
     CONSUMER_NOTICES_SENT_TOTAL,
@@ -855,6 +864,15 @@ def relay_command_attempted(head_end: str, action: str) -> None:
     RELAY_COMMAND_ATTEMPTS_TOTAL.labels(
         _configured(head_end, _head_ends), _closed(action, RELAY_ACTIONS, "relay action")
     ).inc()
+
+
+DLMS_EVENTS: Final = frozenset({"association", "refused", "connect_failure", "release", "response_timeout",
+                                 "protocol_fault", "queue_timeout"})
+
+
+def dlms_events(head_end: str, event: str, count: int = 1) -> None:
+    event = _closed(event, DLMS_EVENTS, "DLMS event")
+    DLMS_EVENTS_TOTAL.labels(_configured(head_end, _head_ends), event).inc(count)
 
 
 def relay_command_finished(action: str, outcome: str) -> None:

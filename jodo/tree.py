@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from domain.supervision import ChildSpec, ChildType, Strategy, SupervisorFlags
 from protocols.cluster import KeeperInit
 from protocols.control import SupervisorInit
+from protocols.dlms import DlmsGatewayOptions
 from protocols.runtime import DeskInit, GatewayInit, ShardInit
 
 __all__ = ["HeadEnd", "TreeOptions", "jodo_tree", "root_flags"]
@@ -32,6 +33,7 @@ class HeadEnd:
     rate_limit: float | None = None
     command_timeout: float = 60.0
     max_attempts: int = 2
+    dlms: DlmsGatewayOptions | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +77,8 @@ def jodo_tree(o: TreeOptions) -> tuple[ChildSpec, ...]:
             start=o.gateway_class,
             init=GatewayInit(head_end=h.name, host=h.host, port=h.port, rate_limit=h.rate_limit,
                              command_timeout=h.command_timeout, max_attempts=h.max_attempts,
-                             data_dir=o.data_dir, guard=o.guard),
+                             data_dir=o.data_dir, guard=o.guard,
+                             dlms=h.dlms),
         )
         for h in o.head_ends
     )

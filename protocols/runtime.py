@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocols.dlms import DlmsGatewayOptions
 from protocols.wire import BatchCarrier, Carrier
 
 __all__ = [
@@ -86,6 +87,7 @@ class GatewayInit(Carrier):
     outcome_cache: int = 1_000_000  # final outcomes kept to answer re-sent command ids
     data_dir: str = ""  # where dead letters are stored
     guard: str = ""  # the disconnect guard's policy as JSON (domain/guard.py GuardPolicy); "" = no guard
+    dlms: DlmsGatewayOptions | None = None  # set: a DLMS head-end (headend/dlms), else the reference protocol
 
 
 # ---------------------------------------------------------------- meter commands and time

@@ -63,6 +63,9 @@ def _fraction(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the simulator's options on `parser` (a subcommand's or a standalone one)."""
+    parser.add_argument("--protocol", choices=["reference", "dlms"], default="reference",
+                        help="reference (framed msgpack) or dlms: DLMS/COSEM meters on Gurux's server stack, "
+                        "TCP wrapper, one logical device per meter (needs the sim-dlms extra)")
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     net.add_argument(
@@ -221,6 +224,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds of rate a token bucket holds, i.e. the burst allowed (default %(default)s)",
     )
 
+    from headend.dlms_sim.cli import add_dlms_arguments  # argparse only: no Gurux import
+
+    add_dlms_arguments(parser)
     out = parser.add_argument_group("output")
     out.add_argument(
         "--stats-interval",
@@ -284,6 +290,10 @@ async def _serve(sim: HeadEndSimulator, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "protocol", "reference") == "dlms":
+        from headend.dlms_sim.cli import run_dlms
+
+        return run_dlms(args)
     try:
         config = config_from_args(args)
     except ValueError as e:

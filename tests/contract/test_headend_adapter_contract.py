@@ -1,7 +1,8 @@
 """The head-end adapter contract: the same tests against every adapter.
 
-Today: the reference adapter (threaded socket driver) against the simulator on 127.0.0.1, and the
-in-memory `FakeHeadEnd`. A new adapter (CIM/HTTP, DLMS) joins by adding a harness to `HARNESSES`.
+Today: the reference adapter (threaded socket driver) against the simulator on 127.0.0.1, the
+in-memory `FakeHeadEnd`, and the DLMS adapter (dlms-cosem) against the Gurux-server meter simulator on
+127.0.0.1. A new adapter (CIM/HTTP) joins by adding a harness to `HARNESSES`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,41 @@ class SimulatorHarness:
         return f"MPW{index:08d}"
 
 
+class DlmsHarness:
+    """The DLMS adapter (dlms-cosem client, LLS) against meters on Gurux's server stack."""
+
+    def __init__(self) -> None:
+        from headend.dlms import DlmsSettings, DlmsSocketDriver
+        from headend.dlms_sim.server import DlmsSimulatorThread
+
+        self.sim = DlmsSimulatorThread(2000, password=b"contract-pw").start()
+        settings = DlmsSettings(port=self.sim.port, password="contract-pw", pool_size=16,
+                                connect_timeout=1.0, response_timeout=0.5, queue_timeout=1.0)
+        config = AdapterConfig(command_timeout=2.0, read_timeout=2.0, retry_base=0.05, retry_max=0.2)
+        from headend.dlms.driver import dlms_adapter_config
+
+        driver = DlmsSocketDriver(settings, dlms_adapter_config(settings, config))
+        self.client = ThreadedHeadEndClient("", 0, driver=driver).start()
+
+    def close(self) -> None:
+        self.client.stop()
+        self.sim.stop()
+
+    submit = SimulatorHarness.submit
+    wait = SimulatorHarness.wait
+    all_outcomes = SimulatorHarness.all_outcomes
+    serial = SimulatorHarness.serial
+
+    def truth(self, serial: str) -> HesMeterState:
+        return self.sim.sim.relay_state(serial)
+
+    def press_button(self, serial: str) -> None:
+        self.sim.sim.press_button(serial)
+
+    def set_meter(self, serial: str, mode: int, state: HesControlState) -> None:
+        self.sim.sim.set_meter(serial, mode, state)
+
+
 class FakeHarness:
     def __init__(self) -> None:
         self.fake = FakeHeadEnd(Fleet(2000), clock=WallClock())
@@ -112,14 +148,16 @@ class FakeHarness:
         return f"MPW{index:08d}"
 
 
-HARNESSES: dict[str, Callable[[], SimulatorHarness | FakeHarness]] = {
+AnyHarness = SimulatorHarness | FakeHarness | DlmsHarness
+HARNESSES: dict[str, Callable[[], AnyHarness]] = {
     "reference-adapter-vs-simulator": SimulatorHarness,
     "fake": FakeHarness,
+    "dlms-adapter-vs-gurux-server": DlmsHarness,
 }
 
 
 @pytest.fixture(params=sorted(HARNESSES))
-def he(request: pytest.FixtureRequest) -> Iterator[SimulatorHarness | FakeHarness]:
+def he(request: pytest.FixtureRequest) -> Iterator[AnyHarness]:
     harness = HARNESSES[request.param]()
     try:
         yield harness
@@ -131,7 +169,7 @@ def command(cid: str, serial: str, action: HesAction, expires_in: float = 60.0) 
     return HesCommand(cid, serial, action, time.time() + expires_in)
 
 
-def one(he: SimulatorHarness | FakeHarness, c: HesCommand) -> HeadEndOutcome:
+def one(he: AnyHarness, c: HesCommand) -> HeadEndOutcome:
     he.submit([c])
     outcome = he.wait([c.command_id])[c.command_id]
     assert (outcome.command_id, outcome.meter, outcome.action) == (c.command_id, c.meter, c.action)
@@ -139,7 +177,7 @@ def one(he: SimulatorHarness | FakeHarness, c: HesCommand) -> HeadEndOutcome:
 
 
 def test_connect_on_a_disconnected_direct_meter_ends_connected_with_the_relay_closed(
-    he: SimulatorHarness | FakeHarness,
+    he: AnyHarness,
 ) -> None:
     m = he.serial(1)
     he.set_meter(m, 2, HesControlState.DISCONNECTED)
@@ -152,7 +190,7 @@ def test_connect_on_a_disconnected_direct_meter_ends_connected_with_the_relay_cl
     assert he.truth(m).output_state is True
 
 
-def test_disconnect_ends_disconnected_with_the_relay_open(he: SimulatorHarness | FakeHarness) -> None:
+def test_disconnect_ends_disconnected_with_the_relay_open(he: AnyHarness) -> None:
     m = he.serial(2)
     o = one(he, command("d1", m, HesAction.DISCONNECT))
     assert (o.kind, o.output_state) == (OutcomeKind.DISCONNECTED, False)
@@ -160,7 +198,7 @@ def test_disconnect_ends_disconnected_with_the_relay_open(he: SimulatorHarness |
 
 
 def test_a_mode_1_meter_ends_awaiting_the_button_and_the_button_closes_it(
-    he: SimulatorHarness | FakeHarness,
+    he: AnyHarness,
 ) -> None:
     m = he.serial(3)
     he.set_meter(m, 1, HesControlState.DISCONNECTED)
@@ -173,7 +211,7 @@ def test_a_mode_1_meter_ends_awaiting_the_button_and_the_button_closes_it(
     assert he.truth(m).control_state is HesControlState.CONNECTED
 
 
-def test_an_expired_command_ends_expired_and_never_runs(he: SimulatorHarness | FakeHarness) -> None:
+def test_an_expired_command_ends_expired_and_never_runs(he: AnyHarness) -> None:
     m = he.serial(4)
     he.set_meter(m, 2, HesControlState.DISCONNECTED)
     o = one(he, command("late", m, HesAction.CONNECT, expires_in=-1.0))
@@ -181,12 +219,12 @@ def test_an_expired_command_ends_expired_and_never_runs(he: SimulatorHarness | F
     assert he.truth(m).control_state is HesControlState.DISCONNECTED
 
 
-def test_an_unknown_meter_is_rejected(he: SimulatorHarness | FakeHarness) -> None:
+def test_an_unknown_meter_is_rejected(he: AnyHarness) -> None:
     o = one(he, command("u1", "NO-SUCH-METER", HesAction.CONNECT))
     assert (o.kind, o.reason) == (OutcomeKind.REJECTED, "unknown_meter")
 
 
-def test_a_read_reports_the_relay_and_changes_nothing(he: SimulatorHarness | FakeHarness) -> None:
+def test_a_read_reports_the_relay_and_changes_nothing(he: AnyHarness) -> None:
     m = he.serial(5)
     he.set_meter(m, 3, HesControlState.READY_FOR_RECONNECTION)
     o = one(he, command("r5", m, HesAction.READ))
@@ -200,7 +238,7 @@ def test_a_read_reports_the_relay_and_changes_nothing(he: SimulatorHarness | Fak
 
 
 def test_a_mode_0_meter_refuses_a_disconnect_with_a_failure_not_worth_retrying(
-    he: SimulatorHarness | FakeHarness,
+    he: AnyHarness,
 ) -> None:
     m = he.serial(6)
     he.set_meter(m, 0, HesControlState.CONNECTED)
@@ -209,7 +247,7 @@ def test_a_mode_0_meter_refuses_a_disconnect_with_a_failure_not_worth_retrying(
     assert he.truth(m).output_state is True
 
 
-def test_many_commands_each_end_exactly_once_in_their_true_state(he: SimulatorHarness | FakeHarness) -> None:
+def test_many_commands_each_end_exactly_once_in_their_true_state(he: AnyHarness) -> None:
     actions = [HesAction.CONNECT, HesAction.DISCONNECT, HesAction.READ]
     commands = [command(f"m{i}", he.serial(100 + i), actions[i % 3]) for i in range(600)]
     he.submit(commands)
@@ -222,7 +260,7 @@ def test_many_commands_each_end_exactly_once_in_their_true_state(he: SimulatorHa
         assert o.control_state is he.truth(c.meter).control_state
 
 
-def test_the_same_command_id_twice_in_one_submission_ends_once(he: SimulatorHarness | FakeHarness) -> None:
+def test_the_same_command_id_twice_in_one_submission_ends_once(he: AnyHarness) -> None:
     m = he.serial(7)
     he.set_meter(m, 2, HesControlState.DISCONNECTED)
     c = command("twice", m, HesAction.CONNECT)

@@ -78,6 +78,7 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "set_disconnect_guard": ("hes-1", 0, 0, False),
     "disconnects_released": ("hes-1", 1),
     "disconnect_guard_failed": ("hes-1", 1),
+    "dlms_events": ("hes-1", "refused", 1),
 }
 CALLS = list(_metric_calls())
 

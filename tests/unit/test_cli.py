@@ -74,7 +74,8 @@ def test_the_config_shown_as_toml_is_the_config() -> None:
     shown = tomllib.loads(to_toml(load_config(env={}).redacted()))
     assert shown["node"]["admin_port"] == 1900
     assert shown["head_ends"] == [{"name": "hes-sim", "kind": "sim", "host": "127.0.0.1", "port": 8471,
-                                   "rate_limit_per_s": 200.0}]
+                                   "rate_limit_per_s": 200.0, "dlms_client_wport": 16, "dlms_wport_base": 256,
+                                   "dlms_pool_size": 64, "dlms_response_timeout_s": 3.0}]
 
 
 # ---------------------------------------------------------------- exit codes

@@ -175,7 +175,7 @@ def test_the_example_config_in_deploy_loads() -> None:
         ('[gateways.rzp]\nformat = "paypal"\nsecret = "s"\n', "gateways.rzp.format: expected one of"),
         ('[gateways."Bad Name"]\nformat = "jodo"\nsecret = "s"\n', "gateways.Bad Name.name"),
         ('[[head_ends]]\nname = "a"\nport = 1\n[[head_ends]]\nname = "a"\nport = 2\n', "duplicate head-end"),
-        ('[[head_ends]]\nname = "a"\nport = 1\nkind = "dlms"\n', "head_ends[0].kind"),
+        ('[[head_ends]]\nname = "a"\nport = 1\nkind = "modbus"\n', "head_ends[0].kind"),
         ('[[head_ends]]\nname = "a"\n', "missing key head_ends[0].port"),
         ('[tokens]\nadmin = "short"\n', "tokens.admin: must be at least 16 characters"),
         ('[policy]\npath = "nowhere.toml"\n', "policy.path: cannot read policy file"),

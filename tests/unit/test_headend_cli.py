@@ -17,6 +17,7 @@ KNOBS = [
     "--failure-mix", "--misreport-rate", "--drop-rate", "--duplicate-rate", "--reorder-rate",
     "--reorder-window", "--outage", "--outage-mode", "--slow-start", "--rate-limit", "--read-rate-limit",
     "--rate-burst", "--stats-interval",
+    "--protocol", "--password-file", "--wport-base", "--refuse", "--mute", "--stick", "--unreachable",
 ]  # fmt: skip
 
 
