@@ -10,6 +10,7 @@ from actors.deadletters import StoredDeadLetterSink
 from protocols.control import Address
 from storage.errors import StorageError
 from supervisors.child import SupervisedChild
+from telemetry import metrics
 
 __all__ = ["JodoActor"]
 
@@ -41,10 +42,8 @@ class JodoActor(SupervisedChild):
         self.dead_letters = StoredDeadLetterSink(data_dir)
 
     def metric(self, name: str, *args: Any, **kwargs: Any) -> None:
-        """Call ``jodo.metrics.<name>``; a metric failure is logged, never raised."""
+        """Call ``telemetry.metrics.<name>``; a metric failure is logged, never raised."""
         try:
-            from jodo import metrics
-
             getattr(metrics, name)(*args, **kwargs)
         except Exception:
             failed = self._metric_failures if self._metric_failures is not None else set()

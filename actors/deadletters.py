@@ -20,6 +20,7 @@ from typing import Any
 from storage.api import DeskStore
 from storage.records import DeadLetter
 from supervisors.deadletters import DeadLetterEvent, LoggingDeadLetterSink
+from telemetry import metrics
 
 __all__ = ["DATA_DIR_ENV", "StoredDeadLetterSink", "body_of", "stored_sink"]
 
@@ -51,8 +52,6 @@ class StoredDeadLetterSink(LoggingDeadLetterSink):
     def store_letter(self, *, source: str, message: Any, reason: str) -> None:
         """Store one letter and count it; never raises (a raise would re-run the caller's handler)."""
         try:
-            from jodo import metrics
-
             metrics.dead_letter(source if source in _KINDS else "other")
         except Exception:
             log.debug("dead letter metric failed", exc_info=True)

@@ -55,6 +55,7 @@ from protocols import codec
 from protocols.registry import METER_PACKING
 from storage.api import ShardStore
 from storage.records import NewEvent, NewOutboxEntry, OutboxStatus, OutboxUpdate, Snapshot
+from telemetry import metrics
 
 __all__ = ["Outgoing", "ShardService", "relay_command_of"]
 
@@ -578,8 +579,6 @@ class ShardService:
 
     def _observe_commit(self, seconds: float) -> None:
         try:
-            from jodo import metrics
-
             metrics.journal_commit("shard", seconds)
         except Exception:  # metrics must never take the journal down
             log.debug("journal commit metric failed", exc_info=True)

@@ -94,8 +94,8 @@ def _serve(
 def _serve_node(conn: Connection, config: Any, stack: Any, meters: int) -> None:
     from domain.commands import RegisterMeter
     from domain.enums import RelayState
-    from jodo import metrics
     from jodo.frontdoor import BATCHER, build_app, start_site
+    from telemetry import metrics
 
     backend = stack.backend
     head_end = config.head_ends[0].name

@@ -338,7 +338,7 @@ class Checkpointer:
         self._thread.join(timeout=10)
 
     def once(self) -> int:
-        from jodo import metrics
+        from telemetry import metrics
 
         key = load_or_create_key(key_path(self.config))
         at = int(self.clock())
@@ -352,7 +352,7 @@ class Checkpointer:
         return checkpoint_id
 
     def _run(self) -> None:
-        from jodo import metrics
+        from telemetry import metrics
 
         self._stop.wait(self.first_after_s)
         while not self._stop.is_set():

@@ -38,7 +38,6 @@ from typing import Any, TypeVar
 from actors.facade import ActorRuntimeError
 from domain.commands import MeterCommand
 from headend.sim.server import SimulatorThread
-from jodo import metrics
 from jodo.client import NodeClient
 from jodo.client import Saturated as DeskFull
 from jodo.errors import RequestRefused
@@ -49,6 +48,7 @@ from jodo.node import Node, ShutdownReport, TreeStatus
 from protocols import codec
 from protocols.payments import PaymentItemResult, PaymentReceived
 from protocols.runtime import CrashActor
+from telemetry import metrics
 
 __all__ = ["FAULT_KINDS", "ActorBackend"]
 

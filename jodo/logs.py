@@ -20,7 +20,7 @@ and passes the same dict to ``ActorSystem(..., logDefs=...)`` (Thespian's multip
 dict; its logger process applies it, and actors forward records at or above its lowest level).
 
 Thespian forwards an actor's records to its logger process asynchronously: the last lines of an actor
-that is SIGKILLed just after logging can be lost (its metrics are not: see jodo.metrics).
+that is SIGKILLed just after logging can be lost (its metrics are not: see telemetry.metrics).
 
 Secrets: `RedactSecrets`, on every handler, replaces the value of any ``extra`` key, mapping key or
 ``key=value`` / ``"key": "value"`` in the message whose name looks like secret, token, password,

@@ -41,7 +41,7 @@ from actors.facade import RuntimeConfig
 from actors.stores import BACKEND_ENV, DSN_ENV
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
-from jodo import audit, localtoken, logs, metrics
+from jodo import audit, localtoken, logs
 from jodo.backend import ActorBackend
 from jodo.config import Config
 from jodo.frontdoor import build_app, start_site
@@ -49,6 +49,7 @@ from jodo.node import Node, NodeSetup, ShutdownReport
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
 from jodo.values import IST
 from protocols.cluster import KeeperInit
+from telemetry import metrics
 
 __all__ = ["ServeOptions", "Stack", "StackOptions", "serve"]
 

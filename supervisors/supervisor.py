@@ -73,6 +73,7 @@ from supervisors.deadletters import (
     load_sink,
 )
 from supervisors.processes import ProcessRef, boot_id, is_alive, kill_process
+from telemetry import metrics
 
 __all__ = ["ROOT_NAME", "TICK_MAX", "RootSupervisor", "Supervisor"]
 
@@ -100,10 +101,8 @@ class _Exited:
 
 
 def _metric(name: str, *args: Any) -> None:
-    """Call ``jodo.metrics.<name>``; metrics never take a supervisor down."""
+    """Call ``telemetry.metrics.<name>``; metrics never take a supervisor down."""
     try:
-        from jodo import metrics
-
         getattr(metrics, name)(*args)
     except Exception:
         _log().warning("metric %s%r failed", name, args, exc_info=True)

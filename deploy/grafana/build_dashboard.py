@@ -7,7 +7,7 @@ Five rows: the promise (payment → relay connected, paid-but-disconnected), flo
 health (restarts, breakers, backlog, dead letters, journal), capacity (meters per state, memory), and
 cluster (members, unowned groups, leases per node, hand-overs and take-overs, fencing, failover time;
 empty on a single node).
-Every expression uses only metrics defined in jodo/metrics.py (tests/unit/test_metrics_dashboard.py
+Every expression uses only metrics defined in telemetry/metrics.py (tests/unit/test_metrics_dashboard.py
 checks it). Standard library only, so it runs without the project's virtualenv.
 """
 

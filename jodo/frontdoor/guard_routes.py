@@ -26,11 +26,11 @@ from typing import Any
 from aiohttp import web
 
 from domain.guard import ApprovalKind
-from jodo import metrics
 from jodo.errors import MalformedRequest, RequestRefused
 from jodo.frontdoor.app import CONFIG, _authorize, _json, _read_body
 from jodo.webhooks import check_json_content_type, parse_json
 from storage.sqlite_guard import GuardStore
+from telemetry import metrics
 
 __all__ = ["add_guard_routes"]
 

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from jodo import metrics
 from jodo.config import Config, ConfigError, GatewayConfig
 from jodo.reconcile.core import Finding, Report, plan
 from jodo.reconcile.razorpay_api import Listing, RazorpayLister
 from protocols.payments import PaymentItemResult, PaymentReceived, PaymentResultCode
 from storage import backend as storage_backend
 from storage.api import DeskStore
+from telemetry import metrics
 
 if TYPE_CHECKING:  # jodo.frontdoor's app imports this package when it builds the app
     from jodo.frontdoor.backend import Saturated

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from jodo import audit, metrics
+from jodo import audit
 from jodo.cli import main
 from jodo.config import Config, load_config
 from storage import NewEvent, NewPayment, open_desk_store, open_shard_store
+from telemetry import metrics
 
 
 def _config(data: Path, **env: str) -> Config:

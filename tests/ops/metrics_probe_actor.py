@@ -8,7 +8,7 @@ from typing import Any
 
 from thespian.actors import Actor
 
-from jodo import metrics
+from telemetry import metrics
 
 _log = logging.getLogger("jodo.probe")
 

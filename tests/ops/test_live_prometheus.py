@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ops_tools import ROOT, Prometheus, running_prometheus, serving_metrics, until
 
-from jodo import metrics
+from telemetry import metrics
 
 pytestmark = pytest.mark.system
 

@@ -26,7 +26,8 @@ import json, os, signal, sys, time
 sys.path.insert(0, sys.argv[4])
 os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
 from actors.netpatch import apply_bind_patch
-from jodo import logs, metrics
+from jodo import logs
+from telemetry import metrics
 from thespian.actors import ActorSystem
 
 directory, port, log_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]

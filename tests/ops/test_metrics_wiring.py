@@ -1,4 +1,4 @@
-"""The actors' metric calls match jodo.metrics: a call by a name that does not exist, or with a label the
+"""The actors' metric calls match telemetry.metrics: a call by a name that does not exist, or with a label the
 registry refuses, is only logged by the actor (metrics never raise), so it would go unnoticed.
 
 The label values actors compute at run time are checked by the live test
@@ -18,9 +18,9 @@ from ops_tools import ROOT
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain.supervision import ChildSpec
-from jodo import metrics
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree
 from protocols.control import SupervisorInit
+from telemetry import metrics
 
 SOURCES = sorted((ROOT / "actors").glob("*.py")) + sorted((ROOT / "supervisors").glob("*.py"))
 
@@ -104,7 +104,7 @@ def test_every_metric_call_names_a_helper_and_its_literal_labels_are_accepted(
     where: str, name: str, args: list[object]
 ) -> None:
     assert name in metrics.__all__ and callable(getattr(metrics, name, None)), (
-        f"{where}: jodo.metrics has no helper {name!r}"
+        f"{where}: telemetry.metrics has no helper {name!r}"
     )
     if not args:
         return

@@ -1,4 +1,4 @@
-"""promtool on deploy/prometheus and on what jodo.metrics renders."""
+"""promtool on deploy/prometheus and on what telemetry.metrics renders."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ PROM = ROOT / "deploy" / "prometheus"
 RECORD_AND_RENDER = textwrap.dedent(
     """
     import os, signal, sys
-    from jodo import metrics as m
+    from telemetry import metrics as m
 
     m.configure_labels(gateways=["razorpay", "jodo"], head_ends=["hes-a", "hes-b"])
     m.setup_multiproc_dir(sys.argv[1])
@@ -120,7 +120,7 @@ def test_rendered_metrics_pass_promtool_check_metrics(tool: Callable[[str], str]
 
 def test_the_in_process_exposition_passes_too(tool: Callable[[str], str]) -> None:
     code = (
-        "import sys; from jodo import metrics as m; m.configure_labels(gateways=['razorpay'], "
+        "import sys; from telemetry import metrics as m; m.configure_labels(gateways=['razorpay'], "
         "head_ends=['hes-a']); m.payment_reconnected('hes-a', 1.0); m.set_breaker_state('hes-a', 'open'); "
         "sys.stdout.write(m.render().decode())"
     )

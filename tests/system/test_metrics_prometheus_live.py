@@ -28,11 +28,11 @@ from domain.commands import RegisterMeter
 from domain.enums import RelayState
 from headend.sim.config import LatencySpec, OutageMode, SimConfig
 from headend.sim.server import HeadEndSimulator
-from jodo import metrics
 from jodo.client import Saturated
 from jodo.node import Node
 from protocols.headend import HesControlState
 from protocols.payments import PaymentReceived, PaymentResultCode
+from telemetry import metrics
 from tests.ops.ops_tools import ROOT, Prometheus, find_tool, running_prometheus, serving_metrics, until
 from tests.system.jodo_fixtures import HEAD_END, Jodo, account, payment, register, running_jodo, serial
 

@@ -93,7 +93,7 @@ def test_a_reference_head_end_has_no_dlms_options_and_a_bad_dlms_key_is_named(tm
 
 def test_bridge_counters_become_dlms_event_metrics() -> None:
     from headend.dlms.bridge import BridgeStats, stats_events
-    from jodo import metrics
+    from telemetry import metrics
 
     before = BridgeStats(associations=3, refused=1)
     now = BridgeStats(associations=5, refused=1, response_timeouts=2, actions=9)

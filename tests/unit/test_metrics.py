@@ -1,4 +1,4 @@
-"""jodo.metrics in one process: names, units, bounded labels, helper validation, exposition."""
+"""telemetry.metrics in one process: names, units, bounded labels, helper validation, exposition."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jodo import metrics
+from telemetry import metrics
 
 
 def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

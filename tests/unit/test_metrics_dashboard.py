@@ -1,4 +1,4 @@
-"""The dashboard and the Prometheus rules name only metrics and labels that jodo/metrics.py defines.
+"""The dashboard and the Prometheus rules name only metrics and labels that telemetry/metrics.py defines.
 
 A PromQL expression is reduced to its selectors' names by a small lexer (strings, label matchers,
 ranges, grouping clauses, numbers and function calls removed); a later live-Prometheus test checks the
@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from jodo import metrics
+from telemetry import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "jodo.json"

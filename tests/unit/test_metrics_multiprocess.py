@@ -1,4 +1,4 @@
-"""jodo.metrics across processes: forked children count into one /metrics, and a SIGKILLed child's
+"""telemetry.metrics across processes: forked children count into one /metrics, and a SIGKILLed child's
 counters survive it while its live gauges vanish once the supervisor marks it dead.
 
 Each scenario runs in a fresh interpreter (the starter), so this pytest process stays in-process mode.
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTER = textwrap.dedent(
     """
     import json, os, signal, sys
-    from jodo import metrics as m
+    from telemetry import metrics as m
 
     m.configure_labels(gateways=["razorpay"], head_ends=["hes-a"])
     m.setup_multiproc_dir(sys.argv[1])
@@ -147,9 +147,10 @@ def test_a_process_started_with_the_directory_in_its_environment_counts_too(tmp_
     directory = tmp_path / "metrics"
     _run_starter(directory)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    code = "from jodo import metrics as m; m.payment_received('razorpay', 'accepted'); m.desk_saturated()"
+    code = ("from telemetry import metrics as m; m.payment_received('razorpay', 'accepted'); "
+            "m.desk_saturated()")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
-    render = "import sys; from jodo import metrics as m; sys.stdout.write(m.render().decode())"
+    render = "import sys; from telemetry import metrics as m; sys.stdout.write(m.render().decode())"
     text = subprocess.run(
         [sys.executable, "-c", render],
         cwd=ROOT,
@@ -169,7 +170,7 @@ def test_a_process_started_with_the_directory_in_its_environment_counts_too(tmp_
 STORM = textwrap.dedent(
     """
     import os, sys, time
-    from jodo import metrics as m
+    from telemetry import metrics as m
 
     m.setup_multiproc_dir(sys.argv[1])
     children = 60

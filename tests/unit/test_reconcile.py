@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from jodo import metrics
 from jodo.config import GatewayConfig, ReconcileConfig, Secret, load_config
 from jodo.reconcile.core import text
 from jodo.reconcile.razorpay_api import RazorpayLister
@@ -25,6 +24,7 @@ from storage import open_desk_store
 from storage.api import DeskStore
 from storage.postgres import PostgresBackend
 from storage.records import NewPayment, RecordOutcome
+from telemetry import metrics
 from tests.razorpay_fake import KEY_ID, KEY_SECRET, FakeRazorpay, Scripted, entity
 
 NOW = 1_765_000_000
