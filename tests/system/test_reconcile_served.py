@@ -8,6 +8,7 @@ once; `jodo reconcile` reports the window.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -18,21 +19,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from headend.sim.control import inspect_meters
 from protocols.headend import HesControlState
 from tests.razorpay_fake import KEY_ID, KEY_SECRET, FakeRazorpay, entity
+from tests.system import jodo_fixtures
 from tests.system.conftest import free_port
+from tests.system.jodo_fixtures import account, serial
 
 pytestmark = pytest.mark.system
 
-T = TypeVar("T")
 METERS = 6
 DUES = 150_000
 ADMIN = "admin-token-for-reconcile-0123456"
@@ -40,23 +42,8 @@ RZP_SECRET = "rzp-webhook-secret-for-reconcile"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def account(i: int) -> str:
-    return f"N{i:010d}"
-
-
-def serial(i: int) -> str:
-    return f"MPW{i:08d}"
-
-
-def eventually(check: Callable[[], T | None], *, timeout: float = 60.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+# the nodes here pull a gateway every second: a minute is the deadline of a whole pull-and-credit round
+eventually = functools.partial(jodo_fixtures.eventually, timeout=60.0)
 
 
 @dataclass
