@@ -38,21 +38,41 @@ from headend.clock import Clock, WallClock
 from headend.outcome import HeadEndOutcome
 from protocols.headend import HesCommand
 
-__all__ = ["HeadEndSocketDriver"]
+__all__ = ["IN_PROGRESS", "HeadEndSocketDriver", "read_available", "resolve_ipv4"]
 
 _RECV = 256 * 1024
 _MAX_READ_PER_CALL = 8 * 1024 * 1024  # keep one handler short; the watch fires again if more waits
 _IO_POLL = 0.005  # real seconds between ticks while a connect or a write is pending
-_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, errno.EAGAIN}
+IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, errno.EAGAIN}  # a connect going on
 
 
-def _resolve(host: str, port: int) -> str:
+def resolve_ipv4(host: str, port: int) -> str:
+    """``host`` as an IPv4 address (resolved once, at start: a head-end is a fixed endpoint)."""
     try:
         ipaddress.IPv4Address(host)
         return host
     except ValueError:
         info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
         return str(info[0][4][0])
+
+
+def read_available(sock: socket.socket, limit: int = _MAX_READ_PER_CALL) -> tuple[bytes, str | None]:
+    """What a non-blocking socket holds now (up to about ``limit`` bytes: the watch fires again if more
+    waits), and why the connection is gone if it is (None while it is up)."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < limit:
+        try:
+            data = sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as e:
+            return b"".join(chunks), e.strerror or type(e).__name__
+        if not data:
+            return b"".join(chunks), "closed by peer"
+        chunks.append(data)
+        got += len(data)
+    return b"".join(chunks), None
 
 
 class HeadEndSocketDriver:
@@ -67,7 +87,7 @@ class HeadEndSocketDriver:
         clock: Clock | None = None,
         core: HeadEndAdapterCore | None = None,
     ) -> None:
-        self.address = (_resolve(host, port), port)
+        self.address = (resolve_ipv4(host, port), port)
         self.clock: Clock = clock or WallClock()
         self.core = core or HeadEndAdapterCore(config)
         self._sock: socket.socket | None = None
@@ -117,24 +137,9 @@ class HeadEndSocketDriver:
         if self._connecting:
             self._check_connect(out)
             return out
-        chunks: list[bytes] = []
-        got = 0
-        lost: str | None = None
-        while got < _MAX_READ_PER_CALL:
-            try:
-                data = sock.recv(_RECV)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                lost = e.strerror or type(e).__name__
-                break
-            if not data:
-                lost = "closed by peer"
-                break
-            chunks.append(data)
-            got += len(data)
-        if chunks:
-            self._apply(self.core.on_bytes(b"".join(chunks), self.clock.now()), out)
+        data, lost = read_available(sock)
+        if data:
+            self._apply(self.core.on_bytes(data, self.clock.now()), out)
         if lost is not None and self._sock is sock:  # not a newer socket the core opened meanwhile
             self._lost(lost, out)
         return out
@@ -191,7 +196,7 @@ class HeadEndSocketDriver:
         self._sock = sock
         if err == 0:
             return self.core.connection_made(self.clock.now())
-        if err in _IN_PROGRESS:
+        if err in IN_PROGRESS:
             self._connecting = True
             return None
         self._close_socket()

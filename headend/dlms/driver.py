@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import ipaddress
 import select
 import socket
 from collections.abc import Iterable
@@ -34,12 +33,11 @@ from headend.dlms.bridge import (
 )
 from headend.dlms.settings import DlmsSettings
 from headend.outcome import HeadEndOutcome
+from headend.socket_driver import IN_PROGRESS, read_available, resolve_ipv4
 from protocols.headend import HesCommand
 
 __all__ = ["DlmsSocketDriver", "dlms_adapter_config"]
 
-_RECV = 64 * 1024
-_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, errno.EAGAIN}
 _EV_READ = select.EPOLLIN | select.EPOLLRDHUP
 _EV_WRITE = select.EPOLLOUT
 
@@ -58,14 +56,6 @@ def dlms_adapter_config(settings: DlmsSettings, base: AdapterConfig | None = Non
                    read_timeout=max(base.read_timeout, floor),
                    heartbeat_interval=max(base.heartbeat_interval, 30.0),
                    idle_timeout=max(base.idle_timeout, 120.0))
-
-
-def _resolve(host: str, port: int) -> str:
-    try:
-        ipaddress.IPv4Address(host)
-        return host
-    except ValueError:
-        return str(socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
 
 
 class _Sock:
@@ -92,7 +82,7 @@ class DlmsSocketDriver:
     ) -> None:
         quiet_dlms_cosem_logs()
         self.settings = settings
-        self.address = (_resolve(settings.host, settings.port), settings.port)
+        self.address = (resolve_ipv4(settings.host, settings.port), settings.port)
         self.clock: Clock = clock or WallClock()
         self.core = HeadEndAdapterCore(config or dlms_adapter_config(settings))
         self.bridge = DlmsBridge(settings)
@@ -216,7 +206,7 @@ class DlmsSocketDriver:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(self.address)
         s = _Sock(link, sock)
-        if err != 0 and err not in _IN_PROGRESS:
+        if err != 0 and err not in IN_PROGRESS:
             sock.close()
             return self.bridge.link_failed(link, self.clock.now(), errno.errorcode.get(err, str(err)))
         self._by_fd[sock.fileno()] = s
@@ -276,23 +266,10 @@ class DlmsSocketDriver:
             self._read(s, out)
 
     def _read(self, s: _Sock, out: list[HeadEndOutcome]) -> None:
-        chunks: list[bytes] = []
-        lost: str | None = None
-        while True:
-            try:
-                data = s.sock.recv(_RECV)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                lost = e.strerror or type(e).__name__
-                break
-            if not data:
-                lost = "closed by peer"
-                break
-            chunks.append(data)
+        data, lost = read_available(s.sock)  # level-triggered epoll: what is left fires again
         now = self.clock.now()
-        if chunks:
-            self._links(self.bridge.link_bytes(s.link, b"".join(chunks), now), out)
+        if data:
+            self._links(self.bridge.link_bytes(s.link, data, now), out)
         if lost is not None and self._by_link.get(s.link) is s:
             self._close(s)
             self._links(self.bridge.link_failed(s.link, now, lost), out)
