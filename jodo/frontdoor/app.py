@@ -220,6 +220,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def json_body(request: web.Request, limit: int | None = None) -> Any:
+    """The request's JSON document: 415 unless ``application/json``, 413 past ``limit`` bytes (default
+    ``[http] max_body_bytes``), 400 naming where it is not JSON."""
+    check_json_content_type(request.headers.get("Content-Type"))
+    return parse_json(await _read_body(request, limit or request.app[CONFIG].http.max_body_bytes))
+
+
 def _authorize(request: web.Request, token: Secret | None, api: str) -> None:
     if token is None:
         raise RequestRefused(403, "disabled", f"the {api} API is disabled: no [tokens] {api} configured")
@@ -284,8 +291,7 @@ async def _payments(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     _authorize(request, config.tokens.payments, "payments")
     _require_ready(request)
-    check_json_content_type(request.headers.get("Content-Type"))
-    doc = parse_json(await _read_body(request, config.http.max_batch_body_bytes))
+    doc = await json_body(request, config.http.max_batch_body_bytes)
     if not isinstance(doc, list):
         raise MalformedRequest("the body must be a JSON array of payments", where="body")
     if len(doc) > config.http.max_batch_items:
@@ -466,8 +472,7 @@ async def _meter_commands(request: web.Request) -> web.Response:
 async def _fault(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     _authorize(request, config.tokens.admin, "admin")
-    check_json_content_type(request.headers.get("Content-Type"))
-    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    doc = await json_body(request)
     if not isinstance(doc, dict) or set(doc) != {"kind", "target", "on"}:
         raise MalformedRequest('expected {"kind": str, "target": str, "on": bool}', where="body")
     kind, target, on = doc["kind"], doc["target"], doc["on"]
@@ -482,8 +487,7 @@ async def _clock(request: web.Request) -> web.Response:
     ``{"by": "16d"}``; 409 on a node that runs the wall clock."""
     config = request.app[CONFIG]
     _authorize(request, config.tokens.admin, "admin")
-    check_json_content_type(request.headers.get("Content-Type"))
-    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    doc = await json_body(request)
     if not isinstance(doc, dict) or len(doc) != 1 or not set(doc) <= {"to", "by"}:
         raise MalformedRequest('expected {"to": <unix seconds or ISO date-time>} or {"by": "16d"}',
                                where="body")
@@ -519,8 +523,7 @@ async def _cluster_drain(request: web.Request) -> web.Response:
     takes groups again). Any member's front door can drain any member: the mark is in the database."""
     config = request.app[CONFIG]
     _authorize(request, config.tokens.admin, "admin")
-    check_json_content_type(request.headers.get("Content-Type"))
-    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    doc = await json_body(request)
     if not isinstance(doc, dict) or not set(doc) <= {"node", "draining"} or "node" not in doc:
         raise MalformedRequest('expected {"node": str, "draining": bool (default true)}', where="body")
     node, draining = doc["node"], doc.get("draining", True)

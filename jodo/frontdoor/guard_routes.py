@@ -27,8 +27,7 @@ from aiohttp import web
 
 from domain.guard import ApprovalKind
 from jodo.errors import MalformedRequest, RequestRefused
-from jodo.frontdoor.app import CONFIG, _authorize, _json, _read_body
-from jodo.webhooks import check_json_content_type, parse_json
+from jodo.frontdoor.app import CONFIG, _authorize, _json, json_body
 from storage.sqlite_guard import GuardStore
 from telemetry import metrics
 
@@ -61,9 +60,7 @@ async def _with_store(request: web.Request, work: Any) -> Any:
 
 
 async def _body(request: web.Request, *keys: str) -> dict[str, str]:
-    config = request.app[CONFIG]
-    check_json_content_type(request.headers.get("Content-Type"))
-    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    doc = await json_body(request)
     if not isinstance(doc, dict) or not set(doc) <= set(keys):
         raise MalformedRequest(f"expected a JSON object with {', '.join(keys)}", where="body")
     for key, value in doc.items():

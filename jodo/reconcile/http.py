@@ -23,7 +23,6 @@ from jodo.errors import MalformedRequest, RequestRefused
 from jodo.frontdoor.app import BACKEND, BATCHER, CONFIG
 from jodo.reconcile.service import Reconciler, ReconcileRefused
 from jodo.values import BadValue, parse_datetime
-from jodo.webhooks import check_json_content_type, parse_json
 
 __all__ = ["RECONCILER", "attach_reconciler"]
 
@@ -61,12 +60,11 @@ def _time(doc: dict[str, Any], key: str) -> int:
 
 
 async def _reconcile(request: web.Request) -> web.Response:
-    from jodo.frontdoor.app import _authorize, _read_body  # the front door's own checks, not copies
+    from jodo.frontdoor.app import _authorize, json_body  # the front door's own checks, not copies
 
     config = request.app[CONFIG]
     _authorize(request, config.tokens.admin, "admin")
-    check_json_content_type(request.headers.get("Content-Type"))
-    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    doc = await json_body(request)
     if not isinstance(doc, dict) or not set(doc) <= _KEYS:
         raise MalformedRequest(f"expected an object with {', '.join(sorted(_KEYS))}", where="body")
     start, end = _time(doc, "from"), _time(doc, "to")
