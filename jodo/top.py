@@ -74,19 +74,20 @@ def parse_exposition(text: str) -> Series:
     return series
 
 
-def total(series: Series, name: str, **match: str) -> float:
-    """Sum of ``name``'s samples whose labels include ``match``."""
+def by_label(series: Series, name: str, label: str = "", **match: str) -> dict[str, float]:
+    """``name``'s samples whose labels include ``match``, summed per value of ``label`` ("" without)."""
     want = set(match.items())
-    return sum(v for (n, labels), v in series.items() if n == name and want <= labels)
-
-
-def by_label(series: Series, name: str, label: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for (n, labels), v in series.items():
-        if n == name:
-            key = dict(labels).get(label, "")
+        if n == name and want <= labels:
+            key = dict(labels).get(label, "") if label else ""
             out[key] = out.get(key, 0.0) + v
     return out
+
+
+def total(series: Series, name: str, **match: str) -> float:
+    """Sum of ``name``'s samples whose labels include ``match``."""
+    return sum(by_label(series, name, **match).values())
 
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
@@ -174,8 +175,8 @@ class TopState:
             return
         for name, label, what in ERROR_COUNTERS:
             match = _ERROR_MATCH.get(what, {})
-            before = _grouped(previous.series, name, label, match)
-            for key, value in _grouped(scrape.series, name, label, match).items():
+            before = by_label(previous.series, name, label, **match)
+            for key, value in by_label(scrape.series, name, label, **match).items():
                 grown = value - before.get(key, 0.0)
                 if grown > 0:
                     where = f" ({label}={key})" if label and key else ""
@@ -231,16 +232,6 @@ class TopState:
             restarts=restarts, p99_connected_s=p99, p99_window_s=span, events=list(self.events),
             error=last.error, clock=clock if isinstance(clock, int) else None,
         )
-
-
-def _grouped(series: Series, name: str, label: str, match: Mapping[str, str]) -> dict[str, float]:
-    want = set(match.items())
-    out: dict[str, float] = {}
-    for (n, labels), v in series.items():
-        if n == name and want <= labels:
-            key = dict(labels).get(label, "") if label else ""
-            out[key] = out.get(key, 0.0) + v
-    return out
 
 
 def _ist(t: float) -> str:
