@@ -86,6 +86,10 @@ def _outbox_entry(row: tuple[object, ...]) -> OutboxEntry:
     )
 
 
+_INSERT_OUTBOX_IF_NEW = (
+    f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
 _IN_CHUNK = 500  # ids per IN (...) look-up, well under SQLite's variable limit
 # The page cache is RSS of the shard process. Recovery reads every snapshot once: with a small cache
 # that read does not fill it (measured, 362 500 meters: +88 B a meter with the 64 MiB cache). After
@@ -146,6 +150,19 @@ class SqliteShardStore(SqliteFile):
     def _insert_outbox(db: sqlite3.Connection, entries: Sequence[NewOutboxEntry]) -> tuple[str, ...]:
         if not entries:
             return ()
+        # The common case: every id is new. One executemany inside a savepoint; if SQLite changed
+        # fewer rows than we gave it, some id existed already (a redelivered step) or came twice:
+        # undo just this part and take the exact path below. Saves a look-up per commit (measured:
+        # the look-up was ~4 % of a shard's CPU under webhook load).
+        fresh = [(e.id, e.shard, e.kind, e.account, e.at, e.at, e.body) for e in entries]
+        before = db.total_changes
+        db.execute("SAVEPOINT outbox_insert")
+        db.executemany(_INSERT_OUTBOX_IF_NEW, fresh)
+        if db.total_changes - before == len(fresh):
+            db.execute("RELEASE outbox_insert")
+            return ()
+        db.execute("ROLLBACK TO outbox_insert")
+        db.execute("RELEASE outbox_insert")
         ids = [e.id for e in entries]
         # which ids exist already (a no-op insert each): one look-up per chunk, then one executemany
         existing: set[str] = set()
@@ -161,15 +178,28 @@ class SqliteShardStore(SqliteFile):
             else:
                 existing.add(e.id)  # a second insert of the id in this commit is a no-op too
                 rows.append((e.id, e.shard, e.kind, e.account, e.at, e.at, e.body))
-        db.executemany(
-            f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)", rows
-        )
+        db.executemany(_INSERT_OUTBOX_IF_NEW, rows)
         return tuple(repeated)
 
     @staticmethod
     def _update_outbox(db: sqlite3.Connection, updates: Sequence[OutboxUpdate]) -> tuple[str, ...]:
         if not updates:
             return ()
+        # The common case: every id exists, is still open and is named once. One conditional
+        # executemany inside a savepoint; fewer changed rows than updates means an unknown id, one
+        # already closed, or an id named twice: undo this part and take the exact path below.
+        quick = [(u.status.value, u.at, int(u.status is OutboxStatus.SENT), u.id) for u in updates]
+        before = db.total_changes
+        db.execute("SAVEPOINT outbox_update")
+        db.executemany(
+            "UPDATE outbox SET status = ?, updated_at = ?, attempts = attempts + ?"
+            " WHERE id = ? AND status IN ('pending', 'sent')", quick
+        )
+        if db.total_changes - before == len(quick):
+            db.execute("RELEASE outbox_update")
+            return ()
+        db.execute("ROLLBACK TO outbox_update")
+        db.execute("RELEASE outbox_update")
         # current status of every id named: one look-up per chunk, then one executemany
         status: dict[str, str] = {}
         ids = list({u.id for u in updates})

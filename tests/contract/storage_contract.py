@@ -212,6 +212,22 @@ class ShardStoreContract(_BackendFixtures):
         found = store.outbox_entry("c1")
         assert found is not None and found.created_at == 10
 
+    def test_a_repeated_id_among_new_ones_keeps_the_new_ones_and_the_events(self, store: ShardStore) -> None:
+        # the SQLite store inserts and updates on a fast path first and redoes only the outbox part when
+        # an id repeats or is finished: the events and the other rows of the same commit must survive
+        store.commit(outbox=[entry("c1", at=10), entry("d1")], outbox_updates=[update("d1", OutboxStatus.DONE)])
+        result = store.commit(
+            [event(1, "a")],
+            outbox=[entry("c0"), entry("c1", at=99), entry("c2")],
+            outbox_updates=[update("c1", OutboxStatus.SENT, 11), update("d1", OutboxStatus.SENT, 12)],
+        )
+        assert (result.outbox_existing, result.outbox_ignored) == (("c1",), ("d1",))
+        assert store.heads() == {1: 1}
+        assert all(store.outbox_entry(i) is not None for i in ("c0", "c2"))
+        c1, d1 = store.outbox_entry("c1"), store.outbox_entry("d1")
+        assert c1 is not None and (c1.status, c1.created_at, c1.attempts) == (OutboxStatus.SENT, 10, 1)
+        assert d1 is not None and d1.status is OutboxStatus.DONE
+
     def test_an_update_may_follow_its_insert_in_the_same_commit(self, store: ShardStore) -> None:
         store.commit(outbox=[entry("c1")], outbox_updates=[update("c1", OutboxStatus.SENT)])
         found = store.outbox_entry("c1")
