@@ -215,7 +215,8 @@ class ShardStoreContract(_BackendFixtures):
     def test_a_repeated_id_among_new_ones_keeps_the_new_ones_and_the_events(self, store: ShardStore) -> None:
         # the SQLite store inserts and updates on a fast path first and redoes only the outbox part when
         # an id repeats or is finished: the events and the other rows of the same commit must survive
-        store.commit(outbox=[entry("c1", at=10), entry("d1")], outbox_updates=[update("d1", OutboxStatus.DONE)])
+        store.commit(outbox=[entry("c1", at=10), entry("d1")],
+                     outbox_updates=[update("d1", OutboxStatus.DONE)])
         result = store.commit(
             [event(1, "a")],
             outbox=[entry("c0"), entry("c1", at=99), entry("c2")],
