@@ -15,12 +15,18 @@ and the real HTTP front door, all in this process and its actor processes, data 
    duplicates, forged signatures and unknown accounts — and the demo watches relays close at the
    simulator: payment-to-connected is the wall time from the webhook's 2xx to the relay read closed.
 5. A summary; everything is shut down; the data dir is removed (``--keep`` keeps it).
+
+``--head-end dlms`` runs the same month through the DLMS/COSEM adapter (``[[head_ends]] kind = "dlms"``,
+docs/dlms.md) against the Gurux-based meter simulator (`headend.dlms_sim`), one association per command:
+the relays are switched by class 70 ACTIONs and read back by GETs, written by other people than the
+reference protocol. Fewer meters by default (5 000; at most 65 000: one DLMS wrapper port per meter).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import secrets
@@ -43,6 +49,7 @@ import aiohttp
 from domain.commands import PostBill, RegisterMeter
 from domain.policy import load_policy
 from domain.windows import due_at_for, next_allowed_at, notice_matures_at
+from headend.dlms_sim.server import DlmsSimulatorThread
 from headend.sim.config import SimConfig
 from jodo.client import NodeClient
 from jodo.config import Config, load_config
@@ -62,6 +69,9 @@ DUE_DATE = "2026-07-29"
 EARLY_PAY_AT = datetime(2026, 7, 20, 11, 0, tzinfo=IST)
 NIGHT = datetime(2026, 8, 17, 23, 30, tzinfo=IST)
 CHUNK = 10_000
+DLMS_METERS = 5_000
+DLMS_WPORT_BASE = 256  # [[head_ends]] dlms_wport_base's default: meter i answers on wrapper port 256 + i
+DLMS_MAX_METERS = 65_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=64,
                         help="webhook connections at once (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--head-end", choices=["sim", "dlms"], default="sim",
+                        help="sim: the built-in reference head-end (default); dlms: the DLMS/COSEM adapter "
+                             "against the Gurux-based meter simulator (--meters defaults to 5 000 then)")
     parser.add_argument("--cluster", action="store_true",
                         help="three nodes over a throwaway PostgreSQL instead; one is killed mid-demo "
                              "(--meters defaults to 300 then)")
@@ -88,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
 
         meters = 300 if args.meters == 100_000 else args.meters
         return run_cluster_demo(meters, keep=args.keep)
+    if args.head_end == "dlms":
+        args.meters = DLMS_METERS if args.meters == 100_000 else args.meters
+        if not 10 <= args.meters <= DLMS_MAX_METERS:
+            print(f"jodo demo: --head-end dlms takes --meters between 10 and {DLMS_MAX_METERS:,} (one DLMS "
+                  f"wrapper port per meter, from {DLMS_WPORT_BASE})", file=sys.stderr)
+            return 2
     if args.meters < 10 or args.meters >= 10**8:
         print("jodo demo: --meters must be between 10 and 99 999 999", file=sys.stderr)
         return 2
@@ -188,6 +207,7 @@ class Demo:
         self.secrets = {"razorpay": secrets.token_hex(16), "bbps": secrets.token_hex(16)}
         self.payments_token = secrets.token_hex(16)
         self.admin_token = secrets.token_hex(16)
+        self.dlms_password = secrets.token_hex(8)  # the meters' LLS secret (8 bytes, as IS 15959 meters)
         self.guard: DemoGuard | None = None
         self.config = self._config()
         self.consumers: list[Consumer] = []
@@ -199,14 +219,17 @@ class Demo:
         env = {
             "JODO_NODE__DATA_DIR": str(self.data), "JODO_NODE__ADMIN_PORT": str(_free_port()),
             "JODO_HTTP__PORT": "0", "JODO_HTTP__MAX_IN_FLIGHT": "100000",
-            "JODO_HEAD_ENDS__0__NAME": HEAD_END, "JODO_HEAD_ENDS__0__KIND": "sim",
-            "JODO_HEAD_ENDS__0__PORT": str(_free_port()),
+            "JODO_HEAD_ENDS__0__NAME": HEAD_END, "JODO_HEAD_ENDS__0__KIND": self.args.head_end,
+            "JODO_HEAD_ENDS__0__HOST": "127.0.0.1", "JODO_HEAD_ENDS__0__PORT": str(_free_port()),
             "JODO_GATEWAYS__RAZORPAY__FORMAT": "razorpay",
             "JODO_GATEWAYS__RAZORPAY__SECRET": self.secrets["razorpay"],
             "JODO_GATEWAYS__BBPS__FORMAT": "jodo", "JODO_GATEWAYS__BBPS__SECRET": self.secrets["bbps"],
             "JODO_TOKENS__PAYMENTS": self.payments_token, "JODO_LOGGING__LEVEL": "WARNING",
             "JODO_TOKENS__ADMIN": self.admin_token, **guard_env(self.n),
         }
+        if self.args.head_end == "dlms":
+            env["JODO_HEAD_ENDS__0__DLMS_PASSWORD"] = self.dlms_password
+            env["JODO_HEAD_ENDS__0__DLMS_WPORT_BASE"] = str(DLMS_WPORT_BASE)
         return load_config(env=env)
 
     # ------------------------------------------------------------ the run
@@ -214,7 +237,8 @@ class Demo:
     async def run(self) -> int:
         began = time.monotonic()
         self.out.say(f"jodo demo: {self.n:,} meters, a simulated month in Indore (IST); data in {self.data}")
-        sim = SimConfig(meters=self.n, seed=self.args.seed, modes=((2, 0.96), (1, 0.04)))
+        modes = ((2, 0.96), (1, 0.04))
+        sim = SimConfig(meters=self.n, seed=self.args.seed, modes=modes)
         options = StackOptions(sim=sim, manual_clock=True, start_at=self.clock, synchronous="normal",
                                rate_limit=None, ask_timeout=60.0)
         stack = Stack(self.config, options)
@@ -224,7 +248,16 @@ class Demo:
         self.stack = stack
         assert stack.backend is not None
         self.backend = stack.backend
-        self.sim = stack.simulators[HEAD_END]
+        self.dlms: DlmsSimulatorThread | None = None
+        if self.args.head_end == "dlms":
+            # started after the node: forked actors would otherwise inherit its listening socket
+            head_end = self.config.head_ends[0]
+            self.dlms = DlmsSimulatorThread(
+                self.n, host=head_end.host, port=head_end.port, password=self.dlms_password.encode(),
+                wport_base=DLMS_WPORT_BASE, modes=modes, seed=self.args.seed).start()
+            self.sim: Any = self.dlms
+        else:
+            self.sim = stack.simulators[HEAD_END]
         app = build_app(self.config, self.backend, clock=lambda: float(self.clock))
         runner, port = await start_site(app, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{port}"
@@ -238,6 +271,8 @@ class Demo:
         finally:
             await runner.cleanup()
             report = await loop.run_in_executor(None, stack.close)
+            if self.dlms is not None:
+                self.dlms.stop()
         processes = (*processes, *(node.known_processes() if node is not None else ()))
         left = sorted({ref.pid for ref in processes if is_alive(ref)})
         clean = report is not None and report.tree_stopped and not report.survivors and not left
@@ -561,7 +596,14 @@ class Demo:
             "supply_restored_notices": notices["supply_restored"],
             "press_button_notices": notices["press_button"],
             "guard_waves_approved": self.guard.approved if self.guard else [],
+            "head_end": self._head_end_facts(),
         }
+
+    def _head_end_facts(self) -> dict[str, Any]:
+        if self.dlms is None:
+            return {"kind": "sim", "protocol": "jodo reference (headend/sim)"}
+        stats = self.dlms.call(lambda sim: dataclasses.asdict(sim.stats))
+        return {"kind": "dlms", "protocol": "DLMS/COSEM class 70 (dlms-cosem client, Gurux server)", **stats}
 
     def _print(self, s: dict[str, Any]) -> None:
         """The summary table (stderr with --json, whose JSON goes to stdout for scripts)."""
@@ -595,6 +637,7 @@ class Demo:
             ("mass-disconnect guard", "; ".join(
                 f"wave {w['wave_id']} of {w['kept']:,} held, approved by {', '.join(w['approved_by'])}"
                 for w in s["guard_waves_approved"]) or "no wave held"),
+            ("head-end", _head_end_line(s["head_end"])),
             ("wall time", f"{s['wall_seconds']:.0f} s; shutdown {s['shutdown']}"),
         ]
         width = max(len(k) for k, _ in rows)
@@ -602,6 +645,13 @@ class Demo:
         if not s["ok"]:
             lines.append("  SOMETHING IS OFF: not every accepted payment reconnected, or a forged one did")
         print("\n".join(lines), file=out, flush=True)
+
+
+def _head_end_line(h: dict[str, Any]) -> str:
+    if h["kind"] != "dlms":
+        return str(h["protocol"])
+    return (f"{h['protocol']}: {h['associations']:,} associations, {h['actions']:,} ACTIONs, {h['reads']:,} "
+            f"GETs, {h['refused']:,} refused, {h['releases']:,} released")
 
 
 def _counts(c: NodeClient) -> dict[str, Any]:

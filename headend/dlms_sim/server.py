@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from headend.dlms_sim.meter import MeterHooks, MeterServer, handle
 from headend.dlms_sim.transitions import (
@@ -33,6 +34,8 @@ from headend.dlms_sim.transitions import (
 )
 from headend.sim.fleet import Fleet
 from protocols.headend import HesAction, HesControlState, HesMeterState
+
+T = TypeVar("T")
 
 __all__ = ["DlmsFleetSim", "DlmsSimStats", "DlmsSimulatorThread"]
 
@@ -225,8 +228,10 @@ class DlmsSimulatorThread:
         password: bytes | None = None,
         wport_base: int = 256,
         modes: tuple[tuple[int, float], ...] = ((2, 1.0),),
+        seed: int = 0,
     ) -> None:
-        self.sim = DlmsFleetSim(Fleet(meters, modes=modes), password=password, wport_base=wport_base)
+        fleet = Fleet(meters, modes=modes, seed=seed)
+        self.sim = DlmsFleetSim(fleet, password=password, wport_base=wport_base)
         self._host, self._port = host, port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -273,6 +278,15 @@ class DlmsSimulatorThread:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+    def call(self, fn: Callable[[DlmsFleetSim], T]) -> T:
+        """fn(simulator) under the simulator's lock, from any thread (as `SimulatorThread.call`, which
+        runs it on its loop): fn reads or changes ``.fleet`` directly, never a method that locks."""
+        with self.sim.lock:
+            return fn(self.sim)
+
+    def relay_states(self, serials: list[str]) -> list[HesMeterState]:
+        return self.call(lambda s: [s.fleet.state(x) for x in serials])
 
     def __enter__(self) -> DlmsSimulatorThread:
         return self.start()

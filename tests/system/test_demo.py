@@ -53,6 +53,34 @@ def test_the_demo_runs_a_month_end_to_end_and_prints_its_summary(tmp_path: Path)
     assert took < 120, f"the demo took {took:.0f} s for 2 000 meters"
 
 
+def test_the_demo_runs_the_same_month_through_the_dlms_adapter_and_gurux_meters(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--head-end", "dlms", "--meters", "600",
+                           "--json"], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["shutdown"] == "clean" and summary["node_processes_left"] == []
+    head_end = summary["head_end"]
+    assert head_end["kind"] == "dlms" and "DLMS/COSEM" in done.stderr
+    # every relay switched that month went through a class 70 ACTION at the Gurux server and was read back
+    switched = summary["disconnected"] + summary["reconnected"] + summary["awaiting_button"]
+    assert summary["disconnected"] > 0 and summary["reconnected"] > 0
+    assert head_end["actions"] == switched and head_end["reads"] >= switched
+    assert head_end["associations"] > 0 and head_end["refused"] == 0
+    assert summary["reconnected"] + summary["awaiting_button"] == summary["webhooks"]["accepted"]
+    assert summary["paid_but_disconnected"] == 0 and summary["forged_payments_that_reconnected"] == 0
+
+
+def test_dlms_demo_refuses_a_fleet_larger_than_its_wrapper_ports(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--head-end", "dlms",
+                           "--meters", "70000"], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 2 and "between 10 and 65,000" in done.stderr
+
+
 def test_the_cluster_demo_kills_a_node_and_every_paid_meter_reconnects_anyway(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
     env["PYTHONPATH"] = str(ROOT)
