@@ -503,6 +503,19 @@ class DeskStoreContract(_BackendFixtures):
         ]
         assert desk.payment_counts().pending == 1
 
+    def test_a_stored_duplicate_among_new_ones_leaves_the_receipts_contiguous(self, desk: DeskStore) -> None:
+        # the SQLite desk inserts a batch in one statement first and redoes it row by row when one is a
+        # duplicate: numbers must come out as if it had gone row by row from the start
+        desk.record_payments([payment("p1", amount=500)], at=50)
+        results = desk.record_payments([payment("p0"), payment("p1", amount=999), payment("p2")], at=60)
+        assert [(r.outcome, r.receipt_seq) for r in results] == [
+            (RecordOutcome.NEW, 2), (RecordOutcome.DUPLICATE, 1), (RecordOutcome.NEW, 3)]
+        kept = desk.payment("p1")
+        assert kept is not None and (kept.amount_paise, kept.committed_at) == (500, 50)
+        (p3,) = desk.record_payments([payment("p3")], at=70)
+        assert p3.receipt_seq == 4
+        assert [p.payment_id for p in desk.unacknowledged()] == ["p1", "p0", "p2", "p3"]
+
     def test_an_invalid_payment_rolls_back_its_whole_batch(self, desk: DeskStore) -> None:
         desk.record_payments([payment("p0")], at=40)
         broken = payment("p2")
