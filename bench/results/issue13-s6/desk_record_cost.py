@@ -1,4 +1,5 @@
-"""CPU per payment of SqliteDeskStore.record_payments at a batch size (all new, synchronous=full, 300 commits).
+"""CPU per payment of SqliteDeskStore.record_payments at a batch size (all new, synchronous=full,
+300 commits).
 
 Measured and not kept (session 6). Run from a tree: PYTHONPATH=<tree> python desk_record_cost.py [batch]"""
 import sys
