@@ -356,6 +356,21 @@ def test_an_import_with_a_bad_row_is_rejected_whole_with_its_line_number(served:
     assert served.get("/v1/meters/M0000000003")["relay"] == "connected"
 
 
+def test_a_reads_file_with_a_bad_row_is_rejected_whole_and_the_node_is_untouched(served: Served) -> None:
+    i = 41
+    rows = [f"R-{account(i)}-1,{account(i)},2024-05-01,8250,2024-05-02T00:10:00\n",
+            f"R-{account(i)}-2,{account(i)},2024-05-02,7.9,2024-05-03T00:10:00\n",  # line 3: kWh, not Wh
+            f"R-{account(i)}-3,{account(i)},2099-01-01,7000,2024-05-04T00:10:00\n"]  # line 4: not yet
+    csv = served.workdir / "reads.csv"
+    csv.write_text("read_id,account,read_date,energy_wh,read_at\n" + "".join(rows))
+    before = _snapshot(served, i)
+    done = served.jodo("import", "reads", str(csv))
+    assert done.returncode == 3, done
+    assert "line 3, energy_wh" in done.stdout and "line 4, read_date" in done.stdout, done.stdout
+    assert "nothing applied" in done.stdout
+    assert _snapshot(served, i) == before
+
+
 def test_the_cli_shows_meters_traces_and_the_node(served: Served) -> None:
     shown = served.jodo("meter", "show", account(9))
     assert shown.returncode == 0, shown
