@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_arguments(sub.add_parser("demo", parents=[common], help="a synthetic fleet end to end"))
 
-    imp = sub.add_parser("import", parents=[remote], help="import meters, bills, payments or prepaid energy reads from CSV")
+    imp = sub.add_parser("import", parents=[remote],
+                         help="import meters, bills, payments or prepaid energy reads from CSV")
     imp.add_argument("kind", choices=[k.value for k in ImportKind])
     imp.add_argument("file", type=Path)
     imp.add_argument("--skip-bad", action="store_true",

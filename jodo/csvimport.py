@@ -13,7 +13,8 @@ ISO date (``2024-05-10``) or unix seconds; ``issued_at``/``paid_at`` unix second
 (no offset means IST); ``read_date`` the IST day the energy was used (not after today), ``energy_wh`` the
 day's energy in whole watt-hours (``8250``; ``8.25`` kWh is refused, energy is never a float) and ``read_at``
 when the meter was read. Ids are checked like `protocols.payments` checks them. Duplicates within a file
-(meters: account and serial; bills: bill_id; payments: payment_id; reads: read_id) are errors on the later line.
+(meters: account and serial; bills: bill_id; payments: payment_id; reads: read_id) are errors on the later
+line.
 
 Two ways to run, the caller's choice:
 

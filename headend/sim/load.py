@@ -1,0 +1,77 @@
+"""Seeded daily load profiles: what each simulated meter used on each day, in whole watt-hours.
+
+Sans I/O and deterministic: the energy of (seed, meter, day) comes from a hash, never from a shared
+random stream, so the same day's read is the same whatever order days or meters are asked for, in any
+process, after any restart; and asking again for a day gives the same read id and energy (a re-sent
+read is a duplicate, not a second debit).
+
+The shape (domestic, Indian climate; **not sourced** — the ranges are the brief's "3-12 kWh/day", the
+seasonal and weekly factors are plausible guesses, no public MP West load curve was found):
+
+* each meter has its own base level, uniform in ``3..12`` kWh/day;
+* a season factor by month: the hot months before the monsoon highest (cooling), winter lowest;
+* weekends about 8 % above weekdays (people at home);
+* day-to-day noise of up to +/-15 %.
+
+`daily_wh` is the one function; `DailyRead` is what the simulator reports for a day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+__all__ = ["MAX_WH", "MIN_WH", "DailyRead", "daily_reads", "daily_wh", "read_id"]
+
+_BASE_LO_WH = 3_000
+_BASE_HI_WH = 12_000
+# January..December; 1.0 = the meter's base level
+_SEASON = (0.85, 0.85, 0.95, 1.15, 1.30, 1.25, 1.05, 1.00, 1.00, 0.95, 0.90, 0.85)
+_WEEKEND = 1.08
+_NOISE = 0.15
+MIN_WH = int(_BASE_LO_WH * min(_SEASON) * (1 - _NOISE))
+MAX_WH = int(_BASE_HI_WH * max(_SEASON) * _WEEKEND * (1 + _NOISE)) + 1
+
+
+def _unit(seed: int, *parts: str) -> float:
+    """A number in [0, 1) fixed by the seed and the parts."""
+    key = ":".join((str(seed), *parts)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+
+
+def base_wh(seed: int, meter: str) -> int:
+    """The meter's typical day, before season, weekday and noise."""
+    return _BASE_LO_WH + int(_unit(seed, "base", meter) * (_BASE_HI_WH - _BASE_LO_WH))
+
+
+def daily_wh(seed: int, meter: str, day: date) -> int:
+    """Whole watt-hours ``meter`` used on ``day`` (an IST calendar day)."""
+    factor = _SEASON[day.month - 1] * (_WEEKEND if day.weekday() >= 5 else 1.0)
+    noise = 1 + _NOISE * (2 * _unit(seed, "day", meter, day.isoformat()) - 1)
+    return round(base_wh(seed, meter) * factor * noise)
+
+
+def read_id(meter: str, day: date) -> str:
+    """The read's idempotency key: one per meter and day, the same every time it is reported."""
+    return f"{meter}:{day.isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRead:
+    """One meter's energy for one day, as the simulator reports it."""
+
+    read_id: str
+    meter: str  # the meter serial (the head-end knows serials, not accounts)
+    day: date
+    energy_wh: int
+
+    def __str__(self) -> str:
+        return f"DailyRead({self.read_id}, {self.energy_wh} Wh)"
+
+
+def daily_reads(seed: int, meters: Iterable[str], day: date) -> Iterator[DailyRead]:
+    """Every meter's read for ``day``, in the order given."""
+    for meter in meters:
+        yield DailyRead(read_id(meter, day), meter, day, daily_wh(seed, meter, day))
