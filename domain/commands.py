@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from domain.enums import ControlState, OverrideAction, RelayResultStatus, RelayState
+from domain.enums import BillingMode, ControlState, OverrideAction, RelayResultStatus, RelayState
 
 __all__ = [
     "CheckMeter",
@@ -19,8 +19,11 @@ __all__ = [
     "MeterCommand",
     "PostBill",
     "RegisterMeter",
+    "ReportConsumption",
     "ReportMeterState",
     "ReportRelayResult",
+    "RequestEmergencyCredit",
+    "SetBillingMode",
     "UpdateMeter",
 ]
 
@@ -153,6 +156,67 @@ class EngineerOverride:
         _need(bool(self.engineer_id) and bool(self.reason), "engineer_id and reason are required")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetBillingMode:
+    """Switch a meter between postpaid and prepaid (issue 16). Switching to prepaid sets the balance to
+    ``opening_balance_paise`` (the dues become its negative: one money field, ``balance = -dues``);
+    switching back to postpaid keeps the money as dues. Idempotent per ``request_id``."""
+
+    account: str
+    mode: BillingMode
+    opening_balance_paise: int = 0  # may be negative (arrears carried into prepaid)
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _need(_is_int(self.opening_balance_paise), "opening_balance_paise must be integer paise")
+        _need(self.request_id != "", "empty request_id")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportConsumption:
+    """One consumption read of a prepaid meter from the head-end (or `jodo import reads`): the energy
+    imported over one local day ``read_date`` (or over the interval ``interval_start`` ..
+    ``interval_end``, epoch seconds, inside that day). Debited once per ``read_id``; a read for a
+    day already debited by an estimate trues the estimate up; a read for a postpaid meter is ignored
+    (recorded nowhere: postpaid is billed by the billing system)."""
+
+    account: str
+    read_id: str
+    read_date: str  # ISO local date (policy timezone) the energy was consumed on
+    energy_wh: int  # watt-hours imported over the day / interval, >= 0
+    register_wh: int | None = None  # cumulative import register (DLMS 1.0.1.8.0.255) at the end, if read
+    interval_start: int | None = None  # epoch seconds; None = the whole local day
+    interval_end: int | None = None
+    source: str = "head-end"  # head-end id, "import", "inject"
+
+    def __post_init__(self) -> None:
+        _need(bool(self.account) and bool(self.read_id), "empty account or read_id")
+        _need(_is_int(self.energy_wh) and 0 <= self.energy_wh <= 10_000_000, "energy_wh must be 0..10^7 Wh")
+        _need(self.register_wh is None or (_is_int(self.register_wh) and self.register_wh >= 0),
+              "register_wh must be integer Wh >= 0")
+        try:
+            date.fromisoformat(self.read_date)
+        except (TypeError, ValueError):
+            raise ValueError(f"read_date must be an ISO date, got {self.read_date!r}") from None
+        _need((self.interval_start is None) == (self.interval_end is None),
+              "interval_start and interval_end come together")
+        if self.interval_start is not None and self.interval_end is not None:
+            _need(self.interval_start < self.interval_end, "interval_start must be before interval_end")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestEmergencyCredit:
+    """The consumer (app, IVRS, counter) asks for emergency credit: granted once per local calendar
+    month, of policy ``prepaid.emergency_credit_paise``, recovered first from the next recharge."""
+
+    account: str
+    request_id: str
+    channel: str = "api"
+
+    def __post_init__(self) -> None:
+        _need(bool(self.account) and bool(self.request_id), "empty account or request_id")
+
+
 MeterCommand = (
     RegisterMeter
     | UpdateMeter
@@ -162,4 +226,7 @@ MeterCommand = (
     | ReportRelayResult
     | ReportMeterState
     | EngineerOverride
+    | SetBillingMode
+    | ReportConsumption
+    | RequestEmergencyCredit
 )

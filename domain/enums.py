@@ -28,6 +28,8 @@ class RelayState(StrEnum):
     CONNECTED = "connected"
     DISCONNECTING = "disconnecting"  # a disconnect command is pending (in flight or awaiting retry)
     DISCONNECTED = "disconnected"
+    LOW_BALANCE = "low_balance"  # prepaid: a threshold crossed (share of the month used, days left)
+    EMERGENCY_CREDIT = "emergency_credit"  # prepaid: emergency credit granted
     CONNECTING = "connecting"  # a connect command is pending (in flight or awaiting retry)
     AWAITING_BUTTON = "awaiting_button"  # DLMS ready_for_reconnection: the consumer must press the button
 
@@ -116,3 +118,10 @@ class OverrideAction(StrEnum):
     UNPROTECT = "unprotect"
     HOLD = "hold"  # suspend automatic disconnection (dispute, amount paid under protest: s.56)
     RELEASE = "release"
+
+
+class BillingMode(StrEnum):
+    """How a meter's money works (issue 16): dues billed monthly, or a balance debited by reads."""
+
+    POSTPAID = "postpaid"
+    PREPAID = "prepaid"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.enums import (
+    BillingMode,
     CommandOrigin,
     ControlState,
     OverrideAction,
@@ -23,9 +24,14 @@ from domain.enums import (
 __all__ = [
     "AwaitingButtonPress",
     "BillPosted",
+    "BillingModeSet",
+    "ConsumptionDebited",
     "DisconnectionDeferred",
     "DisconnectionNoticeIssued",
     "DisconnectionNoticeWithdrawn",
+    "EmergencyCreditGranted",
+    "EmergencyCreditRecovered",
+    "LowBalanceNotified",
     "MeterEvent",
     "MeterRegistered",
     "MeterUpdated",
@@ -340,6 +346,74 @@ class PaymentReconnect:
             return paid, target, issued
         withdrawn = DisconnectionNoticeWithdrawn(account=account, at=at, reason=self.notice_withdrawn)
         return paid, withdrawn, target, issued
+
+
+# ---------------------------------------------------------------- prepaid (issue 16)
+# A prepaid meter's balance is the negative of its ``dues_paise``: a consumption debit raises the dues,
+# a recharge is an ordinary payment (ClearPayment → PaymentApplied / PaymentReconnect, same fused path).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BillingModeSet:
+    account: str
+    at: int
+    mode: BillingMode
+    balance_paise: int  # the balance from now on (prepaid), = -dues
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumptionDebited:
+    """One day's (or interval's) charge debited from a prepaid balance. ``estimated``: no read came
+    for that day, so the charge was estimated from recent consumption; ``replaces`` names the
+    estimate a real read trues up (the debit then is the difference, may be negative)."""
+
+    account: str
+    at: int
+    read_id: str
+    read_date: str
+    energy_wh: int
+    energy_paise: int  # slab-priced energy charge
+    fixed_paise: int  # fixed charge for the day
+    duty_paise: int  # electricity duty
+    debit_paise: int  # what the balance moved by (sum, or the true-up difference)
+    balance_after_paise: int
+    estimated: bool = False
+    replaces: str | None = None  # read id of the estimate this read trues up
+    source: str = "head-end"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LowBalanceNotified:
+    """A low-balance notice: ``threshold`` is "used_75pc" style (share of the month's charges used),
+    "days_left_3" (about N days left) or "zero" (disconnection due, consumer told first)."""
+
+    account: str
+    at: int
+    threshold: str
+    balance_paise: int
+    days_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmergencyCreditGranted:
+    account: str
+    at: int
+    request_id: str
+    amount_paise: int
+    period: str  # local month "YYYY-MM": once per period
+    balance_after_paise: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmergencyCreditRecovered:
+    """The part of a recharge that paid back outstanding emergency credit (before the balance)."""
+
+    account: str
+    at: int
+    payment_id: str
+    amount_paise: int
+    outstanding_after_paise: int
 
 
 MeterEvent = (

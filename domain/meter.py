@@ -25,8 +25,11 @@ from domain.commands import (
     MeterCommand,
     PostBill,
     RegisterMeter,
+    ReportConsumption,
     ReportMeterState,
     ReportRelayResult,
+    RequestEmergencyCredit,
+    SetBillingMode,
     UpdateMeter,
 )
 from domain.drive import (
@@ -423,6 +426,13 @@ def _force(
         open_work_order(d, order, f"{why}; not remotely switchable", correlation)
 
 
+def _prepaid_not_yet(d: Draft, c: SetBillingMode | ReportConsumption | RequestEmergencyCredit) -> None:
+    """Prepaid commands (issue 16) are in the contract; the meter core refuses them until they land."""
+    ref = getattr(c, "read_id", None) or getattr(c, "request_id", None) or c.account
+    _reject(d, c.account, c, ref, "prepaid billing is not enabled in this version (issue 16)")
+    return None
+
+
 _HANDLERS: dict[type[Any], Callable[[Draft, Any], str | None]] = {
     RegisterMeter: _register,
     UpdateMeter: _update,
@@ -432,4 +442,7 @@ _HANDLERS: dict[type[Any], Callable[[Draft, Any], str | None]] = {
     ReportRelayResult: _relay_result,
     ReportMeterState: _meter_state,
     EngineerOverride: _override,
+    SetBillingMode: _prepaid_not_yet,
+    ReportConsumption: _prepaid_not_yet,
+    RequestEmergencyCredit: _prepaid_not_yet,
 }

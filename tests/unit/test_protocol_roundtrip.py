@@ -101,8 +101,38 @@ def collected() -> list[Any]:
         PaymentReceived(payment_id="pay_1", account="N1", amount_paise=1, channel="upi", gateway="g",
                         paid_at=1, received_at=1, event_id="evt_1"),
         PaymentItemResult(index=0, payment_id="pay_1", code=PaymentResultCode.DUPLICATE, reason="seen"),
+        *_prepaid_samples(),
     ]
     return found
+
+
+def _prepaid_samples() -> list[Any]:
+    """The prepaid contract's records (issue 16), until the stories drive prepaid meters."""
+    from domain.commands import ReportConsumption, RequestEmergencyCredit, SetBillingMode
+    from domain.enums import BillingMode
+    from domain.events import (
+        BillingModeSet,
+        ConsumptionDebited,
+        EmergencyCreditGranted,
+        EmergencyCreditRecovered,
+        LowBalanceNotified,
+    )
+
+    return [
+        SetBillingMode(account="N1", mode=BillingMode.PREPAID, opening_balance_paise=50_000, request_id="r1"),
+        ReportConsumption(account="N1", read_id="rd1", read_date="2026-12-01", energy_wh=4_250,
+                          register_wh=1_204_250, source="hes-a"),
+        RequestEmergencyCredit(account="N1", request_id="ec1"),
+        BillingModeSet(account="N1", at=1, mode=BillingMode.PREPAID, balance_paise=50_000, request_id="r1"),
+        ConsumptionDebited(account="N1", at=1, read_id="rd1", read_date="2026-12-01", energy_wh=4_250,
+                           energy_paise=1_900, fixed_paise=500, duty_paise=228, debit_paise=2_628,
+                           balance_after_paise=47_372),
+        LowBalanceNotified(account="N1", at=1, threshold="used_75pc", balance_paise=1_000, days_left=3),
+        EmergencyCreditGranted(account="N1", at=1, request_id="ec1", amount_paise=20_000, period="2026-12",
+                               balance_after_paise=10_000),
+        EmergencyCreditRecovered(account="N1", at=1, payment_id="pay_1", amount_paise=20_000,
+                                 outstanding_after_paise=0),
+    ]
 
 
 @pytest.fixture(scope="module")
