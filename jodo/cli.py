@@ -381,15 +381,10 @@ def _command(record: Record) -> dict[str, Any]:
 
 
 def _read_command(record: ReadRecord) -> dict[str, Any]:
-    """One daily read as a ``ReportConsumption`` meter command (idempotent per read_id on the node).
-
-    The route and field names stand in for h/prepaid's message contract until it lands
-    (/work/notes/prepaid-requests.md); this is the one place to change.
-    """
+    """One daily read as a ``ReportConsumption`` meter command (debited once per read_id by the shard)."""
     return {"type": "ReportConsumption", "fields": {"account": record.account, "read_id": record.read_id,
                                                     "read_date": record.read_date.isoformat(),
-                                                    "energy_wh": record.energy_wh,
-                                                    "read_at": record.read_at}}
+                                                    "energy_wh": record.energy_wh, "source": "import"}}
 
 
 def _record_key(record: Record) -> str:

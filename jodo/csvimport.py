@@ -5,14 +5,14 @@ Files (UTF-8, a BOM is allowed; header row first; columns in any order; cells ar
     meters    account, serial, head_end, install_year, relay_capable, control_mode, protected
     bills     account, bill_id, amount_paise, due_date, issued_at
     payments  payment_id, account, amount_paise, channel, paid_at
-    reads     read_id, account, read_date, energy_wh, read_at
+    reads     read_id, account, read_date, energy_wh
 
 Values: money in integer paise (``12050``; ``120.50`` is refused, never rounded); booleans
 ``true/false/yes/no/y/n/1/0``; ``control_mode`` the DLMS disconnect-control mode 0-6; ``due_date`` an
 ISO date (``2024-05-10``) or unix seconds; ``issued_at``/``paid_at`` unix seconds or ISO 8601 date-time
 (no offset means IST); ``read_date`` the IST day the energy was used (not after today), ``energy_wh`` the
-day's energy in whole watt-hours (``8250``; ``8.25`` kWh is refused, energy is never a float) and ``read_at``
-when the meter was read. Ids are checked like `protocols.payments` checks them. Duplicates within a file
+day's energy in whole watt-hours (``8250``; ``8.25`` kWh is refused, energy is never a float). Ids are
+checked like `protocols.payments` checks them. Duplicates within a file
 (meters: account and serial; bills: bill_id; payments: payment_id; reads: read_id) are errors on the later
 line.
 
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 _FUTURE_SLACK_S = 86_400
-MAX_DAILY_WH = 10_000_000  # 10 MWh in a day: far above any consumer meter, so only a unit mistake is refused
+MAX_DAILY_WH = 10_000_000  # as domain.commands.ReportConsumption: far above any consumer meter's day
 _SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
 _IGNORED_COLUMNS = frozenset({"error"})  # a fixed reject file goes straight back in
@@ -126,7 +126,6 @@ class ReadRecord:
     account: str
     read_date: date  # the IST day the energy was used
     energy_wh: int
-    read_at: int  # unix seconds
 
 
 Record = MeterRecord | BillRecord | PaymentRecord | ReadRecord
@@ -302,13 +301,12 @@ def _schema(kind: ImportKind, now: float, head_ends: Collection[str] | None) -> 
             return day
 
         return _Schema(
-            ("read_id", "account", "read_date", "energy_wh", "read_at"),
+            ("read_id", "account", "read_date", "energy_wh"),
             {
                 "read_id": _check(lambda v: validate_payment_id(v, "read_id")),
                 "account": account,
                 "read_date": read_date,
                 "energy_wh": _whole(0, MAX_DAILY_WH),
-                "read_at": _timestamp(now),
             },
             ("read_id",),
             ReadRecord,

@@ -250,30 +250,30 @@ def test_cells_follow_the_same_value_rules_as_inject(tmp_path: Path) -> None:
     assert record.issued_at == 1716179400  # type: ignore[union-attr]  # 10:00 IST = 04:30 UTC
 
 
-READS_HEADER = "read_id,account,read_date,energy_wh,read_at\n"
+READS_HEADER = "read_id,account,read_date,energy_wh\n"
 
 
 def test_a_good_reads_file_yields_daily_reads_in_whole_watt_hours(tmp_path: Path) -> None:
     text = READS_HEADER + (
-        "R-N1-2024-05-27,N3462019771,2024-05-27,8250,2024-05-28T00:15:00\n"
-        "R-N1-2024-05-28,N3462019771,2024-05-28,0,1716920100\n"
+        "R-N1-2024-05-27,N3462019771,2024-05-27,8250\n"
+        "R-N1-2024-05-28,N3462019771,2024-05-28,0\n"
     )
     records = list(CsvImport(write(tmp_path, text), "reads", now=NOW))
     assert records == [
         ReadRecord(read_id="R-N1-2024-05-27", account="N3462019771", read_date=date(2024, 5, 27),
-                   energy_wh=8250, read_at=1716835500),
+                   energy_wh=8250),
         ReadRecord(read_id="R-N1-2024-05-28", account="N3462019771", read_date=date(2024, 5, 28),
-                   energy_wh=0, read_at=1716920100),
+                   energy_wh=0),
     ]
 
 
 def test_a_bad_read_is_named_by_line_and_column_and_nothing_is_yielded(tmp_path: Path) -> None:
     text = READS_HEADER + (
-        "R-1,N3462019771,2024-05-27,8250,1716835500\n"
-        "R-2,N3462019771,2024-05-27,8.25,1716835500\n"  # kWh where Wh is wanted: refused, not rounded
-        "R-3,N3462019771,2024-06-15,8000,1716835500\n"  # a day that has not happened yet
-        "R-4,N3462019771,2024-05-27,-5,1716835500\n"
-        "R-1,N3462019771,2024-05-26,7000,1716835500\n"  # the same read id again
+        "R-1,N3462019771,2024-05-27,8250\n"
+        "R-2,N3462019771,2024-05-27,8.25\n"  # kWh where Wh is wanted: refused, not rounded
+        "R-3,N3462019771,2024-06-15,8000\n"  # a day that has not happened yet
+        "R-4,N3462019771,2024-05-27,-5\n"
+        "R-1,N3462019771,2024-05-26,7000\n"  # the same read id again
     )
     importer = CsvImport(write(tmp_path, text), "reads", now=NOW)
     with pytest.raises(CsvRejected) as caught:
