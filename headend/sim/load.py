@@ -14,16 +14,24 @@ seasonal and weekly factors are plausible guesses, no public MP West load curve 
 * day-to-day noise of up to +/-15 %.
 
 `daily_wh` is the one function; `DailyRead` is what the simulator reports for a day.
+
+Until the reference protocol carries reads (no head-end frame for them yet: see docs/prepaid-headend.md),
+the explicit trigger is a file: ``python -m headend.sim.load --meters meters.csv --from D --to D`` writes
+the days' reads of the meters in a `jodo import meters` file as a `jodo import reads` file.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import hashlib
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from typing import IO
 
-__all__ = ["MAX_WH", "MIN_WH", "DailyRead", "daily_reads", "daily_wh", "read_id"]
+__all__ = ["MAX_WH", "MIN_WH", "DailyRead", "daily_reads", "daily_wh", "main", "read_id", "write_reads_csv"]
 
 _BASE_LO_WH = 3_000
 _BASE_HI_WH = 12_000
@@ -75,3 +83,53 @@ def daily_reads(seed: int, meters: Iterable[str], day: date) -> Iterator[DailyRe
     """Every meter's read for ``day``, in the order given."""
     for meter in meters:
         yield DailyRead(read_id(meter, day), meter, day, daily_wh(seed, meter, day))
+
+
+def write_reads_csv(
+    seed: int, meters: Sequence[tuple[str, str]], first: date, last: date, out: IO[str]
+) -> int:
+    """Write (account, serial) meters' reads for ``first..last`` as a reads CSV; return the row count."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["read_id", "account", "read_date", "energy_wh"])
+    rows = 0
+    day = first
+    while day <= last:
+        for account, serial in meters:
+            writer.writerow([read_id(serial, day), account, day.isoformat(), daily_wh(seed, serial, day)])
+            rows += 1
+        day += timedelta(days=1)
+    return rows
+
+
+def _meters_of(path: str) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        names = {n.strip().lower(): n for n in reader.fieldnames or ()}
+        if "account" not in names or "serial" not in names:
+            raise SystemExit(f"{path}: needs account and serial columns (a `jodo import meters` file)")
+        return [(row[names["account"]].strip(), row[names["serial"]].strip()) for row in reader
+                if row[names["account"]] and row[names["serial"]]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m headend.sim.load``: a reads CSV for the meters of a meters CSV, to stdout or --out."""
+    parser = argparse.ArgumentParser(prog="python -m headend.sim.load", description=main.__doc__)
+    parser.add_argument("--meters", required=True, help="a `jodo import meters` CSV (account, serial, ...)")
+    parser.add_argument("--from", dest="first", required=True, type=date.fromisoformat, help="first day")
+    parser.add_argument("--to", dest="last", required=True, type=date.fromisoformat, help="last day")
+    parser.add_argument("--seed", type=int, default=0, help="load-profile seed (default 0)")
+    parser.add_argument("--out", help="file to write (default stdout)")
+    args = parser.parse_args(argv)
+    if args.last < args.first:
+        parser.error("--to is before --from")
+    meters = _meters_of(args.meters)
+    if args.out is None:
+        write_reads_csv(args.seed, meters, args.first, args.last, sys.stdout)
+        return 0
+    with open(args.out, "w", newline="", encoding="utf-8") as f:
+        write_reads_csv(args.seed, meters, args.first, args.last, f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from statistics import mean
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headend.sim.load import MAX_WH, MIN_WH, base_wh, daily_reads, daily_wh, read_id
+from headend.sim.load import MAX_WH, MIN_WH, base_wh, daily_reads, daily_wh, main, read_id
+from jodo.csvimport import CsvImport, ReadRecord
 
 METERS = [f"MPW{i:08d}" for i in range(300)]
 meters = st.sampled_from(METERS)
@@ -48,3 +50,23 @@ def test_fleet_average_is_highest_before_the_monsoon_and_weekends_are_above_week
     assert weekend > 1.04 * weekday
     per_meter = [mean(daily_wh(7, m, d) for d in span) for m in METERS]
     assert max(per_meter) > 2.5 * min(per_meter)  # households differ, not one flat profile
+
+
+def test_the_reads_file_of_a_meters_file_imports_cleanly_and_is_the_same_every_time(tmp_path: Path) -> None:
+    meters = tmp_path / "meters.csv"
+    meters.write_text("account,serial,head_end,install_year,relay_capable,control_mode,protected\n"
+                      "N0000000001,MPW00000001,hes-sim,2022,true,2,false\n"
+                      "N0000000002,MPW00000002,hes-sim,2022,true,4,false\n")
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    for out in (first, second):
+        assert main(["--meters", str(meters), "--from", "2024-05-01", "--to", "2024-05-31",
+                     "--seed", "3", "--out", str(out)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    records = list(CsvImport(first, "reads", now=datetime(2024, 6, 1, tzinfo=UTC).timestamp()))
+    assert len(records) == 62 and {r.account for r in records} == {"N0000000001", "N0000000002"}
+    assert all(isinstance(r, ReadRecord) for r in records)
+    may_1 = [r for r in records if isinstance(r, ReadRecord) and r.read_date == date(2024, 5, 1)]
+    assert [(r.read_id, r.energy_wh) for r in may_1] == [
+        ("MPW00000001:2024-05-01", daily_wh(3, "MPW00000001", date(2024, 5, 1))),
+        ("MPW00000002:2024-05-01", daily_wh(3, "MPW00000002", date(2024, 5, 1))),
+    ]
