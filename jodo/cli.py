@@ -585,7 +585,11 @@ def _fields(pairs: Sequence[str]) -> dict[str, Any]:
 def _meter(args: argparse.Namespace, config: Config) -> int:
     client = _client(args, config)
     if args.view == "show":
-        _out(args, client.get(f"/v1/meters/{args.account}"), _meter_text)
+        doc = client.get(f"/v1/meters/{args.account}")
+        if doc.get("billing_mode") == "prepaid":  # the balance's story: its recent reads and debits
+            events = client.get(f"/v1/meters/{args.account}/history?limit=200")["events"]
+            doc["recent_debits"] = [e for e in events if e["event"] in _PREPAID_EVENTS][:_RECENT_DEBITS]
+        _out(args, doc, _meter_text)
     else:
         doc = client.get(f"/v1/meters/{args.account}/history?limit={args.limit}")
         _out(args, doc, _history_text)
@@ -605,10 +609,26 @@ def _rupees(paise: Any) -> str:
     return f"{sign}Rs {abs(paise) // 100:,}.{abs(paise) % 100:02d}"
 
 
+_PREPAID_EVENTS = frozenset({"ConsumptionDebited", "EmergencyCreditGranted", "EmergencyCreditRecovered",
+                             "LowBalanceNotified", "BillingModeSet", "PaymentApplied", "PaymentReconnect"})
+_RECENT_DEBITS = 10
+
+
+def _money_row(m: dict[str, Any]) -> tuple[str, str]:
+    """Postpaid: the dues. Prepaid: the balance, which is minus the dues (docs/prepaid-contract.md)."""
+    if m.get("billing_mode") != "prepaid":
+        return "dues", _rupees(m["dues_paise"])
+    balance = -m["dues_paise"] if isinstance(m.get("dues_paise"), int) else None
+    emergency = m.get("emergency_credit_paise")
+    owed = isinstance(emergency, int) and emergency > 0
+    extra = f", emergency credit {_rupees(emergency)} outstanding" if owed else ""
+    return "prepaid balance", f"{_rupees(balance)}{extra}"
+
+
 def _meter_text(m: dict[str, Any]) -> str:
     rows = [
         ("account", m["account"]), ("serial", m["serial"]),
-        ("relay", f"{m['relay']} (wanted: {m['desired']})"), ("dues", _rupees(m["dues_paise"])),
+        ("relay", f"{m['relay']} (wanted: {m['desired']})"), _money_row(m),
         ("head-end", m["head_end"]),
         ("cohort", f"installed {m['install_year']}, relay {'yes' if m['relay_capable'] else 'no'}, "
                    f"control mode {m['control_mode']}"),
@@ -627,25 +647,36 @@ def _meter_text(m: dict[str, Any]) -> str:
                                         f"(expires {_when(p['expires_at'])})"))
     if m.get("work_order"):
         rows.append(("work order", f"{m['work_order']['action']} {m['work_order']['work_order_id']}"))
-    return _pairs(rows)
+    text = _pairs(rows)
+    if m.get("recent_debits"):
+        text += "\n" + _history_text({"account": m["account"], "events": m["recent_debits"]},
+                                      head="recent reads, debits and recharges, newest first")
+    return text
 
 
 _EVENT_KEYS = ("payment_id", "amount_paise", "dues_after_paise", "bill_id", "command_id", "action", "relay",
-               "target", "reason", "not_before", "work_order_id", "outcome", "status", "error_code")
+               "target", "reason", "not_before", "work_order_id", "outcome", "status", "error_code",
+               # prepaid (docs/prepaid-contract.md)
+               "mode", "read_id", "read_date", "energy_wh", "debit_paise", "estimated", "replaces",
+               "balance_after_paise", "balance_paise", "threshold", "days_left", "period",
+               "outstanding_after_paise")
 
 
-def _history_text(doc: dict[str, Any]) -> str:
+def _history_text(doc: dict[str, Any], head: str | None = None) -> str:
     rows = []
     for e in doc["events"]:
-        details = " ".join(f"{k}={_fmt(k, e[k])}" for k in _EVENT_KEYS if e.get(k) not in (None, ""))
+        details = " ".join(f"{k}={_fmt(k, e[k])}" for k in _EVENT_KEYS
+                           if e.get(k) is not None and e[k] != "" and e[k] is not False)
         rows.append((_when(e.get("at")), e["event"], details))
-    head = f"{doc['account']}: {len(rows)} events, newest first\n"
-    return head + table(("time (IST)", "event", "details"), rows)
+    title = f"{doc['account']}: {len(rows)} events, newest first" if head is None else head
+    return title + "\n" + table(("time (IST)", "event", "details"), rows)
 
 
 def _fmt(key: str, value: Any) -> str:
     if key.endswith("_paise"):
         return _rupees(value)
+    if key == "energy_wh" and isinstance(value, int):
+        return f"{value // 1000}.{value % 1000:03d}kWh"
     if key in ("not_before",):
         return _when(value)
     return str(value)
