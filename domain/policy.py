@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -49,6 +50,15 @@ class Policy:
     rollout_install_year_min: int
     rollout_install_year_max: int
     rollout_head_ends: tuple[str, ...]
+    prepaid_slab_upto_kwh: tuple[int, ...]
+    prepaid_slab_paise_per_kwh: tuple[int, ...]
+    prepaid_fixed_charge_paise_per_day: int
+    prepaid_duty_bp: int
+    prepaid_low_balance_used_bp: int
+    prepaid_low_balance_days_left: int
+    prepaid_emergency_credit_paise: int
+    prepaid_recharge_multiple_paise: int
+    prepaid_recharge_rule: str
 
     # Derived once here so the hot path never re-parses (not part of equality or the wire form).
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
@@ -104,12 +114,15 @@ def _check_types(p: Policy) -> None:
         value = getattr(p, name)
         if expected is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
+        elif expected is _INTS:
+            ok = isinstance(value, tuple) and all(type(v) is int for v in value)
         elif expected is str:
             ok = isinstance(value, str)
         else:
             ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         if not ok:
-            what = {int: "an integer", str: "a string"}.get(expected, "a list of strings")
+            what = {int: "an integer", str: "a string", _INTS: "a list of integers"}.get(
+                expected, "a list of strings")
             raise PolicyError(f"{_key(name)}: expected {what}, got {value!r}")
 
 
@@ -147,6 +160,23 @@ def _check_ranges(p: Policy) -> None:
         'must be a non-empty list of head-end names (or ["*"])',
     )
 
+    _check_prepaid(p, need)
+
+
+def _check_prepaid(p: Policy, need: Any) -> None:
+    upto, rates = p.prepaid_slab_upto_kwh, p.prepaid_slab_paise_per_kwh
+    need(all(a < b for a, b in pairwise(upto)) and all(u > 0 for u in upto),
+         "prepaid_slab_upto_kwh", "must be increasing positive kWh per month")
+    need(len(rates) == len(upto) + 1 and all(r >= 0 for r in rates), "prepaid_slab_paise_per_kwh",
+         "must have one rate per slab (one more than slab_upto_kwh: the last slab is open), each >= 0")
+    for name in ("prepaid_fixed_charge_paise_per_day", "prepaid_low_balance_days_left",
+                 "prepaid_emergency_credit_paise", "prepaid_recharge_multiple_paise"):
+        need(getattr(p, name) >= 0, name, "must not be negative")
+    for name in ("prepaid_duty_bp", "prepaid_low_balance_used_bp"):
+        need(0 <= getattr(p, name) <= 10_000, name, "must be 0..10000 basis points")
+    need(p.prepaid_recharge_rule in ("off", "warn"), "prepaid_recharge_rule",
+         'must be "off" or "warn" (a payment a gateway has taken is never refused)')
+
 
 def _minutes(hhmm: str, key: str) -> int:
     match = _HHMM.match(hhmm)
@@ -155,7 +185,8 @@ def _minutes(hhmm: str, key: str) -> int:
     return int(match.group(1)) * 60 + int(match.group(2))
 
 
-_FIELD_TYPES: dict[str, type] = {
+_INTS = tuple[int, ...]  # marker: a list of integers
+_FIELD_TYPES: dict[str, Any] = {
     "timezone": str,
     "billing_cashless_rebate_bp": int,
     "billing_late_surcharge_bp": int,
@@ -175,6 +206,15 @@ _FIELD_TYPES: dict[str, type] = {
     "rollout_install_year_min": int,
     "rollout_install_year_max": int,
     "rollout_head_ends": tuple,
+    "prepaid_slab_upto_kwh": _INTS,
+    "prepaid_slab_paise_per_kwh": _INTS,
+    "prepaid_fixed_charge_paise_per_day": int,
+    "prepaid_duty_bp": int,
+    "prepaid_low_balance_used_bp": int,
+    "prepaid_low_balance_days_left": int,
+    "prepaid_emergency_credit_paise": int,
+    "prepaid_recharge_multiple_paise": int,
+    "prepaid_recharge_rule": str,
 }
 _FIELD_BY_KEY = {_key(name): name for name in _FIELD_TYPES}
 
