@@ -3,7 +3,7 @@
     jodo serve                      a node: built-in simulated head-end, SQLite under ./data, front door
     jodo demo [--meters N]          a synthetic fleet end to end, self-contained
     jodo hes-sim [...]              the head-end simulator alone
-    jodo import meters|bills|payments FILE.csv [--skip-bad]
+    jodo import meters|bills|payments|reads FILE.csv [--skip-bad]
     jodo inject payment|message|crash|outage|clock ...
     jodo meter show|history ACCOUNT
     jodo trace PAYMENT_ID
@@ -35,7 +35,16 @@ from zoneinfo import ZoneInfo
 
 from jodo import cli_disconnects, localtoken, schema
 from jodo.config import Config, ConfigError, load_config
-from jodo.csvimport import BillRecord, CsvImport, CsvRejected, ImportKind, MeterRecord, PaymentRecord, Record
+from jodo.csvimport import (
+    BillRecord,
+    CsvImport,
+    CsvRejected,
+    ImportKind,
+    MeterRecord,
+    PaymentRecord,
+    ReadRecord,
+    Record,
+)
 from jodo.frontdoor.client import AdminClient, ApiRefused, NodeUnreachable, base_url
 from jodo.values import BadValue, parse_datetime, parse_paise
 
@@ -103,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_arguments(sub.add_parser("demo", parents=[common], help="a synthetic fleet end to end"))
 
-    imp = sub.add_parser("import", parents=[remote], help="import meters, bills or payments from CSV")
+    imp = sub.add_parser("import", parents=[remote],
+                         help="import meters, bills, payments or prepaid energy reads from CSV")
     imp.add_argument("kind", choices=[k.value for k in ImportKind])
     imp.add_argument("file", type=Path)
     imp.add_argument("--skip-bad", action="store_true",
@@ -356,6 +366,8 @@ def _send_records(
 
 
 def _command(record: Record) -> dict[str, Any]:
+    if isinstance(record, ReadRecord):
+        return _read_command(record)
     if isinstance(record, MeterRecord):
         fields = {"account": record.account, "serial": record.serial, "head_end": record.head_end,
                   "install_year": record.install_year, "relay_capable": record.relay_capable,
@@ -368,7 +380,16 @@ def _command(record: Record) -> dict[str, Any]:
                                            "issued_at": record.issued_at}}
 
 
+def _read_command(record: ReadRecord) -> dict[str, Any]:
+    """One daily read as a ``ReportConsumption`` meter command (debited once per read_id by the shard)."""
+    return {"type": "ReportConsumption", "fields": {"account": record.account, "read_id": record.read_id,
+                                                    "read_date": record.read_date.isoformat(),
+                                                    "energy_wh": record.energy_wh, "source": "import"}}
+
+
 def _record_key(record: Record) -> str:
+    if isinstance(record, ReadRecord):
+        return f"read {record.read_id}"
     if isinstance(record, BillRecord):
         return f"bill {record.bill_id}"
     if isinstance(record, PaymentRecord):
@@ -564,7 +585,11 @@ def _fields(pairs: Sequence[str]) -> dict[str, Any]:
 def _meter(args: argparse.Namespace, config: Config) -> int:
     client = _client(args, config)
     if args.view == "show":
-        _out(args, client.get(f"/v1/meters/{args.account}"), _meter_text)
+        doc = client.get(f"/v1/meters/{args.account}")
+        if doc.get("billing_mode") == "prepaid":  # the balance's story: its recent reads and debits
+            events = client.get(f"/v1/meters/{args.account}/history?limit=200")["events"]
+            doc["recent_debits"] = [e for e in events if e["event"] in _PREPAID_EVENTS][:_RECENT_DEBITS]
+        _out(args, doc, _meter_text)
     else:
         doc = client.get(f"/v1/meters/{args.account}/history?limit={args.limit}")
         _out(args, doc, _history_text)
@@ -584,10 +609,26 @@ def _rupees(paise: Any) -> str:
     return f"{sign}Rs {abs(paise) // 100:,}.{abs(paise) % 100:02d}"
 
 
+_PREPAID_EVENTS = frozenset({"ConsumptionDebited", "EmergencyCreditGranted", "EmergencyCreditRecovered",
+                             "LowBalanceNotified", "BillingModeSet", "PaymentApplied", "PaymentReconnect"})
+_RECENT_DEBITS = 10
+
+
+def _money_row(m: dict[str, Any]) -> tuple[str, str]:
+    """Postpaid: the dues. Prepaid: the balance, which is minus the dues (docs/prepaid-contract.md)."""
+    if m.get("billing_mode") != "prepaid":
+        return "dues", _rupees(m["dues_paise"])
+    balance = -m["dues_paise"] if isinstance(m.get("dues_paise"), int) else None
+    emergency = m.get("emergency_credit_paise")
+    owed = isinstance(emergency, int) and emergency > 0
+    extra = f", emergency credit {_rupees(emergency)} outstanding" if owed else ""
+    return "prepaid balance", f"{_rupees(balance)}{extra}"
+
+
 def _meter_text(m: dict[str, Any]) -> str:
     rows = [
         ("account", m["account"]), ("serial", m["serial"]),
-        ("relay", f"{m['relay']} (wanted: {m['desired']})"), ("dues", _rupees(m["dues_paise"])),
+        ("relay", f"{m['relay']} (wanted: {m['desired']})"), _money_row(m),
         ("head-end", m["head_end"]),
         ("cohort", f"installed {m['install_year']}, relay {'yes' if m['relay_capable'] else 'no'}, "
                    f"control mode {m['control_mode']}"),
@@ -606,25 +647,36 @@ def _meter_text(m: dict[str, Any]) -> str:
                                         f"(expires {_when(p['expires_at'])})"))
     if m.get("work_order"):
         rows.append(("work order", f"{m['work_order']['action']} {m['work_order']['work_order_id']}"))
-    return _pairs(rows)
+    text = _pairs(rows)
+    if m.get("recent_debits"):
+        text += "\n" + _history_text({"account": m["account"], "events": m["recent_debits"]},
+                                      head="recent reads, debits and recharges, newest first")
+    return text
 
 
 _EVENT_KEYS = ("payment_id", "amount_paise", "dues_after_paise", "bill_id", "command_id", "action", "relay",
-               "target", "reason", "not_before", "work_order_id", "outcome", "status", "error_code")
+               "target", "reason", "not_before", "work_order_id", "outcome", "status", "error_code",
+               # prepaid (docs/prepaid-contract.md)
+               "mode", "read_id", "read_date", "energy_wh", "debit_paise", "estimated", "replaces",
+               "balance_after_paise", "balance_paise", "threshold", "days_left", "period",
+               "outstanding_after_paise")
 
 
-def _history_text(doc: dict[str, Any]) -> str:
+def _history_text(doc: dict[str, Any], head: str | None = None) -> str:
     rows = []
     for e in doc["events"]:
-        details = " ".join(f"{k}={_fmt(k, e[k])}" for k in _EVENT_KEYS if e.get(k) not in (None, ""))
+        details = " ".join(f"{k}={_fmt(k, e[k])}" for k in _EVENT_KEYS
+                           if e.get(k) is not None and e[k] != "" and e[k] is not False)
         rows.append((_when(e.get("at")), e["event"], details))
-    head = f"{doc['account']}: {len(rows)} events, newest first\n"
-    return head + table(("time (IST)", "event", "details"), rows)
+    title = f"{doc['account']}: {len(rows)} events, newest first" if head is None else head
+    return title + "\n" + table(("time (IST)", "event", "details"), rows)
 
 
 def _fmt(key: str, value: Any) -> str:
     if key.endswith("_paise"):
         return _rupees(value)
+    if key == "energy_wh" and isinstance(value, int):
+        return f"{value // 1000}.{value % 1000:03d}kWh"
     if key in ("not_before",):
         return _when(value)
     return str(value)

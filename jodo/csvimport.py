@@ -5,12 +5,16 @@ Files (UTF-8, a BOM is allowed; header row first; columns in any order; cells ar
     meters    account, serial, head_end, install_year, relay_capable, control_mode, protected
     bills     account, bill_id, amount_paise, due_date, issued_at
     payments  payment_id, account, amount_paise, channel, paid_at
+    reads     read_id, account, read_date, energy_wh
 
 Values: money in integer paise (``12050``; ``120.50`` is refused, never rounded); booleans
 ``true/false/yes/no/y/n/1/0``; ``control_mode`` the DLMS disconnect-control mode 0-6; ``due_date`` an
 ISO date (``2024-05-10``) or unix seconds; ``issued_at``/``paid_at`` unix seconds or ISO 8601 date-time
-(no offset means IST). Ids are checked like `protocols.payments` checks them. Duplicates within a file
-(meters: account and serial; bills: bill_id; payments: payment_id) are errors on the later line.
+(no offset means IST); ``read_date`` the IST day the energy was used (not after today), ``energy_wh`` the
+day's energy in whole watt-hours (``8250``; ``8.25`` kWh is refused, energy is never a float). Ids are
+checked like `protocols.payments` checks them. Duplicates within a file
+(meters: account and serial; bills: bill_id; payments: payment_id; reads: read_id) are errors on the later
+line.
 
 Two ways to run, the caller's choice:
 
@@ -49,12 +53,14 @@ __all__ = [
     "MeterRecord",
     "ParsedRow",
     "PaymentRecord",
+    "ReadRecord",
     "Record",
     "RowError",
     "parse_rows",
 ]
 
 _FUTURE_SLACK_S = 86_400
+MAX_DAILY_WH = 10_000_000  # as domain.commands.ReportConsumption: far above any consumer meter's day
 _SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
 _IGNORED_COLUMNS = frozenset({"error"})  # a fixed reject file goes straight back in
@@ -66,6 +72,7 @@ class ImportKind(StrEnum):
     METERS = "meters"
     BILLS = "bills"
     PAYMENTS = "payments"
+    READS = "reads"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +118,17 @@ class PaymentRecord:
         )
 
 
-Record = MeterRecord | BillRecord | PaymentRecord
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadRecord:
+    """One day's energy read of a prepaid meter (the head-end's daily read, or a file of them)."""
+
+    read_id: str  # idempotency key: the same read twice is debited once
+    account: str
+    read_date: date  # the IST day the energy was used
+    energy_wh: int
+
+
+Record = MeterRecord | BillRecord | PaymentRecord | ReadRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +290,26 @@ def _schema(kind: ImportKind, now: float, head_ends: Collection[str] | None) -> 
             },
             ("bill_id",),
             BillRecord,
+        )
+    if kind is ImportKind.READS:
+        today = datetime.fromtimestamp(now, IST).date()
+
+        def read_date(value: str) -> date:
+            day: date = _due_date(value)
+            if day > today:
+                raise _Bad(f"{day.isoformat()} is after today ({today.isoformat()}); energy not yet used")
+            return day
+
+        return _Schema(
+            ("read_id", "account", "read_date", "energy_wh"),
+            {
+                "read_id": _check(lambda v: validate_payment_id(v, "read_id")),
+                "account": account,
+                "read_date": read_date,
+                "energy_wh": _whole(0, MAX_DAILY_WH),
+            },
+            ("read_id",),
+            ReadRecord,
         )
     return _Schema(
         ("payment_id", "account", "amount_paise", "channel", "paid_at"),

@@ -81,6 +81,7 @@ __all__ = [
     "OTHER",
     "PAID_DISCONNECTED_PATHS",
     "PAYMENT_OUTCOMES",
+    "PREPAID_BANDS",
     "RELAY_ACTIONS",
     "RELAY_OUTCOMES",
     "RELAY_STATES",
@@ -100,6 +101,7 @@ __all__ = [
     "disconnect_switch",
     "disconnects_released",
     "dlms_events",
+    "emergency_credit",
     "fencing_refusal",
     "forget_dead_processes",
     "headend_roundtrip",
@@ -110,6 +112,9 @@ __all__ = [
     "notice_sent",
     "payment_received",
     "payment_reconnected",
+    "prepaid_band",
+    "prepaid_disconnection_held",
+    "prepaid_reads",
     "process_started",
     "reconcile_run",
     "recovered",
@@ -124,6 +129,7 @@ __all__ = [
     "set_meters_by_relay_state",
     "set_paid_but_disconnected",
     "set_payments_unapplied",
+    "set_prepaid_balances",
     "set_reconcile_enabled",
     "set_reconcile_state",
     "set_relay_commands_pending",
@@ -550,8 +556,52 @@ DISCONNECT_GUARD_ERRORS_TOTAL: Final = Counter(
 GUARD_APPROVAL_OUTCOMES: Final = frozenset({"approved", "recorded", "refused"})
 GUARD_SWITCH_ACTIONS: Final = frozenset({"pause", "resume"})
 
+# --- prepaid (issue 16; names from docs/prepaid-contract.md) -------------------------------------
+PREPAID_METERS: Final = Gauge(
+    "jodo_prepaid_meters",
+    "Prepaid meters by balance band (negative; zero_to_100: Rs 0-100; 100_to_500; 500_plus).",
+    ["band"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+PREPAID_READS_TOTAL: Final = Counter(
+    "jodo_prepaid_reads",
+    "Consumption reads of prepaid meters, by outcome (debited, duplicate: that read id was debited before, "
+    "estimated: a gap day charged from recent use, trued_up: a real read replacing an estimate, rejected).",
+    ["outcome"],
+    registry=_REGISTRY,
+)
+PREPAID_DISCONNECTIONS_HELD_TOTAL: Final = Counter(
+    "jodo_prepaid_disconnections_held",
+    "Prepaid meters at zero balance whose disconnection waited for the end of a friendly window.",
+    registry=_REGISTRY,
+)
+EMERGENCY_CREDITS_TOTAL: Final = Counter(
+    "jodo_emergency_credits",
+    "Emergency credits, by event (granted; recovered: paid back from a recharge).",
+    ["event"],
+    registry=_REGISTRY,
+)
+PREPAID_BANDS: Final = ("negative", "zero_to_100", "100_to_500", "500_plus")
+PREPAID_READ_OUTCOMES: Final = frozenset({"debited", "duplicate", "estimated", "trued_up", "rejected"})
+EMERGENCY_CREDIT_EVENTS: Final = frozenset({"granted", "recovered"})
+
+
+def prepaid_band(balance_paise: int) -> str:
+    """The `jodo_prepaid_meters` band of a balance in paise."""
+    if balance_paise < 0:
+        return "negative"
+    if balance_paise < 10_000:
+        return "zero_to_100"
+    return "100_to_500" if balance_paise < 50_000 else "500_plus"
+
+
+_PREPAID: Final = (PREPAID_METERS, PREPAID_READS_TOTAL, PREPAID_DISCONNECTIONS_HELD_TOTAL,
+                   EMERGENCY_CREDITS_TOTAL)
+
 _ALL: Final = (
     *_RECONCILE,
+    *_PREPAID,
     PAYMENT_TO_RELAY_CONNECTED_SECONDS,
     METERS_PAID_BUT_DISCONNECTED,
     PAYMENTS_RECEIVED_TOTAL,
@@ -806,6 +856,16 @@ def _touch_series() -> None:
         AUDIT_CHECKPOINTS_TOTAL.labels(outcome)
     _touch_reconcile()
     _touch_guard()
+    _touch_prepaid()
+
+
+def _touch_prepaid() -> None:
+    for band in PREPAID_BANDS:
+        PREPAID_METERS.labels(band)
+    for outcome in PREPAID_READ_OUTCOMES:
+        PREPAID_READS_TOTAL.labels(outcome)
+    for event in EMERGENCY_CREDIT_EVENTS:
+        EMERGENCY_CREDITS_TOTAL.labels(event)
 
 
 def _touch_reconcile() -> None:
@@ -904,6 +964,31 @@ def set_meters_by_relay_state(counts: Mapping[str, int]) -> None:
         _closed(state, RELAY_STATES, "relay state")
     for state in RELAY_STATES:
         METERS.labels(state).set(counts.get(state, 0))
+
+
+def set_prepaid_balances(balances: Iterable[int]) -> None:
+    """This process's prepaid meters by balance band (``balances`` in paise); every band is set."""
+    counts = dict.fromkeys(PREPAID_BANDS, 0)
+    for balance in balances:
+        counts[prepaid_band(balance)] += 1
+    for band, count in counts.items():
+        PREPAID_METERS.labels(band).set(count)
+
+
+def prepaid_reads(outcome: str, count: int = 1) -> None:
+    if count > 0:
+        PREPAID_READS_TOTAL.labels(_closed(outcome, PREPAID_READ_OUTCOMES, "read outcome")).inc(count)
+
+
+def prepaid_disconnection_held(count: int = 1) -> None:
+    if count > 0:
+        PREPAID_DISCONNECTIONS_HELD_TOTAL.inc(count)
+
+
+def emergency_credit(event: str, count: int = 1) -> None:
+    if count > 0:
+        label = _closed(event, EMERGENCY_CREDIT_EVENTS, "emergency credit event")
+        EMERGENCY_CREDITS_TOTAL.labels(label).inc(count)
 
 
 def set_paid_but_disconnected(*, auto: int, field: int) -> None:

@@ -573,6 +573,8 @@ def build() -> dict[str, Any]:
         stack=True,
     )
 
+    _prepaid_row(lay)
+
     return {
         "uid": "jodo-overview",
         "title": "jodo: pay to reconnect",
@@ -658,6 +660,38 @@ def _guard_row(lay: Layout) -> None:
         description="Approvals of held waves (recorded: one more approver needed; refused: not held, or the "
         "same approver twice) and pause/resume, each audited in guard.sqlite3; guard store errors keep "
         "disconnections waiting.",
+        width=8,
+    )
+
+
+def _prepaid_row(lay: Layout) -> None:
+    """Prepaid meters (issue 16, docs/prepaid-contract.md): balances, reads, held cuts, emergency credit."""
+    lay.row("Prepaid")
+    lay.panel(
+        "Prepaid meters by balance",
+        [(f"sum by (band) (jodo_prepaid_meters{_sel()})", "{{band}}")],
+        description="Prepaid meters by balance band: negative (owes: disconnected outside friendly hours, "
+        "or on emergency credit), Rs 0-100, Rs 100-500, over Rs 500.",
+        width=8,
+        stack=True,
+    )
+    lay.panel(
+        "Reads (1 h)",
+        [(f"sum by (outcome) (increase(jodo_prepaid_reads_total{_sel()}[1h]))", "{{outcome}}")],
+        description="Consumption reads in the last hour: debited; duplicate (a read id already debited: "
+        "debited once); estimated (a gap day charged from recent use) and trued_up (the real read replacing "
+        "it); rejected (a bad read, refused alone). Daily reads arrive in a burst after midnight IST.",
+        width=8,
+        stack=True,
+    )
+    lay.panel(
+        "Held by friendly hours / emergency credit (1 d)",
+        [
+            (f"sum (increase(jodo_prepaid_disconnections_held_total{_sel()}[1d]))", "disconnections held"),
+            (f"sum by (event) (increase(jodo_emergency_credits_total{_sel()}[1d]))", "emergency {{event}}"),
+        ],
+        description="Zero-balance meters whose disconnection waited for a friendly window to end, and "
+        "emergency credits granted and recovered from a recharge, in the last day.",
         width=8,
     )
 

@@ -58,6 +58,7 @@ def test_the_expected_alerts_exist() -> None:
             "JodoJournalSlow",
             "JodoNodeDown",
             "JodoPaidButDisconnected",
+            "JodoPrepaidReadsStopped",
             "JodoReconcileMismatch",
             "JodoReconcileStale",
             "JodoReconnectSLOBurn",

@@ -356,6 +356,36 @@ def test_an_import_with_a_bad_row_is_rejected_whole_with_its_line_number(served:
     assert served.get("/v1/meters/M0000000003")["relay"] == "connected"
 
 
+def test_a_reads_file_with_a_bad_row_is_rejected_whole_and_the_node_is_untouched(served: Served) -> None:
+    i = 41
+    rows = [f"R-{account(i)}-1,{account(i)},2024-05-01,8250\n",
+            f"R-{account(i)}-2,{account(i)},2024-05-02,7.9\n",  # line 3: kWh, not Wh
+            f"R-{account(i)}-3,{account(i)},2099-01-01,7000\n"]  # line 4: not yet
+    csv = served.workdir / "reads.csv"
+    csv.write_text("read_id,account,read_date,energy_wh\n" + "".join(rows))
+    before = _snapshot(served, i)
+    done = served.jodo("import", "reads", str(csv))
+    assert done.returncode == 3, done
+    assert "line 3, energy_wh" in done.stdout and "line 4, read_date" in done.stdout, done.stdout
+    assert "nothing applied" in done.stdout
+    assert _snapshot(served, i) == before
+
+
+def test_a_good_reads_file_reaches_the_meter_s_shard_as_report_consumption(served: Served) -> None:
+    i = 43
+    rows = "".join(f"{serial(i)}:2024-05-0{d},{account(i)},2024-05-0{d},{7000 + d}\n" for d in range(1, 4))
+    csv = served.workdir / "good-reads.csv"
+    csv.write_text("read_id,account,read_date,energy_wh\n" + rows)
+    done = served.jodo("import", "reads", str(csv), "--json")
+    report = json.loads(done.stdout)
+    assert report["rows"] == 3 and report["rejected_rows"] == 0, report
+    # every row got the shard's answer: debited, or (until h/prepaid's core lands) refused by the core by name
+    assert report["applied"] + len(report["refused_by_node"]) == 3, report
+    for refused in report["refused_by_node"]:
+        assert refused["record"].startswith(f"read {serial(i)}:") and "prepaid" in refused["reason"], refused
+    assert done.returncode == (3 if report["refused_by_node"] else 0), done
+
+
 def test_the_cli_shows_meters_traces_and_the_node(served: Served) -> None:
     shown = served.jodo("meter", "show", account(9))
     assert shown.returncode == 0, shown

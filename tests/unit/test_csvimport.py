@@ -15,6 +15,7 @@ from jodo.csvimport import (
     ImportKind,
     MeterRecord,
     PaymentRecord,
+    ReadRecord,
     RowError,
     parse_rows,
 )
@@ -247,3 +248,37 @@ def test_cells_follow_the_same_value_rules_as_inject(tmp_path: Path) -> None:
     (record,) = list(CsvImport(write(tmp_path, good), "bills", now=NOW))
     assert str(record.due_date) == "2024-06-10"  # type: ignore[union-attr]
     assert record.issued_at == 1716179400  # type: ignore[union-attr]  # 10:00 IST = 04:30 UTC
+
+
+READS_HEADER = "read_id,account,read_date,energy_wh\n"
+
+
+def test_a_good_reads_file_yields_daily_reads_in_whole_watt_hours(tmp_path: Path) -> None:
+    text = READS_HEADER + (
+        "R-N1-2024-05-27,N3462019771,2024-05-27,8250\n"
+        "R-N1-2024-05-28,N3462019771,2024-05-28,0\n"
+    )
+    records = list(CsvImport(write(tmp_path, text), "reads", now=NOW))
+    assert records == [
+        ReadRecord(read_id="R-N1-2024-05-27", account="N3462019771", read_date=date(2024, 5, 27),
+                   energy_wh=8250),
+        ReadRecord(read_id="R-N1-2024-05-28", account="N3462019771", read_date=date(2024, 5, 28),
+                   energy_wh=0),
+    ]
+
+
+def test_a_bad_read_is_named_by_line_and_column_and_nothing_is_yielded(tmp_path: Path) -> None:
+    text = READS_HEADER + (
+        "R-1,N3462019771,2024-05-27,8250\n"
+        "R-2,N3462019771,2024-05-27,8.25\n"  # kWh where Wh is wanted: refused, not rounded
+        "R-3,N3462019771,2024-06-15,8000\n"  # a day that has not happened yet
+        "R-4,N3462019771,2024-05-27,-5\n"
+        "R-1,N3462019771,2024-05-26,7000\n"  # the same read id again
+    )
+    importer = CsvImport(write(tmp_path, text), "reads", now=NOW)
+    with pytest.raises(CsvRejected) as caught:
+        list(importer)
+    errors = [(e.line, e.column) for e in caught.value.report.errors]
+    assert errors == [(3, "energy_wh"), (4, "read_date"), (5, "energy_wh"), (6, "read_id")]
+    messages = [str(e) for e in caught.value.report.errors]
+    assert "after today" in messages[1] and "first seen on line 2" in messages[3]

@@ -138,3 +138,27 @@ def test_process_memory_is_sampled_in_bytes() -> None:
 def test_outside_multiprocess_mode_mark_dead_is_harmless() -> None:
     assert metrics.multiprocess_dir() is None
     metrics.mark_dead(1)
+
+
+def test_prepaid_series_exist_at_zero_and_balances_fall_into_their_bands() -> None:
+    metrics.configure_labels(gateways=["razorpay"], head_ends=["hes-indore"])
+    before = _samples(metrics.render())
+    for band in metrics.PREPAID_BANDS:
+        assert ("jodo_prepaid_meters", (("band", band),)) in before
+    for outcome in ("debited", "duplicate", "estimated", "trued_up", "rejected"):
+        assert ("jodo_prepaid_reads_total", (("outcome", outcome),)) in before
+    for event in ("granted", "recovered"):
+        assert ("jodo_emergency_credits_total", (("event", event),)) in before
+    assert ("jodo_prepaid_disconnections_held_total", ()) in before
+    assert [metrics.prepaid_band(p) for p in (-1, 0, 9_999, 10_000, 49_999, 50_000)] == [
+        "negative", "zero_to_100", "zero_to_100", "100_to_500", "100_to_500", "500_plus"]
+    metrics.set_prepaid_balances([-500, 0, 20_000, 20_000, 1_000_000])
+    metrics.prepaid_reads("duplicate", 3)
+    metrics.emergency_credit("granted")
+    after = _samples(metrics.render())
+    assert after[("jodo_prepaid_meters", (("band", "100_to_500"),))] == 2
+    assert after[("jodo_prepaid_meters", (("band", "negative"),))] == 1
+    key = ("jodo_prepaid_reads_total", (("outcome", "duplicate"),))
+    assert after[key] == before[key] + 3
+    with pytest.raises(ValueError):
+        metrics.prepaid_reads("lost")

@@ -132,11 +132,11 @@ def test_every_dashboard_query_names_only_jodo_metrics_and_labels() -> None:
         assert label_names(expr) <= labels, (title, label_names(expr) - labels)
 
 
-def test_the_dashboard_has_the_seven_rows_and_every_row_has_panels() -> None:
+def test_the_dashboard_has_the_eight_rows_and_every_row_has_panels() -> None:
     board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
     assert [r.split(":")[0].split(" ")[0] for r in rows] == ["The", "Flow", "Health", "Capacity", "Cluster",
-                                                                  "Mass-disconnect", "Audit"]
+                                                                  "Mass-disconnect", "Audit", "Prepaid"]
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
 
