@@ -25,6 +25,7 @@ from protocols.headend import HesAction, HesCommand
 
 __all__ = [
     "CONTROL_CODES",
+    "TOKEN_HEADER",
     "CimEvent",
     "CimEvents",
     "CimMessageError",
@@ -50,6 +51,7 @@ CONTROL_CODES: dict[HesAction, str] = {HesAction.DISCONNECT: "3.31.0.23", HesAct
 _ACTION_OF = {code: action for action, code in CONTROL_CODES.items()}
 _EVENT_PREFIX = "3.31.0."
 CONTACTOR = "Contactor status"
+TOKEN_HEADER = "X-Jodo-Token"  # the callback's shared token
 
 _SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("schema") / "message.xsd")))
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_blank_text=True)

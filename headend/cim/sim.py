@@ -1,0 +1,164 @@
+"""A CIM head-end simulator (aiohttp) that behaves as Connexo's EndDeviceControls service call handler.
+
+`POST /cim/EndDeviceControls` takes a (SOAP-wrapped or bare) `create EndDeviceControls`, answers at
+once with a `reply` (OK, or PARTIAL with Error/code + Error/ID for the controls it refuses: unknown
+meter), then, per control, after `delay` seconds, posts a `created EndDeviceEvents` to the request's
+ReplyAddress with the same CorrelationID (domain.md §2: PROCESSED with "Contactor status" on success,
+ERROR with a reason on failure, EXPIRED when scheduledInterval/end passed first). Faults, seeded:
+`fail_rate` (ERROR relay_stuck / no_communication), `silent_rate` (never calls back),
+`duplicate_rate` (calls back twice), `reply_fail_rate` (whole request FAILED, nothing runs).
+
+`CimSimThread` runs it on 127.0.0.1 in a thread for tests and the bench. The callback carries the
+shared token in `X-Jodo-Token` (`token`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from headend.cim.messages import (
+    TOKEN_HEADER,
+    CimEvent,
+    CimMessageError,
+    EventResult,
+    build_events,
+    build_reply,
+    parse_request,
+    soap_wrap,
+)
+from protocols.headend import HesAction
+
+__all__ = ["TOKEN_HEADER", "CimSimConfig", "CimSimThread", "build_app"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CimSimConfig:
+    meters: int = 1000  # serials m0 .. m<meters-1> (`serial(i)`)
+    delay: float = 0.01  # reply → callback
+    batch_window: float = 0.005  # events due within this window go out in one callback
+    fail_rate: float = 0.0
+    silent_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    reply_fail_rate: float = 0.0
+    token: str = "sim-token"
+    seed: int = 0
+
+    def serial(self, index: int) -> str:
+        return f"m{index}"
+
+
+class _Sim:
+    def __init__(self, config: CimSimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.relays: dict[str, bool] = {config.serial(i): True for i in range(config.meters)}  # closed
+        self.session: aiohttp.ClientSession | None = None
+        self.requests = 0
+        self.callbacks_refused = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            mid, corr, reply_to, commands = parse_request(await request.read())
+        except CimMessageError as e:
+            return web.Response(status=400, text=str(e))
+        self.requests += 1
+        cfg, rng, now = self.config, self.rng, time.time()
+        if rng.random() < cfg.reply_fail_rate:
+            body = build_reply(corr, "FAILED", [("no_communication", None)], now=now, source="hes-sim",
+                               message_id=f"{mid}-r")
+            return web.Response(body=soap_wrap(body), content_type="text/xml")
+        unknown = [(c.command_id) for c in commands if c.meter not in self.relays]
+        events = []
+        for c in commands:
+            if c.meter not in self.relays or rng.random() < cfg.silent_rate:
+                continue
+            if c.expires_at <= now + cfg.delay:
+                events.append(CimEvent(c.command_id, c.meter, EventResult.EXPIRED, None, None))
+            elif rng.random() < cfg.fail_rate:
+                why = rng.choice(("relay_stuck", "no_communication"))
+                events.append(CimEvent(c.command_id, c.meter, EventResult.ERROR, None, why))
+            else:
+                closed = c.action is HesAction.CONNECT
+                self.relays[c.meter] = closed
+                events.append(CimEvent(c.command_id, c.meter, EventResult.PROCESSED,
+                                       "Closed" if closed else "Opened", None))
+            if rng.random() < cfg.duplicate_rate:
+                events.append(events[-1])
+        result = "PARTIAL" if unknown else "OK"
+        body = build_reply(corr, result, [("unknown_meter", cid) for cid in unknown], now=now,
+                           source="hes-sim", message_id=f"{mid}-r")
+        if events:
+            task = asyncio.get_running_loop().create_task(self.call_back(reply_to, corr, mid, events))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return web.Response(body=soap_wrap(body), content_type="text/xml")
+
+    async def call_back(self, url: str, corr: str, mid: str, events: list[CimEvent]) -> None:
+        await asyncio.sleep(self.config.delay)
+        assert self.session is not None
+        body = build_events(corr, events, now=time.time(), source="hes-sim", message_id=f"{mid}-e")
+        try:
+            async with self.session.post(url, data=soap_wrap(body), headers={
+                    TOKEN_HEADER: self.config.token, "Content-Type": "text/xml"}) as resp:
+                if resp.status >= 400:
+                    self.callbacks_refused += 1
+        except (aiohttp.ClientError, OSError):
+            self.callbacks_refused += 1
+
+
+def build_app(config: CimSimConfig) -> tuple[web.Application, _Sim]:
+    sim = _Sim(config)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/cim/EndDeviceControls", sim.handle)
+
+    async def session(app: web.Application):  # type: ignore[no-untyped-def]
+        sim.session = aiohttp.ClientSession()
+        yield
+        for t in list(sim.tasks):
+            t.cancel()
+        await sim.session.close()
+
+    app.cleanup_ctx.append(session)
+    return app, sim
+
+
+class CimSimThread:
+    """The simulator on 127.0.0.1 (port 0 = any free one) in its own thread and event loop."""
+
+    def __init__(self, config: CimSimConfig, port: int = 0) -> None:
+        self.config = config
+        self.app, self.sim = build_app(config)
+        self._port = port
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="cim-sim", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cim/EndDeviceControls"
+
+    def start(self) -> CimSimThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
