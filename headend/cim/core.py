@@ -33,6 +33,7 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from headend.breaker import BreakerPhase
 from headend.cim.messages import CimEvents, CimReply, EventResult, build_request
 from headend.outcome import HeadEndOutcome, OutcomeKind
 from protocols.headend import HesAction, HesCommand, HesControlState, HesErrorCode
@@ -94,10 +95,34 @@ class CimCore:
         self._ended: OrderedDict[str, bool] = OrderedDict()  # command id → timed out (True) / ended
         self._ids = itertools.count(1)
         self.stats = CimStats()
+        self._reported: dict[str, int] = {}
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    # what the gateway reads of every adapter's core (actors/gateway.py): no breaker here yet — a head-end
+    # that is down answers connect refused / 503, which fail retryable at once and cost no state
+    breaker_phase = BreakerPhase.CLOSED
+    rate_share = 1.0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def set_rate_share(self, share: float) -> None:
+        self.rate_share = share  # not applied: the HES paces by its replies (docs/cim.md)
+
+    def take_events(self) -> list[tuple[str, int]]:
+        """Counter increments since the last call, for `jodo_cim_events`."""
+        s = self.stats
+        now = {"request": s.requests, "accepted": s.accepted, "callback_event": s.events,
+               "timeout": s.timeouts, "refused_unknown": s.refused_unknown,
+               "refused_duplicate": s.refused_duplicate, "refused_late": s.refused_late,
+               "refused_unauthorised": s.refused_unauthorised, "refused_malformed": s.refused_malformed}
+        out = [(k, v - self._reported.get(k, 0)) for k, v in now.items() if v != self._reported.get(k, 0)]
+        self._reported = now
+        return out
 
     def authentic(self, presented: str | None) -> bool:
         """The callback's shared token (constant-time compare); counts refusals."""

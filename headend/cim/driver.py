@@ -102,6 +102,22 @@ class CimHttpDriver:
     def on_tick(self) -> list[HeadEndOutcome]:
         return self._drain()
 
+    def wants_write(self) -> bool:
+        return False
+
+    def on_writable(self) -> list[HeadEndOutcome]:
+        return self._drain()
+
+    def take_events(self) -> list[tuple[str, int]]:
+        core = self.core
+        if core is None:
+            return []
+        return asyncio.run_coroutine_threadsafe(self._take(core), self._loop).result(5)
+
+    @staticmethod
+    async def _take(core: CimCore) -> list[tuple[str, int]]:
+        return core.take_events()
+
     def next_tick_in(self, poll_io: bool = True) -> float | None:
         return 0.5
 
