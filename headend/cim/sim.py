@@ -14,8 +14,11 @@ shared token in `X-Jodo-Token` (`token`).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +43,9 @@ __all__ = ["TOKEN_HEADER", "CimSimConfig", "CimSimThread", "build_app"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CimSimConfig:
-    meters: int = 1000  # serials m0 .. m<meters-1> (`serial(i)`)
+    meters: int = 1000  # serials MPW00000000 .. (`serial(i)`), as the reference simulator's
+    serial_prefix: str = "MPW"
+    serial_width: int = 8
     delay: float = 0.01  # reply → callback
     batch_window: float = 0.005  # events due within this window go out in one callback
     fail_rate: float = 0.0
@@ -51,7 +56,7 @@ class CimSimConfig:
     seed: int = 0
 
     def serial(self, index: int) -> str:
-        return f"m{index}"
+        return f"{self.serial_prefix}{index:0{self.serial_width}d}"
 
 
 class _Sim:
@@ -133,8 +138,9 @@ def build_app(config: CimSimConfig) -> tuple[web.Application, _Sim]:
 class CimSimThread:
     """The simulator on 127.0.0.1 (port 0 = any free one) in its own thread and event loop."""
 
-    def __init__(self, config: CimSimConfig, port: int = 0) -> None:
+    def __init__(self, config: CimSimConfig, port: int = 0, host: str = "127.0.0.1") -> None:
         self.config = config
+        self.host = host
         self.app, self.sim = build_app(config)
         self._port = port
         self.port = 0
@@ -144,7 +150,7 @@ class CimSimThread:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cim/EndDeviceControls"
+        return f"http://{self.host}:{self.port}/cim/EndDeviceControls"
 
     def start(self) -> CimSimThread:
         self._thread.start()
@@ -153,7 +159,7 @@ class CimSimThread:
 
     async def _start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+        site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -162,3 +168,29 @@ class CimSimThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+def run_cim(args: argparse.Namespace) -> int:
+    """`jodo hes-sim --protocol cim`: serve until SIGINT/SIGTERM."""
+    token = args.cim_token_file.read_text().strip() if args.cim_token_file else "sim-token"
+    config = CimSimConfig(meters=args.meters, delay=args.cim_delay, fail_rate=args.cim_fail_rate,
+                          silent_rate=args.cim_silent_rate, duplicate_rate=args.cim_duplicate_rate,
+                          reply_fail_rate=args.cim_reply_fail_rate, token=token, seed=args.seed)
+    sim = CimSimThread(config, host=args.host, port=args.port)
+    try:
+        sim.start()
+    except OSError as e:
+        print(f"hes-sim: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1
+    print(f"hes-sim (CIM, IEC 61968-9) listening on {sim.url} ({args.meters} meters)", flush=True)
+    if args.port_file is not None:
+        tmp = args.port_file.with_suffix(".tmp")
+        tmp.write_text(f"{sim.port}\n")
+        tmp.replace(args.port_file)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    sim.stop()
+    print(f"hes-sim stopped: {sim.sim.requests} requests", flush=True)
+    return 0

@@ -40,7 +40,8 @@ def pair(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 
 
 def commands(n: int, action: HesAction = HesAction.DISCONNECT, meters: int = 1000) -> list[HesCommand]:
-    return [HesCommand(f"k{i}", f"m{i % meters}", action, time.time() + 60) for i in range(n)]
+    serial = CimSimConfig().serial
+    return [HesCommand(f"k{i}", serial(i % meters), action, time.time() + 60) for i in range(n)]
 
 
 def test_commands_are_accepted_then_called_back_with_the_contactor(pair) -> None:  # type: ignore[no-untyped-def]
@@ -51,7 +52,7 @@ def test_commands_are_accepted_then_called_back_with_the_contactor(pair) -> None
     assert kinds == {OutcomeKind.DISCONNECTED: 300, OutcomeKind.FAILED: 1}
     assert next(o for o in out if o.command_id == "x").error == "unknown_meter"
     assert all(o.output_state is False for o in out if o.kind is OutcomeKind.DISCONNECTED)
-    assert sim.sim.relays["m1"] is False
+    assert sim.sim.relays[CimSimConfig().serial(1)] is False
 
 
 @pytest.mark.parametrize("pair", [CimSimConfig(fail_rate=0.2, silent_rate=0.1, duplicate_rate=0.2,
@@ -89,3 +90,29 @@ def test_the_callback_refuses_a_bad_token_a_bad_body_and_an_unknown_control(pair
     assert driver.core is not None
     s = driver.core.stats
     assert (s.refused_unauthorised, s.refused_malformed, s.refused_unknown) == (2, 1, 1)
+
+
+def test_jodo_hes_sim_protocol_cim_serves_the_adapter(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    port_file, token_file = tmp_path / "port", tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    proc = subprocess.Popen([sys.executable, "-m", "jodo.cli", "hes-sim", "--protocol", "cim", "--port", "0",
+                             "--port-file", str(port_file), "--meters", "50", "--cim-token-file",
+                             str(token_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "listening on http://127.0.0.1:" in proc.stdout.readline()  # printed once it listens
+        port = int(port_file.read_text())
+        driver = CimHttpDriver(CimSettings(url=f"http://127.0.0.1:{port}/cim/EndDeviceControls",
+                                           token="t0ken"))
+        try:
+            driver.submit(commands(50, HesAction.CONNECT, meters=50))
+            out = collect(driver, 50)
+            assert Counter(o.kind for o in out) == {OutcomeKind.CONNECTED: 50}
+        finally:
+            driver.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
