@@ -9,14 +9,15 @@ EndDeviceEvents` go to `on_events(events, now)` (after the driver checked the ca
 
 How replies map onto the adapter contract (headend/adapter.py, headend/outcome.py):
 - Reply OK: every control is accepted and waits for its event (up to `callback_timeout`).
-- Reply PARTIAL: controls named in Error/ID fail with that code; the rest wait.
+- Reply PARTIAL: controls named in Error/ID fail with that code (``unknown_meter``: rejected); the rest wait.
 - Reply FAILED: every control fails with the (first) code; retryable iff the code is in `retryable_codes`.
 - Nothing sent (connect refused): failed ``connection_lost``, retryable. HTTP 429/503: failed
   ``no_communication``, retryable. Other HTTP errors: failed ``cim_http_<status>``, final.
 - Sent but no reply read (timeout, dropped): the head-end may have taken it, so the controls keep
   waiting for their events; none by `callback_timeout` → failed ``timeout``, retryable.
-- Event PROCESSED: DISCONNECTED / CONNECTED, with "Contactor status" as output_state where given; a
-  contactor contradicting the action → failed ``readback_mismatch``. ERROR: failed with `reason`
+- Event PROCESSED: DISCONNECTED / CONNECTED, with "Contactor status" as output_state where given
+  (Armed after a reconnect: READY_FOR_RECONNECTION, the button closes it); a contactor contradicting
+  the action → failed ``readback_mismatch``. ERROR: failed with `reason`
   (retryable iff in `retryable_codes`). EXPIRED: expired (Connexo cancels on timeout, never ran).
   CANCELLED: failed ``cancelled``.
 - An event for an unknown CorrelationID or control, for a command already ended (duplicate) or one
@@ -42,6 +43,8 @@ __all__ = ["CimCore", "CimCoreConfig", "CimRequest", "CimStats"]
 
 _STATE = {HesAction.DISCONNECT: (OutcomeKind.DISCONNECTED, HesControlState.DISCONNECTED, "Opened"),
           HesAction.CONNECT: (OutcomeKind.CONNECTED, HesControlState.CONNECTED, "Closed")}
+_ARMED = "Armed"  # after a reconnect: ready_for_reconnection, the consumer's button closes the relay
+_REJECT_CODES = frozenset({"unknown_meter"})  # Error/code naming a refusal, not a failure
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +183,8 @@ class CimCore:
             if code is None:
                 p.deadline = now + self.config.callback_timeout
                 self.stats.accepted += 1
+            elif code in _REJECT_CODES:
+                outcomes.append(self._end(p.command, OutcomeKind.REJECTED, now, reason=code))
             else:
                 outcomes.append(self._fail(p.command, now, code, code in self.config.retryable_codes))
         return outcomes
@@ -225,7 +230,11 @@ class CimCore:
             c = p.command
             if ev.result is EventResult.PROCESSED:
                 kind, state, contactor = _STATE[c.action]
-                if ev.contactor is not None and ev.contactor != contactor:
+                if c.action is HesAction.CONNECT and ev.contactor == _ARMED:
+                    outcomes.append(self._end(c, OutcomeKind.READY_FOR_RECONNECTION, now,
+                                              control_state=HesControlState.READY_FOR_RECONNECTION,
+                                              output_state=False))
+                elif ev.contactor is not None and ev.contactor != contactor:
                     outcomes.append(self._fail(c, now, "readback_mismatch", True))
                 else:
                     output = None if ev.contactor is None else ev.contactor == "Closed"
@@ -257,7 +266,8 @@ class CimCore:
 
     def _end(self, c: HesCommand, kind: OutcomeKind, now: float, *, error: str | None = None,
              retryable: bool = False, control_state: HesControlState | None = None,
-             output_state: bool | None = None, timed_out: bool = False) -> HeadEndOutcome:
+             output_state: bool | None = None, timed_out: bool = False,
+             reason: str | None = None) -> HeadEndOutcome:
         p = self._pending.pop(c.command_id, None)
         if p is not None:
             ids = self._by_correlation.get(p.correlation_id)
@@ -270,5 +280,5 @@ class CimCore:
             self._ended.popitem(last=False)
         self.stats.outcomes[kind.value] = self.stats.outcomes.get(kind.value, 0) + 1
         return HeadEndOutcome(command_id=c.command_id, meter=c.meter, action=c.action, kind=kind, at=now,
-                              attempts=0 if p is None else 1, error=error, retryable=retryable,
+                              attempts=0 if p is None else 1, error=error, retryable=retryable, reason=reason,
                               control_state=control_state, output_state=output_state)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from lxml import etree
 
-from protocols.headend import HesAction, HesCommand
+from protocols.headend import HesAction, HesCommand, HesControlState
 
 __all__ = [
+    "CONTACTOR_OF",
     "CONTROL_CODES",
     "TOKEN_HEADER",
     "CimEvent",
@@ -51,6 +52,11 @@ CONTROL_CODES: dict[HesAction, str] = {HesAction.DISCONNECT: "3.31.0.23", HesAct
 _ACTION_OF = {code: action for action, code in CONTROL_CODES.items()}
 _EVENT_PREFIX = "3.31.0."
 CONTACTOR = "Contactor status"
+# the detail's values: Connexo reads Opened / Closed from the breaker status; Armed is jodo's name for
+# class 70's ready_for_reconnection (armed for closure: the consumer's button closes it)
+CONTACTOR_OF: dict[HesControlState, str] = {HesControlState.DISCONNECTED: "Opened",
+                                            HesControlState.CONNECTED: "Closed",
+                                            HesControlState.READY_FOR_RECONNECTION: "Armed"}
 TOKEN_HEADER = "X-Jodo-Token"  # the callback's shared token
 
 _SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("schema") / "message.xsd")))

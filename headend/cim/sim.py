@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from headend.cim.messages import (
+    CONTACTOR_OF,
     TOKEN_HEADER,
     CimEvent,
     CimMessageError,
@@ -36,7 +37,8 @@ from headend.cim.messages import (
     parse_request,
     soap_wrap,
 )
-from protocols.headend import HesAction
+from headend.sim.fleet import Fleet
+from protocols.headend import HesControlState
 
 __all__ = ["TOKEN_HEADER", "CimSimConfig", "CimSimThread", "build_app"]
 
@@ -63,7 +65,10 @@ class _Sim:
     def __init__(self, config: CimSimConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        self.relays: dict[str, bool] = {config.serial(i): True for i in range(config.meters)}  # closed
+        # the meters' class-70 state machines (transitions, control modes, the button): the reference
+        # simulator's fleet, so both simulators agree on what a meter does
+        self.fleet = Fleet(config.meters, prefix=config.serial_prefix, width=config.serial_width,
+                           seed=config.seed)
         self.session: aiohttp.ClientSession | None = None
         self.requests = 0
         self.callbacks_refused = 0
@@ -80,10 +85,12 @@ class _Sim:
             body = build_reply(corr, "FAILED", [("no_communication", None)], now=now, source="hes-sim",
                                message_id=f"{mid}-r")
             return web.Response(body=soap_wrap(body), content_type="text/xml")
-        unknown = [(c.command_id) for c in commands if c.meter not in self.relays]
+        fleet = self.fleet
+        unknown = [c.command_id for c in commands if fleet.index(c.meter) is None]
         events = []
         for c in commands:
-            if c.meter not in self.relays or rng.random() < cfg.silent_rate:
+            index = fleet.index(c.meter)
+            if index is None or rng.random() < cfg.silent_rate:
                 continue
             if c.expires_at <= now + cfg.delay:
                 events.append(CimEvent(c.command_id, c.meter, EventResult.EXPIRED, None, None))
@@ -91,10 +98,12 @@ class _Sim:
                 why = rng.choice(("relay_stuck", "no_communication"))
                 events.append(CimEvent(c.command_id, c.meter, EventResult.ERROR, None, why))
             else:
-                closed = c.action is HesAction.CONNECT
-                self.relays[c.meter] = closed
-                events.append(CimEvent(c.command_id, c.meter, EventResult.PROCESSED,
-                                       "Closed" if closed else "Opened", None))
+                state, error = fleet.apply(index, c.action)
+                if error is not None:
+                    events.append(CimEvent(c.command_id, c.meter, EventResult.ERROR, None, error))
+                else:
+                    events.append(CimEvent(c.command_id, c.meter, EventResult.PROCESSED,
+                                           CONTACTOR_OF[HesControlState(state)], None))
             if rng.random() < cfg.duplicate_rate:
                 events.append(events[-1])
         result = "PARTIAL" if unknown else "OK"

@@ -49,10 +49,10 @@ def test_commands_are_accepted_then_called_back_with_the_contactor(pair) -> None
     driver.submit([*commands(300), HesCommand("x", "nobody", HesAction.CONNECT, time.time() + 60)])
     out = collect(driver, 301)
     kinds = Counter(o.kind for o in out)
-    assert kinds == {OutcomeKind.DISCONNECTED: 300, OutcomeKind.FAILED: 1}
-    assert next(o for o in out if o.command_id == "x").error == "unknown_meter"
+    assert kinds == {OutcomeKind.DISCONNECTED: 300, OutcomeKind.REJECTED: 1}
+    assert next(o for o in out if o.command_id == "x").reason == "unknown_meter"
     assert all(o.output_state is False for o in out if o.kind is OutcomeKind.DISCONNECTED)
-    assert sim.sim.relays[CimSimConfig().serial(1)] is False
+    assert sim.sim.fleet.state(CimSimConfig().serial(1)).output_state is False
 
 
 @pytest.mark.parametrize("pair", [CimSimConfig(fail_rate=0.2, silent_rate=0.1, duplicate_rate=0.2,
