@@ -185,6 +185,9 @@ def run_cim(args: argparse.Namespace) -> int:
     config = CimSimConfig(meters=args.meters, delay=args.cim_delay, fail_rate=args.cim_fail_rate,
                           silent_rate=args.cim_silent_rate, duplicate_rate=args.cim_duplicate_rate,
                           reply_fail_rate=args.cim_reply_fail_rate, token=token, seed=args.seed)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before "listening": a caller may stop us right after it
+        signal.signal(sig, lambda *_: stop.set())
     sim = CimSimThread(config, host=args.host, port=args.port)
     try:
         sim.start()
@@ -196,9 +199,6 @@ def run_cim(args: argparse.Namespace) -> int:
         tmp = args.port_file.with_suffix(".tmp")
         tmp.write_text(f"{sim.port}\n")
         tmp.replace(args.port_file)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     sim.stop()
     print(f"hes-sim stopped: {sim.sim.requests} requests", flush=True)
