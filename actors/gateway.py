@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from typing import Any
+from typing import Any, cast
 
 from thespian.actors import ThespianWatch, WakeupMessage, WatchMessage
 
@@ -34,6 +34,7 @@ from headend.outcome import HeadEndOutcome, OutcomeKind
 from headend.socket_driver import HeadEndSocketDriver
 from headend.threaded import LoopDriver
 from protocols import codec
+from protocols.cim import CimGatewayOptions
 from protocols.cluster import RateShare
 from protocols.control import Address
 from protocols.dlms import DlmsGatewayOptions
@@ -109,8 +110,9 @@ class HeadEndGateway(JodoActor):
         self.init = msg
         self.use_data_dir(msg.data_dir or None)
         self.count_process()
-        self.driver = (HeadEndSocketDriver(msg.host, msg.port, config) if msg.dlms is None
-                       else dlms_driver(msg.host, msg.port, msg.dlms, config))
+        self.driver = (dlms_driver(msg.host, msg.port, msg.dlms, config) if msg.dlms is not None
+                       else cim_driver(msg.cim) if msg.cim is not None
+                       else HeadEndSocketDriver(msg.host, msg.port, config))
         if msg.guard and msg.data_dir:
             self.guard = GatewayGuard(msg.head_end, GuardPolicy(**json.loads(msg.guard)),
                                       GuardStore.in_dir(msg.data_dir), time.time())
@@ -191,8 +193,9 @@ class HeadEndGateway(JodoActor):
         if self.driver is not None:
             self._outcomes(self.driver.on_tick())
             self.metric("set_breaker_state", self._head_end(), str(self.driver.core.breaker_phase))
-            for event, n in getattr(self.driver, "take_events", list)():  # DLMS only
-                self.metric("dlms_events", self._head_end(), event, n)
+            family = "cim_events" if self.init is not None and self.init.cim is not None else "dlms_events"
+            for event, n in getattr(self.driver, "take_events", list)():  # DLMS and CIM
+                self.metric(family, self._head_end(), event, n)
             self.metric("set_relay_commands_pending", self._head_end(), len(self.running))
             self.sample_memory()
         guard = self.guard
@@ -299,3 +302,18 @@ def dlms_driver(host: str, port: int, options: DlmsGatewayOptions, config: Adapt
                             response_timeout=options.response_timeout)
     return DlmsSocketDriver(settings, dlms_adapter_config(settings, config))
 
+
+
+def cim_driver(options: CimGatewayOptions) -> LoopDriver:
+    """The CIM adapter's driver (imported here only: lxml is the optional ``cim`` extra). It owns the
+    EndDeviceEvents callback listener (docs/cim.md). The gateway uses only core.set_rate_share,
+    .breaker_phase, .pending and .in_flight, which `CimCore` provides too (hence the cast)."""
+    from headend.cim.core import CimCoreConfig
+    from headend.cim.driver import CimHttpDriver, CimSettings
+
+    settings = CimSettings(url=options.url, callback_host=options.callback_host,
+                           callback_port=options.callback_port, callback_url=options.callback_url or None,
+                           token=options.token,
+                           core=CimCoreConfig(max_batch=options.max_batch,
+                                              callback_timeout=options.callback_timeout))
+    return cast("LoopDriver", CimHttpDriver(settings))

@@ -8,6 +8,9 @@
    bounded pool, ACTION + GET-with-list read-back + RLRQ each) to the Gurux-server meter simulator
    (`python -m headend.sim --protocol dlms`) in its own process, one command per meter. Aim ≥ 1 000/s.
    Needs the dlms and sim-dlms extras; skipped (said so) without them.
+4. CIM: commands/s through the CIM adapter (headend/cim: create EndDeviceControls over HTTP, 500
+   controls a request, each ended by the simulator's EndDeviceEvents callback to the adapter's
+   listener) against `python -m headend.sim --protocol cim` in its own process. Aim ≥ 2 000/s.
 
 Each figure is the median of 3 runs (`--runs`). The simulator is a child process
 (`python -m headend.sim --port 0 --port-file ...`) so it gets its own interpreter and core.
@@ -23,6 +26,7 @@ import argparse
 import gc
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -218,6 +222,48 @@ def bench_dlms(n: int, runs: int, pool: int) -> None:
            sim_cpu_us=LAST.get("sim_cpu_us"))
 
 
+def bench_cim(n: int, runs: int) -> None:
+    try:
+        from headend.cim.driver import CimHttpDriver, CimSettings
+    except ImportError as e:
+        print(f"4. CIM: skipped ({e}; pip install -e '.[cim]')\n", flush=True)
+        return
+    print(f"4. CIM: {n} disconnects per run, one per meter, 500 controls a request, callbacks over HTTP")
+    rates, p99s = [], []
+    for r in range(runs):
+        sim = SimProcess("--protocol", "cim", "--meters", str(n), "--cim-delay", "0")
+        driver = CimHttpDriver(CimSettings(url=f"http://127.0.0.1:{sim.port}/cim/EndDeviceControls",
+                                           token="sim-token", max_concurrent=8))
+        try:
+            cmds = _commands(0, n, HesAction.DISCONNECT, f"c{r}")
+            cpu, sim_cpu = time.process_time(), sim.cpu_seconds()
+            start, submitted_at = time.perf_counter(), time.time()
+            outcomes = driver.submit(cmds)
+            deadline = time.monotonic() + 300
+            while len(outcomes) < n and time.monotonic() < deadline:
+                select.select([driver.fileno()], [], [], 0.1)
+                outcomes += driver.on_readable()
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            sim_cpu = sim.cpu_seconds() - sim_cpu
+            lat = sorted(o.at - submitted_at for o in outcomes)
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+            ids = Counter(o.command_id for o in outcomes)
+            twice = sum(1 for v in ids.values() if v > 1)
+            rates.append(n / elapsed)
+            p99s.append(p99)
+            print(f"    {len(outcomes)} outcomes of {n} in {elapsed:.2f} s: "
+                  f"{dict(Counter(o.kind.value for o in outcomes))}; ended twice {twice}; CPU µs/command: "
+                  f"adapter {cpu / n * 1e6:.1f}, simulator {sim_cpu / n * 1e6:.1f}; p99 {p99:.2f} s",
+                  flush=True)
+        finally:
+            driver.close()
+            sim.stop()
+    print(f"   median {statistics.median(rates):,.0f} commands/s, p99 {statistics.median(p99s):.2f} s "
+          "(runs: " + ", ".join(f"{x:,.0f}" for x in rates) + ")  aim ≥ 2,000/s\n", flush=True)
+    record(figure="cim_throughput", commands=n, runs=runs, commands_per_s=round(statistics.median(rates)),
+           runs_commands_per_s=[round(x) for x in rates], p99_s=round(statistics.median(p99s), 3))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_headend", description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is shown")
@@ -225,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meters", type=int, default=100_000, help="meters in the mass reconnect")
     parser.add_argument("--rate", type=float, default=2_000, help="head-end rate limit, commands/s")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in seconds")
-    parser.add_argument("--only", choices=["throughput", "reconnect", "dlms"], help="run one benchmark")
+    parser.add_argument("--only", choices=["throughput", "reconnect", "dlms", "cim"],
+                        help="run one benchmark")
     parser.add_argument("--dlms-commands", type=int, default=10_000, help="commands per DLMS run")
     parser.add_argument("--dlms-pool", type=int, default=64, help="DLMS associations at most")
+    parser.add_argument("--cim-commands", type=int, default=20_000, help="commands per CIM run")
     parser.add_argument("--json", action="store_true", help="also print a JSON line per figure")
     parser.add_argument(
         "--gc-young",
@@ -241,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     JSON = args.json
     if args.quick:
         args.commands, args.meters, args.runs, args.dlms_commands = 20_000, 4_000, 1, 2_000
+        args.cim_commands = 2_000
     print(f"bench_headend: python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n", flush=True)
     if args.only in (None, "throughput"):
         bench_throughput(args.commands, args.runs, 0)
@@ -250,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_rate_limited(args.meters, args.rate, args.runs)
     if args.only in (None, "dlms"):
         bench_dlms(args.dlms_commands, args.runs, args.dlms_pool)
+    if args.only in (None, "cim"):
+        bench_cim(args.cim_commands, args.runs)
     return 0
 
 

@@ -10,8 +10,8 @@ File (see ``deploy/jodo.example.toml``)::
                 batch_window_ms, batch_max_items, max_in_flight, max_batches_in_flight,
                 submit_timeout_s
     [shards]    logical, groups
-    [[head_ends]]        name, kind ("sim" | "reference" | "dlms"), host, port, rate_limit_per_s,
-                         dlms_* (kind "dlms": docs/dlms.md)
+    [[head_ends]]        name, kind ("sim" | "reference" | "dlms" | "cim"), host, port, rate_limit_per_s,
+                         dlms_* (kind "dlms": docs/dlms.md), cim_* (kind "cim": docs/cim.md)
     [gateways.<name>]    format ("razorpay" | "jodo"), secret, account_field, tolerance_s, cashless
     [gateways.<name>.reconcile]  enabled, every_s, window_s, settle_s, key_id, key_secret,
                          key_secret_file, base_url, timeout_s (razorpay only; jodo/reconcile/)
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jodo.errors import ConfigError
+from protocols.cim import CimGatewayOptions
 from protocols.dlms import DlmsGatewayOptions
 
 __all__ = [
@@ -186,7 +187,7 @@ class HeadEndConfig:
     """One ``[[head_ends]]`` entry: a head-end system the gateway actors talk to."""
 
     name: str = _key(pattern=_NAME)
-    kind: Literal["sim", "reference", "dlms"] = "sim"
+    kind: Literal["sim", "reference", "dlms", "cim"] = "sim"
     host: str = "127.0.0.1"
     port: int = _key(min=1, max=65535)
     rate_limit_per_s: float = _key(200.0, min=0.001, max=1_000_000.0)  # commands per second
@@ -198,6 +199,37 @@ class HeadEndConfig:
     dlms_address_book: Path | None = None  # serial,wport CSV; unset = wport_base + trailing digits
     dlms_pool_size: int = _key(64, min=1, max=10_000)
     dlms_response_timeout_s: float = _key(3.0, min=0.01, max=600.0)
+    # kind = "cim" (docs/cim.md): the HES's EndDeviceControls URL, jodo's callback listener, its token
+    cim_url: str = ""
+    cim_callback_host: str = "127.0.0.1"
+    cim_callback_port: int = _key(8470, min=1, max=65535)
+    cim_callback_url: str = ""  # the ReplyAddress the HES is given; "" = http://host:port/cim/events
+    cim_token: Secret | None = None
+    cim_token_file: Path | None = None
+    cim_max_batch: int = _key(500, min=1, max=100_000)
+    cim_callback_timeout_s: float = _key(120.0, min=0.1, max=86_400.0)
+
+    def cim_options(self) -> CimGatewayOptions | None:
+        """The gateway's CIM options (kind "cim"), the token read from its file; else None."""
+        if self.kind != "cim":
+            return None
+        token = self.cim_token.reveal() if self.cim_token is not None else None
+        if token is None and self.cim_token_file is not None:
+            try:
+                token = self.cim_token_file.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"head_ends.{self.name}.cim_token_file: cannot read "
+                                  f"{self.cim_token_file}: {exc.strerror}") from None
+        if not self.cim_url.startswith(("http://", "https://")):
+            raise ConfigError(f"head_ends.{self.name}.cim_url: an http(s) URL is needed for kind \"cim\"")
+        if not token:
+            raise ConfigError(f"head_ends.{self.name}: kind \"cim\" needs cim_token or cim_token_file "
+                              "(the head-end's callbacks are refused without it)")
+        return CimGatewayOptions(
+            url=self.cim_url, callback_host=self.cim_callback_host, callback_port=self.cim_callback_port,
+            callback_url=self.cim_callback_url, token=token, max_batch=self.cim_max_batch,
+            callback_timeout=self.cim_callback_timeout_s,
+        )
 
     def dlms_options(self) -> DlmsGatewayOptions | None:
         """The gateway's DLMS options (kind "dlms"), the password read from its file; else None."""

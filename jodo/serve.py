@@ -116,7 +116,8 @@ class Stack:
             rate = h.rate_limit_per_s if o.rate_limit == -1.0 else o.rate_limit
             head_ends.append(HeadEnd(name=h.name, host=sim.host if sim else h.host,
                                      port=sim.port if sim else h.port, rate_limit=rate,
-                                     command_timeout=o.command_timeout, dlms=h.dlms_options()))
+                                     command_timeout=o.command_timeout, dlms=h.dlms_options(),
+                                     cim=h.cim_options()))
         return TreeOptions(
             data_dir=str(self.data_dir), head_ends=tuple(head_ends), groups=self.config.shards.groups,
             shards=self.config.shards.logical, policy_text=self.config.policy.text or "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.supervision import ChildSpec, ChildType, Strategy, SupervisorFlags
+from protocols.cim import CimGatewayOptions
 from protocols.cluster import KeeperInit
 from protocols.control import SupervisorInit
 from protocols.dlms import DlmsGatewayOptions
@@ -34,6 +35,7 @@ class HeadEnd:
     command_timeout: float = 60.0
     max_attempts: int = 2
     dlms: DlmsGatewayOptions | None = None
+    cim: CimGatewayOptions | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,7 +80,7 @@ def jodo_tree(o: TreeOptions) -> tuple[ChildSpec, ...]:
             init=GatewayInit(head_end=h.name, host=h.host, port=h.port, rate_limit=h.rate_limit,
                              command_timeout=h.command_timeout, max_attempts=h.max_attempts,
                              data_dir=o.data_dir, guard=o.guard,
-                             dlms=h.dlms),
+                             dlms=h.dlms, cim=h.cim),
         )
         for h in o.head_ends
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocols.cim import CimGatewayOptions
 from protocols.dlms import DlmsGatewayOptions
 from protocols.wire import BatchCarrier, Carrier
 
@@ -88,6 +89,7 @@ class GatewayInit(Carrier):
     data_dir: str = ""  # where dead letters are stored
     guard: str = ""  # the disconnect guard's policy as JSON (domain/guard.py GuardPolicy); "" = no guard
     dlms: DlmsGatewayOptions | None = None  # set: a DLMS head-end (headend/dlms), else the reference protocol
+    cim: CimGatewayOptions | None = None  # set: an IEC 61968-9 CIM head-end (headend/cim)
 
 
 # ---------------------------------------------------------------- meter commands and time

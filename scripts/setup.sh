@@ -6,4 +6,4 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,dlms,sim-dlms]'
+.venv/bin/python -m pip install --quiet -e '.[dev,dlms,sim-dlms,cim]'

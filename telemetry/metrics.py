@@ -89,6 +89,7 @@ __all__ = [
     "WORK_ORDER_ACTIONS",
     "actor_restarted",
     "batches_in_flight",
+    "cim_events",
     "cluster_failover",
     "cluster_lease_acquired",
     "cluster_lease_lost",
@@ -251,6 +252,13 @@ DLMS_EVENTS_TOTAL: Final = Counter(
     "jodo_dlms_events",
     "DLMS adapter events by head-end and event (association, refused, connect_failure, release, "
     "response_timeout, protocol_fault, queue_timeout); docs/dlms.md.",
+    ["head_end", "event"],
+    registry=_REGISTRY,
+)
+CIM_EVENTS_TOTAL: Final = Counter(
+    "jodo_cim_events",
+    "CIM adapter events by head-end and event (request, accepted, callback_event, timeout, refused_unknown, "
+    "refused_duplicate, refused_late, refused_unauthorised, refused_malformed); docs/cim.md.",
     ["head_end", "event"],
     registry=_REGISTRY,
 )
@@ -608,6 +616,7 @@ _ALL: Final = (
     RELAY_COMMAND_ATTEMPTS_TOTAL,
     RELAY_COMMANDS_TOTAL,
     DLMS_EVENTS_TOTAL,
+    CIM_EVENTS_TOTAL,
     HEADEND_COMMAND_ROUNDTRIP_SECONDS,
     RELAY_COMMANDS_PENDING,
     CONSUMER_NOTICES_SENT_TOTAL,
@@ -832,6 +841,8 @@ def _touch_series() -> None:
         HEADEND_COMMAND_ROUNDTRIP_SECONDS.labels(head_end)
         for action in RELAY_ACTIONS:
             RELAY_COMMAND_ATTEMPTS_TOTAL.labels(head_end, action)
+        for event in CIM_EVENTS:
+            CIM_EVENTS_TOTAL.labels(head_end, event)
     for action in RELAY_ACTIONS:
         for outcome in RELAY_OUTCOMES:
             RELAY_COMMANDS_TOTAL.labels(action, outcome)
@@ -933,6 +944,16 @@ DLMS_EVENTS: Final = frozenset({"association", "refused", "connect_failure", "re
 def dlms_events(head_end: str, event: str, count: int = 1) -> None:
     event = _closed(event, DLMS_EVENTS, "DLMS event")
     DLMS_EVENTS_TOTAL.labels(_configured(head_end, _head_ends), event).inc(count)
+
+
+CIM_EVENTS: Final = frozenset({"request", "accepted", "callback_event", "timeout", "refused_unknown",
+                                "refused_duplicate", "refused_late", "refused_unauthorised",
+                                "refused_malformed"})
+
+
+def cim_events(head_end: str, event: str, count: int = 1) -> None:
+    event = _closed(event, CIM_EVENTS, "CIM event")
+    CIM_EVENTS_TOTAL.labels(_configured(head_end, _head_ends), event).inc(count)
 
 
 def relay_command_finished(action: str, outcome: str) -> None:

@@ -63,9 +63,18 @@ def _fraction(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the simulator's options on `parser` (a subcommand's or a standalone one)."""
-    parser.add_argument("--protocol", choices=["reference", "dlms"], default="reference",
-                        help="reference (framed msgpack) or dlms: DLMS/COSEM meters on Gurux's server stack, "
-                        "TCP wrapper, one logical device per meter (needs the sim-dlms extra)")
+    parser.add_argument("--protocol", choices=["reference", "dlms", "cim"], default="reference",
+                        help="reference (framed msgpack); dlms: DLMS/COSEM meters on Gurux's server stack, "
+                        "TCP wrapper, one logical device per meter (needs the sim-dlms extra); cim: an IEC "
+                        "61968-9 head-end over SOAP/HTTP that calls back EndDeviceEvents (the cim extra)")
+    cim = parser.add_argument_group("cim (--protocol cim)")
+    cim.add_argument("--cim-delay", type=float, default=0.01, help="reply → callback seconds (%(default)s)")
+    cim.add_argument("--cim-fail-rate", type=_fraction, default=0.0,
+                     help="events ERROR (relay_stuck / no_communication)")
+    cim.add_argument("--cim-silent-rate", type=_fraction, default=0.0, help="controls never called back")
+    cim.add_argument("--cim-duplicate-rate", type=_fraction, default=0.0, help="events sent twice")
+    cim.add_argument("--cim-reply-fail-rate", type=_fraction, default=0.0, help="requests answered FAILED")
+    cim.add_argument("--cim-token-file", type=Path, help="file holding the token sent with callbacks")
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     net.add_argument(
@@ -290,6 +299,10 @@ async def _serve(sim: HeadEndSimulator, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "protocol", "reference") == "cim":
+        from headend.cim.sim import run_cim
+
+        return run_cim(args)
     if getattr(args, "protocol", "reference") == "dlms":
         from headend.dlms_sim.cli import run_dlms
 

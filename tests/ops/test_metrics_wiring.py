@@ -79,6 +79,7 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "disconnects_released": ("hes-1", 1),
     "disconnect_guard_failed": ("hes-1", 1),
     "dlms_events": ("hes-1", "refused", 1),
+    "cim_events": ("hes-1", "refused_late", 1),
 }
 CALLS = list(_metric_calls())
 
