@@ -194,11 +194,11 @@ def run_cim(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"hes-sim: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1
-    print(f"hes-sim (CIM, IEC 61968-9) listening on {sim.url} ({args.meters} meters)", flush=True)
-    if args.port_file is not None:
+    if args.port_file is not None:  # before "listening": a caller reads the file once it sees that line
         tmp = args.port_file.with_suffix(".tmp")
         tmp.write_text(f"{sim.port}\n")
         tmp.replace(args.port_file)
+    print(f"hes-sim (CIM, IEC 61968-9) listening on {sim.url} ({args.meters} meters)", flush=True)
     stop.wait()
     sim.stop()
     print(f"hes-sim stopped: {sim.sim.requests} requests", flush=True)

@@ -75,7 +75,10 @@ def test_the_config_shown_as_toml_is_the_config() -> None:
     assert shown["node"]["admin_port"] == 1900
     assert shown["head_ends"] == [{"name": "hes-sim", "kind": "sim", "host": "127.0.0.1", "port": 8471,
                                    "rate_limit_per_s": 200.0, "dlms_client_wport": 16, "dlms_wport_base": 256,
-                                   "dlms_pool_size": 64, "dlms_response_timeout_s": 3.0}]
+                                   "dlms_pool_size": 64, "dlms_response_timeout_s": 3.0,
+                                   "cim_url": "", "cim_callback_host": "127.0.0.1",
+                                   "cim_callback_port": 8470, "cim_callback_url": "", "cim_max_batch": 500,
+                                   "cim_callback_timeout_s": 120.0}]
 
 
 # ---------------------------------------------------------------- exit codes

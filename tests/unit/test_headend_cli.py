@@ -18,6 +18,8 @@ KNOBS = [
     "--reorder-window", "--outage", "--outage-mode", "--slow-start", "--rate-limit", "--read-rate-limit",
     "--rate-burst", "--stats-interval",
     "--protocol", "--password-file", "--wport-base", "--refuse", "--mute", "--stick", "--unreachable",
+    "--cim-delay", "--cim-duplicate-rate", "--cim-fail-rate", "--cim-reply-fail-rate", "--cim-silent-rate",
+    "--cim-token-file",
 ]  # fmt: skip
 
 
