@@ -20,6 +20,9 @@ and the real HTTP front door, all in this process and its actor processes, data 
 docs/dlms.md) against the Gurux-based meter simulator (`headend.dlms_sim`), one association per command:
 the relays are switched by class 70 ACTIONs and read back by GETs, written by other people than the
 reference protocol. Fewer meters by default (5 000; at most 65 000: one DLMS wrapper port per meter).
+``--head-end cim`` runs it through the IEC 61968-9 adapter (``kind = "cim"``, docs/cim.md): create
+EndDeviceControls over SOAP/HTTP to the Connexo-like simulator (`headend.cim.sim`), the results coming
+back as EndDeviceEvents on the gateway's callback listener.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import aiohttp
 from domain.commands import PostBill, RegisterMeter
 from domain.policy import load_policy
 from domain.windows import due_at_for, next_allowed_at, notice_matures_at
+from headend.cim.sim import CimSimConfig, CimSimThread
 from headend.dlms_sim.server import DlmsSimulatorThread
 from headend.sim.config import SimConfig
 from jodo.client import NodeClient
@@ -87,9 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=64,
                         help="webhook connections at once (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--head-end", choices=["sim", "dlms"], default="sim",
+    parser.add_argument("--head-end", choices=["sim", "dlms", "cim"], default="sim",
                         help="sim: the built-in reference head-end (default); dlms: the DLMS/COSEM adapter "
-                             "against the Gurux-based meter simulator (--meters defaults to 5 000 then)")
+                             "against the Gurux-based meter simulator (--meters defaults to 5 000 then); "
+                             "cim: the IEC 61968-9 adapter against the Connexo-like CIM head-end simulator")
     parser.add_argument("--cluster", action="store_true",
                         help="three nodes over a throwaway PostgreSQL instead; one is killed mid-demo "
                              "(--meters defaults to 300 then)")
@@ -208,6 +213,8 @@ class Demo:
         self.payments_token = secrets.token_hex(16)
         self.admin_token = secrets.token_hex(16)
         self.dlms_password = secrets.token_hex(8)  # the meters' LLS secret (8 bytes, as IS 15959 meters)
+        self.cim_token = secrets.token_hex(16)  # the CIM head-end's callbacks carry it
+        self.cim_port = _free_port()
         self.guard: DemoGuard | None = None
         self.config = self._config()
         self.consumers: list[Consumer] = []
@@ -230,6 +237,10 @@ class Demo:
         if self.args.head_end == "dlms":
             env["JODO_HEAD_ENDS__0__DLMS_PASSWORD"] = self.dlms_password
             env["JODO_HEAD_ENDS__0__DLMS_WPORT_BASE"] = str(DLMS_WPORT_BASE)
+        if self.args.head_end == "cim":
+            env["JODO_HEAD_ENDS__0__CIM_URL"] = f"http://127.0.0.1:{self.cim_port}/cim/EndDeviceControls"
+            env["JODO_HEAD_ENDS__0__CIM_CALLBACK_PORT"] = str(_free_port())
+            env["JODO_HEAD_ENDS__0__CIM_TOKEN"] = self.cim_token
         return load_config(env=env)
 
     # ------------------------------------------------------------ the run
@@ -249,13 +260,19 @@ class Demo:
         assert stack.backend is not None
         self.backend = stack.backend
         self.dlms: DlmsSimulatorThread | None = None
-        if self.args.head_end == "dlms":
+        self.cim: CimSimThread | None = None
+        if self.args.head_end == "cim":
+            # started after the node, as the DLMS one: forked actors must not inherit its socket
+            self.cim = CimSimThread(CimSimConfig(meters=self.n, token=self.cim_token, seed=self.args.seed),
+                                    port=self.cim_port).start()
+            self.sim: Any = self.cim
+        elif self.args.head_end == "dlms":
             # started after the node: forked actors would otherwise inherit its listening socket
             head_end = self.config.head_ends[0]
             self.dlms = DlmsSimulatorThread(
                 self.n, host=head_end.host, port=head_end.port, password=self.dlms_password.encode(),
                 wport_base=DLMS_WPORT_BASE, modes=modes, seed=self.args.seed).start()
-            self.sim: Any = self.dlms
+            self.sim = self.dlms
         else:
             self.sim = stack.simulators[HEAD_END]
         app = build_app(self.config, self.backend, clock=lambda: float(self.clock))
@@ -273,6 +290,8 @@ class Demo:
             report = await loop.run_in_executor(None, stack.close)
             if self.dlms is not None:
                 self.dlms.stop()
+            if self.cim is not None:
+                self.cim.stop()
         processes = (*processes, *(node.known_processes() if node is not None else ()))
         left = sorted({ref.pid for ref in processes if is_alive(ref)})
         clean = report is not None and report.tree_stopped and not report.survivors and not left
@@ -600,6 +619,10 @@ class Demo:
         }
 
     def _head_end_facts(self) -> dict[str, Any]:
+        if self.cim is not None:
+            requests = self.cim.call(lambda sim: sim.requests)
+            return {"kind": "cim", "protocol": "IEC 61968-9 create EndDeviceControls (SOAP/HTTP, callbacks)",
+                    "requests": requests}
         if self.dlms is None:
             return {"kind": "sim", "protocol": "jodo reference (headend/sim)"}
         stats = self.dlms.call(lambda sim: dataclasses.asdict(sim.stats))
@@ -648,6 +671,8 @@ class Demo:
 
 
 def _head_end_line(h: dict[str, Any]) -> str:
+    if h["kind"] == "cim":
+        return f"{h['protocol']}: {h['requests']:,} requests to the CIM head-end"
     if h["kind"] != "dlms":
         return str(h["protocol"])
     return (f"{h['protocol']}: {h['associations']:,} associations, {h['actions']:,} ACTIONs, {h['reads']:,} "

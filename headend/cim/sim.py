@@ -21,7 +21,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -38,7 +40,9 @@ from headend.cim.messages import (
     soap_wrap,
 )
 from headend.sim.fleet import Fleet
-from protocols.headend import HesControlState
+from protocols.headend import HesControlState, HesMeterState
+
+T = TypeVar("T")
 
 __all__ = ["TOKEN_HEADER", "CimSimConfig", "CimSimThread", "build_app"]
 
@@ -171,6 +175,17 @@ class CimSimThread:
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+
+    def call(self, fn: Callable[[_Sim], T], timeout: float = 10.0) -> T:
+        """Run fn(simulator) on the simulator's loop (where its handlers change the fleet) and return
+        what it returns: the same surface as `headend.sim.server.SimulatorThread.call`."""
+        async def run() -> T:
+            return fn(self.sim)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def relay_states(self, serials: list[str]) -> list[HesMeterState]:
+        return self.call(lambda s: [s.fleet.state(x) for x in serials])
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)

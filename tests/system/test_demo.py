@@ -72,6 +72,21 @@ def test_the_demo_runs_the_same_month_through_the_dlms_adapter_and_gurux_meters(
     assert summary["paid_but_disconnected"] == 0 and summary["forged_payments_that_reconnected"] == 0
 
 
+def test_the_demo_runs_the_same_month_through_the_cim_adapter_and_its_simulator(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--head-end", "cim", "--meters", "600",
+                           "--json"], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["shutdown"] == "clean" and summary["node_processes_left"] == []
+    assert summary["head_end"]["kind"] == "cim" and summary["head_end"]["requests"] > 0
+    assert "IEC 61968-9" in done.stderr
+    assert summary["disconnected"] > 0 and summary["reconnected"] > 0
+    assert summary["reconnected"] + summary["awaiting_button"] == summary["webhooks"]["accepted"]
+    assert summary["paid_but_disconnected"] == 0 and summary["forged_payments_that_reconnected"] == 0
+
+
 def test_dlms_demo_refuses_a_fleet_larger_than_its_wrapper_ports(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
     env["PYTHONPATH"] = str(ROOT)
