@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,38 +54,36 @@ def test_the_demo_runs_a_month_end_to_end_and_prints_its_summary(tmp_path: Path)
     assert took < 120, f"the demo took {took:.0f} s for 2 000 meters"
 
 
-def test_the_demo_runs_the_same_month_through_the_dlms_adapter_and_gurux_meters(tmp_path: Path) -> None:
+def _head_end_demo(tmp_path: Path, head_end: str, meters: int = 600) -> tuple[dict[str, Any], str]:
+    """`jodo demo --head-end HEAD_END --json`: its summary (checked to be whole and clean) and stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--head-end", "dlms", "--meters", "600",
-                           "--json"], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--head-end", head_end,
+                           "--meters", str(meters), "--json"],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
-    summary = json.loads(done.stdout)
+    summary: dict[str, Any] = json.loads(done.stdout)
     assert summary["ok"] and summary["shutdown"] == "clean" and summary["node_processes_left"] == []
-    head_end = summary["head_end"]
-    assert head_end["kind"] == "dlms" and "DLMS/COSEM" in done.stderr
-    # every relay switched that month went through a class 70 ACTION at the Gurux server and was read back
-    switched = summary["disconnected"] + summary["reconnected"] + summary["awaiting_button"]
+    assert summary["head_end"]["kind"] == head_end
     assert summary["disconnected"] > 0 and summary["reconnected"] > 0
-    assert head_end["actions"] == switched and head_end["reads"] >= switched
-    assert head_end["associations"] > 0 and head_end["refused"] == 0
     assert summary["reconnected"] + summary["awaiting_button"] == summary["webhooks"]["accepted"]
     assert summary["paid_but_disconnected"] == 0 and summary["forged_payments_that_reconnected"] == 0
+    return summary, done.stderr
+
+
+def test_the_demo_runs_the_same_month_through_the_dlms_adapter_and_gurux_meters(tmp_path: Path) -> None:
+    summary, stderr = _head_end_demo(tmp_path, "dlms")
+    head_end = summary["head_end"]
+    assert "DLMS/COSEM" in stderr
+    # every relay switched that month went through a class 70 ACTION at the Gurux server and was read back
+    switched = summary["disconnected"] + summary["reconnected"] + summary["awaiting_button"]
+    assert head_end["actions"] == switched and head_end["reads"] >= switched
+    assert head_end["associations"] > 0 and head_end["refused"] == 0
 
 
 def test_the_demo_runs_the_same_month_through_the_cim_adapter_and_its_simulator(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--head-end", "cim", "--meters", "600",
-                           "--json"], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
-    summary = json.loads(done.stdout)
-    assert summary["ok"] and summary["shutdown"] == "clean" and summary["node_processes_left"] == []
-    assert summary["head_end"]["kind"] == "cim" and summary["head_end"]["requests"] > 0
-    assert "IEC 61968-9" in done.stderr
-    assert summary["disconnected"] > 0 and summary["reconnected"] > 0
-    assert summary["reconnected"] + summary["awaiting_button"] == summary["webhooks"]["accepted"]
-    assert summary["paid_but_disconnected"] == 0 and summary["forged_payments_that_reconnected"] == 0
+    summary, stderr = _head_end_demo(tmp_path, "cim")
+    assert "IEC 61968-9" in stderr and summary["head_end"]["requests"] > 0
 
 
 def test_dlms_demo_refuses_a_fleet_larger_than_its_wrapper_ports(tmp_path: Path) -> None:
