@@ -51,10 +51,23 @@ def _connect(path: Path, options: StoreOptions) -> sqlite3.Connection:
         raise StoreOpenError(str(path), str(exc)) from exc
 
 
+def _schema_is_current(conn: sqlite3.Connection, kind: str, version: int) -> bool:
+    """True when the file already holds this store at this version: checked in a read transaction,
+    so opening a store (the front door opens the guard store per request) never waits on a writer.
+    Anything else — a new file, an old version, a foreign file — goes the locked path below."""
+    try:
+        row = conn.execute("SELECT store, version FROM schema_version").fetchone()
+    except sqlite3.DatabaseError:  # no such table, not a database, locked in a rollback journal
+        return False
+    return row is not None and tuple(row) == (kind, version)
+
+
 def _check_or_create_schema(
     conn: sqlite3.Connection, path: Path, kind: str, version: int, ddl: Sequence[str],
     migrations: Mapping[int, Sequence[str]],
 ) -> None:
+    if _schema_is_current(conn, kind, version):
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -24,7 +24,12 @@ __all__ = ["GUARD_FILE", "GuardStore", "HeadEndRecovery", "SwitchState"]
 
 GUARD_FILE = "guard.sqlite3"
 _KIND = "jodo-guard"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# released/cancelled members are found by (account, command_id): without this index each UPDATE
+# scanned every kept member, so releasing a held wave of 25 000 took ~30 s inside the write lock
+# (measured, session 7) while the operator's GET /v1/disconnects waited on it and failed
+_BY_COMMAND = "CREATE INDEX IF NOT EXISTS guard_members_by_command ON guard_members (account, command_id)"
+_MIGRATIONS = {1: (_BY_COMMAND,)}
 _DDL = (
     """CREATE TABLE guard_waves (
         wave_id TEXT PRIMARY KEY, head_end TEXT NOT NULL, status TEXT NOT NULL, opened_at REAL NOT NULL,
@@ -35,6 +40,7 @@ _DDL = (
         wave_id TEXT NOT NULL, account TEXT NOT NULL, command_id TEXT NOT NULL, grp INTEGER NOT NULL,
         state TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (wave_id, account))""",
     "CREATE INDEX guard_members_by_state ON guard_members (state, at)",
+    _BY_COMMAND,
     """CREATE TABLE guard_approvals (
         wave_id TEXT NOT NULL, approver TEXT NOT NULL, at REAL NOT NULL, via TEXT NOT NULL,
         PRIMARY KEY (wave_id, approver))""",
@@ -72,7 +78,8 @@ def _seq(wave_id: str) -> int:
 
 class GuardStore(SqliteFile):
     def __init__(self, path: Path, options: StoreOptions | None = None) -> None:
-        super().__init__(path, options or StoreOptions(), kind=_KIND, version=SCHEMA_VERSION, ddl=_DDL)
+        super().__init__(path, options or StoreOptions(), kind=_KIND, version=SCHEMA_VERSION, ddl=_DDL,
+                         migrations=_MIGRATIONS)
 
     @classmethod
     def in_dir(cls, data_dir: str | Path, options: StoreOptions | None = None) -> GuardStore:

@@ -53,6 +53,7 @@ from jodo.webhooks import (
 from protocols import codec
 from protocols.errors import CodecError
 from protocols.payments import PaymentReceived, PaymentResultCode, validate_account, validate_payment_id
+from storage.errors import StorageError, StorageUnavailable
 
 __all__ = ["BACKEND", "BATCHER", "CONFIG", "WebhookObserver", "build_app", "start_site"]
 
@@ -197,6 +198,13 @@ async def _errors_as_json(
         )
     except asyncio.CancelledError:
         raise
+    except StorageUnavailable as exc:  # a store busy or down (e.g. another writer past the busy timeout)
+        log.error("store unavailable while serving %s %s: %s", request.method, request.path, exc)
+        return _json(503, {"error": "storage_unavailable", "detail": str(exc), "where": "server"},
+                     {"Retry-After": "1"})
+    except StorageError as exc:  # a store that cannot be used as configured: the operator must look
+        log.error("store failed while serving %s %s: %s", request.method, request.path, exc)
+        return _json(500, {"error": "storage", "detail": str(exc), "where": "server"})
     except Exception:
         log.exception("bug while serving %s %s", request.method, request.path)
         return _json(500, {"error": "internal", "detail": "unexpected server error; see the server log",

@@ -148,3 +148,41 @@ def test_a_shard_file_of_schema_version_1_is_migrated_and_its_chain_starts_after
                              " were written before the audit chain (not covered)"]
     with sqlite3.connect(shard_group_path(tmp_path, 0)) as db:
         assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
+
+
+def test_opening_a_current_store_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    # the front door opens the guard store per admin request while gateways write it: opening a file
+    # already at this schema must not take the write lock (it once did: BEGIN IMMEDIATE on every open)
+    from storage.errors import StorageUnavailable
+    from storage.sqlite_guard import GuardStore
+
+    GuardStore.in_dir(tmp_path).close()
+    writer = sqlite3.connect(tmp_path / "guard.sqlite3", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        with GuardStore.in_dir(tmp_path, StoreOptions(busy_timeout_ms=0)) as store:
+            assert store.switch().paused is False
+            with pytest.raises(StorageUnavailable, match="locked"):  # the lock is really held
+                store.set_paused(True, by="x", at=1.0)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_a_guard_file_of_schema_version_1_gains_the_member_index(tmp_path: Path) -> None:
+    from domain.guard import Kept
+    from storage.sqlite_guard import GuardStore
+
+    with GuardStore.in_dir(tmp_path) as store:
+        store.save_step("he", 1.0, kept=[(Kept("a1", "c1", 0), "he.1")])
+    with sqlite3.connect(tmp_path / "guard.sqlite3") as db:  # what jodo before the index wrote
+        db.execute("DROP INDEX guard_members_by_command")
+        db.execute("UPDATE schema_version SET version = 1")
+    with GuardStore.in_dir(tmp_path) as store:
+        store.save_step("he", 2.0, released=[Kept("a1", "c1", 0)])
+    with sqlite3.connect(tmp_path / "guard.sqlite3") as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert db.execute("SELECT state FROM guard_members WHERE account='a1'").fetchone() == ("released",)
+        plan = db.execute("EXPLAIN QUERY PLAN UPDATE guard_members SET state='released' "
+                          "WHERE account='a1' AND command_id='c1' AND state='kept'").fetchall()
+        assert "guard_members_by_command" in str(plan)  # found by key, not by scanning the kept ones

@@ -681,3 +681,30 @@ def test_every_error_body_has_the_same_shape_with_where() -> None:
                     assert shape == (status, {"error", "detail", "where"}, where), doc
 
     run(scenario)
+
+
+def test_a_store_that_is_busy_answers_503_with_retry_after_not_a_500() -> None:
+    from jodo.frontdoor.app import _errors_as_json
+    from storage.errors import SchemaTooNew, StorageUnavailable
+
+    async def busy(request: web.Request) -> web.Response:
+        raise StorageUnavailable("/data/guard.sqlite3: database is locked")
+
+    async def too_new(request: web.Request) -> web.Response:
+        raise SchemaTooNew("/data/guard.sqlite3", 9, 2)
+
+    async def scenario() -> None:
+        app = web.Application(middlewares=[_errors_as_json])
+        app.router.add_get("/busy", busy)
+        app.router.add_get("/too-new", too_new)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            async with client.get("/busy") as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "1"
+                doc = await r.json()
+                assert doc["error"] == "storage_unavailable" and "guard.sqlite3" in doc["detail"]
+            async with client.get("/too-new") as r:  # the operator must act: say which file and why
+                assert r.status == 500
+                doc = await r.json()
+                assert doc["error"] == "storage" and "guard.sqlite3" in doc["detail"]
+
+    run(scenario)
