@@ -55,9 +55,12 @@ _READBACK = [
 
 
 def quiet_dlms_cosem_logs() -> None:
-    """dlms-cosem logs every APDU it sends at INFO (`logging.getLogger("dlms_cosem.connection")`): in a
-    process whose root logger is at INFO that is a line per request. Keep WARNING and above for the
-    `dlms_cosem` loggers, unless someone set their level explicitly."""
+    """dlms-cosem 21.3.2 logs every APDU it sends on `logging.getLogger("dlms_cosem.connection")`: the
+    request's repr at INFO and DEBUG (the AARQ's has the LLS password in it), and a deciphered APDU at
+    WARNING. That logger is kept at ERROR whatever the process configured, so no log level puts a
+    password in the logs; the other `dlms_cosem` loggers (state transitions) at WARNING unless someone
+    set their level."""
+    logging.getLogger("dlms_cosem.connection").setLevel(logging.ERROR)
     log = logging.getLogger("dlms_cosem")
     if log.level == logging.NOTSET:
         log.setLevel(logging.WARNING)

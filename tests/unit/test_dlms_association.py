@@ -9,6 +9,8 @@ checked byte for byte (an upgrade or downgrade of dlms-cosem that changes an enc
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from headend.dlms.association import (
@@ -19,6 +21,7 @@ from headend.dlms.association import (
     ReadDone,
     Refused,
     Released,
+    quiet_dlms_cosem_logs,
 )
 from headend.dlms.wrapper import WrapperReader, wrap
 
@@ -153,3 +156,28 @@ def test_one_request_at_a_time_and_no_answer_without_a_request() -> None:
     assert a.on_bytes(wrap(257, 16, H("c701c00000"))) == [ProtocolFault("an answer nobody asked for")]
     bad = DlmsAssociation(client_wport=16, server_wport=257, password=None)
     assert bad.on_bytes(H("0002001001010000")) == [ProtocolFault("wrapper version 2, expected 1")]
+
+
+def test_dlms_cosem_never_logs_the_password_and_is_quiet_unless_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loggers = [logging.getLogger(n) for n in ("dlms_cosem", "dlms_cosem.connection", "dlms_cosem.state")]
+    before = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.NOTSET)
+        quiet_dlms_cosem_logs()
+        with caplog.at_level(logging.DEBUG):  # the process logs everything at DEBUG
+            _associated(b"secret-pw").action(1)
+        assert not [r for r in caplog.records if r.name.startswith("dlms_cosem")]
+        caplog.clear()
+        loggers[0].setLevel(logging.DEBUG)  # someone asked for dlms_cosem's lines, all of them
+        quiet_dlms_cosem_logs()
+        with caplog.at_level(logging.DEBUG):
+            _associated(b"secret-pw").action(1)
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("dlms_cosem")]
+        assert any("state transitioned" in line for line in lines)
+        assert not [line for line in lines if "secret-pw" in line or "Sending" in line]
+    finally:
+        for lg, level in zip(loggers, before, strict=True):
+            lg.setLevel(level)
