@@ -29,6 +29,7 @@ from typing import Any
 
 from dlms_cosem import cosem, dlms_data, enumerations
 from dlms_cosem.connection import DlmsConnection
+from dlms_cosem.exceptions import LocalDlmsProtocolError
 from dlms_cosem.protocol import acse, xdlms
 
 from headend.dlms.wrapper import WrapperReader, wrap
@@ -137,7 +138,13 @@ class DlmsAssociation:
     def _send(self, apdu: Any, expect: str) -> bytes:
         if self._expect is not None:
             raise RuntimeError(f"a {self._expect} is still awaited on wPort {self.server_wport}")
-        data: bytes = self._conn.send(apdu)
+        # What `DlmsConnection.send(apdu)` does for an unciphered association (no keys are ever given
+        # here), minus its two log lines: 21.3.2 formats the APDU's repr into an f-string for each even
+        # when the level drops them (measured: ~38 µs of the ~142 µs an operation spent in dlms-cosem).
+        self._conn.state.process_event(apdu)  # dlms-cosem's state machine still checks the order
+        data: bytes = apdu.to_bytes()
+        if len(data) > self._conn.max_pdu_size:  # as send() checks it, against the AARE's max PDU size
+            raise LocalDlmsProtocolError(f"{len(data)}-byte APDU, the meter takes {self._conn.max_pdu_size}")
         self._expect = expect
         return wrap(self.client_wport, self.server_wport, data)
 

@@ -181,3 +181,16 @@ def test_dlms_cosem_never_logs_the_password_and_is_quiet_unless_asked(
     finally:
         for lg, level in zip(loggers, before, strict=True):
             lg.setLevel(level)
+
+
+def test_dlms_cosem_still_checks_the_order_of_requests() -> None:
+    from dlms_cosem.exceptions import LocalDlmsProtocolError
+
+    a = DlmsAssociation(client_wport=16, server_wport=257, password=None)
+    with pytest.raises(LocalDlmsProtocolError, match="NO_ASSOCIATION"):
+        a.action(1)  # no AARQ yet
+    b = _associated()
+    b.rlrq()
+    b.on_bytes(wrap(257, 16, H("6315800100be10040e0800065f1f040000125dffff0007")))
+    with pytest.raises(LocalDlmsProtocolError, match="NO_ASSOCIATION"):
+        b.read()  # released
