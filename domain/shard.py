@@ -61,8 +61,12 @@ _SECONDS_KEPT = 65_536  # distinct next-check seconds shared (many meters share 
 
 
 def meter_status(m: Meter, policy: Policy) -> tuple[RelayState, bool]:
-    """A meter's relay state, and whether it is paid up yet still off (the broken promise)."""
-    return m.relay, m.relay in _OFF and m.dues_paise <= policy.reconnection_threshold_paise
+    """A meter's relay state, and whether it is paid up (prepaid: a balance above zero) yet still off
+    (the broken promise)."""
+    if m.relay not in _OFF:
+        return m.relay, False
+    return m.relay, (m.dues_paise <= policy.reconnection_threshold_paise if m.prepaid is None
+                     else m.dues_paise < 0)
 
 
 def _off_since(m: Meter) -> int:
