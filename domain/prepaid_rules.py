@@ -9,23 +9,41 @@ domain/prepaid.py's; the rule at zero balance (notice, friendly windows, cut) is
 
 from __future__ import annotations
 
-from domain.commands import ClearPayment, ReportConsumption, RequestEmergencyCredit, SetBillingMode
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from domain.commands import (
+    ClearPayment,
+    MeterCommand,
+    ReportConsumption,
+    RequestEmergencyCredit,
+    SetBillingMode,
+)
 from domain.drive import Draft
 from domain.effects import MeterCommandRejected
 from domain.enums import BillingMode, NoticeTemplate, RelayTarget
 from domain.events import (
     BillingModeSet,
     ConsumptionDebited,
+    DisconnectionDeferred,
     DisconnectionNoticeWithdrawn,
     EmergencyCreditGranted,
     EmergencyCreditRecovered,
     LowBalanceNotified,
+    MeterEvent,
     RelayTargetSet,
 )
 from domain.prepaid import account_of, apply_read, daily_charge_paise, grant_emergency, oldest_open_month
+from domain.state import Meter
 from domain.windows import local_date
 
-__all__ = ["emergency_credit", "recover_emergency_credit", "report_consumption", "set_billing_mode"]
+__all__ = [
+    "emergency_credit",
+    "recover_emergency_credit",
+    "report_consumption",
+    "set_billing_mode",
+    "tally",
+]
 
 _SWITCHED_POSTPAID = "switched to postpaid: a disconnection needs a bill and the s.56 notice again"
 
@@ -175,3 +193,42 @@ def recover_emergency_credit(d: Draft, c: ClearPayment) -> int:
                                     amount_paise=recovered,
                                     outstanding_after_paise=p.emergency_outstanding_paise - recovered))
     return recovered
+
+
+_TALLIED = frozenset({ConsumptionDebited, EmergencyCreditGranted, EmergencyCreditRecovered,
+                      DisconnectionDeferred})
+
+
+def tally(
+    events: Iterable[tuple[int, MeterEvent]],
+    states: Mapping[str, Meter],
+    refused: Iterable[tuple[MeterCommand, str]],
+    duplicate_reads: int,
+) -> dict[tuple[str, str], int]:
+    """What a journaled host step did to prepaid meters, for the metrics: (metric, label) → count.
+    ``("prepaid_reads", outcome)``: debited, estimated, trued_up, rejected, duplicate;
+    ``("emergency_credit", event)``: granted, recovered; ``("prepaid_disconnection_held", "")``: a cut at
+    zero balance held by a no-disconnection window. ``refused``: the step's refused and failed commands."""
+    out: Counter[tuple[str, str]] = Counter()
+    for _, e in events:
+        kind = type(e)
+        if kind not in _TALLIED:
+            continue
+        if kind is ConsumptionDebited:
+            assert isinstance(e, ConsumptionDebited)
+            outcome = "estimated" if e.estimated else "trued_up" if e.replaces is not None else "debited"
+            out["prepaid_reads", outcome] += 1
+        elif kind is EmergencyCreditGranted:
+            out["emergency_credit", "granted"] += 1
+        elif kind is EmergencyCreditRecovered:
+            out["emergency_credit", "recovered"] += 1
+        else:
+            m = states.get(e.account)
+            if m is not None and m.prepaid is not None:
+                out["prepaid_disconnection_held", ""] += 1
+    rejected = sum(1 for c, _ in refused if type(c) is ReportConsumption)
+    if rejected:
+        out["prepaid_reads", "rejected"] += rejected
+    if duplicate_reads:
+        out["prepaid_reads", "duplicate"] += duplicate_reads
+    return dict(out)

@@ -72,7 +72,7 @@ def test_a_v3_body_is_a_tagged_map_of_named_fields_holding_the_resident_bytes() 
     original = image()
     values = fields(shard_snapshot.dump(original, RULES))
     assert set(values) == {"versions", "rules", "base", "relay", "work_orders", "paid_off",
-                           "pending", "timers"}
+                           "pending", "timers", "prepaid_bands"}
     # the table's base as the host holds it (nothing packed again): records, hashes, offsets
     assert isinstance(original.meters, PackedTable)
     assert values["base"] == list(original.meters.base() or ())
@@ -165,3 +165,25 @@ def test_a_body_written_before_prepaid_meters_loads_them_as_postpaid() -> None:
     host.load(loaded)
     m = host.get("N1")
     assert m is not None and m.prepaid is None and m.dues_paise == 123_456 and m.bill is not None
+
+
+def test_prepaid_meters_and_their_balance_bands_survive_a_snapshot() -> None:
+    from domain.commands import ReportConsumption, SetBillingMode
+    from domain.enums import BillingMode
+
+    host = MeterHost(POLICY, packing=METER_PACKING)
+    host.assign(host.step([
+        RegisterMeter(account=ACCOUNT, serial="S7", head_end="hes-1", install_year=2022, relay_capable=True,
+                      control_mode=2),
+        SetBillingMode(account=ACCOUNT, mode=BillingMode.PREPAID, opening_balance_paise=60_000,
+                       request_id="m1"),
+        ReportConsumption(account=ACCOUNT, read_id="r1", read_date="2026-03-01", energy_wh=5_000),
+    ], T0), T0)
+    assert host.prepaid_bands == {"500_plus": 1}
+    loaded = shard_snapshot.load(shard_snapshot.dump(host.image(SHARD), RULES), SHARD, RULES)
+    assert isinstance(loaded, ShardImage) and loaded.prepaid_bands == {"500_plus": 1}
+    again = MeterHost(POLICY, packing=METER_PACKING)
+    again.load(loaded)
+    m = again.get(ACCOUNT)
+    assert m is not None and m.prepaid is not None and [d.read_id for d in m.prepaid.days] == ["r1"]
+    assert again.prepaid_bands == {"500_plus": 1} and m == host.get(ACCOUNT)

@@ -210,3 +210,43 @@ def test_a_packed_meter_written_before_prepaid_loads_as_postpaid() -> None:
 def test_kept_days_drop_closed_months() -> None:
     days = tuple(DayRead(day=d, read_id=d, energy_wh=1) for d in ("2025-01-31", "2025-02-01", "2025-03-01"))
     assert [d.day for d in kept_days(days)] == ["2025-02-01", "2025-03-01"]
+
+
+def test_a_host_step_tallies_read_outcomes_and_keeps_the_balance_bands() -> None:
+    from domain.commands import RegisterMeter, ReportConsumption, RequestEmergencyCredit
+    from domain.prepaid_rules import tally
+    from domain.shard import MeterHost
+
+    host = MeterHost(POLICY)
+    reg = RegisterMeter(account=ACCOUNT, serial="S1", head_end="h", install_year=2022, relay_capable=True,
+                        control_mode=2)
+    first = host.step([reg, SetBillingMode(account=ACCOUNT, mode=BillingMode.PREPAID,
+                                           opening_balance_paise=60_000, request_id="m")], MON)
+    host.assign(first, MON)
+    assert host.prepaid_bands == {"500_plus": 1}
+
+    def read(rid: str, day: str, wh: int) -> ReportConsumption:
+        return ReportConsumption(account=ACCOUNT, read_id=rid, read_date=day, energy_wh=wh)
+
+    step = host.step([read("a", "2025-03-01", 9_000), read("a", "2025-03-01", 9_000),
+                      read("c", "2025-03-03", 9_000), read("b", "2025-03-02", 9_000),
+                      read("z", "2025-03-09", 1), RequestEmergencyCredit(account=ACCOUNT, request_id="e")],
+                     MON + 60)
+    counts = tally(step.events, step.states, step.refused + step.failures, step.duplicate_reads)
+    assert counts == {("prepaid_reads", "debited"): 2, ("prepaid_reads", "estimated"): 1,
+                      ("prepaid_reads", "trued_up"): 1, ("prepaid_reads", "duplicate"): 1,
+                      ("prepaid_reads", "rejected"): 1, ("emergency_credit", "granted"): 1}
+    host.assign(step, MON + 60)
+    m = host.get(ACCOUNT)
+    assert m is not None and -m.dues_paise >= 50_000 and host.prepaid_bands == {"500_plus": 1}
+    later = host.step([read("d", "2025-03-03", 0), read("f", "2025-03-03", 0)], MON + 61)  # no: same day
+    assert later.duplicate_reads == 2
+    drain = host.step([read(f"x{i}", f"2025-03-0{i}", 60_000) for i in (4, 5)], at(2025, 3, 5, 10))
+    host.assign(drain, at(2025, 3, 5, 10))
+    m = host.get(ACCOUNT)
+    assert m is not None and host.prepaid_bands == {"500_plus": 0, _band(-m.dues_paise): 1}
+
+
+def _band(balance: int) -> str:
+    from domain.prepaid import balance_band
+    return balance_band(balance)
