@@ -248,13 +248,13 @@ def _prepaid_retarget(d: Draft, cause: str) -> None:
         if d.m.desired is not RelayTarget.CONNECTED:
             _set_target(d, RelayTarget.CONNECTED, _why_on(m, policy), cause)
         return
-    if m.desired is not RelayTarget.CONNECTED:
-        return  # off already, or on its way off
     p = m.prepaid
-    if p is not None and "zero" not in p.notified:
+    if p is not None and "zero" not in p.notified:  # told before any cut (and if it was off already)
         notice_id = d.mint("l")
         d.emit(LowBalanceNotified(account=m.account, at=now, threshold="zero", balance_paise=-m.dues_paise))
         d.notify(notice_id, NoticeTemplate.LOW_BALANCE, dues_paise=m.dues_paise, ref="zero")
+    if d.m.desired is not RelayTarget.CONNECTED:
+        return  # off already, or on its way off
     if not disconnection_allowed(now, policy):
         sonb = d.m.switch_off_not_before
         if sonb is None or sonb <= now:

@@ -359,9 +359,12 @@ def _payment_reconnect(m: Meter, e: PaymentReconnect) -> Meter:
 
 
 def _topped_up(p: PrepaidState, balance: int) -> PrepaidState:
-    """After a top-up (recharge, emergency credit): the low-balance notices may go out again, and
-    "75 % used" is a share of the balance now."""
-    return dataclasses.replace(p, funded_paise=max(0, balance), notified=())
+    """After a top-up (recharge, emergency credit) that leaves a balance above zero: the low-balance
+    notices may go out again, and "75 % used" is a share of the balance now. One that leaves it at
+    zero or below changes neither (the consumer was told; a cut in progress goes on)."""
+    if balance <= 0:
+        return p
+    return dataclasses.replace(p, funded_paise=balance, notified=())
 
 
 def _prepaid(m: Meter) -> PrepaidState:
