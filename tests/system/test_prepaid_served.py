@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,27 @@ def test_a_prepaid_meter_runs_out_at_night_is_held_cut_in_the_morning_and_a_rech
         assert back["balance_paise"] == doc["balance_paise"] + 20_000 and back["desired"] == "connected"
         history = node.jodo("meter", "history", ACCOUNT)
         assert "ConsumptionDebited" in history.stdout and "LowBalanceNotified" in history.stdout
+
+        # emergency credit through the admin API: granted once, then refused with the reason
+        status, granted = _emergency(node, ACCOUNT, "ec-1")
+        assert status == 200 and granted["meter"]["emergency_credit_paise"] == 20_000
+        assert granted["meter"]["balance_paise"] == back["balance_paise"] + 20_000
+        assert _emergency(node, ACCOUNT, "ec-1")[0] == 200  # the same request again: nothing twice
+        assert _show(node)["balance_paise"] == back["balance_paise"] + 20_000
+        status, refused = _emergency(node, ACCOUNT, "ec-2")
+        assert status == 409 and "outstanding" in refused["detail"]
+        assert _emergency(node, "N0000000009", "ec-3")[0] == 404
+        assert _metric(node, 'jodo_emergency_credits_total{event="granted"}') == 1
+
+
+def _emergency(node: Serving, account: str, request_id: str) -> tuple[int, dict[str, Any]]:
+    token = (node.workdir / "data" / "admin.token").read_text().strip()
+    req = urllib.request.Request(f"{node.url}/v1/meters/{account}/emergency-credit", method="POST",
+                                 data=json.dumps({"request_id": request_id}).encode(),
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
