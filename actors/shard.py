@@ -528,11 +528,13 @@ class MeterShard(JodoActor):
             self.metric("payment_reconnected", head_end, seconds)
         for action, outcome in out.finished:
             self.metric("relay_command_finished", action, outcome)
-        for (name, label), count in out.prepaid.items():  # prepaid reads, emergency credits, held cuts
-            if label:
-                self.metric(name, label, count)
+        for (name, label), count in out.prepaid.items():  # domain.prepaid_rules.tally
+            if name == "prepaid_reads":
+                self.metric("prepaid_reads", label, count)
+            elif name == "emergency_credit":
+                self.metric("emergency_credit", label, count)
             else:
-                self.metric(name, count)
+                self.metric("prepaid_disconnection_held", count)
 
     def _deliver_notices(self, notices: list[Any]) -> None:
         if not notices or self.notices is None or self.service is None:
