@@ -528,6 +528,13 @@ class MeterShard(JodoActor):
             self.metric("payment_reconnected", head_end, seconds)
         for action, outcome in out.finished:
             self.metric("relay_command_finished", action, outcome)
+        for (name, label), count in out.prepaid.items():  # domain.prepaid_rules.tally
+            if name == "prepaid_reads":
+                self.metric("prepaid_reads", label, count)
+            elif name == "emergency_credit":
+                self.metric("emergency_credit", label, count)
+            else:
+                self.metric("prepaid_disconnection_held", count)
 
     def _deliver_notices(self, notices: list[Any]) -> None:
         if not notices or self.notices is None or self.service is None:
@@ -564,6 +571,7 @@ class MeterShard(JodoActor):
         for action in WorkOrderAction:  # every action, 0 when none is open: no "No data" panel
             self.metric("set_work_orders_open", str(action), host.work_orders.get(action, 0))
         self.metric("batches_in_flight", "shard_to_gateway", sum(map(len, self.relay_unacked.values())))
+        self.metric("set_prepaid_bands", dict(host.prepaid_bands))
         self.sample_memory()
 
 

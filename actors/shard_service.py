@@ -48,6 +48,7 @@ from domain.events import (
 from domain.fused import fuse_shard_events
 from domain.packed import PackedTable
 from domain.policy import Policy
+from domain.prepaid_rules import tally
 from domain.shard import HostStep, MeterHost, ShardImage
 from domain.sharding import logical_shard, shards_of_group
 from domain.state import HELD_RETRY_AT, Meter
@@ -75,6 +76,7 @@ class Outgoing:
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
     reconnected: list[tuple[str, float]] = field(default_factory=list)  # (head-end, payment→connected s)
     finished: list[tuple[str, str]] = field(default_factory=list)  # (action, outcome) of relay commands
+    prepaid: dict[tuple[str, str], int] = field(default_factory=dict)  # domain.prepaid_rules.tally
 
     def extend(self, other: Outgoing) -> None:
         self.acks += other.acks
@@ -85,6 +87,8 @@ class Outgoing:
         self.rejected += other.rejected
         self.reconnected += other.reconnected
         self.finished += other.finished
+        for key, n in other.prepaid.items():
+            self.prepaid[key] = self.prepaid.get(key, 0) + n
 
 
 def relay_command_of(m: Meter) -> SendRelayCommand | None:
@@ -402,6 +406,7 @@ class ShardService:
             states=dict(self._overlay),
             failures=tuple(f for s in steps for f in s.failures),
             refused=tuple(r for s in steps for r in s.refused),
+            duplicate_reads=sum(s.duplicate_reads for s in steps),
         )
         self._commit(step, now)
         self.host.assign(step, now)
@@ -410,6 +415,7 @@ class ShardService:
         out = self._route(step.effects)
         self._follow(step, out)
         out.finished += _finished(step, cancelled)
+        out.prepaid = tally(step.events, step.states, step.refused + step.failures, step.duplicate_reads)
         return out
 
     def note_payments(self, received: Iterable[tuple[str, float]]) -> None:

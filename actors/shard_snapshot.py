@@ -78,6 +78,7 @@ def dump(image: ShardImage, rules: str) -> bytes:
         "paid_off": image.paid_off,
         "pending": sorted(image.pending),
         "timers": [list(image.timers), list(image.timers.values())],
+        "prepaid_bands": image.prepaid_bands,  # (absent from bodies before issue 16: no prepaid meters)
     }
     return msgpack.packb([TAG, VERSION, fields], use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -111,6 +112,7 @@ def load(body: bytes, shard: int, rules: str) -> ShardImage | list[Meter]:
             paid_off=fields["paid_off"],
             pending=frozenset(fields["pending"]),
             timers=_zipped(*fields["timers"]),
+            prepaid_bands=fields.get("prepaid_bands", {}),
         )
     except codec.CodecError:
         raise

@@ -17,6 +17,10 @@ simulator (zero latency, every meter starting disconnected) on loopback. Measure
   as such in each record;
 - recovery: SIGKILL of one shard group process; seconds until it runs again, and its own
   snapshot + journal replay time.
+
+``--prepaid`` (issue 16): every meter is then switched to prepaid with a balance of minus the dues plus
+Rs 100 (registered disconnected, so off for a negative balance), and each payment is a recharge that
+brings the balance to Rs 100: the same stages measure recharge → connect command (the fused path).
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from pathlib import Path
 
 from actors.facade import RuntimeConfig
 from bench.common import cpu_seconds, emit, free_port, rss_bytes, wait
-from domain.commands import RegisterMeter
-from domain.enums import RelayState
+from domain.commands import RegisterMeter, SetBillingMode
+from domain.enums import BillingMode, RelayState
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
 from jodo.client import NodeClient, Saturated
@@ -237,6 +241,8 @@ def main() -> None:
                         help="postgresql: a throwaway server (fsync on) holds the journals and the ledger; "
                              "its processes' CPU is counted as the role 'postgresql'")
     parser.add_argument("--skip-recovery", action="store_true", help="no SIGKILL stage at the end")
+    parser.add_argument("--prepaid", action="store_true",
+                        help="prepaid meters: each payment is a recharge that reconnects (issue 16)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()] or [args.rate]
     dues = 150_000
@@ -270,6 +276,7 @@ def main() -> None:
         shard_pids = {g: client.shard_status(g).pid for g in client.shard}
         base_rss = sum(rss_bytes(p) for p in shard_pids.values())
         emit(stage="start", meters=args.meters, groups=args.groups, synchronous=args.synchronous,
+             prepaid=args.prepaid,
              cpus=os.cpu_count(), dir=str(work), rates=rates, runs=args.runs, desk_window=args.desk_window,
              load_average=[round(x, 2) for x in os.getloadavg()], simulator_latency=sim_latency)
 
@@ -286,6 +293,11 @@ def main() -> None:
                 ],
                 chunk=chunk,
             )
+        if args.prepaid:  # a balance of Rs 100 less than the dues: the payment of the dues tops it up
+            for lo in range(0, args.meters, chunk):
+                client.send([SetBillingMode(account=account(i), mode=BillingMode.PREPAID,
+                                            opening_balance_paise=10_000 - dues, request_id=f"bench-{i}")
+                             for i in range(lo, min(args.meters, lo + chunk))], chunk=chunk)
         took = time.perf_counter() - start
         rss = sum(rss_bytes(p) for p in shard_pids.values())
         emit(stage="register", meters=args.meters, seconds=round(took, 2),

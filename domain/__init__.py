@@ -18,11 +18,13 @@ from __future__ import annotations
 from domain import commands, effects, events
 from domain.state import (
     BillState,
+    DayRead,
     FieldWorkOrder,
     Meter,
     MeterCase,
     MeterProfile,
     PendingRelayCommand,
+    PrepaidState,
 )
 
 __all__ = ["MESSAGE_TYPES"]
@@ -34,6 +36,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     PendingRelayCommand,
     FieldWorkOrder,
     MeterCase,
+    DayRead,
+    PrepaidState,
     Meter,
     *(getattr(commands, name) for name in commands.__all__ if name != "MeterCommand"),
     *(getattr(events, name) for name in events.__all__ if name != "MeterEvent"),

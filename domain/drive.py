@@ -33,6 +33,7 @@ from domain.events import (
     DisconnectionDeferred,
     DisconnectionNoticeIssued,
     DisconnectionNoticeWithdrawn,
+    LowBalanceNotified,
     MeterEvent,
     ReconnectionChargeApplied,
     RelayCommandCancelled,
@@ -56,10 +57,20 @@ from domain.windows import (
     notice_matures_at,
 )
 
-__all__ = ["Draft", "apply_standing_rules", "disconnect_due", "notice_due"]
+__all__ = [
+    "BALANCE_UP",
+    "ZERO_BALANCE",
+    "Draft",
+    "apply_standing_rules",
+    "disconnect_due",
+    "notice_due",
+]
 
 _ON = (RelayState.CONNECTED, RelayState.AWAITING_BUTTON)
 _WINDOW = "no-disconnection window (night, weekly day off or holiday)"
+#: Why a prepaid meter is wanted on (and a held disconnection withdrawn), and why it is cut.
+BALANCE_UP = "prepaid balance above zero"
+ZERO_BALANCE = "prepaid balance at or below zero"
 
 
 class Draft:
@@ -104,6 +115,7 @@ def notice_due(m: Meter, policy: Policy) -> bool:
     return (
         m.bill is not None
         and m.notice_at is None
+        and m.prepaid is None  # a prepaid meter's bill is closed: it is cut at zero balance instead
         and m.desired is RelayTarget.CONNECTED
         and not m.protected
         and not m.on_hold
@@ -113,7 +125,11 @@ def notice_due(m: Meter, policy: Policy) -> bool:
 
 def disconnect_due(m: Meter, policy: Policy) -> bool:
     """Is an automatic disconnection lawful apart from the clock (notice served, dues, exemptions)?
-    The clock part is ``now >= m.switch_off_not_before`` and `disconnection_allowed`."""
+    The clock part is ``now >= m.switch_off_not_before`` and `disconnection_allowed`. A prepaid meter:
+    balance at or below zero, not exempt (its deferral past a window is ``switch_off_not_before``)."""
+    if m.prepaid is not None:
+        return (m.desired is RelayTarget.CONNECTED and m.dues_paise >= 0 and not m.protected
+                and not m.on_hold)
     return (
         m.desired is RelayTarget.CONNECTED
         and m.notice_at is not None
@@ -135,13 +151,18 @@ def apply_standing_rules(d: Draft, cause: str) -> None:
         and m.relay is RelayState.CONNECTED
         and m.desired is RelayTarget.CONNECTED
         and (m.bill is None or d.now < m.bill.due_at)
+        and (m.prepaid is None or m.dues_paise < 0)
     ):
-        # The common case, short-cut: a quiet, connected meter with nothing overdue. Every rule
-        # below is a no-op for it (no command, notice, exemption or work order; nothing due).
+        # The common case, short-cut: a quiet, connected meter with nothing overdue (a prepaid one:
+        # with a balance). Every rule below is a no-op for it (no command, notice, exemption or work
+        # order; nothing due).
         return
     _expire_stale(d)
-    _overdue(d)
-    _retarget(d, cause)
+    if d.m.prepaid is None:
+        _overdue(d)
+        _retarget(d, cause)
+    else:
+        _prepaid_retarget(d, cause)
     _drive(d, cause)
 
 
@@ -212,13 +233,48 @@ def _retarget(d: Draft, cause: str) -> None:
     _set_target(d, RelayTarget.OFF_FOR_DUES, "dues unpaid after the disconnection notice", bill_id)
 
 
+def _prepaid_retarget(d: Draft, cause: str) -> None:
+    """The prepaid standing rule (issue 16): on while the balance is above zero (or exempt); at zero
+    or below, the consumer is told first ("zero" notice, once per top-up), then the supply is cut, but
+    only outside the no-disconnection windows: inside one the cut is held (`DisconnectionDeferred`)
+    until the window ends, when the shard's timer checks the meter again."""
+    m, now, policy = d.m, d.now, d.policy
+    if m.desired is RelayTarget.OFF_BY_ENGINEER:
+        return
+    if _owed_supply(m, policy):
+        if m.notice_at is not None or m.switch_off_not_before is not None:
+            why = BALANCE_UP if m.dues_paise < 0 else _why_on(m, policy)
+            d.emit(DisconnectionNoticeWithdrawn(account=m.account, at=now, reason=why))
+        if d.m.desired is not RelayTarget.CONNECTED:
+            _set_target(d, RelayTarget.CONNECTED, _why_on(m, policy), cause)
+        return
+    p = m.prepaid
+    if p is not None and "zero" not in p.notified:  # told before any cut (and if it was off already)
+        notice_id = d.mint("l")
+        d.emit(LowBalanceNotified(account=m.account, at=now, threshold="zero", balance_paise=-m.dues_paise))
+        d.notify(notice_id, NoticeTemplate.LOW_BALANCE, dues_paise=m.dues_paise, ref="zero")
+    if d.m.desired is not RelayTarget.CONNECTED:
+        return  # off already, or on its way off
+    if not disconnection_allowed(now, policy):
+        sonb = d.m.switch_off_not_before
+        if sonb is None or sonb <= now:
+            _defer(d)
+        return
+    _set_target(d, RelayTarget.OFF_FOR_DUES, ZERO_BALANCE, cause)
+
+
 def _owed_supply(m: Meter, policy: Policy) -> bool:
-    """Must the supply be on whatever the notice says? (paid up, protected or on hold)"""
+    """Must the supply be on whatever the notice says? (paid up — a prepaid meter: a balance above
+    zero —, protected or on hold)"""
+    if m.prepaid is not None:
+        return m.dues_paise < 0 or m.protected or m.on_hold
     return m.dues_paise <= policy.reconnection_threshold_paise or m.protected or m.on_hold
 
 
 def _why_on(m: Meter, policy: Policy) -> str:
-    if m.dues_paise <= policy.reconnection_threshold_paise:
+    if m.prepaid is not None and m.dues_paise < 0:
+        return BALANCE_UP
+    if m.prepaid is None and m.dues_paise <= policy.reconnection_threshold_paise:
         return "dues at or below the reconnection threshold"
     return "protected consumer" if m.protected else "automatic disconnection on hold"
 
@@ -279,8 +335,10 @@ def _drive(d: Draft, cause: str) -> None:
         if m.switch_off_not_before is not None and now < m.switch_off_not_before:
             return
     origin = CommandOrigin.ENGINEER if by_engineer else CommandOrigin.AUTOMATIC
-    reason = "engineer's disconnection" if by_engineer else "dues unpaid after the disconnection notice"
-    correlation = m.bill.bill_id if m.bill is not None and not by_engineer else cause
+    prepaid = m.prepaid is not None
+    reason = ("engineer's disconnection" if by_engineer
+              else ZERO_BALANCE if prepaid else "dues unpaid after the disconnection notice")
+    correlation = m.bill.bill_id if m.bill is not None and not by_engineer and not prepaid else cause
     if eligible:
         issue(d, RelayAction.DISCONNECT, 1, reason, correlation, origin, None)
     else:
@@ -503,7 +561,8 @@ def relay_reached(
         and was is not RelayState.DISCONNECTED
         and m.desired is not RelayTarget.CONNECTED
     ):
-        charge = d.policy.disconnection_reconnection_charge_paise
+        # (a prepaid meter cut at zero balance pays no reconnection charge: not in KERC's rules)
+        charge = 0 if m.prepaid is not None else d.policy.disconnection_reconnection_charge_paise
         if m.desired is RelayTarget.OFF_FOR_DUES and (command is not None or fulfils) and charge > 0:
             d.emit(ReconnectionChargeApplied(account=m.account, at=d.now, amount_paise=charge, ref=ref))
         d.notify(

@@ -28,8 +28,6 @@ class RelayState(StrEnum):
     CONNECTED = "connected"
     DISCONNECTING = "disconnecting"  # a disconnect command is pending (in flight or awaiting retry)
     DISCONNECTED = "disconnected"
-    LOW_BALANCE = "low_balance"  # prepaid: a threshold crossed (share of the month used, days left)
-    EMERGENCY_CREDIT = "emergency_credit"  # prepaid: emergency credit granted
     CONNECTING = "connecting"  # a connect command is pending (in flight or awaiting retry)
     AWAITING_BUTTON = "awaiting_button"  # DLMS ready_for_reconnection: the consumer must press the button
 
@@ -100,6 +98,8 @@ class NoticeTemplate(StrEnum):
     RECONNECT_FAILED = "reconnect_failed"
     FIELD_VISIT_SCHEDULED = "field_visit_scheduled"
     DISCONNECTED = "disconnected"
+    LOW_BALANCE = "low_balance"  # prepaid: a threshold crossed (share of the month used, days left, zero)
+    EMERGENCY_CREDIT = "emergency_credit"  # prepaid: emergency credit granted
 
 
 class PaymentOutcome(StrEnum):

@@ -439,4 +439,9 @@ MeterEvent = (
     | ReconnectionChargeApplied
     | OverrideApplied
     | PaymentReconnect
+    | BillingModeSet
+    | ConsumptionDebited
+    | LowBalanceNotified
+    | EmergencyCreditGranted
+    | EmergencyCreditRecovered
 )

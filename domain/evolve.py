@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from domain.enums import (
+    BillingMode,
     CommandOrigin,
     OverrideAction,
     RelayAction,
@@ -17,10 +18,15 @@ from domain.enums import (
 from domain.errors import MeterInvariantError
 from domain.events import (
     AwaitingButtonPress,
+    BillingModeSet,
     BillPosted,
+    ConsumptionDebited,
     DisconnectionDeferred,
     DisconnectionNoticeIssued,
     DisconnectionNoticeWithdrawn,
+    EmergencyCreditGranted,
+    EmergencyCreditRecovered,
+    LowBalanceNotified,
     MeterEvent,
     MeterRegistered,
     MeterUpdated,
@@ -40,16 +46,19 @@ from domain.events import (
     WorkOrderClosed,
     WorkOrderOpened,
 )
+from domain.prepaid import kept_days
 from domain.state import (
     PROTECTED_CASE,
     QUIET_CASE,
     RECENT_PAYMENT_IDS_KEPT,
     BillState,
+    DayRead,
     FieldWorkOrder,
     Meter,
     MeterCase,
     MeterProfile,
     PendingRelayCommand,
+    PrepaidState,
     meter_profile,
     shared_case,
 )
@@ -70,6 +79,7 @@ class _MeterChanges(TypedDict, total=False):
     case: MeterCase | None
     seq: int
     recent_payment_ids: tuple[str, ...]
+    prepaid: PrepaidState | None
 
 
 class _CaseChanges(TypedDict, total=False):
@@ -146,7 +156,10 @@ def _bill_posted(m: Meter, e: BillPosted) -> Meter:
 
 def _payment_applied(m: Meter, e: PaymentApplied) -> Meter:
     recent = (*m.recent_payment_ids, e.payment_id)[-RECENT_PAYMENT_IDS_KEPT:]
-    return _with(m, dues_paise=m.dues_paise - e.amount_paise, recent_payment_ids=recent)
+    dues = m.dues_paise - e.amount_paise
+    if m.prepaid is None:
+        return _with(m, dues_paise=dues, recent_payment_ids=recent)
+    return _with(m, dues_paise=dues, recent_payment_ids=recent, prepaid=_topped_up(m.prepaid, -dues))
 
 
 def _bill(m: Meter, bill_id: str) -> BillState:
@@ -329,15 +342,84 @@ def _payment_reconnect(m: Meter, e: PaymentReconnect) -> Meter:
             pending=pending,
             work_order=case.work_order,
         )
+    dues = m.dues_paise - e.amount_paise
     return _with(
         m,
-        dues_paise=m.dues_paise - e.amount_paise,
+        dues_paise=dues,
         recent_payment_ids=(*m.recent_payment_ids, e.payment_id)[-RECENT_PAYMENT_IDS_KEPT:],
         desired=RelayTarget.CONNECTED,
         case=new_case,
         relay=RelayState.CONNECTING,
         seq=m.seq + 1,
+        prepaid=None if m.prepaid is None else _topped_up(m.prepaid, -dues),
     )
+
+
+# ------------------------------------------------------------------ prepaid (issue 16)
+
+
+def _topped_up(p: PrepaidState, balance: int) -> PrepaidState:
+    """After a top-up (recharge, emergency credit) that leaves a balance above zero: the low-balance
+    notices may go out again, and "75 % used" is a share of the balance now. One that leaves it at
+    zero or below changes neither (the consumer was told; a cut in progress goes on)."""
+    if balance <= 0:
+        return p
+    return dataclasses.replace(p, funded_paise=balance, notified=())
+
+
+def _prepaid(m: Meter) -> PrepaidState:
+    if m.prepaid is None:
+        raise MeterInvariantError(f"{m.account}: prepaid event for a postpaid meter")
+    return m.prepaid
+
+
+def _billing_mode(m: Meter, e: BillingModeSet) -> Meter:
+    if e.mode is BillingMode.POSTPAID:
+        return _with(m, prepaid=None)  # the money stays, as dues
+    # Prepaid: the balance is set; the current bill is closed (no rebate or surcharge on it any more;
+    # its id still makes a re-imported bill a duplicate).
+    b = m.bill
+    bill = b if b is None else BillState(bill_id=b.bill_id, amount_paise=b.amount_paise, due_at=b.due_at,
+                                         rebated=True, surcharged=True, previous_bill_id=b.previous_bill_id)
+    prepaid = PrepaidState(mode_request_id=e.request_id, funded_paise=max(0, e.balance_paise))
+    return _with(m, dues_paise=-e.balance_paise, bill=bill, prepaid=prepaid)
+
+
+def _debited(m: Meter, e: ConsumptionDebited) -> Meter:
+    p = _prepaid(m)
+    read = DayRead(day=e.read_date, read_id=e.read_id, energy_wh=e.energy_wh, estimated=e.estimated)
+    days = [d for d in p.days if d.day != e.read_date]
+    days.append(read)
+    days.sort(key=lambda d: d.day)
+    dues = m.dues_paise + e.debit_paise
+    if -dues != e.balance_after_paise:
+        raise MeterInvariantError(
+            f"{m.account}: debit {e.read_id} leaves {-dues}, not {e.balance_after_paise}")
+    return _with(m, dues_paise=dues, prepaid=dataclasses.replace(p, days=kept_days(tuple(days))))
+
+
+def _low_balance(m: Meter, e: LowBalanceNotified) -> Meter:
+    p = _prepaid(m)
+    return _with(m, prepaid=dataclasses.replace(p, notified=(*p.notified, e.threshold)), seq=m.seq + 1)
+
+
+def _emergency_granted(m: Meter, e: EmergencyCreditGranted) -> Meter:
+    p = dataclasses.replace(
+        _prepaid(m), emergency_outstanding_paise=_prepaid(m).emergency_outstanding_paise + e.amount_paise,
+        emergency_period=e.period, emergency_request_id=e.request_id,
+    )
+    dues = m.dues_paise - e.amount_paise
+    return _with(m, dues_paise=dues, prepaid=_topped_up(p, -dues))
+
+
+def _emergency_recovered(m: Meter, e: EmergencyCreditRecovered) -> Meter:
+    p = _prepaid(m)
+    left = p.emergency_outstanding_paise - e.amount_paise
+    if left != e.outstanding_after_paise or e.amount_paise <= 0:
+        raise MeterInvariantError(
+            f"{m.account}: recovering {e.amount_paise} of {p.emergency_outstanding_paise}")
+    return _with(m, dues_paise=m.dues_paise + e.amount_paise,
+                 prepaid=dataclasses.replace(p, emergency_outstanding_paise=left))
 
 
 _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
@@ -362,6 +444,11 @@ _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
     ReconnectionChargeApplied: _charged,
     OverrideApplied: _override,
     PaymentReconnect: _payment_reconnect,
+    BillingModeSet: _billing_mode,
+    ConsumptionDebited: _debited,
+    LowBalanceNotified: _low_balance,
+    EmergencyCreditGranted: _emergency_granted,
+    EmergencyCreditRecovered: _emergency_recovered,
 }
 
 

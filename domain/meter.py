@@ -71,6 +71,12 @@ from domain.events import (
 )
 from domain.evolve import apply_all, evolve
 from domain.policy import Policy
+from domain.prepaid_rules import (
+    emergency_credit,
+    recover_emergency_credit,
+    report_consumption,
+    set_billing_mode,
+)
 from domain.rules import (
     command_outcome,
     reading_relay,
@@ -201,6 +207,10 @@ def _post_bill(d: Draft, c: PostBill) -> str | None:
         return None
     if m.bill is not None and c.bill_id in (m.bill.bill_id, m.bill.previous_bill_id):
         return None  # re-imported bill
+    if m.prepaid is not None:
+        _reject(d, m.account, c, c.bill_id, "prepaid meter: bills are not posted (its balance is debited "
+                                            "by reads; switch it to postpaid first)")
+        return None
     d.emit(
         BillPosted(
             account=m.account,
@@ -224,7 +234,9 @@ def _clear_payment(d: Draft, c: ClearPayment) -> str | None:
     if c.payment_id in m.recent_payment_ids:
         d.do(applied)  # a redelivery: same answer, nothing credited
         return None
-    dues_after = m.dues_paise - c.amount_paise
+    # a prepaid recharge pays back emergency credit first (emitted before the PaymentApplied)
+    recovered = 0 if m.prepaid is None else recover_emergency_credit(d, c)
+    dues_after = m.dues_paise + recovered - c.amount_paise
     d.emit(
         PaymentApplied(
             account=m.account,
@@ -426,13 +438,6 @@ def _force(
         open_work_order(d, order, f"{why}; not remotely switchable", correlation)
 
 
-def _prepaid_not_yet(d: Draft, c: SetBillingMode | ReportConsumption | RequestEmergencyCredit) -> None:
-    """Prepaid commands (issue 16) are in the contract; the meter core refuses them until they land."""
-    ref = getattr(c, "read_id", None) or getattr(c, "request_id", None) or c.account
-    _reject(d, c.account, c, ref, "prepaid billing is not enabled in this version (issue 16)")
-    return None
-
-
 _HANDLERS: dict[type[Any], Callable[[Draft, Any], str | None]] = {
     RegisterMeter: _register,
     UpdateMeter: _update,
@@ -442,7 +447,7 @@ _HANDLERS: dict[type[Any], Callable[[Draft, Any], str | None]] = {
     ReportRelayResult: _relay_result,
     ReportMeterState: _meter_state,
     EngineerOverride: _override,
-    SetBillingMode: _prepaid_not_yet,
-    ReportConsumption: _prepaid_not_yet,
-    RequestEmergencyCredit: _prepaid_not_yet,
+    SetBillingMode: set_billing_mode,
+    ReportConsumption: report_consumption,
+    RequestEmergencyCredit: emergency_credit,
 }

@@ -20,6 +20,7 @@ machine (tests/property/test_meter_machine.py) holds the two equal on every comm
 from __future__ import annotations
 
 from domain.commands import ClearPayment, MeterCommand, ReportRelayResult
+from domain.drive import BALANCE_UP
 from domain.effects import AckPayment, Effect, NotifyConsumer, SendRelayCommand
 from domain.enums import (
     CommandOrigin,
@@ -120,6 +121,11 @@ def _reconnecting_payment(
     dues_after = m.dues_paise - c.amount_paise
     if dues_after > policy.reconnection_threshold_paise or c.payment_id in m.recent_payment_ids:
         return None
+    reason, withdraw = _PAID_UP, _BELOW_MINIMUM
+    if m.prepaid is not None:  # a recharge: on once the balance is above zero, emergency credit repaid
+        if dues_after >= 0 or m.prepaid.emergency_outstanding_paise:
+            return None
+        reason, withdraw = BALANCE_UP, BALANCE_UP
     bill = m.bill
     if bill is not None:
         if not bill.surcharged and now >= bill.due_at:
@@ -130,14 +136,18 @@ def _reconnecting_payment(
     if not remote_switching_eligible(m.profile, policy):
         return None
     account, pid = m.account, c.payment_id
-    served = case is not None and case.notice_at is not None
-    withdrawn = _BELOW_MINIMUM if served and dues_after < policy.disconnection_min_dues_paise else None
+    if m.prepaid is None:
+        served = case is not None and case.notice_at is not None
+        withdrawn = withdraw if served and dues_after < policy.disconnection_min_dues_paise else None
+    else:  # drive._prepaid_retarget: a held cut (or a notice) is withdrawn with the balance up
+        served = case is not None and (case.notice_at is not None or case.switch_off_not_before is not None)
+        withdrawn = withdraw if served else None
     command_id = f"{account}:c{m.seq + 1}"  # Draft.mint("c"): the seq is the one before the command
     expires_at = now + policy.relay_command_expiry_seconds
     event = PaymentReconnect(
         account=account, at=now, payment_id=pid, amount_paise=c.amount_paise, channel=c.channel,
         cashless=c.cashless, paid_at=c.paid_at, dues_after_paise=dues_after, command_id=command_id,
-        expires_at=expires_at, reason=_PAID_UP, notice_withdrawn=withdrawn,
+        expires_at=expires_at, reason=reason, notice_withdrawn=withdrawn,
     )
     new = evolve(m, event)
     effects = (
@@ -148,7 +158,7 @@ def _reconnecting_payment(
         ),
         SendRelayCommand(
             command_id=command_id, account=account, meter_serial=m.serial, head_end=m.profile.head_end,
-            action=RelayAction.CONNECT, expires_at=expires_at, reason=_PAID_UP, correlation_id=pid,
+            action=RelayAction.CONNECT, expires_at=expires_at, reason=reason, correlation_id=pid,
             attempt=1, origin=CommandOrigin.AUTOMATIC, engineer_id=None,
         ),
     )

@@ -1,7 +1,8 @@
 """A prepaid meter's money (issue 16), as pure functions over a small frozen record.
 
-Not yet wired into the meter entity (domain/meter.py refuses the prepaid commands until it is): this is
-the arithmetic the entity will fold, tested on its own (tests/property/test_prepaid_ledger.py).
+The meter entity (domain/meter.py, domain/prepaid_rules.py) builds a `PrepaidAccount` from its state
+(`account_of`), folds these, and emits the debits as events; the arithmetic is tested on its own too
+(tests/property/test_prepaid_ledger.py).
 
 Pricing a month's reads: a month's charge is a function of the *set* of days read in it (the energy
 of those days priced by slab on their sum, duty on that, a fixed charge per day read), and each read
@@ -19,15 +20,22 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from domain.policy import Policy
+from domain.state import DayRead, Meter
 from domain.tariff import month_duty_paise, month_energy_paise
 
 __all__ = [
     "DayRead",
     "Debit",
     "PrepaidAccount",
+    "account_of",
     "apply_read",
+    "balance_band",
+    "daily_charge_paise",
     "grant_emergency",
+    "kept_days",
     "month_charge_paise",
+    "month_parts_paise",
+    "oldest_open_month",
     "open_account",
     "recharge",
 ]
@@ -35,14 +43,6 @@ __all__ = [
 #: Real reads the estimate averages over; and how many past days a gap is filled for at most.
 RECENT_READS = 7
 MAX_GAP_DAYS = 31
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DayRead:
-    day: str  # ISO local date
-    read_id: str
-    energy_wh: int
-    estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,21 +64,31 @@ class Debit:
     debit_paise: int
     estimated: bool
     replaces: str | None = None
+    energy_paise: int = 0  # the parts of ``debit_paise`` (each a difference of the month's part)
+    fixed_paise: int = 0
+    duty_paise: int = 0
 
 
 def open_account(opening_balance_paise: int) -> PrepaidAccount:
     return PrepaidAccount(balance_paise=opening_balance_paise)
 
 
-def month_charge_paise(days: tuple[DayRead, ...] | list[DayRead], month: str, policy: Policy) -> int:
-    """What the days of ``month`` ("YYYY-MM") read so far cost together."""
+def month_parts_paise(
+    days: tuple[DayRead, ...] | list[DayRead], month: str, policy: Policy
+) -> tuple[int, int, int]:
+    """(energy, fixed, duty) the days of ``month`` ("YYYY-MM") read so far cost together."""
     wh = n = 0
     for d in days:
         if d.day.startswith(month):
             wh += d.energy_wh
             n += 1
-    return (month_energy_paise(wh, policy) + month_duty_paise(wh, policy)
-            + n * policy.prepaid_fixed_charge_paise_per_day)
+    return (month_energy_paise(wh, policy), n * policy.prepaid_fixed_charge_paise_per_day,
+            month_duty_paise(wh, policy))
+
+
+def month_charge_paise(days: tuple[DayRead, ...] | list[DayRead], month: str, policy: Policy) -> int:
+    """What the days of ``month`` ("YYYY-MM") read so far cost together."""
+    return sum(month_parts_paise(days, month, policy))
 
 
 def _estimate_wh(days: list[DayRead]) -> int:
@@ -86,10 +96,11 @@ def _estimate_wh(days: list[DayRead]) -> int:
     return sum(real) // len(real) if real else 0
 
 
-def _put(days: list[DayRead], new: DayRead, policy: Policy) -> tuple[int, str | None]:
-    """Insert or replace ``new`` in ``days`` (sorted); (debit, replaced estimate's read id)."""
+def _put(days: list[DayRead], new: DayRead, policy: Policy) -> tuple[tuple[int, int, int], str | None]:
+    """Insert or replace ``new`` in ``days`` (sorted); ((energy, fixed, duty) debited, replaced
+    estimate's read id)."""
     month = new.day[:7]
-    before = month_charge_paise(days, month, policy)
+    before = month_parts_paise(days, month, policy)
     replaced: str | None = None
     for i, d in enumerate(days):
         if d.day == new.day:
@@ -99,7 +110,14 @@ def _put(days: list[DayRead], new: DayRead, policy: Policy) -> tuple[int, str | 
     else:
         days.append(new)
         days.sort(key=lambda d: d.day)
-    return month_charge_paise(days, month, policy) - before, replaced
+    after = month_parts_paise(days, month, policy)
+    return (after[0] - before[0], after[1] - before[1], after[2] - before[2]), replaced
+
+
+def _debit(read: DayRead, parts: tuple[int, int, int], replaces: str | None = None) -> Debit:
+    return Debit(read_id=read.read_id, day=read.day, energy_wh=read.energy_wh, debit_paise=sum(parts),
+                 estimated=read.estimated, replaces=replaces, energy_paise=parts[0], fixed_paise=parts[1],
+                 duty_paise=parts[2])
 
 
 def apply_read(
@@ -125,13 +143,12 @@ def apply_read(
             iso = g.isoformat()
             if iso not in by_day:
                 e = DayRead(day=iso, read_id=f"est:{iso}", energy_wh=est, estimated=True)
-                debit, _ = _put(days, e, policy)
-                debits.append(Debit(read_id=e.read_id, day=iso, energy_wh=est, debit_paise=debit,
-                                    estimated=True))
+                parts, _ = _put(days, e, policy)
+                debits.append(_debit(e, parts))
             g += timedelta(days=1)
-    debit, replaced = _put(days, DayRead(day=day, read_id=read_id, energy_wh=energy_wh), policy)
-    debits.append(Debit(read_id=read_id, day=day, energy_wh=energy_wh, debit_paise=debit, estimated=False,
-                        replaces=replaced))
+    real = DayRead(day=day, read_id=read_id, energy_wh=energy_wh)
+    parts, replaced = _put(days, real, policy)
+    debits.append(_debit(real, parts, replaced))
     total = sum(d.debit_paise for d in debits)
     return replace(account, balance_paise=account.balance_paise - total, days=tuple(days)), tuple(debits)
 
@@ -160,3 +177,52 @@ def recharge(
         emergency_outstanding_paise=account.emergency_outstanding_paise - recovered,
         recent_payment_ids=(*account.recent_payment_ids, payment_id)[-kept:],
     ), recovered
+
+
+# ------------------------------------------------------------------ what the meter entity needs
+
+
+def account_of(m: Meter) -> PrepaidAccount:
+    """A prepaid meter's ledger as `apply_read` takes it (balance = -dues)."""
+    p = m.prepaid
+    if p is None:
+        raise ValueError(f"{m.account} is not prepaid")
+    return PrepaidAccount(balance_paise=-m.dues_paise, days=p.days, emergency_period=p.emergency_period,
+                          emergency_outstanding_paise=p.emergency_outstanding_paise)
+
+
+def _previous_month(month: str) -> str:
+    year, mon = int(month[:4]), int(month[5:7])
+    return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
+
+
+def oldest_open_month(days: tuple[DayRead, ...]) -> str | None:
+    """The oldest month a read may still be debited in: the month before the newest day read (a month
+    older than that is closed: its days are no longer kept, so a late read for it is refused)."""
+    return _previous_month(days[-1].day[:7]) if days else None
+
+
+def kept_days(days: tuple[DayRead, ...]) -> tuple[DayRead, ...]:
+    """``days`` without those of closed months (a meter keeps about two months of days, not years)."""
+    oldest = oldest_open_month(days)
+    if oldest is None or days[0].day[:7] >= oldest:
+        return days
+    return tuple(d for d in days if d.day[:7] >= oldest)
+
+
+def daily_charge_paise(days: tuple[DayRead, ...], policy: Policy) -> int:
+    """What a day costs at recent consumption: the newest month's charge so far per day read."""
+    if not days:
+        return 0
+    month = days[-1].day[:7]
+    n = sum(1 for d in days if d.day.startswith(month))
+    return -(-month_charge_paise(days, month, policy) // n)
+
+
+def balance_band(balance_paise: int) -> str:
+    """The `jodo_prepaid_meters` band of a balance (negative, zero_to_100, 100_to_500, 500_plus rupees)."""
+    if balance_paise < 0:
+        return "negative"
+    if balance_paise < 10_000:
+        return "zero_to_100"
+    return "100_to_500" if balance_paise < 50_000 else "500_plus"

@@ -22,9 +22,9 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from domain.commands import CheckMeter, MeterCommand
+from domain.commands import CheckMeter, MeterCommand, ReportConsumption
 from domain.effects import Effect, MeterCommandRejected
 from domain.enums import RelayState, WorkOrderAction
 from domain.events import MeterEvent
@@ -32,6 +32,7 @@ from domain.meter import evolve, next_check_at
 from domain.packed import PackedTable
 from domain.payment_path import handle_batched
 from domain.policy import Policy
+from domain.prepaid import balance_band
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, logical_shard
 from domain.state import Meter
 
@@ -61,8 +62,12 @@ _SECONDS_KEPT = 65_536  # distinct next-check seconds shared (many meters share 
 
 
 def meter_status(m: Meter, policy: Policy) -> tuple[RelayState, bool]:
-    """A meter's relay state, and whether it is paid up yet still off (the broken promise)."""
-    return m.relay, m.relay in _OFF and m.dues_paise <= policy.reconnection_threshold_paise
+    """A meter's relay state, and whether it is paid up (prepaid: a balance above zero) yet still off
+    (the broken promise)."""
+    if m.relay not in _OFF:
+        return m.relay, False
+    return m.relay, (m.dues_paise <= policy.reconnection_threshold_paise if m.prepaid is None
+                     else m.dues_paise < 0)
 
 
 def _off_since(m: Meter) -> int:
@@ -108,6 +113,7 @@ class ShardImage:
     paid_off: dict[str, int]
     pending: frozenset[str]
     timers: dict[str, int]
+    prepaid_bands: dict[str, int] = field(default_factory=dict)  # prepaid meters by balance band
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,7 @@ class HostStep:
     states: dict[str, Meter]
     failures: tuple[tuple[MeterCommand, str], ...]
     refused: tuple[tuple[MeterCommand, str], ...] = ()  # business refusals (MeterCommandRejected)
+    duplicate_reads: int = 0  # prepaid reads that changed nothing (that read was debited before)
 
 
 class MeterHost:
@@ -148,6 +155,8 @@ class MeterHost:
         self._paid_off: dict[str, int] = {}  # paid up yet without supply (should be brief) → see OFF_*
         self._shard_relay: defaultdict[int, Counter[RelayState]] = defaultdict(Counter)
         self._shard_work: defaultdict[int, Counter[WorkOrderAction]] = defaultdict(Counter)
+        self.prepaid_bands: Counter[str] = Counter()  # prepaid meters by balance band (metrics)
+        self._shard_prepaid: defaultdict[int, Counter[str]] = defaultdict(Counter)
         # meters unpacked by `step`, with the value they came from and their logical shard, so
         # `assign` need not unpack them again to take back what they counted
         self._loaded: dict[str, tuple[object, Meter, int]] = {}
@@ -226,6 +235,7 @@ class MeterHost:
         effects: list[Effect] = []
         failures: list[tuple[MeterCommand, str]] = []
         refused: list[tuple[MeterCommand, str]] = []
+        duplicates = 0
         shards, policy = self.shards, self.policy
         for command in commands:
             account = command.account
@@ -242,11 +252,14 @@ class MeterHost:
                     events.append((shard, evs[0]))
                 else:
                     events.extend((shard, e) for e in evs)
+            elif (not effs and state is not None and state.prepaid is not None
+                  and type(command) is ReportConsumption):
+                duplicates += 1
             effects.extend(effs)
             for e in effs:
                 if type(e) is MeterCommandRejected:
                     refused.append((command, e.reason))
-        return HostStep(tuple(events), tuple(effects), overlay, tuple(failures), tuple(refused))
+        return HostStep(tuple(events), tuple(effects), overlay, tuple(failures), tuple(refused), duplicates)
 
     def assign(self, step: HostStep, now: int) -> None:
         """Make a journaled step's states current and file their next checks."""
@@ -315,6 +328,10 @@ class MeterHost:
                 self._paid_off[account] = _off_since(m)
             else:
                 self._paid_off.pop(account, None)
+        if m.prepaid is not None:
+            band = balance_band(-m.dues_paise)
+            self.prepaid_bands[band] += sign
+            self._shard_prepaid[shard][band] += sign
 
     def _recount(self, shard: int, account: str, old: Meter, new: Meter) -> None:
         """`_count` of ``old`` taken back and of ``new`` added, doing only what differs (most
@@ -349,6 +366,20 @@ class MeterHost:
             self._paid_off[account] = _off_since(new)
         elif paid_off:
             self._paid_off.pop(account, None)
+        if old.prepaid is not None or new.prepaid is not None:
+            self._rebanded(shard, old, new)
+
+    def _rebanded(self, shard: int, old: Meter, new: Meter) -> None:
+        band = None if old.prepaid is None else balance_band(-old.dues_paise)
+        new_band = None if new.prepaid is None else balance_band(-new.dues_paise)
+        if band != new_band:
+            bands, here = self.prepaid_bands, self._shard_prepaid[shard]
+            if band is not None:
+                bands[band] -= 1
+                here[band] -= 1
+            if new_band is not None:
+                bands[new_band] += 1
+                here[new_band] += 1
 
     @property
     def paid_but_disconnected(self) -> int:
@@ -386,6 +417,7 @@ class MeterHost:
             paid_off={a: self._paid_off[a] for a in self._of(self._paid_off.keys(), table, accounts)},
             pending=frozenset(self._of(self.pending, table, accounts)),
             timers={a: nxt[a] for a in self._of(nxt.keys(), table, accounts)},
+            prepaid_bands={k: v for k, v in self._shard_prepaid.get(shard, {}).items() if v},
         )
 
     @staticmethod
@@ -419,6 +451,8 @@ class MeterHost:
         self._shard_relay[shard].update(image.relay_counts)
         self.work_orders.update(image.work_orders)
         self._shard_work[shard].update(image.work_orders)
+        self.prepaid_bands.update(image.prepaid_bands)
+        self._shard_prepaid[shard].update(image.prepaid_bands)
         self._paid_off.update(image.paid_off)
         self.pending.update(image.pending)
         timers, nxt, second = image.timers, self._next, self._second
@@ -441,6 +475,7 @@ class MeterHost:
             self._next.pop(account, None)
         self.relay_counts.subtract(self._shard_relay.pop(shard, Counter()))
         self.work_orders.subtract(self._shard_work.pop(shard, Counter()))
+        self.prepaid_bands.subtract(self._shard_prepaid.pop(shard, Counter()))
 
     def restore(self, meters: Iterable[Meter], shard: int | None = None) -> None:
         """Load meters from a snapshot (no events, no timers yet: call `rebuild_timers` after replay).

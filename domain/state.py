@@ -19,11 +19,13 @@ __all__ = [
     "QUIET_CASE",
     "RECENT_PAYMENT_IDS_KEPT",
     "BillState",
+    "DayRead",
     "FieldWorkOrder",
     "Meter",
     "MeterCase",
     "MeterProfile",
     "PendingRelayCommand",
+    "PrepaidState",
     "meter_profile",
     "shared_case",
 ]
@@ -138,6 +140,36 @@ def shared_case(case: MeterCase) -> MeterCase | None:
     return PROTECTED_CASE if case == PROTECTED_CASE else case
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DayRead:
+    """One local day's energy a prepaid meter was debited for: a real read, or an estimate for a gap."""
+
+    day: str  # ISO local date
+    read_id: str
+    energy_wh: int
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepaidState:
+    """What a prepaid meter has beyond its balance (which is ``-Meter.dues_paise``): the days read in
+    the current and the previous local month (what their debits are priced on, domain/prepaid.py), the
+    emergency credit outstanding, and which low-balance notices went out since the last top-up."""
+
+    # (a tuple of records is never the first field: the flat encoder cannot inline it there)
+    funded_paise: int = 0  # the balance right after the last top-up: what "75 % used" is a share of
+    days: tuple[DayRead, ...] = ()  # sorted by day, one per day
+    emergency_outstanding_paise: int = 0
+    emergency_period: str | None = None  # local month "YYYY-MM" of the last emergency credit
+    emergency_request_id: str | None = None  # its request id (a redelivered request is a no-op)
+    mode_request_id: str | None = None  # the SetBillingMode that made the meter prepaid
+    notified: tuple[str, ...] = ()  # low-balance thresholds notified since the last top-up
+
+    def __post_init__(self) -> None:
+        if self.emergency_outstanding_paise < 0 or self.funded_paise < 0:
+            raise MeterInvariantError("emergency credit outstanding and funded balance must be >= 0")
+
+
 _TRANSIT = {RelayState.CONNECTING: RelayAction.CONNECT, RelayState.DISCONNECTING: RelayAction.DISCONNECT}
 
 
@@ -159,6 +191,7 @@ class Meter:
     case: MeterCase | None = None  # None: nothing open (see MeterCase)
     seq: int = 0  # ids this meter has minted (commands, notices, work orders): ids are deterministic
     recent_payment_ids: tuple[str, ...] = ()
+    prepaid: PrepaidState | None = None  # None: postpaid (appended: older packed meters load as postpaid)
 
     @property
     def protected(self) -> bool:

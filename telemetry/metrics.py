@@ -131,6 +131,7 @@ __all__ = [
     "set_paid_but_disconnected",
     "set_payments_unapplied",
     "set_prepaid_balances",
+    "set_prepaid_bands",
     "set_reconcile_enabled",
     "set_reconcile_state",
     "set_relay_commands_pending",
@@ -994,6 +995,12 @@ def set_prepaid_balances(balances: Iterable[int]) -> None:
         counts[prepaid_band(balance)] += 1
     for band, count in counts.items():
         PREPAID_METERS.labels(band).set(count)
+
+
+def set_prepaid_bands(counts: Mapping[str, int]) -> None:
+    """This process's prepaid meters by balance band (counts kept by the shard host); every band set."""
+    for band in PREPAID_BANDS:
+        PREPAID_METERS.labels(band).set(counts.get(band, 0))
 
 
 def prepaid_reads(outcome: str, count: int = 1) -> None:

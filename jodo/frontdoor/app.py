@@ -6,6 +6,8 @@ Routes (``T`` = bearer token from ``[tokens]``: ``Authorization: Bearer <token>`
     POST /v1/payments                T payments              JSON array of payments; per-item results
     GET  /v1/meters/{account}        T admin                 meter state
     GET  /v1/meters/{account}/history?limit=100   T admin    latest events, newest first
+    POST /v1/meters/{account}/emergency-credit    T admin    {"request_id", "channel"?}: prepaid
+                                                             emergency credit; 409 with the reason if refused
     GET  /v1/payments/{payment_id}   T admin                 trace of one payment
     GET  /v1/admin/messages[/{type}] T admin                 injectable messages: fields, types, defaults
     POST /v1/admin/inject            T admin                 {"type", "fields"} JSON, or msgpack bytes
@@ -34,7 +36,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from domain.commands import MeterCommand
+from domain.commands import MeterCommand, RequestEmergencyCredit
 from jodo import schema, values
 from jodo.config import Config, Secret
 from jodo.errors import BodyTooLarge, InvalidPayment, MalformedRequest, RequestRefused, WebhookError
@@ -108,6 +110,7 @@ def build_app(
     app.router.add_post("/v1/payments", _payments)
     app.router.add_get("/v1/meters/{account}", _meter)
     app.router.add_get("/v1/meters/{account}/history", _meter_history)
+    app.router.add_post("/v1/meters/{account}/emergency-credit", _emergency_credit)
     app.router.add_get("/v1/payments/{payment_id:.+}", _payment_trace)
     app.router.add_get("/v1/admin/messages", _messages)
     app.router.add_get("/v1/admin/messages/{type}", _message_schema)
@@ -351,6 +354,35 @@ async def _meter(request: web.Request) -> web.Response:
     if state is None:
         raise RequestRefused(404, "not_found", f"no meter has account {account}", where="path.account")
     return _json(200, state)
+
+
+async def _emergency_credit(request: web.Request) -> web.Response:
+    """A prepaid consumer's emergency credit (issue 16): granted (200, the meter after it) or refused
+    (404 no such meter; 409 with the meter's reason: not prepaid, one outstanding, once a month)."""
+    config = request.app[CONFIG]
+    _authorize(request, config.tokens.admin, "admin")
+    _require_ready(request)
+    account = _valid(validate_account, request.match_info["account"], "path")
+    check_json_content_type(request.headers.get("Content-Type"))
+    doc = parse_json(await _read_body(request, config.http.max_body_bytes))
+    if not isinstance(doc, dict) or not set(doc) <= {"request_id", "channel"} or "request_id" not in doc:
+        raise MalformedRequest('expected {"request_id": <str>, "channel": <str, optional>}', where="body")
+    request_id, channel = doc["request_id"], doc.get("channel", "api")
+    for name, value in (("request_id", request_id), ("channel", channel)):
+        if not isinstance(value, str) or not 0 < len(value) <= 100:
+            raise MalformedRequest("must be a string of 1..100 characters", where=f"body.{name}")
+    command = RequestEmergencyCredit(account=account, request_id=request_id, channel=channel)
+    try:
+        rejected = await asyncio.wait_for(request.app[BACKEND].send_commands([command]), COMMANDS_TIMEOUT_S)
+    except TimeoutError:
+        raise RequestRefused(503, "unavailable", "the shard did not answer in time; retry") from None
+    if rejected:
+        reason = rejected[0][1]
+        if reason.endswith("no such meter"):
+            raise RequestRefused(404, "not_found", f"no meter has account {account}", where="path.account")
+        raise RequestRefused(409, "refused", reason)
+    state = await _backend_call(request, request.app[BACKEND].meter(account))
+    return _json(200, {"account": account, "request_id": request_id, "meter": state})
 
 
 async def _meter_history(request: web.Request) -> web.Response:

@@ -64,6 +64,22 @@ def meter_view(m: Meter) -> dict[str, Any]:
         "pending_command": plain(m.pending),
         "work_order": plain(m.work_order),
         "recent_payment_ids": list(m.recent_payment_ids),
+        **_prepaid_view(m),
+    }
+
+
+def _prepaid_view(m: Meter) -> dict[str, Any]:
+    """Billing mode; a prepaid meter's balance (= -dues), emergency credit and recent days (issue 16)."""
+    p = m.prepaid
+    if p is None:
+        return {"billing_mode": "postpaid"}
+    return {
+        "billing_mode": "prepaid",
+        "balance_paise": -m.dues_paise,
+        "emergency_credit_paise": p.emergency_outstanding_paise,
+        "emergency_period": p.emergency_period,
+        "low_balance_notified": list(p.notified),
+        "days_read": [plain(d) for d in p.days[-7:]],
     }
 
 

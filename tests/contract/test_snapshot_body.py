@@ -72,7 +72,7 @@ def test_a_v3_body_is_a_tagged_map_of_named_fields_holding_the_resident_bytes() 
     original = image()
     values = fields(shard_snapshot.dump(original, RULES))
     assert set(values) == {"versions", "rules", "base", "relay", "work_orders", "paid_off",
-                           "pending", "timers"}
+                           "pending", "timers", "prepaid_bands"}
     # the table's base as the host holds it (nothing packed again): records, hashes, offsets
     assert isinstance(original.meters, PackedTable)
     assert values["base"] == list(original.meters.base() or ())
@@ -144,3 +144,46 @@ def test_truncated_bodies_are_refused() -> None:
     for cut in (len(body) // 3, len(body) - 1):
         with pytest.raises(CodecError):
             shard_snapshot.load(body[:cut], SHARD, RULES)
+
+
+#: `shard_snapshot.dump` by main at 3e61e5b (before prepaid meters, issue 16) of logical shard 78 of 256
+#: with one meter, N1, billed Rs 1,234.56: the v3 body every data directory of that release holds.
+_BEFORE_PREPAID = (
+    "93b06a6f646f2e73686172642d696d6167650388a876657273696f6e7386a54d6574657201ac4d6574657250726f66696c6501a9"
+    "42696c6c537461746501a94d657465724361736501b350656e64696e6752656c6179436f6d6d616e6401ae4669656c64576f72"
+    "6b4f7264657201a572756c6573b2313a65383538646536303638393538343936a46261736593c442024e313d0099a253319"
+    "4a56865732d61cd07e6c302a9636f6e6e6563746564a9636f6e6e6563746564ce0001e24096a24231ce0001e240ce6b1aefa8"
+    "c2c2c0c00090c4044e70fd7ec40400000000a572656c617981a9636f6e6e656374656401ab776f726b5f6f726465727380a870"
+    "6169645f6f666680a770656e64696e6790a674696d6572739291a24e3191ce6b1aefa8"
+)
+
+
+def test_a_body_written_before_prepaid_meters_loads_them_as_postpaid() -> None:
+    loaded = shard_snapshot.load(bytes.fromhex(_BEFORE_PREPAID), 78, RULES)
+    assert isinstance(loaded, ShardImage), "same rules: the image itself, nothing recounted"
+    host = MeterHost(POLICY, packing=METER_PACKING)
+    host.load(loaded)
+    m = host.get("N1")
+    assert m is not None and m.prepaid is None and m.dues_paise == 123_456 and m.bill is not None
+
+
+def test_prepaid_meters_and_their_balance_bands_survive_a_snapshot() -> None:
+    from domain.commands import ReportConsumption, SetBillingMode
+    from domain.enums import BillingMode
+
+    host = MeterHost(POLICY, packing=METER_PACKING)
+    host.assign(host.step([
+        RegisterMeter(account=ACCOUNT, serial="S7", head_end="hes-1", install_year=2022, relay_capable=True,
+                      control_mode=2),
+        SetBillingMode(account=ACCOUNT, mode=BillingMode.PREPAID, opening_balance_paise=60_000,
+                       request_id="m1"),
+        ReportConsumption(account=ACCOUNT, read_id="r1", read_date="2026-03-01", energy_wh=5_000),
+    ], T0), T0)
+    assert host.prepaid_bands == {"500_plus": 1}
+    loaded = shard_snapshot.load(shard_snapshot.dump(host.image(SHARD), RULES), SHARD, RULES)
+    assert isinstance(loaded, ShardImage) and loaded.prepaid_bands == {"500_plus": 1}
+    again = MeterHost(POLICY, packing=METER_PACKING)
+    again.load(loaded)
+    m = again.get(ACCOUNT)
+    assert m is not None and m.prepaid is not None and [d.read_id for d in m.prepaid.days] == ["r1"]
+    assert again.prepaid_bands == {"500_plus": 1} and m == host.get(ACCOUNT)

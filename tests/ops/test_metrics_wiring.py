@@ -51,6 +51,10 @@ def _metric_calls() -> Iterator[tuple[str, str, list[object]]]:
 # A valid call of each helper that takes positional arguments: a call's computed arguments are replaced
 # by these, its literal ones kept, so the literal labels are checked by the helper itself.
 SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
+    "set_prepaid_bands": ({"negative": 1, "500_plus": 2},),
+    "prepaid_reads": ("duplicate", 1),
+    "emergency_credit": ("recovered", 1),
+    "prepaid_disconnection_held": (1,),
     "payment_received": ("razorpay", "accepted"),
     "payment_reconnected": ("hes-1", 1.0),
     "relay_command_attempted": ("hes-1", "connect"),

@@ -87,6 +87,7 @@ class MeterMachine(RuleBasedStateMachine):
         self.payment_ids: list[str] = []
         self.command_ids: list[str] = []
         self.credited: Counter[str] = Counter()
+        self.last_effects: tuple[object, ...] = ()
 
     # ------------------------------------------------------------------ driving
 
@@ -106,6 +107,7 @@ class MeterMachine(RuleBasedStateMachine):
         assert fuse_all(list(b_events)) == fused  # the journal gets the same records
         self.journal.extend(events)
         self.state = new_state
+        self.last_effects = effects
         m = self.m
         if events or isinstance(command, CheckMeter):
             self.rules_now = self.now

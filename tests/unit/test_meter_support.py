@@ -17,11 +17,14 @@ from domain.commands import (
     MeterCommand,
     PostBill,
     RegisterMeter,
+    ReportConsumption,
     ReportMeterState,
     ReportRelayResult,
+    RequestEmergencyCredit,
+    SetBillingMode,
 )
 from domain.effects import Effect, SendRelayCommand
-from domain.enums import ControlState, OverrideAction, RelayAction, RelayResultStatus
+from domain.enums import BillingMode, ControlState, OverrideAction, RelayAction, RelayResultStatus
 from domain.events import MeterEvent
 from domain.meter import apply_all, decide, handle, next_check_at
 from domain.policy import Policy, load_policy
@@ -176,6 +179,17 @@ class Sim:
         return self.send(
             EngineerOverride(account=ACCOUNT, action=action, engineer_id=engineer, reason=reason), now
         )
+
+    def prepaid(self, now: int, balance: int, request_id: str | None = "BM1") -> Sim:
+        return self.send(SetBillingMode(account=ACCOUNT, mode=BillingMode.PREPAID,
+                                        opening_balance_paise=balance, request_id=request_id), now)
+
+    def consume(self, now: int, day: str, wh: int, read_id: str | None = None) -> Sim:
+        return self.send(ReportConsumption(account=ACCOUNT, read_id=read_id or f"SM-0001:{day}",
+                                           read_date=day, energy_wh=wh), now)
+
+    def emergency(self, now: int, request_id: str = "EC1") -> Sim:
+        return self.send(RequestEmergencyCredit(account=ACCOUNT, request_id=request_id), now)
 
     def sent(self, action: RelayAction | None = None) -> list[SendRelayCommand]:
         sends = of_type(self.last_effects, SendRelayCommand)

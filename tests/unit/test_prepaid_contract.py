@@ -1,12 +1,12 @@
-"""The prepaid contract (issue 16, docs/prepaid-contract.md) as the node sees it today: the three
-commands decode, are injectable with their help text, and a meter refuses each cleanly (a rejection
-naming the command and its id, no event, no state change) until the meter core runs prepaid meters."""
+"""The prepaid contract (issue 16, docs/prepaid-contract.md): the three commands decode, are injectable
+with their help text, and are refused cleanly for an unknown meter (what a meter does with them:
+tests/unit/test_meter_prepaid.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from domain.commands import RegisterMeter, ReportConsumption, RequestEmergencyCredit, SetBillingMode
+from domain.commands import ReportConsumption, RequestEmergencyCredit, SetBillingMode
 from domain.effects import MeterCommandRejected
 from domain.enums import BillingMode
 from domain.meter import handle
@@ -24,13 +24,11 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: type(c).__name__)
-def test_a_prepaid_command_is_refused_cleanly_for_now(command: object) -> None:
-    meter, _, _ = handle(None, RegisterMeter(account="N1", serial="S1", head_end="hes-a", install_year=2022,
-                                             relay_capable=True, control_mode=2), T0, POLICY)
-    after, events, effects = handle(meter, command, T0 + 1, POLICY)  # type: ignore[arg-type]
-    assert after == meter and events == ()
+def test_a_prepaid_command_for_an_unknown_meter_is_refused_cleanly(command: object) -> None:
+    after, events, effects = handle(None, command, T0, POLICY)  # type: ignore[arg-type]
+    assert after is None and events == ()
     assert len(effects) == 1 and isinstance(effects[0], MeterCommandRejected)
-    assert effects[0].command == type(command).__name__ and "issue 16" in effects[0].reason
+    assert effects[0].command == type(command).__name__ and effects[0].reason == "no such meter"
     assert codec.decode(codec.encode(command)) == command
 
 

@@ -70,6 +70,14 @@ def stories() -> list[Sim]:
     s.bill(at(2025, 3, 1, 10), 100_000, "2025-03-10")
     s.pay(at(2025, 3, 5, 10), 100_000)
     sims.append(s)
+    # prepaid: reads with a gap (estimated, trued up), low-balance notices, held then cut, emergency
+    # credit, a recharge that repays it and reconnects
+    s = Sim().register(at(2025, 3, 1, 10)).prepaid(at(2025, 3, 1, 10), 12_000)
+    s.consume(at(2025, 3, 2, 10), "2025-03-01", 6_000).consume(at(2025, 3, 4, 10), "2025-03-03", 6_000)
+    s.consume(at(2025, 3, 4, 11), "2025-03-02", 9_000).consume(at(2025, 3, 5, 20), "2025-03-04", 9_000)
+    s.wake().disconnected_ok(s.now + 5).emergency(s.now + 60).connected_ok(s.now + 5)
+    s.pay(s.now + 600, 50_000, "P-recharge")
+    sims.append(s)
     # a bill for a meter that is not registered is refused, not dropped
     s = Sim()
     s.bill(at(2025, 3, 1, 10), 100_000, "2025-03-10")
