@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.base import JodoActor
+from actors.sendpatch import send_to_self_without_wakeup
 from actors.clock import ActorClock
 from actors.desk_service import DeskService
 from actors.directory import Directory
@@ -45,6 +46,8 @@ from storage.api import StoreOptions
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["PaymentDesk"]
+
+send_to_self_without_wakeup(DeskFlush)  # its group-commit note, told from handlers only
 
 log = logging.getLogger("jodo.desk")
 _TICK = "jodo-desk-tick"

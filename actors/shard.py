@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.base import JodoActor
+from actors.sendpatch import send_to_self_without_wakeup
 from actors.clock import ActorClock
 from actors.directory import Directory
 from actors.notices import FileNoticeSender
@@ -53,6 +54,8 @@ from storage.postgres_schema import Fence
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["MeterShard", "gateway_child_id", "shard_child_id"]
+
+send_to_self_without_wakeup(ShardFlush)  # its group-commit note, told from handlers only
 
 log = logging.getLogger("jodo.shard")
 _TICK = "jodo-shard-tick"

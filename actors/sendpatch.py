@@ -1,0 +1,121 @@
+"""Two costs Thespian 4.0.1 puts on every message, taken off (applied with the bind patch, in the
+process that starts the actor system, so the admin and every actor process inherit them).
+
+* **Eager log text.** ``asyncTransportBase._submitTransmit``, ``systemCommonBase._send_intent_to_
+  transport`` and ``ActorManager._handleOneMessage`` each call ``identify()`` on the intent or
+  envelope as an argument of a DEBUG ``thesplog`` that is almost never written: the text (target
+  address, timers, message type and ``str`` of the message) is built for every message sent and
+  received. `apply_send_patch` makes ``identify()`` return a `_LazyText` that builds the very same
+  string only when something formats it (``thesplog`` and ``logging`` format with ``%``, the only
+  ways Thespian uses it); ``str()`` of an intent or envelope is unchanged.
+* **A wake-up connection per note to self.** A message an actor sends to itself is queued in the
+  transport's list of received envelopes and then, to break a ``select`` that might be blocking,
+  Thespian opens a TCP connection to the actor's own socket (``TCPTransport.interrupt_wait``: a
+  socket, a connect, an accept and a close per message). From inside a handler, on the thread that
+  runs the transport's loop, nothing blocks: the loop takes every queued envelope before it selects
+  again. Only for the message types named by `send_to_self_without_wakeup` (the shard's and the
+  desk's group-commit notes, sent from handlers only), sent to the actor's own address from the
+  main thread, the envelope is queued exactly as before, without the connection. Order is kept:
+  the note still queues behind every envelope already read.
+
+Measured under the signed-webhook load (docs/benchmarks.md, "Issue 13, session 7").
+Both patch private code: each is applied only if thespian is the pinned version and the patched
+functions still have the shape they were written against; otherwise nothing is patched and a
+warning is logged (the system works as before, only slower).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from importlib import metadata
+from typing import Any
+
+__all__ = ["apply_send_patch", "send_patch_applied", "send_to_self_without_wakeup"]
+
+log = logging.getLogger("jodo.runtime")
+
+PINNED_THESPIAN = "4.0.1"
+_MARK = "_jodo_send_patched"
+_LOOP_LOCAL: set[type] = set()
+# what the patched functions must still contain (so a changed Thespian is not patched blind)
+_EXPECTED_SELF_BRANCH = (
+    "if intent.targetAddr == self.myAddress:",
+    "self._processReceivedEnvelope(ReceiveEnvelope(intent.targetAddr,",
+    "self.interrupt_wait()",
+    "return self._finishIntent(intent)",
+)
+
+
+class _LazyText:
+    """What ``identify()`` returns once patched: the original text, built when formatted."""
+
+    __slots__ = ("_build", "_of")
+
+    def __init__(self, build: Any, of: Any) -> None:
+        self._build, self._of = build, of
+
+    def __str__(self) -> str:
+        return str(self._build(self._of))
+
+    __repr__ = __str__
+
+
+def send_to_self_without_wakeup(*types: type) -> None:
+    """Let these message types, sent by an actor to itself from a handler, skip the wake-up connection."""
+    _LOOP_LOCAL.update(types)
+
+
+def send_patch_applied() -> bool:
+    from thespian.system.transport import TCPTransport
+
+    return bool(getattr(TCPTransport.TCPTransport, _MARK, False))
+
+
+def apply_send_patch() -> bool:
+    """Patch this process's thespian (idempotent). Returns whether it is patched."""
+    from thespian.system.transport import ReceiveEnvelope, TransmitIntent
+    from thespian.system.transport import TCPTransport as tcp
+
+    transport = tcp.TCPTransport
+    if getattr(transport, _MARK, False):
+        return True
+    try:
+        version = metadata.version("thespian")
+        source = inspect.getsource(transport._scheduleTransmitActual)
+    except (metadata.PackageNotFoundError, OSError, TypeError) as exc:
+        log.warning("thespian send patch not applied: %s", exc)
+        return False
+    missing = [text for text in _EXPECTED_SELF_BRANCH if text not in source]
+    if version != PINNED_THESPIAN or missing:
+        log.warning("thespian send patch not applied", extra={"version": version, "missing": missing})
+        return False
+
+    for cls in (TransmitIntent, ReceiveEnvelope):
+        cls.identify = _lazy_identify(cls.identify)
+    # ReceiveEnvelope.__str__ returns identify() itself: keep it a str (TransmitIntent's formats it)
+    ReceiveEnvelope.__str__ = lambda self: str(self.identify())
+
+    schedule = transport._scheduleTransmitActual
+    main = threading.main_thread()
+
+    def _scheduleTransmitActual(self: Any, intent: Any, has_exclusive_flag: bool = False) -> Any:
+        if (type(intent.message) in _LOOP_LOCAL and intent.targetAddr == self.myAddress
+                and threading.current_thread() is main):
+            # Thespian's own branch for a message to itself, less `interrupt_wait`
+            self._processReceivedEnvelope(ReceiveEnvelope(intent.targetAddr, intent.message),
+                                          has_exclusive_flag=has_exclusive_flag)
+            return self._finishIntent(intent)
+        return schedule(self, intent, has_exclusive_flag=has_exclusive_flag)
+
+    transport._scheduleTransmitActual = _scheduleTransmitActual
+    setattr(transport, _MARK, True)
+    return True
+
+
+def _lazy_identify(original: Any) -> Any:
+    def identify(self: Any) -> _LazyText:
+        return _LazyText(original, self)
+
+    return identify
