@@ -535,8 +535,7 @@ class MeterShard(JodoActor):
     def _deliver_notices(self, notices: list[Any]) -> None:
         if not notices or self.notices is None or self.service is None:
             return
-        sent = self.notices.send(notices)
-        self.service.notices_delivered += sent
+        self.service.notices_sent(self.notices.send(notices))
         for n in notices:
             self.metric("notice_sent", str(n.template))
 
