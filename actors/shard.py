@@ -12,16 +12,16 @@ import gc
 import logging
 import os
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from actors.base import JodoActor
-from actors.sendpatch import send_to_self_without_wakeup
 from actors.clock import ActorClock
 from actors.directory import Directory
 from actors.notices import FileNoticeSender
+from actors.sendpatch import send_to_self_without_wakeup
 from actors.shard_service import Outgoing, RelayEffect, ShardService
 from actors.stores import open_desk, open_shard
 from domain.commands import ClearPayment, MeterCommand
@@ -529,15 +529,15 @@ class MeterShard(JodoActor):
             self.notices.work_orders(out.work_orders)
         for head_end, seconds in out.reconnected:
             self.metric("payment_reconnected", head_end, seconds)
-        for action, outcome in out.finished:
-            self.metric("relay_command_finished", action, outcome)
+        for (action, outcome), count in Counter(out.finished).items():  # one increment per label set
+            self.metric("relay_command_finished", action, outcome, count)
 
     def _deliver_notices(self, notices: list[Any]) -> None:
         if not notices or self.notices is None or self.service is None:
             return
         self.service.notices_sent(self.notices.send(notices))
-        for n in notices:
-            self.metric("notice_sent", str(n.template))
+        for template, count in Counter(str(n.template) for n in notices).items():
+            self.metric("notice_sent", template, count)
 
     def _flush_relay(self, head_end: str) -> None:
         service = self.service

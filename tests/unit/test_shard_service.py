@@ -10,7 +10,14 @@ from actors import shard_snapshot
 from actors.shard_service import NOTICES_KIND, ShardService
 from domain.commands import ClearPayment, PostBill, RegisterMeter, ReportRelayResult
 from domain.effects import AckPayment, NotifyConsumer, SendRelayCommand
-from domain.enums import ControlState, NoticeTemplate, PaymentOutcome, RelayAction, RelayResultStatus, RelayState
+from domain.enums import (
+    ControlState,
+    NoticeTemplate,
+    PaymentOutcome,
+    RelayAction,
+    RelayResultStatus,
+    RelayState,
+)
 from domain.events import RelayCommandIssued
 from domain.fused import expand
 from domain.policy import Policy, load_policy
@@ -303,8 +310,9 @@ def test_one_notice_rows_of_an_older_data_directory_are_delivered_and_marked_don
     s.apply(registrations(1), T0)
     old = NotifyConsumer(notice_id="N0000000000:old", account="N0000000000",
                          template=NoticeTemplate.PAYMENT_RECEIVED, amount_paise=100)
-    s.store.commit([], outbox=[NewOutboxEntry(id=old.notice_id, shard=logical_shard(old.account), kind="notice",
-                                              account=old.account, at=T0, body=codec.encode(old))])
+    row = NewOutboxEntry(id=old.notice_id, shard=logical_shard(old.account), kind="notice",
+                         account=old.account, at=T0, body=codec.encode(old))
+    s.store.commit([], outbox=[row])
     s.store.close()
 
     again = service(tmp_path)

@@ -12,6 +12,7 @@ line per ``--repeat``, and their median.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import statistics
 import sys
 import tempfile
@@ -20,17 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path.cwd()))
 
-from actors.notices import FileNoticeSender  # noqa: E402
-from actors.shard_service import ShardService  # noqa: E402
-from domain.commands import ClearPayment, RegisterMeter, ReportRelayResult  # noqa: E402
-from domain.effects import SendRelayCommand  # noqa: E402
-from domain.enums import ControlState, RelayResultStatus, RelayState  # noqa: E402
-from domain.policy import load_policy  # noqa: E402
-from storage.api import StoreOptions  # noqa: E402
-from storage.sqlite import open_shard_store  # noqa: E402
+from actors.notices import FileNoticeSender
+from actors.shard_service import ShardService
+from domain.commands import ClearPayment, RegisterMeter, ReportRelayResult
+from domain.effects import SendRelayCommand
+from domain.enums import ControlState, RelayResultStatus, RelayState
+from domain.policy import load_policy
+from storage.api import StoreOptions
+from storage.sqlite import open_shard_store
 
 T0 = 1_772_000_000
-PROFILE = None  # a cProfile.Profile to run over the steady rounds (set by a caller that profiles)
+PROFILE: cProfile.Profile | None = None  # set by a caller: profiles the steady rounds
 
 
 def delivered(s: ShardService, ids: list[str]) -> None:
@@ -71,8 +72,9 @@ def run(meters: int, batch: int, rounds: int) -> float:
             commands = [c for cs in out.relay.values() for c in cs if isinstance(c, SendRelayCommand)]
             s.mark_sent(commands)
             s.stage([ReportRelayResult(account=c.account, command_id=c.command_id,
-                                       status=RelayResultStatus.PROCESSED, control_state=ControlState.CONNECTED,
-                                       output_state=True) for c in commands], now)
+                                       status=RelayResultStatus.PROCESSED,
+                                       control_state=ControlState.CONNECTED, output_state=True)
+                     for c in commands], now)
             out = s.flush(now)
             delivered(s, notices.send(out.notices))
             now += 1
@@ -96,7 +98,8 @@ def main() -> None:
     for _ in range(args.repeat):
         figures.append(run(args.meters, args.batch, args.rounds))
         print(f"batch {args.batch}: {figures[-1]:.1f} us CPU per payment", flush=True)
-    print(f"median of {len(figures)}: {statistics.median(figures):.1f} us CPU per payment (batch {args.batch})")
+    median = statistics.median(figures)
+    print(f"median of {len(figures)}: {median:.1f} us CPU per payment (batch {args.batch})")
 
 
 if __name__ == "__main__":
