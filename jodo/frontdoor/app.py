@@ -25,7 +25,6 @@ logged with its traceback.
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 import logging
 import time
@@ -130,25 +129,9 @@ def build_app(
     return app
 
 
-#: the cyclic GC's young generation while serving: each webhook makes hundreds of short-lived objects
-#: (aiohttp's request, headers, JSON, futures) and few cycles; at CPython's 700 the front door spent
-#: ~14 % of its busy samples collecting under the webhook bench (py-spy, docs/benchmarks.md session 7)
-SERVING_GC_THRESHOLD = (50_000, 20, 100)
-
-
-def tune_gc_for_serving() -> None:
-    """Freeze what exists when serving starts (modules, config, the app: never garbage) out of the
-    cyclic GC's scans, and give it the larger young generation the actor processes have."""
-    gc.collect()
-    gc.freeze()
-    if gc.get_threshold()[0] < SERVING_GC_THRESHOLD[0]:
-        gc.set_threshold(*SERVING_GC_THRESHOLD)
-
-
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on host:port (0 = any free port); returns the runner (``await runner.cleanup()``)
-    and the bound port. Tunes the process's GC for serving (`tune_gc_for_serving`)."""
-    tune_gc_for_serving()
+    and the bound port."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
