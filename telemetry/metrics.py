@@ -931,10 +931,10 @@ def payment_reconnected(head_end: str, seconds: float) -> None:
     PAYMENT_TO_RELAY_CONNECTED_SECONDS.labels(_configured(head_end, _head_ends)).observe(max(0.0, seconds))
 
 
-def relay_command_attempted(head_end: str, action: str) -> None:
+def relay_command_attempted(head_end: str, action: str, count: int = 1) -> None:
     RELAY_COMMAND_ATTEMPTS_TOTAL.labels(
         _configured(head_end, _head_ends), _closed(action, RELAY_ACTIONS, "relay action")
-    ).inc()
+    ).inc(count)
 
 
 DLMS_EVENTS: Final = frozenset({"association", "refused", "connect_failure", "release", "response_timeout",
