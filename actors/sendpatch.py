@@ -8,15 +8,18 @@ process that starts the actor system, so the admin and every actor process inher
   received. `apply_send_patch` makes ``identify()`` return a `_LazyText` that builds the very same
   string only when something formats it (``thesplog`` and ``logging`` format with ``%``, the only
   ways Thespian uses it); ``str()`` of an intent or envelope is unchanged.
-* **A wake-up connection per note to self.** A message an actor sends to itself is queued in the
-  transport's list of received envelopes and then, to break a ``select`` that might be blocking,
-  Thespian opens a TCP connection to the actor's own socket (``TCPTransport.interrupt_wait``: a
-  socket, a connect, an accept and a close per message). From inside a handler, on the thread that
-  runs the transport's loop, nothing blocks: the loop takes every queued envelope before it selects
-  again. Only for the message types named by `send_to_self_without_wakeup` (the shard's and the
-  desk's group-commit notes, sent from handlers only), sent to the actor's own address from the
-  main thread, the envelope is queued exactly as before, without the connection. Order is kept:
-  the note still queues behind every envelope already read.
+* **A wake-up connection per note to self.** A message an actor sends to itself becomes a transmit
+  intent whose envelope is queued in the transport's list of received envelopes; then, to break a
+  ``select`` that might be blocking, Thespian opens a TCP connection to the actor's own socket
+  (``TCPTransport.interrupt_wait``: a socket, a connect, an accept and a close per message), and the
+  intent counts as a pending transmit until the loop's next pass after ``select``. From inside a
+  handler, on the thread that runs the transport's loop, nothing blocks: the loop takes every queued
+  envelope before it selects again. For the message types named by `send_to_self_without_wakeup`
+  only (the shard's and the desk's group-commit notes, told from handlers only), sent to the actor's
+  own address from that thread, ``ActorManager.actor_send`` queues the very same envelope directly:
+  no connection and no pending transmit (which matters: past asyncTransportBase's limit of pending
+  transmits, a note that left no wake-up would wait unsent for the next message). Order is kept: the
+  note still queues behind every envelope already read.
 
 Measured under the signed-webhook load (docs/benchmarks.md, "Issue 13, session 7").
 Both patch private code: each is applied only if thespian is the pinned version and the patched
@@ -45,6 +48,8 @@ _EXPECTED_SELF_BRANCH = (
     "self._processReceivedEnvelope(ReceiveEnvelope(intent.targetAddr,",
     "self.interrupt_wait()",
     "return self._finishIntent(intent)",
+    "def actor_send(self, targetAddr, msg):",
+    "r = self.transport.run(self.handleMessages)",
 )
 
 
@@ -75,6 +80,7 @@ def send_patch_applied() -> bool:
 
 def apply_send_patch() -> bool:
     """Patch this process's thespian (idempotent). Returns whether it is patched."""
+    from thespian.system.actorManager import ActorManager
     from thespian.system.transport import ReceiveEnvelope, TransmitIntent
     from thespian.system.transport import TCPTransport as tcp
 
@@ -83,7 +89,7 @@ def apply_send_patch() -> bool:
         return True
     try:
         version = metadata.version("thespian")
-        source = inspect.getsource(transport._scheduleTransmitActual)
+        source = inspect.getsource(transport._scheduleTransmitActual) + inspect.getsource(ActorManager)
     except (metadata.PackageNotFoundError, OSError, TypeError) as exc:
         log.warning("thespian send patch not applied: %s", exc)
         return False
@@ -97,19 +103,22 @@ def apply_send_patch() -> bool:
     # ReceiveEnvelope.__str__ returns identify() itself: keep it a str (TransmitIntent's formats it)
     ReceiveEnvelope.__str__ = lambda self: str(self.identify())
 
-    schedule = transport._scheduleTransmitActual
-    main = threading.main_thread()
+    send = ActorManager.actor_send
 
-    def _scheduleTransmitActual(self: Any, intent: Any, has_exclusive_flag: bool = False) -> Any:
-        if (type(intent.message) in _LOOP_LOCAL and intent.targetAddr == self.myAddress
-                and threading.current_thread() is main):
-            # Thespian's own branch for a message to itself, less `interrupt_wait`
-            self._processReceivedEnvelope(ReceiveEnvelope(intent.targetAddr, intent.message),
-                                          has_exclusive_flag=has_exclusive_flag)
-            return self._finishIntent(intent)
-        return schedule(self, intent, has_exclusive_flag=has_exclusive_flag)
+    def actor_send(self: Any, target: Any, message: Any) -> Any:
+        # (main_thread() is looked up each time: an actor process is forked from whichever thread
+        # started the system, and that thread is the child's main thread)
+        if (type(message) in _LOOP_LOCAL and isinstance(self.transport, transport)
+                and target == self.transport.myAddress
+                and threading.current_thread() is threading.main_thread()):
+            # what Thespian's own branch for a message to itself queues, without a transmit intent:
+            # no wake-up connection, and no pending transmit (completed only after the loop's next
+            # select: past asyncTransportBase's limit of pending ones, a note would wait unsent)
+            self.transport._processReceivedEnvelope(ReceiveEnvelope(target, message))
+            return None
+        return send(self, target, message)
 
-    transport._scheduleTransmitActual = _scheduleTransmitActual
+    ActorManager.actor_send = actor_send
     setattr(transport, _MARK, True)
     return True
 
