@@ -51,10 +51,10 @@ def _metric_calls() -> Iterator[tuple[str, str, list[object]]]:
 # A valid call of each helper that takes positional arguments: a call's computed arguments are replaced
 # by these, its literal ones kept, so the literal labels are checked by the helper itself.
 SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
-    "payment_received": ("razorpay", "accepted"),
+    "payment_received": ("razorpay", "accepted", 2),
     "payment_reconnected": ("hes-1", 1.0),
-    "relay_command_attempted": ("hes-1", "connect"),
-    "relay_command_finished": ("connect", "confirmed"),
+    "relay_command_attempted": ("hes-1", "connect", 2),
+    "relay_command_finished": ("connect", "confirmed", 2),
     "headend_roundtrip": ("hes-1", 0.1),
     "set_relay_commands_pending": ("hes-1", 0),
     "set_breaker_state": ("hes-1", "closed"),
@@ -66,7 +66,7 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "set_payments_unapplied": (0,),
     "journal_commit": ("meter_shard", 0.001),
     "recovered": ("meter_shard", 0.1),
-    "notice_sent": ("payment_received",),
+    "notice_sent": ("payment_received", 2),
     "process_started": ("meter_shard",),
     "sample_process_memory": ("meter_shard",),
     "mark_dead": (2**22 + 1,),  # no such pid
