@@ -74,6 +74,8 @@ def test_identify_builds_the_same_text_only_when_formatted() -> None:
     envelope = ReceiveEnvelope("sender-address", "a message")
     text = envelope.identify()
     assert not isinstance(text, str)  # nothing built yet
-    assert "%s" % text == str(envelope) == "ReceiveEnvelope(from: sender-address, <class 'str'> msg: a message)"
+    thesplog = "%s"  # formatted as thesplog and logging format it: msg % args
+    expected = "ReceiveEnvelope(from: sender-address, <class 'str'> msg: a message)"
+    assert thesplog % (text,) == str(envelope) == expected
     intent = TransmitIntent("target-address", "a message")
-    assert "a message" in "%s" % intent.identify() and str(intent).startswith("*************")
+    assert "a message" in thesplog % (intent.identify(),) and str(intent).startswith("*************")
