@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from actors.base import JodoActor
 from actors.clock import ActorClock
 from actors.desk_service import DeskService
 from actors.directory import Directory
+from actors.sendpatch import send_to_self_without_wakeup
 from actors.shard import shard_child_id
 from actors.stores import open_desk
 from domain.effects import AckPayment
@@ -45,6 +47,8 @@ from storage.api import StoreOptions
 from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["PaymentDesk"]
+
+send_to_self_without_wakeup(DeskFlush)  # its group-commit note, told from handlers only
 
 log = logging.getLogger("jodo.desk")
 _TICK = "jodo-desk-tick"
@@ -162,10 +166,13 @@ class PaymentDesk(JodoActor):
                     continue
                 self.tell(sender, PaymentBatchResult(batch_id=batch_id,
                                                      payload=codec.encode_many(result.results)))
+                outcomes: Counter[tuple[str, str]] = Counter()
                 for r in result.results:
                     item = items[r.index] if 0 <= r.index < len(items) else None
                     gateway = item.gateway if isinstance(item, PaymentReceived) else "unknown"
-                    self.metric("payment_received", gateway, str(r.code))
+                    outcomes[gateway, str(r.code)] += 1
+                for (gateway, code), count in outcomes.items():  # one increment per label set
+                    self.metric("payment_received", gateway, code, count)
                 groups |= {service.group_of(p.account) for p in result.accepted}
         for group in groups:
             self._flush_credits(group)

@@ -40,6 +40,7 @@ from typing import Any, Protocol, TypeVar, cast
 from thespian.actors import ActorExitRequest, ActorSystem, ActorTypeDispatcher, PoisonMessage
 
 from actors.netpatch import BindPatchError, apply_bind_patch, apply_peer_allowlist
+from actors.sendpatch import apply_send_patch
 from protocols.control import Address
 
 __all__ = [
@@ -231,6 +232,7 @@ class ActorRuntime:
             os.environ["THESPLOG_FILE"] = str(config.log_file.with_suffix(".thesplog"))
         apply_bind_patch()
         apply_peer_allowlist({config.ip, "127.0.0.1", *config.peers})
+        apply_send_patch()  # actors/sendpatch.py: no eager log text, no wake-up socket per note to self
         if not port_is_free(config.ip, config.admin_port):
             raise RuntimeStartError(
                 f"{config.ip}:{config.admin_port} is taken: refusing to join an admin we did not start"

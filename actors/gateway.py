@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from typing import Any, cast
 
 from thespian.actors import ThespianWatch, WakeupMessage, WatchMessage
@@ -156,6 +156,7 @@ class HeadEndGateway(JodoActor):
         if self.guard is not None:
             fresh, kept = self.guard.offer(fresh, msg.group, wall)
             self._guard_reports(kept)
+        attempted: Counter[str] = Counter()
         for e in fresh:
             wire_id = f"{e.command_id}#{e.attempt}"
             if wire_id in self.running:
@@ -170,7 +171,9 @@ class HeadEndGateway(JodoActor):
             self.running[wire_id] = (e.account, msg.group, wall)
             submit.append(HesCommand(command_id=wire_id, meter=e.meter_serial, action=_ACTIONS[e.action],
                                      expires_at=expires))
-            self.metric("relay_command_attempted", self._head_end(), str(e.action))
+            attempted[str(e.action)] += 1
+        for action, count in attempted.items():  # one increment per action and batch
+            self.metric("relay_command_attempted", self._head_end(), action, count)
         if submit:
             self._outcomes(driver.submit(submit))
 

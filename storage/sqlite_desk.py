@@ -151,15 +151,38 @@ _IN_CHUNK = 500  # ids per IN (...) look-up, well under SQLite's variable limit
 _IMAGE_COLUMNS = ", ".join(PAYMENT_IMAGE)
 
 
-def _images(db: sqlite3.Connection, ids: Sequence[str]) -> list[tuple[object, ...]]:
-    """The audit images (storage/audit.py PAYMENT_IMAGE) of payments just changed, in `ids` order."""
-    found: dict[str, tuple[object, ...]] = {}
+_STATUS_AT = PAYMENT_IMAGE.index("status")
+_ACCOUNT_AT = PAYMENT_IMAGE.index("account")
+_APPLIED_AT = PAYMENT_IMAGE.index("applied_at")
+_SUSPENDED_AT = PAYMENT_IMAGE.index("suspended_at")
+_AUDIT_VERSION_AT = PAYMENT_IMAGE.index("audit_version")
+
+
+def _image_rows(db: sqlite3.Connection, ids: Sequence[str]) -> list[tuple[object, ...]]:
+    """The audit images (storage/audit.py PAYMENT_IMAGE) of these payments as stored (any order)."""
+    found: list[tuple[object, ...]] = []
     for lo in range(0, len(ids), _IN_CHUNK):
         part = ids[lo : lo + _IN_CHUNK]
         marks = ",".join("?" * len(part))
-        for row in db.execute(f"SELECT {_IMAGE_COLUMNS} FROM payments WHERE payment_id IN ({marks})", part):
-            found[row[0]] = tuple(row)
+        found += db.execute(f"SELECT {_IMAGE_COLUMNS} FROM payments WHERE payment_id IN ({marks})", part)
+    return found
+
+
+def _images(db: sqlite3.Connection, ids: Sequence[str]) -> list[tuple[object, ...]]:
+    """The audit images of payments just changed, in `ids` order."""
+    found = {row[0]: tuple(row) for row in _image_rows(db, ids)}
     return [found[i] for i in ids]
+
+
+def _credited_image(row: tuple[object, ...], target: PaymentStatus, at: int) -> tuple[object, ...]:
+    """The image of ``row`` after `mark_credited`'s UPDATE to ``target`` at ``at`` (the same columns
+    that statement sets: status, applied_at or suspended_at, audit_version + 1)."""
+    image = list(row)
+    image[_STATUS_AT] = target.value
+    image[_APPLIED_AT if target is PaymentStatus.APPLIED else _SUSPENDED_AT] = at
+    version = image[_AUDIT_VERSION_AT]
+    image[_AUDIT_VERSION_AT] = (version if isinstance(version, int) else 0) + 1
+    return tuple(image)
 
 
 class SqliteDeskStore(SqliteFile):
@@ -238,15 +261,12 @@ class SqliteDeskStore(SqliteFile):
         with self._write() as db:
             # one look-up per chunk of ids and one executemany per outcome: a shard acknowledges
             # thousands at a time, and two statements per ack were a third of the desk's time
-            known: dict[str, tuple[PaymentStatus, str]] = {}
-            ids = list({ack.payment_id for ack in acks})
-            for lo in range(0, len(ids), _IN_CHUNK):
-                part = ids[lo : lo + _IN_CHUNK]
-                marks = ",".join("?" * len(part))
-                for pid, status, account in db.execute(
-                    f"SELECT payment_id, status, account FROM payments WHERE payment_id IN ({marks})", part
-                ):
-                    known[pid] = (PaymentStatus(status), account)
+            # the rows as audit images (status and account among them): a changed row's new image is
+            # computed from its old one below, not read back after the update (measured: the read-back
+            # was ~7 % of the desk's CPU under the webhook load)
+            stored = {str(row[0]): row for row in _image_rows(db, list({ack.payment_id for ack in acks}))}
+            known = {pid: (PaymentStatus(str(row[_STATUS_AT])), str(row[_ACCOUNT_AT]))
+                     for pid, row in stored.items()}
             results, changes = decide_acks(acks, known)
             deltas = {"pending": -len(changes), "applied": 0, "suspense": 0}
             updates: dict[PaymentStatus, list[tuple[int, str]]] = {
@@ -265,7 +285,8 @@ class SqliteDeskStore(SqliteFile):
                     )
             _bump(db, deltas)
             if changes:
-                self._chain(db, _images(db, list(changes)), max(at for _t, at in changes.values()))
+                images = [_credited_image(stored[pid], target, at) for pid, (target, at) in changes.items()]
+                self._chain(db, images, max(at for _t, at in changes.values()))
         return tuple(results)
 
     def unacknowledged(

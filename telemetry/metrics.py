@@ -921,10 +921,10 @@ def _kind(kind: str) -> str:
 
 
 # --- helpers: one per event, labels checked -----------------------------------------------------
-def payment_received(gateway: str, outcome: str) -> None:
+def payment_received(gateway: str, outcome: str, count: int = 1) -> None:
     PAYMENTS_RECEIVED_TOTAL.labels(
         _configured(gateway, _gateways), _closed(outcome, PAYMENT_OUTCOMES, "payment outcome")
-    ).inc()
+    ).inc(count)
 
 
 def payment_reconnected(head_end: str, seconds: float) -> None:
@@ -932,10 +932,10 @@ def payment_reconnected(head_end: str, seconds: float) -> None:
     PAYMENT_TO_RELAY_CONNECTED_SECONDS.labels(_configured(head_end, _head_ends)).observe(max(0.0, seconds))
 
 
-def relay_command_attempted(head_end: str, action: str) -> None:
+def relay_command_attempted(head_end: str, action: str, count: int = 1) -> None:
     RELAY_COMMAND_ATTEMPTS_TOTAL.labels(
         _configured(head_end, _head_ends), _closed(action, RELAY_ACTIONS, "relay action")
-    ).inc()
+    ).inc(count)
 
 
 DLMS_EVENTS: Final = frozenset({"association", "refused", "connect_failure", "release", "response_timeout",
@@ -957,10 +957,10 @@ def cim_events(head_end: str, event: str, count: int = 1) -> None:
     CIM_EVENTS_TOTAL.labels(_configured(head_end, _head_ends), event).inc(count)
 
 
-def relay_command_finished(action: str, outcome: str) -> None:
+def relay_command_finished(action: str, outcome: str, count: int = 1) -> None:
     RELAY_COMMANDS_TOTAL.labels(
         _closed(action, RELAY_ACTIONS, "relay action"), _closed(outcome, RELAY_OUTCOMES, "relay outcome")
-    ).inc()
+    ).inc(count)
 
 
 def headend_roundtrip(head_end: str, seconds: float) -> None:
@@ -1084,8 +1084,8 @@ def recovered(kind: str, seconds: float) -> None:
     RECOVERY_SECONDS.labels(_kind(kind)).observe(max(0.0, seconds))
 
 
-def notice_sent(template: str) -> None:
-    CONSUMER_NOTICES_SENT_TOTAL.labels(_closed(template, NOTICE_TEMPLATES, "notice template")).inc()
+def notice_sent(template: str, count: int = 1) -> None:
+    CONSUMER_NOTICES_SENT_TOTAL.labels(_closed(template, NOTICE_TEMPLATES, "notice template")).inc(count)
 
 
 def webhook_answered(gateway: str, status: int) -> None:

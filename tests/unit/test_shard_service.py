@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 
 from actors import shard_snapshot
-from actors.shard_service import ShardService
+from actors.shard_service import NOTICES_KIND, ShardService
 from domain.commands import ClearPayment, PostBill, RegisterMeter, ReportRelayResult
-from domain.effects import AckPayment, SendRelayCommand
-from domain.enums import ControlState, PaymentOutcome, RelayAction, RelayResultStatus, RelayState
+from domain.effects import AckPayment, NotifyConsumer, SendRelayCommand
+from domain.enums import (
+    ControlState,
+    NoticeTemplate,
+    PaymentOutcome,
+    RelayAction,
+    RelayResultStatus,
+    RelayState,
+)
 from domain.events import RelayCommandIssued
 from domain.fused import expand
 from domain.policy import Policy, load_policy
@@ -20,7 +27,7 @@ from domain.state import Meter
 from protocols import codec
 from protocols.registry import METER_PACKING
 from storage.api import StoreOptions
-from storage.records import Snapshot
+from storage.records import NewOutboxEntry, OutboxStatus, Snapshot
 from storage.sqlite import open_shard_store
 from tests.unit.test_meter_support import at
 
@@ -266,3 +273,50 @@ def test_the_commands_in_flight_after_a_recovery_follow_later_batches(tmp_path: 
     assert [c.account for c in again.in_flight()] == ["N0000000000"]  # found while recovering
     again.apply([pay(1)], T0 + 10)
     assert sorted(c.account for c in again.in_flight()) == ["N0000000000", "N0000000001"]
+
+
+def test_the_notices_of_one_commit_are_one_outbox_row_done_once_all_are_delivered(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(4), T0)
+    out = s.apply([pay(i) for i in range(4)], T0 + 1)
+    assert len(out.notices) >= 4
+    [row] = [e for e in s.store.open_outbox() if e.kind == NOTICES_KIND]
+    assert codec.decode_many(row.body) == out.notices
+    s.notices_sent([n.notice_id for n in out.notices[:-1]])
+    s.apply([pay(0)], T0 + 2)  # (redelivered: no new notice) nothing to mark yet, one is still out
+    assert [e.id for e in s.store.open_outbox() if e.kind == NOTICES_KIND] == [row.id]
+    s.notices_sent([out.notices[-1].notice_id, out.notices[-1].notice_id, "never-seen"])
+    s.apply([pay(1)], T0 + 3)  # the next commit marks it
+    assert s.store.outbox_entry(row.id).status is OutboxStatus.DONE  # type: ignore[union-attr]
+
+
+def test_notices_not_delivered_before_a_crash_are_delivered_after_it(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(3), T0)
+    out = s.apply([pay(i) for i in range(3)], T0 + 1)
+    s.notices_sent([out.notices[0].notice_id])  # one delivered, but the process dies before a commit
+    s.store.close()
+
+    again = service(tmp_path)
+    resent = again.open_notices()
+    assert resent == out.notices  # at-least-once: the whole row again
+    again.notices_sent(n.notice_id for n in resent)
+    again.apply([pay(0)], T0 + 2)
+    assert [e for e in again.store.open_outbox() if e.kind in (NOTICES_KIND, "notice")] == []
+
+
+def test_one_notice_rows_of_an_older_data_directory_are_delivered_and_marked_done(tmp_path: Path) -> None:
+    s = service(tmp_path)
+    s.apply(registrations(1), T0)
+    old = NotifyConsumer(notice_id="N0000000000:old", account="N0000000000",
+                         template=NoticeTemplate.PAYMENT_RECEIVED, amount_paise=100)
+    row = NewOutboxEntry(id=old.notice_id, shard=logical_shard(old.account), kind="notice",
+                         account=old.account, at=T0, body=codec.encode(old))
+    s.store.commit([], outbox=[row])
+    s.store.close()
+
+    again = service(tmp_path)
+    assert again.open_notices() == [old]
+    again.notices_sent([old.notice_id])
+    again.apply([pay(0)], T0 + 1)
+    assert again.store.outbox_entry(old.notice_id).status is OutboxStatus.DONE  # type: ignore[union-attr]
