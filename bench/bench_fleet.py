@@ -49,17 +49,27 @@ import zlib
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from actors.facade import RuntimeConfig
 from actors.shard_service import ShardService
 from bench.common import cpu_seconds, emit, free_port, proc_status, wait
-from domain.commands import ClearPayment, MeterCommand, PostBill, RegisterMeter
+from domain.commands import (
+    ClearPayment,
+    MeterCommand,
+    PostBill,
+    RegisterMeter,
+    ReportConsumption,
+    SetBillingMode,
+)
+from domain.enums import BillingMode
 from domain.policy import Policy, load_policy
 from domain.shard import MeterHost
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, shards_of_group
 from domain.state import Meter
+from headend.sim.load import daily_wh, read_id
 from jodo.client import NodeClient
 from jodo.node import Node, NodeSetup
 from jodo.tree import TreeOptions, jodo_tree, root_flags
@@ -113,6 +123,10 @@ class FleetSpec:
     billed_fraction: float = 0.0
     shards: int = DEFAULT_LOGICAL_SHARDS
     via: str = "clone"  # or "register": every meter through ShardService.apply
+    # prepaid meters (issue 16, bench_prepaid --node): every meter switched to prepaid with this opening
+    # balance and holding these days' reads (ISO dates) already; None: postpaid
+    prepaid_days: tuple[str, ...] | None = None
+    prepaid_opening_paise: int = 500_000
 
     @property
     def due_date(self) -> str:
@@ -127,12 +141,24 @@ def commands_for(i: int, billed: bool, spec: FleetSpec) -> list[MeterCommand]:
         RegisterMeter(account=a, serial=serial(i), head_end=HEAD_END, install_year=2022,
                       relay_capable=True, control_mode=2)
     ]
+    if spec.prepaid_days is not None:
+        out.append(SetBillingMode(account=a, mode=BillingMode.PREPAID,
+                                  opening_balance_paise=spec.prepaid_opening_paise, request_id=f"pp-{i}"))
+        out += [ReportConsumption(account=a, read_id=read_id(serial(i), date.fromisoformat(d)), read_date=d,
+                                  energy_wh=held_wh(d))
+                for d in spec.prepaid_days]
     if billed:
         out.append(PostBill(account=a, bill_id=bill_id(i), amount_paise=DUES, due_date=spec.due_date,
                             issued_at=spec.now))
         out.append(ClearPayment(account=a, payment_id=payment_id(i), amount_paise=DUES, channel="upi",
                                 cashless=True, paid_at=spec.now))
     return out
+
+
+def held_wh(day: str) -> int:
+    """The energy of a day a generated prepaid meter already holds: the same for every meter (clones
+    share it; what a debit costs depends on how many days a meter holds, not on their energy)."""
+    return daily_wh(1, "held", date.fromisoformat(day))
 
 
 def _prototype(billed: bool, spec: FleetSpec, policy: Policy) -> Meter:
@@ -144,6 +170,12 @@ def _prototype(billed: bool, spec: FleetSpec, policy: Policy) -> Meter:
 
 def _clone(proto: Meter, i: int) -> Meter:
     """``proto`` (meter 0) with meter ``i``'s own identifiers."""
+    if proto.prepaid is not None:  # its own read ids (the energy of a held day is every meter's)
+        s = serial(i)
+        days = tuple(dataclasses.replace(d, read_id=read_id(s, date.fromisoformat(d.day)))
+                     for d in proto.prepaid.days)
+        prepaid = dataclasses.replace(proto.prepaid, days=days, mode_request_id=f"pp-{i}")
+        return dataclasses.replace(proto, account=account(i), serial=s, prepaid=prepaid)
     if proto.bill is None:
         return dataclasses.replace(proto, account=account(i), serial=serial(i))
     return dataclasses.replace(

@@ -5,6 +5,18 @@
 gets its next day's read (from `headend.sim.load`). Measures only the debit computation (pricing the month
 with the new day, the balance); decoding, routing and the journal commit of the real path are not in it.
 Prints one JSON line per run and a summary line with the median and the 1 crore extrapolation.
+
+`python -m bench.bench_prepaid --node --meters 1000000 --groups 2 --runs 3`: through a real node. The fleet
+is generated without the actors (`bench.bench_fleet.generate`, ``--via clone``: prepaid meters with an
+opening balance of Rs 5 000, each already holding this month's days before the first read day), a node
+(`bench_fleet.start_node`: the real actor tree, SQLite shard stores, no head-end) recovers it; then, per run,
+one day's read of every meter (the next day each run, so each read is debited, never a duplicate) is sent as
+`ReportConsumption` records in `MeterCommandBatch`es of ``--batch`` (10 000) to the owning shard group, as
+`NodeClient.send` / ``POST /v1/admin/meter-commands`` send them, but pipelined: up to ``--in-flight``
+batches outstanding per group. The clock stops when every batch's `MeterCommandBatchResult` is back (a shard
+answers after the journal commit of the batch's debits). Reported: wall seconds, reads/s, CPU per read of
+each process (the sender: building and encoding the records, what a head-end gateway would spend; each shard
+group; the rest of the node), and a sample of meters checked to hold the day's read.
 """
 
 from __future__ import annotations
@@ -41,10 +53,21 @@ def _accounts(n: int, first: date) -> list[tuple[str, PrepaidAccount, str, int]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meters", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--node", action="store_true", help="through a real node (see above)")
+    parser.add_argument("--groups", type=int, default=2, help="--node: shard groups (default 2)")
+    parser.add_argument("--batch", type=int, default=10_000, help="--node: reads per MeterCommandBatch")
+    parser.add_argument("--in-flight", type=int, default=2, help="--node: batches outstanding per group")
+    parser.add_argument("--dir", default=None, help="--node: work dir (default: a temp dir, removed)")
     args = parser.parse_args()
+    if args.node:
+        from bench.bench_prepaid_node import run_node
+
+        run_node(args)
+        return
     policy = load_policy()
     work = _accounts(args.meters, date(2026, 11, 1))
     seconds = []

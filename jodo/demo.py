@@ -23,6 +23,9 @@ reference protocol. Fewer meters by default (5 000; at most 65 000: one DLMS wra
 ``--head-end cim`` runs it through the IEC 61968-9 adapter (``kind = "cim"``, docs/cim.md): create
 EndDeviceControls over SOAP/HTTP to the Connexo-like simulator (`headend.cim.sim`), the results coming
 back as EndDeviceEvents on the gateway's callback listener.
+``--prepaid`` runs a month of prepaid meters instead (issue 16, jodo/demo_prepaid.py): daily reads debiting
+the balances, low-balance notices, zero-balance cuts held through the friendly hours, emergency credit, and
+recharges by signed webhook that reconnect at once (5 000 meters by default).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ CHUNK = 10_000
 DLMS_METERS = 5_000
 DLMS_WPORT_BASE = 256  # [[head_ends]] dlms_wport_base's default: meter i answers on wrapper port 256 + i
 DLMS_MAX_METERS = 65_000
+PREPAID_METERS = 5_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sim: the built-in reference head-end (default); dlms: the DLMS/COSEM adapter "
                              "against the Gurux-based meter simulator (--meters defaults to 5 000 then); "
                              "cim: the IEC 61968-9 adapter against the Connexo-like CIM head-end simulator")
+    parser.add_argument("--prepaid", action="store_true",
+                        help="a month of prepaid meters instead: daily reads, low-balance notices, cuts "
+                             "held in friendly hours, emergency credit, recharges (--meters defaults to "
+                             "5 000 then)")
     parser.add_argument("--cluster", action="store_true",
                         help="three nodes over a throwaway PostgreSQL instead; one is killed mid-demo "
                              "(--meters defaults to 300 then)")
@@ -115,10 +123,19 @@ def run(args: argparse.Namespace) -> int:
     if args.meters < 10 or args.meters >= 10**8:
         print("jodo demo: --meters must be between 10 and 99 999 999", file=sys.stderr)
         return 2
+    demo: type[Demo] = Demo
+    if args.prepaid:
+        from jodo.demo_prepaid import PrepaidDemo
+
+        if args.head_end != "sim":
+            print("jodo demo: --prepaid runs on the built-in head-end only", file=sys.stderr)
+            return 2
+        args.meters = PREPAID_METERS if args.meters == 100_000 else args.meters
+        demo = PrepaidDemo
     keep = args.keep or args.data_dir is not None
     data = args.data_dir or Path(tempfile.mkdtemp(prefix="jodo-demo-"))
     try:
-        return asyncio.run(Demo(args, data.resolve()).run())
+        return asyncio.run(demo(args, data.resolve()).run())
     finally:
         if not keep:
             shutil.rmtree(data, ignore_errors=True)
@@ -201,6 +218,8 @@ class Out:
 
 
 class Demo:
+    MODES: tuple[tuple[int, float], ...] = ((2, 0.96), (1, 0.04))  # DLMS control modes and their shares
+
     def __init__(self, args: argparse.Namespace, data: Path) -> None:
         self.args = args
         self.data = data
@@ -232,7 +251,7 @@ class Demo:
             "JODO_GATEWAYS__RAZORPAY__SECRET": self.secrets["razorpay"],
             "JODO_GATEWAYS__BBPS__FORMAT": "jodo", "JODO_GATEWAYS__BBPS__SECRET": self.secrets["bbps"],
             "JODO_TOKENS__PAYMENTS": self.payments_token, "JODO_LOGGING__LEVEL": "WARNING",
-            "JODO_TOKENS__ADMIN": self.admin_token, **guard_env(self.n),
+            "JODO_TOKENS__ADMIN": self.admin_token, **self._guard_env(),
         }
         if self.args.head_end == "dlms":
             env["JODO_HEAD_ENDS__0__DLMS_PASSWORD"] = self.dlms_password
@@ -247,8 +266,8 @@ class Demo:
 
     async def run(self) -> int:
         began = time.monotonic()
-        self.out.say(f"jodo demo: {self.n:,} meters, a simulated month in Indore (IST); data in {self.data}")
-        modes = ((2, 0.96), (1, 0.04))
+        self.out.say(self._title())
+        modes = self.MODES
         sim = SimConfig(meters=self.n, seed=self.args.seed, modes=modes)
         options = StackOptions(sim=sim, manual_clock=True, start_at=self.clock, synchronous="normal",
                                rate_limit=None, ask_timeout=60.0)
@@ -300,6 +319,12 @@ class Demo:
         summary["node_processes_left"] = left
         self._print(summary)
         return 0 if summary["ok"] and clean else 1
+
+    def _guard_env(self) -> dict[str, str]:
+        return guard_env(self.n)
+
+    def _title(self) -> str:
+        return f"jodo demo: {self.n:,} meters, a simulated month in Indore (IST); data in {self.data}"
 
     async def _month(self) -> None:
         await self._build_fleet()
@@ -390,11 +415,12 @@ class Demo:
         return await self.backend.call(read)
 
     async def _settle(self) -> int:
-        """Wait until no relay command is pending (the head-end answered what this hour sent)."""
+        """Wait until no relay command is pending or queued for a gateway's credit window (the head-end
+        answered what this hour sent)."""
         deadline = time.monotonic() + 300
         while True:
             pending = await self.backend.call(
-                lambda c: sum(c.shard_status(g).pending_commands for g in c.shard))
+                lambda c: sum(s.pending_commands + s.queued_commands for s in map(c.shard_status, c.shard)))
             if not pending or time.monotonic() > deadline:
                 return int(pending)
             for w in await self.guard.approve_held(int(pending)) if self.guard else []:
@@ -489,10 +515,21 @@ class Demo:
         self.facts["forged_targets"] = len(forged)
         self.out.say(f"  {_local(self.clock)}: {len(dues):,} consumers are disconnected; "
                      f"{sum(r.what == 'pay' for r in requests):,} pay now by webhook")
-        tally = self.tally
         waiting: dict[int, float] = {}  # consumer index -> 2xx time, relay not yet closed
         done = asyncio.Event()
         watcher = asyncio.create_task(self._watch(waiting, done))
+        await self._post_webhooks(requests, waiting)
+        self._phase(f"{self.tally.sent:,} webhooks sent at night ({_local(self.clock)})", started)
+        waited = time.monotonic()
+        done.set()
+        await watcher
+        self.forged_closed = await self._closed([i for i in forged])
+        self._phase("the last relays closed, after the last 2xx", waited)
+
+    async def _post_webhooks(self, requests: list[Request], waiting: dict[int, float]) -> None:
+        """POST ``requests`` in order, ``--concurrency`` at once; tally the answers, and put each accepted
+        payment's consumer in ``waiting`` with the time of its 2xx (for `_watch`)."""
+        tally = self.tally
         queue = list(reversed(requests))
         connector = aiohttp.TCPConnector(limit=self.args.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -511,12 +548,6 @@ class Demo:
                         waiting[req.index] = at
 
             await asyncio.gather(*(worker() for _ in range(self.args.concurrency)))
-        self._phase(f"{tally.sent:,} webhooks sent at night ({_local(self.clock)})", started)
-        waited = time.monotonic()
-        done.set()
-        await watcher
-        self.forged_closed = await self._closed([i for i in forged])
-        self._phase("the last relays closed, after the last 2xx", waited)
 
     async def _closed(self, indexes: list[int]) -> int:
         states = await asyncio.get_running_loop().run_in_executor(
@@ -553,19 +584,8 @@ class Demo:
     # ------------------------------------------------------------ summary
 
     async def _summary(self, wall: float) -> dict[str, Any]:
-        await self._settle()  # the shards have read back what the simulator did
-        deadline = time.monotonic() + 30
-        while True:  # and the desk has marked every acknowledged payment in the ledger
-            counts = await self.backend.call(_counts, timeout=60.0)
-            if not counts["ledger"].get("pending") or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        opened = Counter[str]()
-        for path in (self.data / "outbox").glob("work-orders-*.jsonl"):
-            with path.open(encoding="utf-8") as f:
-                for line in f:
-                    order = json.loads(line)
-                    opened[f"{order['type']}:{order.get('action', '')}"] += 1
+        counts = await self._settled_counts()
+        opened = self._work_orders()
         notices = Counter[str]()
         for path in (self.data / "outbox").glob("notices-*.jsonl"):
             with path.open(encoding="utf-8") as f:
@@ -617,6 +637,27 @@ class Demo:
             "guard_waves_approved": self.guard.approved if self.guard else [],
             "head_end": self._head_end_facts(),
         }
+
+    async def _settled_counts(self) -> dict[str, Any]:
+        """`_counts` once the shards have read back what the simulator did and the desk has marked every
+        acknowledged payment in the ledger (or 30 s have passed)."""
+        await self._settle()
+        deadline = time.monotonic() + 30
+        while True:
+            counts = await self.backend.call(_counts, timeout=60.0)
+            if not counts["ledger"].get("pending") or time.monotonic() > deadline:
+                return counts
+            await asyncio.sleep(0.05)
+
+    def _work_orders(self) -> Counter[str]:
+        """Field work orders written to the outbox, by "type:action"."""
+        opened = Counter[str]()
+        for path in (self.data / "outbox").glob("work-orders-*.jsonl"):
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    order = json.loads(line)
+                    opened[f"{order['type']}:{order.get('action', '')}"] += 1
+        return opened
 
     def _head_end_facts(self) -> dict[str, Any]:
         if self.cim is not None:

@@ -12,8 +12,12 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from domain.enums import BillingMode
 from domain.events import (
     AwaitingButtonPress,
+    BillingModeSet,
+    ConsumptionDebited,
+    EmergencyCreditRecovered,
     PaymentApplied,
     RelayCommandCancelled,
     RelayCommandFailed,
@@ -97,7 +101,9 @@ def trace_view(record: Mapping[str, Any], history: Sequence[Any]) -> dict[str, A
     """The ledger record of one payment plus its hops, oldest first, each with its time.
 
     ``history`` is the meter's journal (any order). Hops: ``received`` (front door), ``committed``
-    (ledger), ``credited`` (the meter's `PaymentApplied`), ``applied`` (the desk saw the shard's
+    (ledger), ``recovered`` (a prepaid recharge's `EmergencyCreditRecovered`: the emergency credit it paid
+    back first), ``credited`` (the meter's `PaymentApplied`; for a prepaid meter the balance after is
+    ``-dues_after_paise``, also given as ``balance_after_paise``), ``applied`` (the desk saw the shard's
     acknowledgement), ``command`` (the relay command the payment caused), then each ``result`` of that
     command (confirmed, awaiting button, retry, failed) and any field ``work_order``. A hop not yet
     reached is absent; ``stage`` names the last one.
@@ -114,9 +120,20 @@ def trace_view(record: Mapping[str, Any], history: Sequence[Any]) -> dict[str, A
     events = sorted(history, key=lambda e: getattr(e, "at", 0))
     commands = {e.command_id for e in events
                 if isinstance(e, RelayCommandIssued) and e.correlation_id == payment_id}
+    prepaid = False  # as far as the history shows: a prepaid meter's reads are debited
     for e in events:
-        if isinstance(e, PaymentApplied) and e.payment_id == payment_id:
-            hop("credited", e.at, amount_paise=e.amount_paise, dues_after_paise=e.dues_after_paise)
+        if isinstance(e, EmergencyCreditRecovered) and e.payment_id == payment_id:
+            prepaid = True
+            hop("recovered", e.at, amount_paise=e.amount_paise,
+                outstanding_after_paise=e.outstanding_after_paise)
+        elif isinstance(e, BillingModeSet):
+            prepaid = e.mode is BillingMode.PREPAID
+        elif isinstance(e, ConsumptionDebited):
+            prepaid = True
+        elif isinstance(e, PaymentApplied) and e.payment_id == payment_id:
+            balance = -e.dues_after_paise if prepaid else None
+            hop("credited", e.at, amount_paise=e.amount_paise, dues_after_paise=e.dues_after_paise,
+                balance_after_paise=balance)
     hop("applied", record.get("applied_at"))
     hop("suspense", record.get("suspended_at"))
     for e in events:
@@ -130,8 +147,8 @@ def trace_view(record: Mapping[str, Any], history: Sequence[Any]) -> dict[str, A
     return {**plain(dict(record)), "hops": hops, "stage": hops[-1]["hop"] if hops else "unknown"}
 
 
-_HOP_ORDER = {"received": 0, "committed": 1, "credited": 2, "applied": 3, "suspense": 3, "command": 4,
-              "result": 5, "work_order": 6}
+_HOP_ORDER = {"received": 0, "committed": 1, "recovered": 2, "credited": 3, "applied": 4, "suspense": 4,
+              "command": 5, "result": 6, "work_order": 7}
 
 
 def _result_fields(e: Any) -> dict[str, Any]:

@@ -106,3 +106,45 @@ def test_the_cluster_demo_kills_a_node_and_every_paid_meter_reconnects_anyway(tm
     assert done.returncode == 0, text[-4000:]
     assert "SIGKILL of node2" in text and "failover: every group served again" in text
     assert "ledger: 90 payments, 90 applied" in text and "0 meters switched twice -> OK" in text
+
+
+def test_the_prepaid_demo_runs_a_month_of_reads_held_cuts_and_recharges(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-m", "jodo.cli", "demo", "--prepaid", "--meters", "400",
+                           "--json"], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    s: dict[str, Any] = json.loads(done.stdout)
+    assert "jodo demo --prepaid: summary" in done.stderr and "recharge -> connected" in done.stderr
+    assert s["ok"] and s["shutdown"] == "clean" and s["node_processes_left"] == []
+    assert s["prepaid"] == s["meters"] == 400
+    # every day's read of every meter debited once
+    assert s["reads"]["sent"] == 400 * 30 == s["reads"]["debited"] and s["reads"]["rejected"] == 0
+    notices = s["low_balance_notices"]
+    assert notices["used_75pc"] > 0 and notices["days_left_3"] > 0 and notices["zero"] > 0
+    # reads arrive at 01:00, inside the friendly hours: every zero balance was held first, then either cut
+    # in the morning or spared by emergency credit that lifted the balance above zero
+    assert s["held"] > 0 and sum(s["held_by_night"].values()) == s["held"]
+    credit = s["emergency_credit"]
+    assert credit["granted"] > 0 and credit["granted"] == credit["metric"]["granted"]
+    assert credit["granted_balance_above_zero"] == credit["granted"]
+    assert s["held"] == s["cuts"] + credit["granted_balance_above_zero"]
+    assert credit.get("refused_409", 0) == credit.get("refused_once_a_month", 0) + credit.get(
+        "refused_outstanding", 0)
+    # no relay opened inside a window: every opening, at the head-end, in a lab-clock step that allows it
+    assert s["cuts_inside_a_window"] == 0 and s["cuts"] > 0
+    opened = [step for step in s["relay_steps"] if step["opened"]]
+    assert opened and all(step["allowed"] and step["what"] == "cuts" for step in opened)
+    assert not any(at.startswith("Sun") for at in s["cuts_by_morning"])  # Sunday is a day off
+    assert all(at.endswith("08:00") for at in s["cuts_by_morning"])  # the first allowed minute
+    # every recharge of a cut meter reconnected it, duplicates credited once, the head-end's relays add up
+    recharges = s["recharges"]
+    assert recharges["from_off"] == recharges["accepted"] == s["reconnected"] > 0
+    assert s["reconnected"] == s["reconnected_at_head_end"] and s["awaiting_button"] == 0
+    assert s["ledger"]["applied"] == recharges["accepted"]
+    assert s["ledger"]["duplicates"] == recharges["duplicate"]
+    assert s["cuts"] - s["reconnected"] == s["off_at_end"] == s["relays"].get("disconnected", 0)
+    assert s["on_at_or_below_zero_at_end"]["meters"] == s["on_at_or_below_zero_at_end"]["protected"]
+    assert s["work_orders"] == {} and s["paid_but_disconnected"] == 0
+    latency = s["recharge_to_connected_seconds"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]

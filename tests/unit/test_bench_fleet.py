@@ -60,6 +60,21 @@ def test_cloned_fleet_equals_the_fleet_registered_through_the_shard_service(tmp_
     assert all(m.recent_payment_ids for m in billed)
 
 
+def test_cloned_prepaid_fleet_equals_the_one_registered_and_read_through_the_shard_service(
+    tmp_path: Path,
+) -> None:
+    days = ("2026-11-01", "2026-11-02", "2026-11-03")
+    clone = FleetSpec(meters=METERS, groups=GROUPS, now=NOW, via="clone", prepaid_days=days)
+    register = FleetSpec(meters=METERS, groups=GROUPS, now=NOW, via="register", prepaid_days=days)
+    generate(tmp_path / "clone", clone, workers=2)
+    generate(tmp_path / "register", register, workers=1)
+    cloned, registered = recovered(tmp_path / "clone", clone), recovered(tmp_path / "register", register)
+    assert len(registered) == METERS and cloned == registered
+    m = cloned[account(7)]
+    assert m.prepaid is not None and [d.read_id for d in m.prepaid.days] == [f"MPW00000007:{d}" for d in days]
+    assert m.prepaid.mode_request_id == "pp-7" and 0 < -m.dues_paise < 500_000
+
+
 @pytest.mark.system
 def test_a_node_started_on_the_generated_data_dir_recovers_every_meter(tmp_path: Path) -> None:
     spec = FleetSpec(meters=2_000, groups=GROUPS, now=NOW, billed_fraction=0.5)

@@ -14,7 +14,13 @@ import pytest
 
 from domain.commands import PostBill, RegisterMeter
 from domain.enums import RelayAction, RelayState
-from domain.events import PaymentApplied, RelayCommandIssued, RelayStateConfirmed
+from domain.events import (
+    ConsumptionDebited,
+    EmergencyCreditRecovered,
+    PaymentApplied,
+    RelayCommandIssued,
+    RelayStateConfirmed,
+)
 from jodo.cli import ExitCode, main, to_toml
 from jodo.config import load_config
 from jodo.frontdoor import FakeBackend, build_app, start_site
@@ -199,3 +205,28 @@ def test_a_trace_lists_each_hop_once_in_order_whatever_the_history_order() -> No
     assert [h["hop"] for h in trace["hops"]] == ["received", "committed", "credited", "applied", "command",
                                                  "result"]
     assert trace["stage"] == "result" and trace["hops"][-1]["relay"] == "connected"
+    assert "balance_after_paise" not in trace["hops"][2]  # a postpaid meter: dues, no balance
+
+
+def test_a_prepaid_recharge_trace_shows_the_emergency_credit_it_paid_back_and_the_balance() -> None:
+    record = {"payment_id": "r1", "account": "N1", "received_at": 100, "committed_at": 100,
+              "status": "applied", "applied_at": 101}
+    history = [
+        RelayCommandIssued(account="N1", at=101, command_id="N1:c2", action=RelayAction.CONNECT, attempt=1,
+                           expires_at=1000, reason="paid", correlation_id="r1", origin="automatic"),  # type: ignore[arg-type]
+        PaymentApplied(account="N1", at=101, payment_id="r1", amount_paise=50_000, channel="upi",
+                       cashless=True, paid_at=99, dues_after_paise=-25_000),
+        EmergencyCreditRecovered(account="N1", at=101, payment_id="r1", amount_paise=20_000,
+                                 outstanding_after_paise=0),
+        EmergencyCreditRecovered(account="N1", at=60, payment_id="r0", amount_paise=1,
+                                 outstanding_after_paise=0),  # another payment's
+        ConsumptionDebited(account="N1", at=90, read_id="MPW1:2026-11-02", read_date="2026-11-02",
+                           energy_wh=9_000, energy_paise=4_000, fixed_paise=300, duty_paise=360,
+                           debit_paise=4_660, balance_after_paise=-5_000),
+    ]
+    trace = trace_view(record, history)
+    assert [h["hop"] for h in trace["hops"]] == ["received", "committed", "recovered", "credited", "applied",
+                                                 "command"]
+    recovered, credited = trace["hops"][2], trace["hops"][3]
+    assert recovered["amount_paise"] == 20_000 and recovered["outstanding_after_paise"] == 0
+    assert credited["balance_after_paise"] == 25_000 and credited["dues_after_paise"] == -25_000
