@@ -241,6 +241,14 @@ def _prepaid_retarget(d: Draft, cause: str) -> None:
     m, now, policy = d.m, d.now, d.policy
     if m.desired is RelayTarget.OFF_BY_ENGINEER:
         return
+    p = m.prepaid
+    if p is not None and m.dues_paise >= 0 and "zero" not in p.notified:
+        # at zero or below every consumer is told first: before any cut, if it was off already, and
+        # also when protected or on hold (they are spared the cut, not the news)
+        notice_id = d.mint("l")
+        d.emit(LowBalanceNotified(account=m.account, at=now, threshold="zero", balance_paise=-m.dues_paise))
+        d.notify(notice_id, NoticeTemplate.LOW_BALANCE, dues_paise=m.dues_paise, ref="zero")
+        m = d.m
     if _owed_supply(m, policy):
         if m.notice_at is not None or m.switch_off_not_before is not None:
             why = BALANCE_UP if m.dues_paise < 0 else _why_on(m, policy)
@@ -248,11 +256,6 @@ def _prepaid_retarget(d: Draft, cause: str) -> None:
         if d.m.desired is not RelayTarget.CONNECTED:
             _set_target(d, RelayTarget.CONNECTED, _why_on(m, policy), cause)
         return
-    p = m.prepaid
-    if p is not None and "zero" not in p.notified:  # told before any cut (and if it was off already)
-        notice_id = d.mint("l")
-        d.emit(LowBalanceNotified(account=m.account, at=now, threshold="zero", balance_paise=-m.dues_paise))
-        d.notify(notice_id, NoticeTemplate.LOW_BALANCE, dues_paise=m.dues_paise, ref="zero")
     if d.m.desired is not RelayTarget.CONNECTED:
         return  # off already, or on its way off
     if not disconnection_allowed(now, policy):

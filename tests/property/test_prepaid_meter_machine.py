@@ -176,6 +176,14 @@ class PrepaidMeterMachine(MeterMachine):
             assert not (m.relay is RelayState.DISCONNECTED and m.pending is None and m.work_order is None)
 
     @invariant()
+    def at_zero_every_consumer_is_told_protected_or_on_hold_too(self) -> None:
+        if self.state is None or self.m.prepaid is None:
+            return
+        m = self.m
+        if m.dues_paise >= 0 and m.desired is not RelayTarget.OFF_BY_ENGINEER:
+            assert "zero" in m.prepaid.notified, "at zero and not told"
+
+    @invariant()
     def at_zero_a_meter_is_cut_or_held_until_the_window_ends(self) -> None:
         if self.state is None or self.m.prepaid is None:
             return

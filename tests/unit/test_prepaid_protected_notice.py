@@ -2,12 +2,9 @@
 reaches zero is never told. docs/prepaid.md ("Notices and the cut at zero") says: at a balance of zero or
 below, the `zero` notice first, then - for a meter that is neither protected nor on hold - the cut. The
 core (domain/drive.py `_prepaid_retarget`) returns early through `_owed_supply` (protected or on hold)
-before the notice. Marked xfail(strict): when the core is fixed this XPASSes and fails, so remove the mark
-then (the core is helper `prepaid`'s, branch s7/prepaid)."""
+before the notice. Fixed in session 7: the notice comes before the exemption."""
 
 from __future__ import annotations
-
-import pytest
 
 from domain.effects import NotifyConsumer
 from domain.enums import RelayTarget
@@ -17,8 +14,6 @@ from tests.unit.test_meter_support import Sim, at, of_type
 MON = at(2025, 3, 3, 10)  # Monday 10:00, allowed
 
 
-@pytest.mark.xfail(strict=True, reason="core bug reported to helper prepaid: a protected prepaid meter at "
-                                       "zero gets no 'zero' notice (domain/drive.py _prepaid_retarget)")
 def test_a_protected_prepaid_meter_at_zero_is_told_but_not_cut() -> None:
     s = Sim().register(MON, protected=True).prepaid(MON, 1_000)
     s.consume(MON + 60, "2025-03-02", 20_000)  # well below zero
