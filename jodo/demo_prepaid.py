@@ -157,7 +157,8 @@ class PrepaidDemo(Demo):
             None, lambda: self.sim.call(lambda s: bytes(s.fleet.control_state[:self.n])))
 
     def _held_now(self) -> set[int]:
-        return {i for i in self.zero_now if self.states[i] == _CONNECTED}
+        """Told 'zero' and still on, its cut held: protected consumers are told too but never cut."""
+        return {i for i in self.zero_now if self.states[i] == _CONNECTED and not self.consumers[i].protected}
 
     # ------------------------------------------------------------ 01:00: yesterday's reads
 
