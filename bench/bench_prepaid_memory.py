@@ -1,4 +1,5 @@
-"""Resident bytes of a prepaid meter (issue 16): `python -m bench.bench_prepaid_memory [--meters N] [--runs R]`.
+"""Resident bytes of a prepaid meter (issue 16): `python -m bench.bench_prepaid_memory [--meters N]
+[--runs R]`.
 
 Prints JSON lines (key "stage"), asserts nothing. For each kind of meter — ``postpaid`` (registered,
 billed, paid: bench_fleet's billed meter), ``prepaid_1`` / ``prepaid_15`` / ``prepaid_31`` (prepaid,
@@ -34,8 +35,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import domain.prepaid
 from bench.common import emit, proc_status
-from domain.commands import ClearPayment, MeterCommand, PostBill, RegisterMeter, ReportConsumption, SetBillingMode
+from domain.commands import (
+    ClearPayment,
+    MeterCommand,
+    PostBill,
+    RegisterMeter,
+    ReportConsumption,
+    SetBillingMode,
+)
 from domain.enums import BillingMode
 from domain.packed import PackedTable
 from domain.policy import load_policy
@@ -43,11 +52,13 @@ from domain.shard import MeterHost
 from domain.state import DayRead, Meter
 from protocols.registry import METER_FLAT
 
-try:  # this tree keeps the days packed (domain/prepaid_days.py)
-    from domain.prepaid import with_days as _with_days
-except ImportError:  # pragma: no cover - an older tree: the days are a plain field
-    def _with_days(p: Any, days: tuple[DayRead, ...]) -> Any:
-        return dataclasses.replace(p, days=days)
+
+def _replace_days(p: Any, days: tuple[DayRead, ...]) -> Any:  # an older tree: the days are a plain field
+    return dataclasses.replace(p, days=days)
+
+
+#: this tree keeps the days packed (domain/prepaid_days.py) and says how to set them
+_with_days: Callable[[Any, tuple[DayRead, ...]], Any] = getattr(domain.prepaid, "with_days", _replace_days)
 
 KINDS = ("postpaid", "prepaid_1", "prepaid_15", "prepaid_31", "month_end", "estimate")
 CHUNK = 10_000
@@ -95,7 +106,8 @@ def prototype(kind: str) -> Meter:
     if kind == "month_end":
         days = _days(start, 31 + 30)
     elif kind == "estimate":
-        days = [d for d in _days(start, 15) if d.day not in (6, 7, 8)] + [dt.date(2025, 3, 6), dt.date(2025, 3, 7)]
+        days = [d for d in _days(start, 15) if d.day not in (6, 7, 8)]
+        days += [dt.date(2025, 3, 6), dt.date(2025, 3, 7)]
     else:
         days = _days(start, int(kind.split("_")[1]))
     clock = now

@@ -3,26 +3,31 @@
 A prepaid meter keeps the days read in the current and the previous local month (domain/prepaid.py
 `kept_days`): up to 62, each a day, a read id, its Wh and whether it is an estimate. As records they
 cost ~41 bytes a day packed (~2.5 KB at a month's end); packed here, ~2 bytes a day plus the meter's
-read-id prefix once. Nothing is dropped: `unpack` gives back exactly the rows `pack` was given, so
-idempotency per read id and every debit are what they were (tests/unit/test_prepaid_days.py).
+read-id prefix once (a day's Wh is a u16 unless one of the meter's days needs a u32). Nothing is
+dropped: `unpack` gives back exactly the rows `pack` was given, so idempotency per read id and every
+debit are what they were (tests/unit/test_meter_prepaid.py).
 
 Layout (version 1), every integer an unsigned LEB128 varint unless said otherwise::
 
     u8 version (1) | month index of the first row (year * 12 + month - 1) | prefix length | prefix
-    | read mask | estimated mask | odd-id mask | Wh of each row, in day order | each odd id: length, id
+    | read mask | estimated mask | odd-id mask | u8 'H' or 'I' | Wh of each row, in day order, u16 or
+    u32 little-endian (u16 when every day fits) | each odd id: length, id
 
 Bit ``k`` of a mask is the day ``k`` days after the 1st of the first row's month. A row's read id is
-*canonical* when it is ``prefix + day`` (a real read; the prefix is the one most of the meter's real
-read ids have, e.g. ``"{serial}:"`` for ``"{serial}:{read_date}"``) or ``"est:" + day`` (an estimate,
-as `domain.prepaid.apply_read` names them); only the others ("odd") are stored in full, so read ids
+*canonical* when it is ``prefix + day`` (a real read; the prefix is that of the newest real read
+id ending with its day, e.g. ``"{serial}:"`` for ``"{serial}:{read_date}"``) or ``"est:" + day`` (an
+estimate, as `domain.prepaid.apply_read` names them); only the others ("odd") are stored in full, so read ids
 of any shape still work, they just cost their length.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import sys
+from array import array
+from calendar import monthrange
 from collections.abc import Sequence
 from datetime import date, timedelta
+from functools import lru_cache
 
 __all__ = ["Row", "pack", "unpack"]
 
@@ -54,8 +59,29 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 def _prefix(rows: Sequence[Row]) -> str:
-    c = Counter(rid[:-10] for day, rid, _, est in rows if not est and rid.endswith(day))
-    return c.most_common(1)[0][0] if c else ""
+    """The prefix of the newest real read id that ends with its day ("" if none does)."""
+    for day, rid, _, est in reversed(rows):
+        if not est and rid.endswith(day):
+            return rid[:-10]
+    return ""
+
+
+def _le(a: array[int]) -> bytes:
+    if sys.byteorder != "little":  # pragma: no cover - stored little-endian
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def _next_month(d: date) -> date:
+    return date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)
+
+
+@lru_cache(maxsize=32)
+def _day_names(base: date) -> tuple[str, ...]:
+    """The ISO names of the days of ``base``'s month and the next one (what the masks' bits mostly are)."""
+    n = monthrange(base.year, base.month)[1] + monthrange(_next_month(base).year, _next_month(base).month)[1]
+    return tuple((base + timedelta(days=k)).isoformat() for k in range(n))
 
 
 def pack(rows: Sequence[Row]) -> bytes:
@@ -64,13 +90,17 @@ def pack(rows: Sequence[Row]) -> bytes:
         return b""
     first = date.fromisoformat(rows[0][0])
     base = date(first.year, first.month, 1)
+    month0, month1 = rows[0][0][:8], _next_month(base).isoformat()[:8]  # "YYYY-MM-" of the two months
+    length0 = monthrange(base.year, base.month)[1]
     prefix = _prefix(rows)
     read = est_mask = odd_mask = 0
     odd: list[bytes] = []
-    whs = bytearray()
+    whs: list[int] = []
     last = -1
     for day, rid, wh, est in rows:
-        k = (date.fromisoformat(day) - base).days
+        head = day[:8]  # the common case without a date object: a day of the first month or the next
+        k = (int(day[8:]) - 1 if head == month0 else length0 + int(day[8:]) - 1 if head == month1
+             else (date.fromisoformat(day) - base).days)
         if k <= last:
             raise ValueError(f"prepaid days out of order or repeated at {day}")
         last = k
@@ -81,7 +111,7 @@ def pack(rows: Sequence[Row]) -> bytes:
         if rid != (_EST if est else prefix) + day:
             odd_mask |= bit
             odd.append(rid.encode())
-        _varint(whs, wh)
+        whs.append(wh)
     out = bytearray((_VERSION,))
     _varint(out, base.year * 12 + base.month - 1)
     p = prefix.encode()
@@ -89,7 +119,11 @@ def pack(rows: Sequence[Row]) -> bytes:
     out += p
     for mask in (read, est_mask, odd_mask):
         _varint(out, mask)
-    out += whs
+    if min(whs) < 0:
+        raise ValueError(f"cannot pack a negative energy ({min(whs)} Wh) into prepaid days")
+    width = "H" if max(whs) <= 0xFFFF else "I"  # a household's day: 2 bytes
+    out.append(ord(width))
+    out += _le(array(width, whs))
     for o in odd:
         _varint(out, len(o))
         out += o
@@ -110,20 +144,22 @@ def unpack(data: bytes) -> list[Row]:
     est_mask, at = _read_varint(data, at)
     odd_mask, at = _read_varint(data, at)
     base = date(month // 12, month % 12 + 1, 1)
-    days: list[tuple[str, bool, bool]] = []
-    k = 0
-    while read:
-        if read & 1:
-            bit = 1 << k
-            days.append(((base + timedelta(days=k)).isoformat(), bool(est_mask & bit), bool(odd_mask & bit)))
-        read >>= 1
-        k += 1
-    whs: list[int] = []
-    for _ in days:
-        wh, at = _read_varint(data, at)
-        whs.append(wh)
+    names = _day_names(base)
+    bits = [k for k, c in enumerate(bin(read)[:1:-1]) if c == "1"]
+    if bits[-1] >= len(names):  # days beyond the two months (only ever in hand-made rows)
+        names = tuple((base + timedelta(days=k)).isoformat() for k in range(bits[-1] + 1))
+    width = chr(data[at])
+    whs = array(width)
+    end = at + 1 + len(bits) * whs.itemsize
+    whs.frombytes(data[at + 1 : end])
+    if sys.byteorder != "little":  # pragma: no cover - stored little-endian
+        whs.byteswap()
+    at = end
+    if not est_mask and not odd_mask:  # every day a real read with a canonical id: the common case
+        return [(names[k], prefix + names[k], wh, False) for k, wh in zip(bits, whs, strict=True)]
     rows: list[Row] = []
-    for (day, est, is_odd), wh in zip(days, whs, strict=True):
+    for k, wh in zip(bits, whs, strict=True):
+        day, est, is_odd = names[k], bool(est_mask >> k & 1), bool(odd_mask >> k & 1)
         if is_odd:
             n, at = _read_varint(data, at)
             rid = data[at : at + n].decode()

@@ -27,8 +27,8 @@ __all__ = [
     "MeterProfile",
     "PendingRelayCommand",
     "PrepaidState",
-    "packed_days",
     "meter_profile",
+    "packed_days",
     "shared_case",
 ]
 
@@ -180,15 +180,32 @@ class PrepaidState:
         return self.legacy_days or (_unpacked_days(self.reads) if self.reads else ())
 
 
-@lru_cache(maxsize=64)  # a command reads its meter's days a few times; 64 meters' worth is ~0.3 MB at most
+#: reads -> days of the last few meters: a command reads its meter's days a few times, and the state
+#: an event just packed is read again at once (`packed_days` puts it here). At most ~0.3 MB.
+_DAYS_SEEN: dict[bytes, tuple[DayRead, ...]] = {}
+_DAYS_SEEN_MAX = 64
+
+
+def _remember(reads: bytes, days: tuple[DayRead, ...]) -> None:
+    if len(_DAYS_SEEN) >= _DAYS_SEEN_MAX:
+        _DAYS_SEEN.clear()
+    _DAYS_SEEN[reads] = days
+
+
 def _unpacked_days(reads: bytes) -> tuple[DayRead, ...]:
-    return tuple(DayRead(day=day, read_id=rid, energy_wh=wh, estimated=est)
-                 for day, rid, wh, est in prepaid_days.unpack(reads))
+    days = _DAYS_SEEN.get(reads)
+    if days is None:
+        days = tuple(DayRead(day=day, read_id=rid, energy_wh=wh, estimated=est)
+                     for day, rid, wh, est in prepaid_days.unpack(reads))
+        _remember(reads, days)
+    return days
 
 
 def packed_days(days: tuple[DayRead, ...]) -> bytes:
     """``days`` (sorted, one per day) as `PrepaidState.reads` keeps them."""
-    return prepaid_days.pack([(d.day, d.read_id, d.energy_wh, d.estimated) for d in days])
+    reads = prepaid_days.pack([(d.day, d.read_id, d.energy_wh, d.estimated) for d in days])
+    _remember(reads, days)
+    return reads
 
 
 _TRANSIT = {RelayState.CONNECTING: RelayAction.CONNECT, RelayState.DISCONNECTING: RelayAction.DISCONNECT}
