@@ -17,6 +17,8 @@ then:
   (in chunks of 10 000, compacted after each, so the transient copies stay small), over N. It includes
   allocator slack; the table figure does not.
 
+``--cpu``: also the µs to debit one read on a month-end meter (unpack, `handle`, pack), median of 5.
+
 The same script runs on an older tree (``with_days`` is looked for; absent, ``dataclasses.replace``):
 copy it into ``git archive <commit>`` output to measure before/after in one session.
 """
@@ -173,12 +175,39 @@ def build(kind: str, meters: int) -> dict[str, Any]:
             "rss_bytes_per_meter": round((after - before) / meters, 1)}
 
 
+def read_cpu(repeat: int = 2_000) -> float:
+    """µs to debit one read on a month-end meter as a shard does it: unpack the packed record, `handle`
+    a ReportConsumption (1 May), pack the new state. The days' memo is emptied before each read (a
+    shard's next read is for another meter)."""
+    import time
+
+    import domain.state
+    from domain.meter import handle
+
+    clear = getattr(getattr(domain.state, "_DAYS_SEEN", None), "clear", lambda: None)
+    policy = load_policy()
+    m = prototype("month_end")
+    packed = METER_FLAT.pack(m)
+    cmd = ReportConsumption(account=m.account, read_id=f"{serial(0)}:2025-05-01", read_date="2025-05-01",
+                            energy_wh=4_321)
+    now = _noon(dt.date(2025, 5, 2))
+    unpack, pack = METER_FLAT.unpack, METER_FLAT.pack
+    t = time.perf_counter()
+    for _ in range(repeat):
+        clear()
+        new, events, _ = handle(unpack(m.account, packed), cmd, now, policy)
+        pack(new)
+    assert events
+    return (time.perf_counter() - t) / repeat * 1e6
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--meters", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--cpu", action="store_true", help="also: µs per read debited on a month-end meter")
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(build(args.child, args.meters)), flush=True)
@@ -192,7 +221,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             r = json.loads(out.stdout.splitlines()[-1])
             results[kind].append(r)
             emit(stage="run", run=run, **r)
+    if args.cpu:
+        cpu = [read_cpu() for _ in range(5)]
+        emit(stage="read_cpu", us_per_read=round(statistics.median(cpu), 1), runs=[round(c, 1) for c in cpu])
     for kind, rs in results.items():
+        if not rs:
+            continue
         emit(stage="summary", kind=kind, meters=args.meters, runs=len(rs), packed_bytes=rs[0]["packed_bytes"],
              days_kept=rs[0]["days_kept"], table_bytes_per_meter=rs[0]["table_bytes_per_meter"],
              rss_bytes_per_meter=statistics.median(r["rss_bytes_per_meter"] for r in rs))
