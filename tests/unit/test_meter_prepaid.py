@@ -299,3 +299,21 @@ def test_the_days_pack_and_unpack_exactly() -> None:
 
     with pytest.raises(ValueError, match="out of order"):
         prepaid_days.pack([rows[1], rows[0]])
+
+
+def test_an_automatic_cut_the_engineer_took_over_is_retried_as_the_engineers() -> None:
+    # Found by the prepaid machine (also at 658650c): cut at zero balance, then an engineer's disconnection
+    # while that command is in flight, then the meter protected once the command has expired: the retry
+    # is the engineer's (the meter is wanted off by the engineer), not an automatic cut of a protected meter.
+    from domain.effects import SendRelayCommand
+    from domain.enums import CommandOrigin, OverrideAction
+
+    s = prepaid(0)
+    cut = s.m.pending
+    assert s.m.desired is RelayTarget.OFF_FOR_DUES and cut is not None
+    s.override(MON, OverrideAction.DISCONNECT)
+    wanted: RelayTarget = s.m.desired
+    assert wanted is RelayTarget.OFF_BY_ENGINEER and s.m.pending == cut
+    s.override(cut.expires_at + 30, OverrideAction.PROTECT)
+    sent = of_type(s.last_effects, SendRelayCommand)
+    assert s.m.protected and sent and all(c.origin is CommandOrigin.ENGINEER for c in sent)
