@@ -306,8 +306,11 @@ def _drive(d: Draft, cause: str) -> None:
         if (p.action is RelayAction.CONNECT) == want_on:
             if p.retry_at is None or now < p.retry_at:
                 return  # in flight, or waiting for its retry
-            if want_on or p.origin is CommandOrigin.ENGINEER or disconnection_allowed(now, policy):
-                issue(d, p.action, p.attempt + 1, p.reason, p.correlation_id, p.origin, p.engineer_id)
+            origin = p.origin
+            if not want_on and m.desired is RelayTarget.OFF_BY_ENGINEER:
+                origin = CommandOrigin.ENGINEER  # an engineer's disconnection took an automatic one over
+            if want_on or origin is CommandOrigin.ENGINEER or disconnection_allowed(now, policy):
+                issue(d, p.action, p.attempt + 1, p.reason, p.correlation_id, origin, p.engineer_id)
                 return
             cancel_pending(d, "retry fell in a " + _WINDOW)
         else:

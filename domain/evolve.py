@@ -46,7 +46,7 @@ from domain.events import (
     WorkOrderClosed,
     WorkOrderOpened,
 )
-from domain.prepaid import kept_days
+from domain.prepaid import kept_days, with_days
 from domain.state import (
     PROTECTED_CASE,
     QUIET_CASE,
@@ -395,7 +395,7 @@ def _debited(m: Meter, e: ConsumptionDebited) -> Meter:
     if -dues != e.balance_after_paise:
         raise MeterInvariantError(
             f"{m.account}: debit {e.read_id} leaves {-dues}, not {e.balance_after_paise}")
-    return _with(m, dues_paise=dues, prepaid=dataclasses.replace(p, days=kept_days(tuple(days))))
+    return _with(m, dues_paise=dues, prepaid=with_days(p, kept_days(tuple(days))))
 
 
 def _low_balance(m: Meter, e: LowBalanceNotified) -> Meter:

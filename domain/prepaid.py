@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from domain.policy import Policy
-from domain.state import DayRead, Meter
+from domain.state import DayRead, Meter, PrepaidState, packed_days
 from domain.tariff import month_duty_paise, month_energy_paise
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "oldest_open_month",
     "open_account",
     "recharge",
+    "with_days",
 ]
 
 #: Real reads the estimate averages over; and how many past days a gap is filled for at most.
@@ -208,6 +209,11 @@ def kept_days(days: tuple[DayRead, ...]) -> tuple[DayRead, ...]:
     if oldest is None or days[0].day[:7] >= oldest:
         return days
     return tuple(d for d in days if d.day[:7] >= oldest)
+
+
+def with_days(p: PrepaidState, days: tuple[DayRead, ...]) -> PrepaidState:
+    """``p`` keeping ``days`` (sorted, one per day), packed (domain/prepaid_days.py)."""
+    return replace(p, legacy_days=(), reads=packed_days(days))
 
 
 def daily_charge_paise(days: tuple[DayRead, ...], policy: Policy) -> int:

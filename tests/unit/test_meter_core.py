@@ -151,7 +151,7 @@ def test_meters_share_one_interned_profile() -> None:
 
 # ------------------------------------------------------------------ record shapes (codec, Thespian)
 
-_ALLOWED_LEAVES = (int, str, bool, type(None))
+_ALLOWED_LEAVES = (int, str, bool, bytes, type(None))  # bytes: PrepaidState.reads (the codec takes bytes)
 
 
 def _field_type_ok(hint: object) -> bool:

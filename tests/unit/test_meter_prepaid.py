@@ -250,3 +250,70 @@ def test_a_host_step_tallies_read_outcomes_and_keeps_the_balance_bands() -> None
 def _band(balance: int) -> str:
     from domain.prepaid import balance_band
     return balance_band(balance)
+
+
+#: METER_FLAT.pack by main at 658650c (the days kept as records) of ACCOUNT, prepaid with 1 000 rupees,
+#: after reads S1:2025-03-01, S1:2025-03-03 (2 March estimated) and odd-feb for 28 February.
+_PREPAID_658650C = (
+    "9aa7534d2d3030303194a56865732d61cd07e6c302a9636f6e6e6563746564a9636f6e6e6563746564d2fffea3f4c0c0009097"
+    "ce000186a09494aa323032352d30322d3238a76f64642d666562cd0fa0c294aa323032352d30332d3031ad53313a323032352d"
+    "30332d3031cd1388c294aa323032352d30332d3032ae6573743a323032352d30332d3032cd1388c394aa323032352d30332d30"
+    "33ad53313a323032352d30332d3033cd1770c200c0c0a3424d3190"
+)
+
+
+def test_a_packed_prepaid_meter_written_at_658650c_loads_and_reads_on() -> None:
+    old = METER_FLAT.unpack(ACCOUNT, bytes.fromhex(_PREPAID_658650C))
+    p = old.prepaid
+    assert p is not None and -old.dues_paise == 89_100 and p.mode_request_id == "BM1"
+    assert [(d.day, d.read_id, d.energy_wh, d.estimated) for d in p.days] == [
+        ("2025-02-28", "odd-feb", 4_000, False), ("2025-03-01", "S1:2025-03-01", 5_000, False),
+        ("2025-03-02", "est:2025-03-02", 5_000, True), ("2025-03-03", "S1:2025-03-03", 6_000, False)]
+    s = Sim(state=old, now=MON + 9)
+    s.consume(MON + 10, "2025-03-01", 1, read_id="S1:2025-03-01")  # a read id it had: still a no-op
+    assert s.last_events == ()
+    s.consume(MON + 11, "2025-03-02", 7_000, read_id="S1:2025-03-02")  # the true-up of its estimate
+    (trued,) = of_type(s.last_events, ConsumptionDebited)
+    assert trued.replaces == "est:2025-03-02"
+    new = s.m.prepaid
+    assert new is not None and new.legacy_days == () and new.reads  # written packed from then on
+    assert [d.read_id for d in new.days] == ["odd-feb", "S1:2025-03-01", "S1:2025-03-02", "S1:2025-03-03"]
+    again = METER_FLAT.unpack(ACCOUNT, METER_FLAT.pack(s.m))
+    assert again == s.m and len(METER_FLAT.pack(s.m)) < len(bytes.fromhex(_PREPAID_658650C))
+
+
+def test_the_days_pack_and_unpack_exactly() -> None:
+    from domain import prepaid_days
+
+    rows = [("2025-01-31", "SER9:2025-01-31", 0, False), ("2025-02-01", "est:2025-02-01", 10_000_000, True),
+            ("2025-02-02", "odd id \u00e9", 5, False), ("2025-02-03", "est:other", 7, True),
+            ("2025-03-31", "SER9:2025-03-31", 127, False), ("2025-04-01", "2025-04-01", 128, False)]
+    for n in range(len(rows) + 1):
+        for k in range(n):
+            part = rows[k:n]
+            assert prepaid_days.unpack(prepaid_days.pack(part)) == part
+    assert prepaid_days.pack([]) == b""
+    month = [(f"2025-03-{d:02d}", f"SR0000000042:2025-03-{d:02d}", 4_000 + d, False) for d in range(1, 32)]
+    assert len(prepaid_days.pack(month)) < 3 * 31  # ~2 B a day and the prefix once
+    import pytest
+
+    with pytest.raises(ValueError, match="out of order"):
+        prepaid_days.pack([rows[1], rows[0]])
+
+
+def test_an_automatic_cut_the_engineer_took_over_is_retried_as_the_engineers() -> None:
+    # Found by the prepaid machine (also at 658650c): cut at zero balance, then an engineer's disconnection
+    # while that command is in flight, then the meter protected once the command has expired: the retry
+    # is the engineer's (the meter is wanted off by the engineer), not an automatic cut of a protected meter.
+    from domain.effects import SendRelayCommand
+    from domain.enums import CommandOrigin, OverrideAction
+
+    s = prepaid(0)
+    cut = s.m.pending
+    assert s.m.desired is RelayTarget.OFF_FOR_DUES and cut is not None
+    s.override(MON, OverrideAction.DISCONNECT)
+    wanted: RelayTarget = s.m.desired
+    assert wanted is RelayTarget.OFF_BY_ENGINEER and s.m.pending == cut
+    s.override(cut.expires_at + 30, OverrideAction.PROTECT)
+    sent = of_type(s.last_effects, SendRelayCommand)
+    assert s.m.protected and sent and all(c.origin is CommandOrigin.ENGINEER for c in sent)

@@ -125,6 +125,7 @@ def _prepaid_samples() -> list[Any]:
         EmergencyCreditRecovered,
         LowBalanceNotified,
     )
+    from domain.state import DayRead, PrepaidState
 
     return [
         SetBillingMode(account="N1", mode=BillingMode.PREPAID, opening_balance_paise=50_000, request_id="r1"),
@@ -140,6 +141,9 @@ def _prepaid_samples() -> list[Any]:
                                balance_after_paise=10_000),
         EmergencyCreditRecovered(account="N1", at=1, payment_id="pay_1", amount_paise=20_000,
                                  outstanding_after_paise=0),
+        # the days as records, as 658650c kept them (loaded still; jodo now packs them: PrepaidState.reads)
+        PrepaidState(legacy_days=(DayRead(day="2026-12-01", read_id="rd1", energy_wh=4_250),)),
+        DayRead(day="2026-12-02", read_id="est:2026-12-02", energy_wh=4_250, estimated=True),
     ]
 
 
