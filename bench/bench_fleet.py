@@ -66,6 +66,7 @@ from domain.commands import (
 )
 from domain.enums import BillingMode
 from domain.policy import Policy, load_policy
+from domain.prepaid import with_days
 from domain.shard import MeterHost
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, shards_of_group
 from domain.state import Meter
@@ -174,7 +175,7 @@ def _clone(proto: Meter, i: int) -> Meter:
         s = serial(i)
         days = tuple(dataclasses.replace(d, read_id=read_id(s, date.fromisoformat(d.day)))
                      for d in proto.prepaid.days)
-        prepaid = dataclasses.replace(proto.prepaid, days=days, mode_request_id=f"pp-{i}")
+        prepaid = dataclasses.replace(with_days(proto.prepaid, days), mode_request_id=f"pp-{i}")
         return dataclasses.replace(proto, account=account(i), serial=s, prepaid=prepaid)
     if proto.bill is None:
         return dataclasses.replace(proto, account=account(i), serial=serial(i))
