@@ -546,6 +546,10 @@ class MeterShard(JodoActor):
                 self.metric("emergency_credit", label, count)
             else:
                 self.metric("prepaid_disconnection_held", count)
+        for rule, account, payment_id, why in out.off_rule:  # credited in full: flagged for the utility
+            log.warning("prepaid recharge off the recharge rule (credited in full)",
+                        extra={"payment_id": payment_id, "account": account, "rule": rule, "detail": why})
+            self.metric("prepaid_recharge_off_rule", rule)
 
     def _deliver_notices(self, notices: list[Any]) -> None:
         if not notices or self.notices is None or self.service is None:

@@ -49,7 +49,7 @@ from domain.events import (
 from domain.fused import fuse_shard_events
 from domain.packed import PackedTable
 from domain.policy import Policy
-from domain.prepaid_rules import tally
+from domain.prepaid_rules import recharges_off_rule, tally
 from domain.shard import HostStep, MeterHost, ShardImage
 from domain.sharding import logical_shard, shards_of_group
 from domain.state import HELD_RETRY_AT, Meter
@@ -78,6 +78,7 @@ class Outgoing:
     reconnected: list[tuple[str, float]] = field(default_factory=list)  # (head-end, payment→connected s)
     finished: list[tuple[str, str]] = field(default_factory=list)  # (action, outcome) of relay commands
     prepaid: dict[tuple[str, str], int] = field(default_factory=dict)  # domain.prepaid_rules.tally
+    off_rule: list[tuple[str, str, str, str]] = field(default_factory=list)  # recharges_off_rule
 
     def extend(self, other: Outgoing) -> None:
         self.acks += other.acks
@@ -90,6 +91,7 @@ class Outgoing:
         self.finished += other.finished
         for key, n in other.prepaid.items():
             self.prepaid[key] = self.prepaid.get(key, 0) + n
+        self.off_rule += other.off_rule
 
 
 def relay_command_of(m: Meter) -> SendRelayCommand | None:
@@ -454,6 +456,8 @@ class ShardService:
         self._follow(step, out)
         out.finished += _finished(step, cancelled)
         out.prepaid = tally(step.events, step.states, step.refused + step.failures, step.duplicate_reads)
+        if out.prepaid or self.host.prepaid_bands.total():  # only a host with prepaid meters looks
+            out.off_rule = recharges_off_rule(step.events, step.states, self.host.policy)
         return out
 
     def note_payments(self, received: Iterable[tuple[str, float]]) -> None:

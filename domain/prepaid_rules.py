@@ -31,10 +31,14 @@ from domain.events import (
     EmergencyCreditRecovered,
     LowBalanceNotified,
     MeterEvent,
+    PaymentApplied,
+    PaymentReconnect,
     RelayTargetSet,
 )
+from domain.policy import Policy
 from domain.prepaid import account_of, apply_read, daily_charge_paise, grant_emergency, oldest_open_month
 from domain.state import Meter
+from domain.tariff import recharge_warning
 from domain.windows import local_date
 
 __all__ = [
@@ -232,3 +236,29 @@ def tally(
     if duplicate_reads:
         out["prepaid_reads", "duplicate"] += duplicate_reads
     return dict(out)
+
+
+_RECHARGES = frozenset({PaymentApplied, PaymentReconnect})
+
+
+def recharges_off_rule(
+    events: Iterable[tuple[int, MeterEvent]], states: Mapping[str, Meter], policy: Policy,
+) -> list[tuple[str, str, str, str]]:
+    """(rule, account, payment_id, why) for each recharge of a prepaid meter journaled in this step that is
+    off KERC's recharge rule (multiples of Rs 100, at least a week's average use; rule "multiple" or
+    "week_average"). Only ever flagged: the money is already credited in full (docs/prepaid.md,
+    ``prepaid.recharge_rule``; refusing a gateway's captured money would lose a payment)."""
+    if policy.prepaid_recharge_rule == "off":
+        return []
+    found = []
+    for _, e in events:
+        if type(e) not in _RECHARGES:
+            continue
+        assert isinstance(e, PaymentApplied | PaymentReconnect)
+        m = states.get(e.account)
+        if m is None or m.prepaid is None:
+            continue
+        why = recharge_warning(e.amount_paise, 7 * daily_charge_paise(m.prepaid.days, policy), policy)
+        if why is not None:
+            found.append(("multiple" if "multiple" in why else "week_average", e.account, e.payment_id, why))
+    return found

@@ -116,6 +116,7 @@ __all__ = [
     "prepaid_band",
     "prepaid_disconnection_held",
     "prepaid_reads",
+    "prepaid_recharge_off_rule",
     "process_started",
     "reconcile_run",
     "recovered",
@@ -591,7 +592,15 @@ EMERGENCY_CREDITS_TOTAL: Final = Counter(
     ["event"],
     registry=_REGISTRY,
 )
+PREPAID_RECHARGES_OFF_RULE_TOTAL: Final = Counter(
+    "jodo_prepaid_recharges_off_rule",
+    "Prepaid recharges credited in full although off KERC's recharge rule, by rule (multiple: not a multiple "
+    "of prepaid.recharge_multiple_paise; week_average: below a week's average use). Flagged, never refused.",
+    ["rule"],
+    registry=_REGISTRY,
+)
 PREPAID_BANDS: Final = ("negative", "zero_to_100", "100_to_500", "500_plus")
+RECHARGE_RULES: Final = frozenset({"multiple", "week_average"})
 PREPAID_READ_OUTCOMES: Final = frozenset({"debited", "duplicate", "estimated", "trued_up", "rejected"})
 EMERGENCY_CREDIT_EVENTS: Final = frozenset({"granted", "recovered"})
 
@@ -606,7 +615,7 @@ def prepaid_band(balance_paise: int) -> str:
 
 
 _PREPAID: Final = (PREPAID_METERS, PREPAID_READS_TOTAL, PREPAID_DISCONNECTIONS_HELD_TOTAL,
-                   EMERGENCY_CREDITS_TOTAL)
+                   EMERGENCY_CREDITS_TOTAL, PREPAID_RECHARGES_OFF_RULE_TOTAL)
 
 _ALL: Final = (
     *_RECONCILE,
@@ -878,6 +887,8 @@ def _touch_prepaid() -> None:
         PREPAID_READS_TOTAL.labels(outcome)
     for event in EMERGENCY_CREDIT_EVENTS:
         EMERGENCY_CREDITS_TOTAL.labels(event)
+    for rule in RECHARGE_RULES:
+        PREPAID_RECHARGES_OFF_RULE_TOTAL.labels(rule)
 
 
 def _touch_reconcile() -> None:
@@ -1011,6 +1022,11 @@ def prepaid_reads(outcome: str, count: int = 1) -> None:
 def prepaid_disconnection_held(count: int = 1) -> None:
     if count > 0:
         PREPAID_DISCONNECTIONS_HELD_TOTAL.inc(count)
+
+
+def prepaid_recharge_off_rule(rule: str, count: int = 1) -> None:
+    if count > 0:
+        PREPAID_RECHARGES_OFF_RULE_TOTAL.labels(_closed(rule, RECHARGE_RULES, "recharge rule")).inc(count)
 
 
 def emergency_credit(event: str, count: int = 1) -> None:

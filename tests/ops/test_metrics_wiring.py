@@ -54,6 +54,7 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "set_prepaid_bands": ({"negative": 1, "500_plus": 2},),
     "prepaid_reads": ("duplicate", 1),
     "emergency_credit": ("recovered", 1),
+    "prepaid_recharge_off_rule": ("multiple",),
     "prepaid_disconnection_held": (1,),
     "payment_received": ("razorpay", "accepted", 2),
     "payment_reconnected": ("hes-1", 1.0),

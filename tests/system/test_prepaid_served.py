@@ -99,6 +99,18 @@ def test_a_prepaid_meter_runs_out_at_night_is_held_cut_in_the_morning_and_a_rech
         assert _emergency(node, "N0000000009", "ec-3")[0] == 404
         assert _metric(node, 'jodo_emergency_credits_total{event="granted"}') == 1
 
+        # a recharge off KERC's rule (not a multiple of Rs 100) is credited in full and flagged: all of it
+        # pays back the emergency credit first (20 000 outstanding), so the balance stays as it was
+        before = _show(node)["balance_paise"]
+        _inject(node, "payment", "--account", ACCOUNT, "--amount-paise", "10050")
+        _until(node, "the odd recharge credited", lambda d: d["emergency_credit_paise"] == 20_000 - 10_050
+               and d["balance_paise"] == before)
+        flag = 'jodo_prepaid_recharges_off_rule_total{rule="multiple"}'
+        deadline = time.monotonic() + 10
+        while _metric(node, flag) != 1:  # counted after the shard's commit, with the credit
+            assert time.monotonic() < deadline, f"{flag} never reached 1"
+            time.sleep(0.05)
+
 
 def _emergency(node: Serving, account: str, request_id: str) -> tuple[int, dict[str, Any]]:
     token = (node.workdir / "data" / "admin.token").read_text().strip()

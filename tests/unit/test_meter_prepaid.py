@@ -317,3 +317,32 @@ def test_an_automatic_cut_the_engineer_took_over_is_retried_as_the_engineers() -
     s.override(cut.expires_at + 30, OverrideAction.PROTECT)
     sent = of_type(s.last_effects, SendRelayCommand)
     assert s.m.protected and sent and all(c.origin is CommandOrigin.ENGINEER for c in sent)
+
+
+def test_a_recharge_off_the_kerc_rule_is_credited_in_full_and_flagged() -> None:
+    from domain.prepaid import daily_charge_paise
+    from domain.prepaid_rules import recharges_off_rule
+    from tests.unit.test_meter_support import ACCOUNT
+
+    s = Sim().register(MON).prepaid(MON, 10_000)
+    for day in ("2025-02-24", "2025-02-25", "2025-02-26", "2025-02-27", "2025-02-28", "2025-03-01",
+                "2025-03-02"):
+        s.consume(MON + 60, day, 8_000)  # a week of use: the week's average is the sum of these days' charges
+    policy = s.policy
+    assert s.m.prepaid is not None
+    week = 7 * daily_charge_paise(s.m.prepaid.days, policy)
+    assert week > 10_000
+
+    def flagged(amount: int, payment_id: str) -> list[tuple[str, str, str, str]]:
+        before = s.m.dues_paise
+        s.pay(MON + 120, amount, payment_id)
+        assert s.m.dues_paise == before - amount  # credited in full, whatever the rule says
+        return recharges_off_rule(list(enumerate(s.last_events)), {ACCOUNT: s.m}, policy)
+
+    odd = flagged(week + 50, "P-odd")  # not a multiple of Rs 100
+    assert [(r, a, p) for r, a, p, _ in odd] == [("multiple", ACCOUNT, "P-odd")] and "multiple" in odd[0][3]
+    small = flagged(10_000, "P-small")  # Rs 100: a multiple, but below a week's average use
+    assert [(r, p) for r, _, p, _ in small] == [("week_average", "P-small")] and str(week) in small[0][3]
+    assert flagged((week // 10_000 + 1) * 10_000, "P-ok") == []
+    off = dataclasses.replace(policy, prepaid_recharge_rule="off")
+    assert recharges_off_rule(list(enumerate(s.journal)), {ACCOUNT: s.m}, off) == []

@@ -150,6 +150,8 @@ def test_prepaid_series_exist_at_zero_and_balances_fall_into_their_bands() -> No
     for event in ("granted", "recovered"):
         assert ("jodo_emergency_credits_total", (("event", event),)) in before
     assert ("jodo_prepaid_disconnections_held_total", ()) in before
+    for rule in ("multiple", "week_average"):
+        assert ("jodo_prepaid_recharges_off_rule_total", (("rule", rule),)) in before
     assert [metrics.prepaid_band(p) for p in (-1, 0, 9_999, 10_000, 49_999, 50_000)] == [
         "negative", "zero_to_100", "zero_to_100", "100_to_500", "100_to_500", "500_plus"]
     metrics.set_prepaid_balances([-500, 0, 20_000, 20_000, 1_000_000])
