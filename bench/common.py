@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from jodo.ports import free_port as free_port  # re-exported for the benches
 
 
 def emit(**fields: object) -> None:
     """One JSON record per line on stdout (what `python -m bench` collects)."""
     print(json.dumps(fields), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait(check: Callable[[], bool], timeout: float, what: str) -> float:

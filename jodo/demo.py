@@ -37,7 +37,6 @@ import json
 import random
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -62,6 +61,7 @@ from jodo.client import NodeClient
 from jodo.config import Config, load_config
 from jodo.demo_guard import DemoGuard, guard_env
 from jodo.frontdoor import build_app, start_site
+from jodo.ports import free_port as _free_port
 from jodo.serve import Stack, StackOptions
 from jodo.webhooks import sign_jodo, sign_razorpay
 from protocols.headend import HesControlState
@@ -141,12 +141,6 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(data, ignore_errors=True)
         else:
             print(f"data kept in {data}", file=sys.stderr)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _ts(dt: datetime) -> int:

@@ -17,7 +17,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
+from jodo.ports import free_port
 from protocols.headend import HesControlState
 from supervisors.processes import ProcessRef, is_alive, kill_process, process_group_members
 
@@ -42,12 +42,6 @@ ADMIN = "cluster-admin-token-0123456789"
 PAYMENTS = "cluster-payments-token-0123456"
 JODO_SECRET = "cluster-jodo-signing-secret"
 DUES = 150_000
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def account(i: int) -> str:

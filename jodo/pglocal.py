@@ -24,13 +24,14 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from jodo.ports import free_port as _free_port
 
 __all__ = ["LocalPostgres", "LocalPostgresError", "find_pg_bin"]
 
@@ -54,12 +55,6 @@ def find_pg_bin() -> Path:
             "run scripts/install-ops-tools.sh (installs Debian's postgresql package)"
         )
     return Path(found[-1]).parent
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class LocalPostgres:

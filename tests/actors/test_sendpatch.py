@@ -4,7 +4,6 @@ them: from a thread that is not the starter's main thread (the node's actor thre
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors import sendpatch
+from jodo.ports import free_port as _free_port
 
 pytestmark = pytest.mark.system
 
@@ -46,13 +46,6 @@ thread.start()
 thread.join(120)
 print(json.dumps(out))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_notes_to_self_of_a_registered_type_open_no_wakeup_connection() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from jodo.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "bash scripts/install-ops-tools.sh"
@@ -45,14 +46,6 @@ def run(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.Co
 
 
 # --- a real Prometheus, started and stopped by a test ------------------------------------------------
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def until(what: str, check: Callable[[], object], timeout: float = 30.0, every: float = 0.2) -> Any:
     """Poll ``check`` until it returns something truthy and return that; fail naming ``what`` at the end."""
     deadline = time.monotonic() + timeout

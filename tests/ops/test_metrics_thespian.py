@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 import pytest
 from ops_tools import ROOT
 from prometheus_client.parser import text_string_to_metric_families
+
+from jodo.ports import free_port as _free_port
 
 pytestmark = pytest.mark.system
 
@@ -68,13 +69,6 @@ def _value(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_actor_processes_count_into_the_node_and_log_json(tmp_path: Path) -> None:

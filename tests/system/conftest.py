@@ -3,7 +3,6 @@ process they started that fails the run if any of them survives."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,16 +11,10 @@ import pytest
 from actors.facade import RuntimeConfig
 from domain.supervision import ChildSpec, SupervisorFlags
 from jodo.node import Node, NodeSetup
+from jodo.ports import free_port
 from supervisors.processes import ProcessRef, is_alive, kill_process
 
 StartNode = Callable[..., Node]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,19 +17,13 @@ from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
 from jodo.client import NodeClient
 from jodo.node import Node
+from jodo.ports import free_port
 from jodo.tree import HeadEnd, TreeOptions, jodo_tree, root_flags
 from protocols.payments import PaymentReceived
 
 T = TypeVar("T")
 HEAD_END = "hes-1"
 STORED_SINK = "actors.deadletters:stored_sink"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:

@@ -7,7 +7,6 @@ No thread of its own, no write-readiness: the loop below is what `receiveMessage
 from __future__ import annotations
 
 import select
-import socket
 import time
 from collections.abc import Iterable
 
@@ -19,6 +18,7 @@ from headend.outcome import HeadEndOutcome, OutcomeKind
 from headend.sim.config import SimConfig
 from headend.sim.server import SimulatorThread
 from headend.socket_driver import HeadEndSocketDriver
+from jodo.ports import free_port
 from protocols.headend import HesAction, HesCommand
 
 pytestmark = pytest.mark.system
@@ -56,12 +56,6 @@ class ActorLoop:
                 self.outcomes += self.driver.on_tick()  # WakeupMessage
             self._rearm()
         return len(self.outcomes) >= done
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_an_actor_style_loop_connects_sends_and_gets_every_outcome() -> None:

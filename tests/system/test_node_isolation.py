@@ -48,13 +48,12 @@ finally:
 
 # Starts a node, then dies without shutting it down: the system outlives its starter.
 _NODE_THEN_CRASH = """
-import os, socket
+import os
 from actors.facade import RuntimeConfig
 from domain.supervision import ChildSpec
 from jodo.node import Node, NodeSetup
-with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
+from jodo.ports import free_port
+port = free_port()
 config = NodeSetup(runtime=RuntimeConfig(admin_port=port),
                     children=(ChildSpec(id="w", start="supervisors.testing.CrashableWorker"),))
 node = Node(config).start()
