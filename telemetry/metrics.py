@@ -113,7 +113,6 @@ __all__ = [
     "notice_sent",
     "payment_received",
     "payment_reconnected",
-    "prepaid_band",
     "prepaid_disconnection_held",
     "prepaid_reads",
     "prepaid_recharge_off_rule",
@@ -131,7 +130,6 @@ __all__ = [
     "set_meters_by_relay_state",
     "set_paid_but_disconnected",
     "set_payments_unapplied",
-    "set_prepaid_balances",
     "set_prepaid_bands",
     "set_reconcile_enabled",
     "set_reconcile_state",
@@ -605,15 +603,6 @@ PREPAID_READ_OUTCOMES: Final = frozenset({"debited", "duplicate", "estimated", "
 EMERGENCY_CREDIT_EVENTS: Final = frozenset({"granted", "recovered"})
 
 
-def prepaid_band(balance_paise: int) -> str:
-    """The `jodo_prepaid_meters` band of a balance in paise."""
-    if balance_paise < 0:
-        return "negative"
-    if balance_paise < 10_000:
-        return "zero_to_100"
-    return "100_to_500" if balance_paise < 50_000 else "500_plus"
-
-
 _PREPAID: Final = (PREPAID_METERS, PREPAID_READS_TOTAL, PREPAID_DISCONNECTIONS_HELD_TOTAL,
                    EMERGENCY_CREDITS_TOTAL, PREPAID_RECHARGES_OFF_RULE_TOTAL)
 
@@ -997,15 +986,6 @@ def set_meters_by_relay_state(counts: Mapping[str, int]) -> None:
         _closed(state, RELAY_STATES, "relay state")
     for state in RELAY_STATES:
         METERS.labels(state).set(counts.get(state, 0))
-
-
-def set_prepaid_balances(balances: Iterable[int]) -> None:
-    """This process's prepaid meters by balance band (``balances`` in paise); every band is set."""
-    counts = dict.fromkeys(PREPAID_BANDS, 0)
-    for balance in balances:
-        counts[prepaid_band(balance)] += 1
-    for band, count in counts.items():
-        PREPAID_METERS.labels(band).set(count)
 
 
 def set_prepaid_bands(counts: Mapping[str, int]) -> None:

@@ -152,9 +152,12 @@ def test_prepaid_series_exist_at_zero_and_balances_fall_into_their_bands() -> No
     assert ("jodo_prepaid_disconnections_held_total", ()) in before
     for rule in ("multiple", "week_average"):
         assert ("jodo_prepaid_recharges_off_rule_total", (("rule", rule),)) in before
-    assert [metrics.prepaid_band(p) for p in (-1, 0, 9_999, 10_000, 49_999, 50_000)] == [
+    from domain.prepaid import balance_band
+
+    assert [balance_band(p) for p in (-1, 0, 9_999, 10_000, 49_999, 50_000)] == [
         "negative", "zero_to_100", "zero_to_100", "100_to_500", "100_to_500", "500_plus"]
-    metrics.set_prepaid_balances([-500, 0, 20_000, 20_000, 1_000_000])
+    assert set(metrics.PREPAID_BANDS) == {balance_band(p) for p in (-1, 0, 10_000, 50_000)}
+    metrics.set_prepaid_bands({"negative": 1, "zero_to_100": 1, "100_to_500": 2, "500_plus": 1})
     metrics.prepaid_reads("duplicate", 3)
     metrics.emergency_credit("granted")
     after = _samples(metrics.render())
