@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from domain.commands import CheckMeter, MeterCommand, ReportConsumption
 from domain.effects import Effect, MeterCommandRejected
@@ -131,6 +132,23 @@ class HostStep:
     failures: tuple[tuple[MeterCommand, str], ...]
     refused: tuple[tuple[MeterCommand, str], ...] = ()  # business refusals (MeterCommandRejected)
     duplicate_reads: int = 0  # prepaid reads that changed nothing (that read was debited before)
+
+
+
+_K = TypeVar("_K")
+
+
+def _moved(
+    node: MutableMapping[_K, int], shard: MutableMapping[_K, int], old: _K | None, new: _K | None,
+) -> None:
+    """One meter's count moved from ``old`` to ``new`` (either None: not counted) in the host's counter
+    and its logical shard's."""
+    if old is not None:
+        node[old] -= 1
+        shard[old] -= 1
+    if new is not None:
+        node[new] += 1
+        shard[new] += 1
 
 
 class MeterHost:
@@ -339,23 +357,13 @@ class MeterHost:
         relay, paid_off = meter_status(old, self.policy)
         new_relay, new_paid_off = meter_status(new, self.policy)
         if relay is not new_relay:
-            counts, here = self.relay_counts, self._shard_relay[shard]
-            counts[relay] -= 1
-            here[relay] -= 1
-            counts[new_relay] += 1
-            here[new_relay] += 1
+            _moved(self.relay_counts, self._shard_relay[shard], relay, new_relay)
         order, new_order = old.work_order, new.work_order
         if order is not new_order:
             action = None if order is None else order.action
             new_action = None if new_order is None else new_order.action
             if action is not new_action:
-                orders, here_orders = self.work_orders, self._shard_work[shard]
-                if action is not None:
-                    orders[action] -= 1
-                    here_orders[action] -= 1
-                if new_action is not None:
-                    orders[new_action] += 1
-                    here_orders[new_action] += 1
+                _moved(self.work_orders, self._shard_work[shard], action, new_action)
         pending = new.pending is not None
         if (old.pending is not None) is not pending:
             if pending:
@@ -373,13 +381,7 @@ class MeterHost:
         band = None if old.prepaid is None else balance_band(-old.dues_paise)
         new_band = None if new.prepaid is None else balance_band(-new.dues_paise)
         if band != new_band:
-            bands, here = self.prepaid_bands, self._shard_prepaid[shard]
-            if band is not None:
-                bands[band] -= 1
-                here[band] -= 1
-            if new_band is not None:
-                bands[new_band] += 1
-                here[new_band] += 1
+            _moved(self.prepaid_bands, self._shard_prepaid[shard], band, new_band)
 
     @property
     def paid_but_disconnected(self) -> int:
