@@ -54,7 +54,9 @@ _MAX_TICK = 0.5
 RESULT_WINDOW = 2
 RESULT_ACK_TIMEOUT = 10.0  # seconds; an acknowledgement this late is given up (a restarted shard)
 _ACTIONS = {RelayAction.CONNECT: HesAction.CONNECT, RelayAction.DISCONNECT: HesAction.DISCONNECT,
-            RelayAction.READ: HesAction.READ}
+            RelayAction.READ: HesAction.READ, RelayAction.CREDIT: HesAction.CREDIT}
+_CREDIT = RelayAction.CREDIT
+_HES_CREDIT = HesAction.CREDIT
 
 
 def report_of(account: str, command_id: str, o: HeadEndOutcome) -> ReportRelayResult:
@@ -70,6 +72,8 @@ def report_of(account: str, command_id: str, o: HeadEndOutcome) -> ReportRelayRe
     if o.kind is OutcomeKind.REJECTED:
         return ReportRelayResult(account=account, command_id=command_id, status=RelayResultStatus.REJECTED,
                                  error_code=o.reason)
+    if o.kind is OutcomeKind.APPLIED:  # a credit update the meter took (domain/credit.py)
+        return ReportRelayResult(account=account, command_id=command_id, status=RelayResultStatus.PROCESSED)
     return ReportRelayResult(account=account, command_id=command_id, status=RelayResultStatus.FAILED,
                              error_code=o.error, retryable=o.retryable)
 
@@ -170,8 +174,11 @@ class HeadEndGateway(JodoActor):
                 continue
             self.running[wire_id] = (e.account, msg.group, wall)
             submit.append(HesCommand(command_id=wire_id, meter=e.meter_serial, action=_ACTIONS[e.action],
-                                     expires_at=expires))
+                                     expires_at=expires, credit_paise=e.balance_paise))
             attempted[str(e.action)] += 1
+        credits = attempted.pop(str(_CREDIT), 0)
+        if credits:
+            self.metric("meter_credit_updates", self._head_end(), "sent", credits)
         for action, count in attempted.items():  # one increment per action and batch
             self.metric("relay_command_attempted", self._head_end(), action, count)
         if submit:
@@ -230,6 +237,8 @@ class HeadEndGateway(JodoActor):
             self.finished[o.command_id] = report
             self.results[group].append(report)
             self.counts[str(o.kind)] += 1
+            if o.action is _HES_CREDIT:
+                self.metric("meter_credit_updates", self._head_end(), str(o.kind), 1)
             self.metric("headend_roundtrip", self._head_end(), wall - submitted)
         cap = self.init.outcome_cache if self.init is not None else 100_000
         while len(self.finished) > cap:

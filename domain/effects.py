@@ -30,7 +30,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendRelayCommand:
-    """Send to the meter's head-end. The head-end must not run it at or after ``expires_at``."""
+    """Send to the meter's head-end. The head-end must not run it at or after ``expires_at``.
+    ``action`` CREDIT is a credit update (domain/credit.py): ``balance_paise`` is what it tells the meter."""
 
     command_id: str
     account: str
@@ -43,6 +44,7 @@ class SendRelayCommand:
     attempt: int = 1
     origin: CommandOrigin = CommandOrigin.AUTOMATIC
     engineer_id: str | None = None
+    balance_paise: int | None = None  # a CREDIT command's balance; None for a relay switch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

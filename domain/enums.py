@@ -46,6 +46,9 @@ class RelayAction(StrEnum):
     CONNECT = "connect"  # DLMS remote_reconnect, method 2
     DISCONNECT = "disconnect"  # DLMS remote_disconnect, method 1
     READ = "read"  # read control_state/output_state (for head-end reconciliation)
+    # tell a prepaid meter that keeps its own credit its balance (CIM 3.20.22.13; domain/credit.py): not
+    # a relay switch, never a meter's pending relay command
+    CREDIT = "credit"
 
 
 class ControlState(IntEnum):

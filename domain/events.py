@@ -32,6 +32,8 @@ __all__ = [
     "EmergencyCreditGranted",
     "EmergencyCreditRecovered",
     "LowBalanceNotified",
+    "MeterCreditEnded",
+    "MeterCreditSent",
     "MeterEvent",
     "MeterRegistered",
     "MeterUpdated",
@@ -416,6 +418,33 @@ class EmergencyCreditRecovered:
     outstanding_after_paise: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterCreditSent:
+    """A credit update issued to a prepaid meter that keeps its own credit (domain/credit.py): tell it
+    ``balance_paise`` (CIM 3.20.22.13). ``command_id`` is minted from the meter's seq."""
+
+    account: str
+    at: int
+    command_id: str
+    balance_paise: int
+    expires_at: int
+    attempt: int = 1
+    correlation_id: str = ""  # what changed the balance (payment id, read id, request id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterCreditEnded:
+    """How a credit update ended: applied (the meter holds the balance), failed (``retry_at`` set when it
+    is sent again), rejected or expired."""
+
+    account: str
+    at: int
+    command_id: str
+    outcome: str  # applied | failed | rejected | expired
+    error: str | None = None
+    retry_at: int | None = None
+
+
 MeterEvent = (
     MeterRegistered
     | MeterUpdated
@@ -444,4 +473,6 @@ MeterEvent = (
     | LowBalanceNotified
     | EmergencyCreditGranted
     | EmergencyCreditRecovered
+    | MeterCreditSent
+    | MeterCreditEnded
 )

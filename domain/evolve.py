@@ -27,6 +27,8 @@ from domain.events import (
     EmergencyCreditGranted,
     EmergencyCreditRecovered,
     LowBalanceNotified,
+    MeterCreditEnded,
+    MeterCreditSent,
     MeterEvent,
     MeterRegistered,
     MeterUpdated,
@@ -56,6 +58,7 @@ from domain.state import (
     FieldWorkOrder,
     Meter,
     MeterCase,
+    MeterCredit,
     MeterProfile,
     PendingRelayCommand,
     PrepaidState,
@@ -422,6 +425,32 @@ def _emergency_recovered(m: Meter, e: EmergencyCreditRecovered) -> Meter:
                  prepaid=dataclasses.replace(p, emergency_outstanding_paise=left))
 
 
+# ------------------------------------------------------------------ the meter's own credit (domain/credit.py)
+
+
+def _credit_sent(m: Meter, e: MeterCreditSent) -> Meter:
+    p = _prepaid(m)
+    before = p.credit
+    if before is not None and before.in_flight:
+        raise MeterInvariantError(
+            f"{m.account}: credit update {e.command_id} while {before.command_id} is out")
+    credit = MeterCredit(command_id=e.command_id, balance_paise=e.balance_paise, issued_at=e.at,
+                         expires_at=e.expires_at, attempt=e.attempt,
+                         applied_paise=None if before is None else before.applied_paise)
+    return _with(m, prepaid=dataclasses.replace(p, credit=credit), seq=m.seq + 1)
+
+
+def _credit_ended(m: Meter, e: MeterCreditEnded) -> Meter:
+    p = _prepaid(m)
+    c = p.credit
+    if c is None or c.command_id != e.command_id or not c.in_flight:
+        raise MeterInvariantError(f"{m.account}: credit update {e.command_id} ended, not the one out")
+    applied = c.balance_paise if e.outcome == "applied" else c.applied_paise
+    credit = dataclasses.replace(c, outcome=e.outcome, error=e.error, retry_at=e.retry_at,
+                                 applied_paise=applied)
+    return _with(m, prepaid=dataclasses.replace(p, credit=credit))
+
+
 _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
     MeterUpdated: _updated,
     BillPosted: _bill_posted,
@@ -449,6 +478,8 @@ _EVOLVERS: dict[type[Any], Callable[[Meter, Any], Meter]] = {
     LowBalanceNotified: _low_balance,
     EmergencyCreditGranted: _emergency_granted,
     EmergencyCreditRecovered: _emergency_recovered,
+    MeterCreditSent: _credit_sent,
+    MeterCreditEnded: _credit_ended,
 }
 
 

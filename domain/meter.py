@@ -32,6 +32,7 @@ from domain.commands import (
     SetBillingMode,
     UpdateMeter,
 )
+from domain.credit import credit_check_at, credit_result, sync_meter_credit
 from domain.drive import (
     Draft,
     apply_standing_rules,
@@ -107,6 +108,8 @@ def handle(
     cause = _HANDLERS[type(command)](d, command)
     if cause is not None and d.state is not None:
         apply_standing_rules(d, cause)
+        if d.state.prepaid is not None and policy.prepaid_meter_credit_head_ends:
+            sync_meter_credit(d, cause)  # a meter that keeps its own credit: tell it the balance
     return d.state, tuple(d.events), tuple(d.effects)
 
 
@@ -138,6 +141,10 @@ def next_check_at(state: Meter, policy: Policy) -> int | None:
             and m.relay is not RelayState.DISCONNECTED
         ):
             times.append(m.switch_off_not_before)  # re-disconnect deferred past a window
+    if m.prepaid is not None and m.prepaid.credit is not None:
+        credit_at = credit_check_at(m, policy)  # the meter's own credit: an update's expiry or retry
+        if credit_at is not None:
+            times.append(credit_at)
     return min(times) if times else None
 
 
@@ -284,6 +291,8 @@ def _relay_result(d: Draft, c: ReportRelayResult) -> str | None:
     m = d.state
     p = m.pending if m is not None else None
     if m is None or p is None or p.command_id != c.command_id:
+        if m is not None and m.prepaid is not None and m.prepaid.credit is not None:
+            return credit_result(d, c)  # the result of a credit update (domain/credit.py)
         return None  # unknown, old or cancelled command: never counts
     if c.status in _GUARD_STATUSES or p.retry_at == HELD_RETRY_AT:
         handled = _guard_result(d, c, p)

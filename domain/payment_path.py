@@ -20,6 +20,7 @@ machine (tests/property/test_meter_machine.py) holds the two equal on every comm
 from __future__ import annotations
 
 from domain.commands import ClearPayment, MeterCommand, ReportRelayResult
+from domain.credit import keeps_meter_credit
 from domain.drive import BALANCE_UP
 from domain.effects import AckPayment, Effect, NotifyConsumer, SendRelayCommand
 from domain.enums import (
@@ -123,8 +124,8 @@ def _reconnecting_payment(
         return None
     reason, withdraw = _PAID_UP, _BELOW_MINIMUM
     if m.prepaid is not None:  # a recharge: on once the balance is above zero, emergency credit repaid
-        if dues_after >= 0 or m.prepaid.emergency_outstanding_paise:
-            return None
+        if dues_after >= 0 or m.prepaid.emergency_outstanding_paise or keeps_meter_credit(m, policy):
+            return None  # (a meter keeping its own credit is sent the balance: `handle` decides that)
         reason, withdraw = BALANCE_UP, BALANCE_UP
     bill = m.bill
     if bill is not None:

@@ -59,6 +59,7 @@ class Policy:
     prepaid_emergency_credit_paise: int
     prepaid_recharge_multiple_paise: int
     prepaid_recharge_rule: str
+    prepaid_meter_credit_head_ends: tuple[str, ...]
 
     # Derived once here so the hot path never re-parses (not part of equality or the wire form).
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
@@ -215,6 +216,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "prepaid_emergency_credit_paise": int,
     "prepaid_recharge_multiple_paise": int,
     "prepaid_recharge_rule": str,
+    "prepaid_meter_credit_head_ends": tuple,
 }
 _FIELD_BY_KEY = {_key(name): name for name in _FIELD_TYPES}
 

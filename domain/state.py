@@ -24,6 +24,7 @@ __all__ = [
     "FieldWorkOrder",
     "Meter",
     "MeterCase",
+    "MeterCredit",
     "MeterProfile",
     "PendingRelayCommand",
     "PrepaidState",
@@ -102,8 +103,8 @@ class PendingRelayCommand:
     retry_at: int | None = None  # None: in flight at the head-end; else: failed, re-send at retry_at
 
     def __post_init__(self) -> None:
-        if self.action is RelayAction.READ:
-            raise MeterInvariantError("a read is not a pending relay command")
+        if self.action is RelayAction.READ or self.action is RelayAction.CREDIT:
+            raise MeterInvariantError(f"a {self.action} is not a pending relay command")
         if self.attempt < 1:
             raise MeterInvariantError("attempt counts from 1")
 
@@ -153,6 +154,34 @@ class DayRead:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MeterCredit:
+    """The credit update jodo last sent a prepaid meter that keeps its own credit (domain/credit.py): the
+    balance it carried, and how it ended. One at a time per meter: a newer balance waits for it."""
+
+    command_id: str
+    balance_paise: int  # what this update told the meter (jodo's balance when it was issued)
+    issued_at: int
+    expires_at: int
+    attempt: int = 1
+    outcome: str = ""  # "" in flight; then applied | failed | rejected | expired
+    error: str | None = None  # the head-end's error code or rejection reason
+    retry_at: int | None = None  # a retryable failure: send the balance again at this time
+    applied_paise: int | None = None  # the balance the meter last confirmed holding (any update)
+
+    def __post_init__(self) -> None:
+        if self.attempt < 1 or self.outcome not in _CREDIT_OUTCOMES:
+            raise MeterInvariantError(f"credit update {self.command_id}: attempt {self.attempt}, "
+                                      f"outcome {self.outcome!r}")
+
+    @property
+    def in_flight(self) -> bool:
+        return self.outcome == ""
+
+
+_CREDIT_OUTCOMES = frozenset({"", "applied", "failed", "rejected", "expired"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PrepaidState:
     """What a prepaid meter has beyond its balance (which is ``-Meter.dues_paise``): the days read in
     the current and the previous local month (what their debits are priced on, domain/prepaid.py), the
@@ -169,6 +198,7 @@ class PrepaidState:
     mode_request_id: str | None = None  # the SetBillingMode that made the meter prepaid
     notified: tuple[str, ...] = ()  # low-balance thresholds notified since the last top-up
     reads: bytes = b""  # the days kept, packed (domain/prepaid_days.py): ~2 B a day, not ~41 as records
+    credit: MeterCredit | None = None  # a meter that keeps its own credit: the last update sent it
 
     def __post_init__(self) -> None:
         if self.emergency_outstanding_paise < 0 or self.funded_paise < 0:

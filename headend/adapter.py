@@ -180,12 +180,15 @@ class AdapterStats:
     connects: int = 0
     connection_losses: int = 0
     heartbeats: int = 0
+    unsupported: int = 0  # commands this protocol cannot carry (a credit update), failed at once
 
 
 # job phases
 _CMD, _CMD_SENT, _READ, _READ_SENT, _WAIT, _DONE = range(6)
 # enum members bound once: attribute access on an enum class is a slow descriptor call
 _A_READ = HesAction.READ
+_A_CREDIT = HesAction.CREDIT
+_UNSUPPORTED = HesErrorCode.UNSUPPORTED.value
 _PROCESSED = HesResultStatus.PROCESSED
 
 # The relay a read shows, as a kind; keyed by control_state * 2 + output_state so that lookups hash
@@ -336,6 +339,10 @@ class HeadEndAdapterCore:
                 continue
             if now >= cmd.expires_at:
                 self._emit(job, OutcomeKind.EXPIRED, now)
+                continue
+            if cmd.action is _A_CREDIT:  # the reference protocol has no credit update (issue 16)
+                stats.unsupported += 1
+                self._emit(job, OutcomeKind.FAILED, now, error=_UNSUPPORTED)
                 continue
             jobs[cid] = job
             if cmd.action is _A_READ:

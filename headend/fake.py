@@ -9,7 +9,8 @@ command ends at once (its outcome returned by `submit`); hooks change that, firs
     fake.reject_when(lambda c: ..., reason="rate_limited")
     fake.fail_when(lambda c: ..., error="no_communication")   # retryable from RETRYABLE_ERRORS
 
-A delayed command whose expires_at comes before its turn is not executed and ends expired.
+A delayed command whose expires_at comes before its turn is not executed and ends expired. A CREDIT
+command (a prepaid meter's balance, issue 16) ends APPLIED and is kept in ``fake.credits``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class FakeHeadEnd:
         self.fleet = fleet or Fleet(1000)
         self.clock: Clock = clock or ManualClock()
         self.submitted: list[HesCommand] = []
+        self.credits: dict[str, int] = {}  # serial → the balance its last applied CREDIT command carried
         self._hooks: list[_Hook] = []
         self._pending: set[str] = set()
         self._delayed: list[tuple[float, int, HesCommand]] = []
@@ -144,6 +146,12 @@ class FakeHeadEnd:
         index = self.fleet.index(cmd.meter)
         if index is None:
             return self._outcome(cmd, OutcomeKind.REJECTED, now, reason=HesRejectReason.UNKNOWN_METER)
+        if cmd.action is HesAction.CREDIT:  # the fake takes credit updates, as a CIM head-end does
+            if cmd.credit_paise is None:
+                return self._outcome(cmd, OutcomeKind.FAILED, now, error="no_credit_amount")
+            self.credits[cmd.meter] = cmd.credit_paise
+            return HeadEndOutcome(command_id=cmd.command_id, meter=cmd.meter, action=cmd.action,
+                                  kind=OutcomeKind.APPLIED, at=now, attempts=1)
         _, error = self.fleet.apply(index, cmd.action)
         if error is not None:
             retryable = error in RETRYABLE_ERRORS

@@ -17,6 +17,7 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"  # `error` says why, `retryable` whether trying again later may help
     EXPIRED = "expired"  # expires_at passed first; the command was never executed
     REJECTED = "rejected"  # the head-end refused it (`reason`), e.g. unknown meter
+    APPLIED = "applied"  # a CREDIT command the head-end processed: the meter holds the balance sent
 
 
 _CONNECTED, _DISCONNECTED = OutcomeKind.CONNECTED, OutcomeKind.DISCONNECTED

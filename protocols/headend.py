@@ -94,6 +94,10 @@ class HesAction(IntEnum):
     DISCONNECT = 1  # method 1 remote_disconnect
     CONNECT = 2  # method 2 remote_reconnect
     READ = 3  # get attributes 2-4 (output_state, control_state, control_mode)
+    # Tell a meter that keeps its own prepaid credit its balance (CIM 3.20.22.13 credit update; issue 16).
+    # Not a reference-protocol action: its adapter (and the DLMS one) end it FAILED "unsupported" at once,
+    # and the wire refuses it (`_ACTIONS`); the CIM adapter sends it as an EndDeviceControl.
+    CREDIT = 4
 
 
 class HesControlState(IntEnum):
@@ -149,12 +153,15 @@ class HesRejectReason(StrEnum):
 
 
 class HesCommand(NamedTuple):
-    """One command in a submit. `expires_at` is epoch seconds: after it the command must not run."""
+    """One command in a submit. `expires_at` is epoch seconds: after it the command must not run.
+    `credit_paise`: the balance a CREDIT command carries (None for every other action; never on the
+    reference wire, whose decoder leaves it None)."""
 
     command_id: str
     meter: str
     action: HesAction
     expires_at: float
+    credit_paise: int | None = None
 
 
 class HesRejection(NamedTuple):
@@ -455,7 +462,7 @@ def _fields(items: list[Any], n: int, name: str) -> list[Any]:
     return items
 
 
-_ACTIONS = {int(a): a for a in HesAction}
+_ACTIONS = {int(a): a for a in HesAction if a is not HesAction.CREDIT}  # (the wire has no credit update)
 _STATUSES = {int(s): s for s in HesResultStatus}
 _CONTROL_STATES: dict[object, HesControlState | None] = {int(s): s for s in HesControlState}
 _CONTROL_STATES[None] = None
@@ -495,6 +502,7 @@ def _decode_command(rec: object) -> HesCommand:
         _ident(rec[1], "meter"),
         _enum_of(_ACTIONS, rec[2], "action"),
         _float(rec[3], "expires_at"),
+        None,
     )
 
 
@@ -515,7 +523,7 @@ def _decode_commands(records: list[Any]) -> tuple[HesCommand, ...]:
                 and action in actions
                 and exp - exp == 0.0  # finite: inf - inf and nan - nan are nan
             ):
-                append(new(HesCommand, (cid, meter, actions[action], exp)))
+                append(new(HesCommand, (cid, meter, actions[action], exp, None)))
                 continue
         append(_decode_command(rec))
     return tuple(out)

@@ -108,6 +108,7 @@ __all__ = [
     "headend_roundtrip",
     "journal_commit",
     "mark_dead",
+    "meter_credit_updates",
     "metric_names",
     "multiprocess_dir",
     "notice_sent",
@@ -147,7 +148,8 @@ OTHER: Final = "other"  # the label value for an unconfigured gateway/head-end o
 # Closed label sets (the core's enums where domain.enums has one). A value outside them is a bug and
 # raises ValueError, except where noted. Relay outcomes are how a command ended, seen by its shard.
 PAYMENT_OUTCOMES: Final = frozenset({"accepted", "duplicate", "suspense", "rejected"})
-RELAY_ACTIONS: Final = frozenset(action.value for action in RelayAction)  # connect, disconnect, read
+# connect, disconnect, read (a credit update is counted by meter_credit_updates)
+RELAY_ACTIONS: Final = frozenset(action.value for action in RelayAction if action is not RelayAction.CREDIT)
 RELAY_OUTCOMES: Final = frozenset(
     {"confirmed", "awaiting_button", "failed", "rejected", "expired", "cancelled"}
 )
@@ -260,6 +262,14 @@ CIM_EVENTS_TOTAL: Final = Counter(
     "CIM adapter events by head-end and event (request, accepted, callback_event, timeout, refused_unknown, "
     "refused_duplicate, refused_late, refused_unauthorised, refused_malformed); docs/cim.md.",
     ["head_end", "event"],
+    registry=_REGISTRY,
+)
+METER_CREDIT_UPDATES_TOTAL: Final = Counter(
+    "jodo_meter_credit_updates",
+    "Credit updates to prepaid meters that keep their own credit (CIM 3.20.22.13), by head-end and outcome: "
+    "sent (to the adapter), applied, failed (e.g. unsupported: the head-end's protocol has none), rejected, "
+    "expired; docs/prepaid-headend.md.",
+    ["head_end", "outcome"],
     registry=_REGISTRY,
 )
 HEADEND_COMMAND_ROUNDTRIP_SECONDS: Final = Histogram(
@@ -616,6 +626,7 @@ _ALL: Final = (
     RELAY_COMMANDS_TOTAL,
     DLMS_EVENTS_TOTAL,
     CIM_EVENTS_TOTAL,
+    METER_CREDIT_UPDATES_TOTAL,
     HEADEND_COMMAND_ROUNDTRIP_SECONDS,
     RELAY_COMMANDS_PENDING,
     CONSUMER_NOTICES_SENT_TOTAL,
@@ -842,6 +853,8 @@ def _touch_series() -> None:
             RELAY_COMMAND_ATTEMPTS_TOTAL.labels(head_end, action)
         for event in CIM_EVENTS:
             CIM_EVENTS_TOTAL.labels(head_end, event)
+        for outcome in CREDIT_UPDATE_OUTCOMES:
+            METER_CREDIT_UPDATES_TOTAL.labels(head_end, outcome)
     for action in RELAY_ACTIONS:
         for outcome in RELAY_OUTCOMES:
             RELAY_COMMANDS_TOTAL.labels(action, outcome)
@@ -955,6 +968,15 @@ CIM_EVENTS: Final = frozenset({"request", "accepted", "callback_event", "timeout
 def cim_events(head_end: str, event: str, count: int = 1) -> None:
     event = _closed(event, CIM_EVENTS, "CIM event")
     CIM_EVENTS_TOTAL.labels(_configured(head_end, _head_ends), event).inc(count)
+
+
+CREDIT_UPDATE_OUTCOMES: Final = frozenset({"sent", "applied", "failed", "rejected", "expired"})
+
+
+def meter_credit_updates(head_end: str, outcome: str, count: int = 1) -> None:
+    """Credit updates sent to a head-end, and how they ended (domain/credit.py)."""
+    outcome = _closed(outcome, CREDIT_UPDATE_OUTCOMES, "credit update outcome")
+    METER_CREDIT_UPDATES_TOTAL.labels(_configured(head_end, _head_ends), outcome).inc(count)
 
 
 def relay_command_finished(action: str, outcome: str, count: int = 1) -> None:

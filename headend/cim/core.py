@@ -24,7 +24,10 @@ How replies map onto the adapter contract (headend/adapter.py, headend/outcome.p
   that timed out (late) is refused and counted, never a second outcome. An event may arrive before
   the synchronous reply (a race the head-end is free to win): it ends the command; the reply's
   verdict on it is then ignored.
-READ commands are not EndDeviceControls: they fail ``unsupported`` (final) at once.
+READ commands are not EndDeviceControls: they fail ``unsupported`` (final) at once. A CREDIT command (a
+prepaid meter's balance, issue 16) is the control 3.20.22.13; its event PROCESSED ends it APPLIED (no
+contactor), ERROR / EXPIRED / CANCELLED as for a switch. An event whose ref is not its control's kind
+(3.31.0.* for a switch, 3.20.22.* for a credit update) is refused as unknown.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from headend.breaker import BreakerPhase
-from headend.cim.messages import CimEvents, CimReply, EventResult, build_request
+from headend.cim.messages import EVENT_PREFIX_OF, CimEvents, CimReply, EventResult, build_request
 from headend.outcome import HeadEndOutcome, OutcomeKind
 from protocols.headend import HesAction, HesCommand, HesControlState, HesErrorCode
 
@@ -216,7 +219,8 @@ class CimCore:
         stats = self.stats
         for ev in message.events:
             p = self._pending.get(ev.control_mrid)
-            if p is None or p.correlation_id != message.correlation_id or p.command.meter != ev.meter:
+            if (p is None or p.correlation_id != message.correlation_id or p.command.meter != ev.meter
+                    or ev.prefix != EVENT_PREFIX_OF[p.command.action]):
                 refused += 1
                 timed_out = self._ended.get(ev.control_mrid) if p is None else None
                 if timed_out is None:
@@ -228,7 +232,9 @@ class CimCore:
                 continue
             stats.events += 1
             c = p.command
-            if ev.result is EventResult.PROCESSED:
+            if ev.result is EventResult.PROCESSED and c.action is HesAction.CREDIT:
+                outcomes.append(self._end(c, OutcomeKind.APPLIED, now))  # the meter holds the balance
+            elif ev.result is EventResult.PROCESSED:
                 kind, state, contactor = _STATE[c.action]
                 if c.action is HesAction.CONNECT and ev.contactor == _ARMED:
                     outcomes.append(self._end(c, OutcomeKind.READY_FOR_RECONNECTION, now,

@@ -2,10 +2,13 @@
 
 What jodo sends: `create EndDeviceControls` (one EndDeviceControl per command; its mRID is the command
 id, EndDeviceControlType 3.31.0.23 open/disconnect or 3.31.0.18 close/reconnect, as Connexo uses them:
-/work/shared/research/domain.md §2). What it accepts: the synchronous `reply` (Result OK / PARTIAL /
-FAILED with Error/code, Error/ID = the control's mRID) and the asynchronous `created EndDeviceEvents`,
-one event per control, ref = the code with its last field replaced by the outcome (PROCESSED, ERROR,
-EXPIRED, CANCELLED), detail "Contactor status" Opened / Closed (Connexo's handler, domain.md §2).
+/work/shared/research/domain.md §2; or 3.20.22.13, a prepaid meter's credit update, its balance in
+EndDeviceControlAttribute "creditAmount" (rupees, two decimals, exact from paise) with "creditType"
+"Import Credit", the attributes Connexo's HeadEndController reads for that code). What it accepts:
+the synchronous `reply` (Result OK / PARTIAL / FAILED with Error/code, Error/ID = the control's mRID)
+and the asynchronous `created EndDeviceEvents`, one event per control, ref = the code with its last
+field replaced by the outcome (PROCESSED, ERROR, EXPIRED, CANCELLED), detail "Contactor status"
+Opened / Closed (Connexo's handler, domain.md §2).
 
 Every message in or out is validated against `schema/message.xsd` (a subset written for jodo, not the
 IEC schema). Bad input raises `CimMessageError` naming what is wrong; nothing is half-parsed. The SOAP
@@ -15,6 +18,7 @@ IEC schema). Bad input raises `CimMessageError` naming what is wrong; nothing is
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +30,8 @@ from protocols.headend import HesAction, HesCommand, HesControlState
 __all__ = [
     "CONTACTOR_OF",
     "CONTROL_CODES",
+    "CREDIT_TYPE",
+    "EVENT_PREFIX_OF",
     "TOKEN_HEADER",
     "CimEvent",
     "CimEvents",
@@ -35,9 +41,11 @@ __all__ = [
     "build_events",
     "build_reply",
     "build_request",
+    "paise_of_rupees",
     "parse_events",
     "parse_reply",
     "parse_request",
+    "rupees",
     "soap_unwrap",
     "soap_wrap",
 ]
@@ -47,10 +55,17 @@ EDC = "http://iec.ch/TC57/2011/EndDeviceControls#"
 EDE = "http://iec.ch/TC57/2011/EndDeviceEvents#"
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 
-# EndDeviceControlType: <EndDeviceType 3 = electricity meter>.<Domain 31 = RCD switch>.0.<action>
-CONTROL_CODES: dict[HesAction, str] = {HesAction.DISCONNECT: "3.31.0.23", HesAction.CONNECT: "3.31.0.18"}
+# EndDeviceControlType: <EndDeviceType 3 = electricity meter>.<Domain>.<SubDomain>.<action>: domain 31 =
+# RCD switch; 20.22.13 = prepayment, credit amount, update (Connexo's UPDATE_CREDIT_AMOUNT, domain.md §2)
+CONTROL_CODES: dict[HesAction, str] = {HesAction.DISCONNECT: "3.31.0.23", HesAction.CONNECT: "3.31.0.18",
+                                       HesAction.CREDIT: "3.20.22.13"}
 _ACTION_OF = {code: action for action, code in CONTROL_CODES.items()}
-_EVENT_PREFIX = "3.31.0."
+# an event's ref is its control's code with the last field replaced by the outcome (Connexo)
+EVENT_PREFIX_OF: dict[HesAction, str] = {a: code.rsplit(".", 1)[0] for a, code in CONTROL_CODES.items()}
+CREDIT_TYPE = "Import Credit"  # Connexo's creditType for the balance a meter draws on (HeadEndControllerTest)
+_CREDIT_AMOUNT = "creditAmount"
+_CREDIT_TYPE = "creditType"
+_RUPEES = re.compile(r"^(-?)(\d{1,13})\.(\d{2})$")
 CONTACTOR = "Contactor status"
 # the detail's values: Connexo reads Opened / Closed from the breaker status; Armed is jodo's name for
 # class 70's ready_for_reconnection (armed for closure: the consumer's button closes it)
@@ -89,6 +104,7 @@ class CimEvent:
     result: EventResult
     contactor: str | None  # "Opened" | "Closed" | None
     reason: str | None  # an error code with ERROR
+    prefix: str = "3.31.0"  # the ref's first three fields: its control's (3.20.22 for a credit update)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,22 +214,61 @@ def build_request(commands: list[HesCommand], *, now: float, source: str, messag
         ctl = _sub(controls, EDC, "EndDeviceControl")
         _sub(ctl, EDC, "mRID", c.command_id)
         _sub(ctl, EDC, "EndDeviceControlType").set("ref", code)
+        if c.action is HesAction.CREDIT:
+            if c.credit_paise is None:
+                raise ValueError(f"command {c.command_id}: a credit update without a balance")
+            for name, value in ((_CREDIT_TYPE, CREDIT_TYPE), (_CREDIT_AMOUNT, rupees(c.credit_paise))):
+                attr = _sub(ctl, EDC, "EndDeviceControlAttribute")
+                _sub(attr, EDC, "name", name)
+                _sub(attr, EDC, "value", value)
         _sub(_sub(ctl, EDC, "scheduledInterval"), EDC, "end", _stamp(c.expires_at))
         _sub(_sub(ctl, EDC, "EndDevices"), EDC, "mRID", c.meter)
     return _finish(root)
 
 
+def rupees(paise: int) -> str:
+    """Integer paise as rupees with two decimals, exactly: 123456 → "1234.56", -5 → "-0.05"."""
+    sign = "-" if paise < 0 else ""
+    whole, frac = divmod(abs(paise), 100)
+    return f"{sign}{whole}.{frac:02d}"
+
+
+def paise_of_rupees(text: str) -> int:
+    """The inverse of `rupees`; anything else (more decimals, an exponent, spaces) raises CimMessageError."""
+    m = _RUPEES.match(text)
+    if m is None:
+        raise CimMessageError(f"creditAmount {text!r} is not rupees with two decimals")
+    paise = int(m.group(2)) * 100 + int(m.group(3))
+    return -paise if m.group(1) else paise
+
+
 def parse_request(data: bytes) -> tuple[str, str, str, list[HesCommand]]:
-    """(message_id, correlation_id, reply_address, commands) of a `create EndDeviceControls` (simulator)."""
+    """(message_id, correlation_id, reply_address, commands) of a `create EndDeviceControls` (simulator).
+    A credit update must carry exactly creditType and creditAmount; no other control carries any."""
     root = _load(data, "RequestMessage", "create", "EndDeviceControls")
     commands = []
     for ctl in root.iterfind("m:Payload/c:EndDeviceControls/c:EndDeviceControl", _NS):
         ref = ctl.find("c:EndDeviceControlType", _NS)
         end = ctl.findtext("c:scheduledInterval/c:end", namespaces=_NS)
         expires = dt.datetime.fromisoformat(end).timestamp() if end else float("inf")
-        commands.append(HesCommand(ctl.findtext("c:mRID", namespaces=_NS) or "",
-                                   ctl.findtext("c:EndDevices/c:mRID", namespaces=_NS) or "",
-                                   _ACTION_OF[ref.get("ref", "") if ref is not None else ""], expires))
+        mrid = ctl.findtext("c:mRID", namespaces=_NS) or ""
+        action = _ACTION_OF[ref.get("ref", "") if ref is not None else ""]
+        attrs: dict[str, str] = {}
+        for a in ctl.iterfind("c:EndDeviceControlAttribute", _NS):
+            name = a.findtext("c:name", namespaces=_NS) or ""
+            if name in attrs:
+                raise CimMessageError(f"control {mrid}: attribute {name} given twice")
+            attrs[name] = a.findtext("c:value", namespaces=_NS) or ""
+        credit = None
+        if action is HesAction.CREDIT:
+            if set(attrs) != {_CREDIT_TYPE, _CREDIT_AMOUNT} or attrs[_CREDIT_TYPE] != CREDIT_TYPE:
+                raise CimMessageError(f"control {mrid}: a 3.20.22.13 credit update needs creditType "
+                                      f"{CREDIT_TYPE!r} and creditAmount, got {sorted(attrs)}")
+            credit = paise_of_rupees(attrs[_CREDIT_AMOUNT])
+        elif attrs:
+            raise CimMessageError(f"control {mrid}: {CONTROL_CODES[action]} takes no attributes")
+        commands.append(HesCommand(mrid, ctl.findtext("c:EndDevices/c:mRID", namespaces=_NS) or "",
+                                   action, expires, credit))
     return (_text(root, "Header/m:MessageID"), _text(root, "Header/m:CorrelationID"),
             _text(root, "Header/m:ReplyAddress"), commands)
 
@@ -263,7 +318,7 @@ def build_events(correlation_id: str, events: list[CimEvent], *, now: float, sou
             d = _sub(e, EDE, "EndDeviceEventDetails")
             _sub(d, EDE, "name", CONTACTOR)
             _sub(d, EDE, "value", ev.contactor)
-        _sub(e, EDE, "EndDeviceEventType").set("ref", _EVENT_PREFIX + ev.result.value)
+        _sub(e, EDE, "EndDeviceEventType").set("ref", f"{ev.prefix}.{ev.result.value}")
         _sub(_sub(e, EDE, "EndDeviceControl"), EDE, "mRID", ev.control_mrid)
         _sub(_sub(e, EDE, "Assets"), EDE, "mRID", ev.meter)
     return _finish(root)
@@ -279,8 +334,9 @@ def parse_events(data: bytes) -> CimEvents:
         for d in e.iterfind("e:EndDeviceEventDetails", _NS):
             if d.findtext("e:name", namespaces=_NS) == CONTACTOR:
                 contactor = d.findtext("e:value", namespaces=_NS)
+        prefix, _, result = ref.rpartition(".")
         events.append(CimEvent(e.findtext("e:EndDeviceControl/e:mRID", namespaces=_NS) or "",
                                e.findtext("e:Assets/e:mRID", namespaces=_NS) or "",
-                               EventResult(ref.removeprefix(_EVENT_PREFIX)), contactor,
-                               e.findtext("e:reason", namespaces=_NS)))
+                               EventResult(result), contactor,
+                               e.findtext("e:reason", namespaces=_NS), prefix))
     return CimEvents(_text(root, "Header/m:CorrelationID"), _text(root, "Header/m:MessageID"), tuple(events))

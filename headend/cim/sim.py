@@ -8,6 +8,10 @@ ERROR with a reason on failure, EXPIRED when scheduledInterval/end passed first)
 `fail_rate` (ERROR relay_stuck / no_communication), `silent_rate` (never calls back),
 `duplicate_rate` (calls back twice), `reply_fail_rate` (whole request FAILED, nothing runs).
 
+A credit update (3.20.22.13, issue 16) is recorded, not run on the relay: ``credits[serial]`` is the
+balance in paise its meter now holds and ``credit_log`` every one taken, in order (command id, serial,
+paise); its event is 3.20.22.PROCESSED (no contactor), or EXPIRED / ERROR no_communication as above.
+
 `CimSimThread` runs it on 127.0.0.1 in a thread for tests and the bench. The callback carries the
 shared token in `X-Jodo-Token` (`token`).
 """
@@ -30,6 +34,7 @@ from aiohttp import web
 
 from headend.cim.messages import (
     CONTACTOR_OF,
+    EVENT_PREFIX_OF,
     TOKEN_HEADER,
     CimEvent,
     CimMessageError,
@@ -40,7 +45,7 @@ from headend.cim.messages import (
     soap_wrap,
 )
 from headend.sim.fleet import Fleet
-from protocols.headend import HesControlState, HesMeterState
+from protocols.headend import HesAction, HesControlState, HesMeterState
 
 T = TypeVar("T")
 
@@ -75,6 +80,8 @@ class _Sim:
                            seed=config.seed)
         self.session: aiohttp.ClientSession | None = None
         self.requests = 0
+        self.credits: dict[str, int] = {}  # serial → the balance (paise) its last credit update set
+        self.credit_log: list[tuple[str, str, int]] = []  # (command id, serial, paise), in arrival order
         self.callbacks_refused = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -96,8 +103,18 @@ class _Sim:
             index = fleet.index(c.meter)
             if index is None or rng.random() < cfg.silent_rate:
                 continue
+            prefix = EVENT_PREFIX_OF[c.action]
             if c.expires_at <= now + cfg.delay:
-                events.append(CimEvent(c.command_id, c.meter, EventResult.EXPIRED, None, None))
+                events.append(CimEvent(c.command_id, c.meter, EventResult.EXPIRED, None, None, prefix))
+            elif c.action is HesAction.CREDIT:
+                if rng.random() < cfg.fail_rate:
+                    events.append(CimEvent(c.command_id, c.meter, EventResult.ERROR, None, "no_communication",
+                                           prefix))
+                else:
+                    assert c.credit_paise is not None  # parse_request refuses a credit update without one
+                    self.credits[c.meter] = c.credit_paise
+                    self.credit_log.append((c.command_id, c.meter, c.credit_paise))
+                    events.append(CimEvent(c.command_id, c.meter, EventResult.PROCESSED, None, None, prefix))
             elif rng.random() < cfg.fail_rate:
                 why = rng.choice(("relay_stuck", "no_communication"))
                 events.append(CimEvent(c.command_id, c.meter, EventResult.ERROR, None, why))

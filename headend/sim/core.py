@@ -287,7 +287,7 @@ class SimCore:
         done, new = results.append, tuple.__new__
         executed = reads = failed = 0
         for cmd in frame.commands:
-            cid, meter, action, expires_at = cmd
+            cid, meter, action, expires_at, _ = cmd  # (credit_paise: never on this wire)
             i = index(meter)
             if i is None:
                 reject(HesRejection(cid, HesRejectReason.UNKNOWN_METER))

@@ -84,7 +84,19 @@ def _prepaid_view(m: Meter) -> dict[str, Any]:
         "emergency_period": p.emergency_period,
         "low_balance_notified": list(p.notified),
         "days_read": [plain(d) for d in p.days[-7:]],
+        **_credit_view(p.credit),
     }
+
+
+def _credit_view(c: Any) -> dict[str, Any]:
+    """The last credit update sent to a meter that keeps its own credit (domain/credit.py); none: {}."""
+    if c is None:
+        return {}
+    return {"meter_credit": {
+        "command_id": c.command_id, "sent_balance_paise": c.balance_paise, "issued_at": c.issued_at,
+        "attempt": c.attempt, "outcome": c.outcome or "in_flight", "error": c.error, "retry_at": c.retry_at,
+        "applied_balance_paise": c.applied_paise,
+    }}
 
 
 def event_view(event: Any) -> dict[str, Any]:

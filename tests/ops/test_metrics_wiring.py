@@ -85,6 +85,7 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "disconnect_guard_failed": ("hes-1", 1),
     "dlms_events": ("hes-1", "refused", 1),
     "cim_events": ("hes-1", "refused_late", 1),
+    "meter_credit_updates": ("hes-1", "applied", 1),
 }
 CALLS = list(_metric_calls())
 

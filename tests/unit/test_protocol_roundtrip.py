@@ -15,6 +15,7 @@ from domain import MESSAGE_TYPES
 from domain.commands import EngineerOverride, UpdateMeter
 from domain.enums import ControlState, OverrideAction, RelayResultStatus
 from domain.fused import fuse_all
+from domain.policy import load_policy
 from domain.state import PROTECTED_CASE, Meter, meter_profile
 from protocols import codec
 from protocols.payments import PaymentItemResult, PaymentReceived, PaymentResultCode
@@ -77,6 +78,14 @@ def stories() -> list[Sim]:
     s.consume(at(2025, 3, 4, 11), "2025-03-02", 9_000).consume(at(2025, 3, 5, 20), "2025-03-04", 9_000)
     s.wake().disconnected_ok(s.now + 5).emergency(s.now + 60).connected_ok(s.now + 5)
     s.pay(s.now + 600, 50_000, "P-recharge")
+    sims.append(s)
+    # a prepaid meter that keeps its own credit: its balance sent, applied, a recharge's sent again, failed
+    s = Sim(policy=load_policy('[prepaid]\nmeter_credit_head_ends = ["*"]\n'))
+    s.register(at(2025, 3, 1, 10)).prepaid(at(2025, 3, 1, 10), 12_000)
+    s.result(s.now + 1, command_id=s.m.prepaid.credit.command_id)  # type: ignore[union-attr]
+    s.pay(s.now + 60, 50_000, "P-credit")
+    s.result(s.now + 1, RelayResultStatus.FAILED, command_id=s.m.prepaid.credit.command_id,  # type: ignore[union-attr]
+             error_code="no_communication", retryable=True)
     sims.append(s)
     # a bill for a meter that is not registered is refused, not dropped
     s = Sim()
