@@ -12,6 +12,8 @@ A credit update (3.20.22.13, issue 16) is recorded, not run on the relay: ``cred
 balance in paise its meter now holds and ``credit_log`` every one taken, in order (command id, serial,
 paise); its event is 3.20.22.PROCESSED (no contactor), or EXPIRED / ERROR no_communication as above.
 
+`GET /sim/credits` (simulator only) answers ``{"credits": {serial: paise}, "log": [[id, serial, paise]]}``.
+
 `CimSimThread` runs it on 127.0.0.1 in a thread for tests and the bench. The callback carries the
 shared token in `X-Jodo-Token` (`token`).
 """
@@ -136,6 +138,11 @@ class _Sim:
             task.add_done_callback(self.tasks.discard)
         return web.Response(body=soap_wrap(body), content_type="text/xml")
 
+    async def credits_view(self, request: web.Request) -> web.Response:
+        """The credit updates taken (simulator only, like the reference simulator's inspection): each
+        meter's balance in paise and every update in arrival order."""
+        return web.json_response({"credits": self.credits, "log": self.credit_log})
+
     async def call_back(self, url: str, corr: str, mid: str, events: list[CimEvent]) -> None:
         await asyncio.sleep(self.config.delay)
         assert self.session is not None
@@ -153,6 +160,7 @@ def build_app(config: CimSimConfig) -> tuple[web.Application, _Sim]:
     sim = _Sim(config)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/cim/EndDeviceControls", sim.handle)
+    app.router.add_get("/sim/credits", sim.credits_view)  # simulator only: what the meters were told
 
     async def session(app: web.Application):  # type: ignore[no-untyped-def]
         sim.session = aiohttp.ClientSession()

@@ -117,9 +117,10 @@ class CimHarness:
     """The CIM adapter (lxml, SOAP/HTTP, EndDeviceEvents callback listener) against the CIM simulator.
 
     Its message subset has no read (jodo sends only create EndDeviceControls): the read tests do not
-    apply to it (`reads`), and a READ fails ``unsupported``."""
+    apply to it (`reads`), and a READ fails ``unsupported``. It takes credit updates (3.20.22.13)."""
 
     reads = False
+    credit_updates = True
 
     def __init__(self) -> None:
         from headend.cim.core import CimCoreConfig
@@ -154,6 +155,9 @@ class CimHarness:
     def truth(self, serial: str) -> HesMeterState:
         return self.sim.sim.fleet.state(serial)
 
+    def credit(self, serial: str) -> int | None:
+        return self.sim.call(lambda s: s.credits.get(serial))
+
     def press_button(self, serial: str) -> None:
         self.sim.sim.fleet.press_button(serial)
 
@@ -166,6 +170,8 @@ class CimHarness:
 
 
 class FakeHarness:
+    credit_updates = True  # the fake takes credit updates as a CIM head-end does
+
     def __init__(self) -> None:
         self.fake = FakeHeadEnd(Fleet(2000), clock=WallClock())
         self.outcomes: list[HeadEndOutcome] = []
@@ -190,6 +196,9 @@ class FakeHarness:
 
     def truth(self, serial: str) -> HesMeterState:
         return self.fake.fleet.state(serial)
+
+    def credit(self, serial: str) -> int | None:
+        return self.fake.credits.get(serial)
 
     def press_button(self, serial: str) -> None:
         self.fake.fleet.press_button(serial)
@@ -332,3 +341,22 @@ def test_the_same_command_id_twice_in_one_submission_ends_once(he: AnyHarness) -
     he.submit([command("marker", m, HesAction.READ if getattr(he, "reads", True) else HesAction.DISCONNECT)])
     he.wait(["marker"])
     assert [o.command_id for o in he.all_outcomes()].count("twice") == 1
+
+
+def test_a_credit_update_is_applied_and_held_by_the_meter_or_fails_unsupported_at_once(
+    he: AnyHarness,
+) -> None:
+    """Issue 16: a prepaid meter that keeps its own credit is sent its balance (CIM 3.20.22.13). The
+    reference protocol, and DLMS behind it, have no credit update: FAILED unsupported, final, nothing sent."""
+    m = he.serial(8)
+    before = he.truth(m)
+    c = HesCommand("k1", m, HesAction.CREDIT, time.time() + 60.0, 123_456)
+    o = one(he, c)
+    if getattr(he, "credit_updates", False):
+        assert (o.kind, o.error, o.attempts) == (OutcomeKind.APPLIED, None, 1)
+        assert he.credit(m) == 123_456  # type: ignore[union-attr]
+        newer = one(he, HesCommand("k2", m, HesAction.CREDIT, time.time() + 60.0, -505))
+        assert newer.kind is OutcomeKind.APPLIED and he.credit(m) == -505  # type: ignore[union-attr]
+    else:
+        assert (o.kind, o.error, o.retryable, o.attempts) == (OutcomeKind.FAILED, "unsupported", False, 0)
+    assert he.truth(m) == before  # the relay is not touched either way

@@ -34,10 +34,18 @@ class Serving:
                               timeout=timeout, env=self.env, cwd=self.workdir)
 
 
-def lab_env(workdir: Path) -> tuple[dict[str, str], int]:
-    """The environment of a node and its CLI lines, and the node's front door port."""
+def lab_env(workdir: Path, head_ends: str | None = None, extra: str = "") -> tuple[dict[str, str], int]:
+    """The environment of a node and its CLI lines, and the node's front door port. ``head_ends``: the
+    ``[[head_ends]]`` tables instead of the built-in simulator's; ``extra``: more TOML at the end."""
     port = free_port()
     config = workdir / "jodo.toml"
+    if head_ends is None:
+        head_ends = f"""
+[[head_ends]]
+name = "hes-sim"
+kind = "sim"
+port = {free_port()}
+"""
     config.write_text(f"""
 [node]
 data_dir = "{workdir / 'data'}"
@@ -45,12 +53,8 @@ admin_port = {free_port()}
 
 [http]
 port = {port}
-
-[[head_ends]]
-name = "hes-sim"
-kind = "sim"
-port = {free_port()}
-""")
+{head_ends}
+{extra}""")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JODO_")}
     env["PYTHONPATH"] = str(ROOT)
     env["JODO_CONFIG"] = str(config)
@@ -66,9 +70,10 @@ def _ready(url: str) -> bool:
 
 
 @contextmanager
-def serving(workdir: Path, serve_argv: list[str]) -> Iterator[Serving]:
-    """``jodo <serve_argv>`` (``serve ...``) until the block ends."""
-    env, port = lab_env(workdir)
+def serving(workdir: Path, serve_argv: list[str], head_ends: str | None = None,
+            extra: str = "") -> Iterator[Serving]:
+    """``jodo <serve_argv>`` (``serve ...``) until the block ends (config: `lab_env`)."""
+    env, port = lab_env(workdir, head_ends, extra)
     log = workdir / "serve.out"
     out = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "jodo.cli", *serve_argv], stdout=out,

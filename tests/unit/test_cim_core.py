@@ -15,6 +15,8 @@ from headend.cim.messages import (
     parse_events,
     parse_reply,
     parse_request,
+    paise_of_rupees,
+    rupees,
     soap_wrap,
 )
 from headend.outcome import OutcomeKind
@@ -158,3 +160,71 @@ def test_the_callback_token_is_checked_and_refusals_counted() -> None:
     assert not core.authentic("s3cre") and not core.authentic(None)
     assert not CimCore().authentic("anything")  # no token configured: nobody gets in
     assert core.stats.refused_unauthorised == 2
+
+
+# --- credit updates (3.20.22.13, issue 16) ---------------------------------------------------------
+
+
+def credit(i: int, paise: int) -> HesCommand:
+    return HesCommand(f"k{i}", f"m{i}", HesAction.CREDIT, NOW + 600, paise)
+
+
+@pytest.mark.parametrize("paise, text", [(0, "0.00"), (5, "0.05"), (123_456, "1234.56"), (-505, "-5.05"),
+                                         (10**12, "10000000000.00")])
+def test_paise_go_as_rupees_with_two_decimals_and_come_back_exactly(paise: int, text: str) -> None:
+    assert rupees(paise) == text and paise_of_rupees(text) == paise
+
+
+@pytest.mark.parametrize("bad", ["12.5", "12", "1e3", " 1.00", "1.000", "--1.00", "₹1.00", ""])
+def test_a_credit_amount_that_is_not_rupees_with_two_decimals_is_refused(bad: str) -> None:
+    with pytest.raises(CimMessageError, match="creditAmount"):
+        paise_of_rupees(bad)
+
+
+def test_a_credit_update_carries_its_balance_as_connexo_reads_it_and_round_trips() -> None:
+    body = build_request([credit(1, 123_456), cmd(2)], now=NOW, source="jodo", message_id="m1",
+                         correlation_id="k", reply_address="http://127.0.0.1:9/cb")
+    assert b'ref="3.20.22.13"' in body
+    assert b"<edc:name>creditType</edc:name><edc:value>Import Credit</edc:value>" in body
+    assert b"<edc:name>creditAmount</edc:name><edc:value>1234.56</edc:value>" in body
+    _, _, _, commands = parse_request(soap_wrap(body))
+    assert [(c.command_id, c.action, c.credit_paise) for c in commands] == [
+        ("k1", HesAction.CREDIT, 123_456), ("c2", D, None)]
+    with pytest.raises(ValueError, match="without a balance"):
+        build_request([HesCommand("k9", "m9", HesAction.CREDIT, NOW + 600)], now=NOW, source="jodo",
+                      message_id="m", correlation_id="k", reply_address="http://127.0.0.1:9/cb")
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda b: b.replace(b"<edc:name>creditType</edc:name><edc:value>Import Credit</edc:value>",
+                         b"<edc:name>creditType</edc:name><edc:value>Emergency Credit</edc:value>"), "creditType"),
+    (lambda b: b.replace(b"1234.56", b"1234.5"), "creditAmount"),
+    (lambda b: b.replace(b'ref="3.20.22.13"', b'ref="3.31.0.23"'), "takes no attributes"),
+    (lambda b: b.replace(b"<edc:name>creditType</edc:name>", b"<edc:name>creditAmount</edc:name>"), "twice"),
+    (lambda b: b.replace(b"<edc:name>creditType</edc:name>", b"<edc:name>tariff</edc:name>"), "XSD"),
+])
+def test_a_credit_update_without_exactly_its_two_attributes_is_refused(edit, why: str) -> None:  # type: ignore[no-untyped-def]
+    body = build_request([credit(1, 123_456)], now=NOW, source="jodo", message_id="m1", correlation_id="k",
+                         reply_address="http://127.0.0.1:9/cb")
+    changed = edit(body)
+    assert changed != body
+    with pytest.raises(CimMessageError, match=why):
+        parse_request(changed)
+
+
+def test_a_processed_credit_update_ends_applied_and_a_switch_event_for_it_is_refused() -> None:
+    core = CimCore(CimCoreConfig(), token="s3cret")
+    (req,), early = core.prepare([credit(1, 500), credit(2, 700)], NOW)
+    assert early == []
+    core.on_reply(req.correlation_id, parse_reply(build_reply(req.correlation_id, "OK", [], now=NOW,
+                                                              source="hes", message_id="r")), NOW)
+    out, refused = core.on_events(parse_events(events(
+        req.correlation_id,
+        CimEvent("k1", "m1", EventResult.PROCESSED, None, None, "3.20.22"),
+        CimEvent("k2", "m2", EventResult.PROCESSED, "Closed", None, "3.31.0"))), NOW + 1)  # not its kind
+    assert [(o.command_id, o.kind, o.control_state) for o in out] == [("k1", OutcomeKind.APPLIED, None)]
+    assert refused == 1 and core.stats.refused_unknown == 1 and core.pending == 1
+    out, _ = core.on_events(parse_events(events(
+        req.correlation_id, CimEvent("k2", "m2", EventResult.ERROR, None, "no_communication", "3.20.22"))),
+        NOW + 2)
+    assert [(o.kind, o.error, o.retryable) for o in out] == [(OutcomeKind.FAILED, "no_communication", True)]

@@ -133,6 +133,17 @@ def test_a_newer_peers_extra_trailing_fields_are_ignored() -> None:
     )
 
 
+def test_the_reference_wire_carries_no_credit_update() -> None:
+    """A credit update (HesAction.CREDIT, issue 16) never crosses the reference protocol: its adapter fails
+    it ``unsupported`` before sending, and a peer sending action 4 is answered malformed; a fifth field
+    (a credit amount) is ignored like any newer trailing field."""
+    with pytest.raises(FrameError, match="action: unknown value 4") as caught:
+        decode_frame(msgpack.packb([3, 5, [["k", "m", int(HesAction.CREDIT), 5.0, 100]]]))
+    assert caught.value.batch_id == 5
+    frame = decode_frame(msgpack.packb([3, 1, [["c", "m", 2, 5.0, 100]]]))
+    assert isinstance(frame, HesSubmit) and frame.commands[0].credit_paise is None
+
+
 def test_an_integer_expiry_is_accepted_as_seconds() -> None:
     frame = decode_frame(msgpack.packb([3, 1, [["c", "m", 1, 1_700_000_000]]]))
     assert isinstance(frame, HesSubmit)
