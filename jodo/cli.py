@@ -647,6 +647,11 @@ def _meter_text(m: dict[str, Any]) -> str:
                                         f"(expires {_when(p['expires_at'])})"))
     if m.get("work_order"):
         rows.append(("work order", f"{m['work_order']['action']} {m['work_order']['work_order_id']}"))
+    if m.get("meter_credit"):  # a meter that keeps its own credit: the last balance jodo sent it
+        c = m["meter_credit"]
+        why = f" ({c['error']})" if c.get("error") else ""
+        rows.append(("meter's own credit", f"told {_rupees(c['sent_balance_paise'])} by {c['command_id']} "
+                                           f"attempt {c['attempt']}: {c['outcome']}{why}"))
     text = _pairs(rows)
     if m.get("recent_debits"):
         text += "\n" + _history_text({"account": m["account"], "events": m["recent_debits"]},

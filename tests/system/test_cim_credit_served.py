@@ -71,8 +71,8 @@ def test_a_recharge_of_a_meter_keeping_its_own_credit_reaches_the_cim_head_end_a
                             "--port-file", str(port_file), "--meters", "10", "--cim-token-file", str(token)],
                            stdout=sim_log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     try:
-        port = _until("the CIM simulator's port", lambda: port_file.exists() and port_file.read_text().strip(),
-                      bool)
+        port = _until("the CIM simulator's port",
+                      lambda: port_file.exists() and port_file.read_text().strip(), bool)
         policy = tmp_path / "policy.toml"
         policy.write_text('[prepaid]\nmeter_credit_head_ends = ["hes-cim"]\n')
         head_ends = f"""
@@ -86,7 +86,8 @@ cim_callback_port = {free_port()}
 cim_token_file = "{token}"
 cim_callback_timeout_s = 20.0
 """
-        with serving(tmp_path, ["serve"], head_ends=head_ends, extra=f'[policy]\npath = "{policy}"\n') as node:
+        extra = f'[policy]\npath = "{policy}"\n'
+        with serving(tmp_path, ["serve"], head_ends=head_ends, extra=extra) as node:
             _inject(node, "message", "RegisterMeter", f"account={ACCOUNT}", f"serial={SERIAL}",
                     "head_end=hes-cim", "install_year=2022", "control_mode=4")
             _inject(node, "message", "SetBillingMode", f"account={ACCOUNT}", "mode=prepaid",
@@ -107,6 +108,8 @@ cim_callback_timeout_s = 20.0
                            and d["meter_credit"]["sent_balance_paise"] == 25_050)
             assert shown["balance_paise"] == 25_050 and shown["relay"] == "connected"
             assert shown["meter_credit"]["applied_balance_paise"] == 25_050
+            text = node.jodo("meter", "show", ACCOUNT).stdout
+            assert "meter's own credit" in text and "Rs 250.50" in text and "applied" in text, text
             _until("the credit updates counted", lambda: (
                 _metric(node, 'jodo_meter_credit_updates_total{head_end="hes-cim",outcome="sent"}'),
                 _metric(node, 'jodo_meter_credit_updates_total{head_end="hes-cim",outcome="applied"}')),
