@@ -59,7 +59,10 @@ class Policy:
     prepaid_emergency_credit_paise: int
     prepaid_recharge_multiple_paise: int
     prepaid_recharge_rule: str
-    prepaid_meter_credit_head_ends: tuple[str, ...]
+    # Not in the repr, which is the snapshot rules' fingerprint (actors/shard_snapshot.py): no count and no
+    # timer depends on it but a credit update's, which only meters it applied to have (at worst one check
+    # that finds nothing to do), so adding or changing it must not make every snapshot be recounted.
+    prepaid_meter_credit_head_ends: tuple[str, ...] = field(repr=False)
 
     # Derived once here so the hot path never re-parses (not part of equality or the wire form).
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
