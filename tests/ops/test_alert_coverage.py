@@ -56,6 +56,7 @@ def test_the_expected_alerts_exist() -> None:
             "JodoDisconnectsPausedLong",
             "JodoHeadEndBreakerOpen",
             "JodoJournalSlow",
+            "JodoMeterCreditUpdatesFailing",
             "JodoNodeDown",
             "JodoPaidButDisconnected",
             "JodoPrepaidReadsStopped",
