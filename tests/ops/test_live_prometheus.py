@@ -103,7 +103,7 @@ def test_prometheus_scrapes_evaluates_the_rules_and_answers_every_dashboard_quer
     )
     assert prometheus.value('up{job="jodo"}') == 1
 
-    assert len(prometheus.rules()) == 27  # 4 recording + 23 alerting
+    assert len(prometheus.rules()) == 28  # 4 recording + 24 alerting
     until("every rule evaluated", lambda: all(r["health"] == "ok" for r in prometheus.rules()))
 
     empty = []
