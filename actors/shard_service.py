@@ -24,6 +24,7 @@ from typing import Any
 
 from actors import shard_snapshot
 from domain.commands import MeterCommand
+from domain.credit import credit_command_of
 from domain.effects import (
     AckPayment,
     CancelRelayCommand,
@@ -511,6 +512,8 @@ class ShardService:
             m = self.host.get(account)
             command = None if m is None else relay_command_of(m)
             held = m is not None and m.pending is not None and m.pending.retry_at == HELD_RETRY_AT
+            if m is not None and (command is None or command.command_id != cid):
+                command, held = credit_command_of(m), False  # a credit update with no answer yet
             if command is None or command.command_id != cid or held:
                 self.sent_at.pop(cid, None)  # (a held one waits for its release: no re-send storm)
             else:

@@ -33,6 +33,7 @@ from domain.state import Meter, MeterCredit
 __all__ = [
     "LOCAL_DISCONNECT_CONTROL_MODES",
     "credit_check_at",
+    "credit_command_of",
     "credit_result",
     "keeps_meter_credit",
     "sync_meter_credit",
@@ -43,6 +44,7 @@ __all__ = [
 LOCAL_DISCONNECT_CONTROL_MODES = frozenset({1, 2, 3, 4, 5, 6})
 _BALANCE_CHANGED = "prepaid balance changed: the meter keeps its own credit"
 _RETRY = "credit update retried"
+_AGAIN = "credit update sent again: no answer yet"
 
 
 def keeps_meter_credit(m: Meter, policy: Policy) -> bool:
@@ -127,3 +129,15 @@ def credit_check_at(m: Meter, policy: Policy) -> int | None:
     if c.in_flight:
         return c.expires_at + policy.relay_result_grace_seconds
     return c.retry_at
+
+
+def credit_command_of(m: Meter) -> SendRelayCommand | None:
+    """The credit update this meter has in flight, to send again unchanged (same id and attempt: the
+    gateway and the head-end run it once), or None."""
+    c = m.prepaid.credit if m.prepaid is not None else None
+    if c is None or not c.in_flight:
+        return None
+    return SendRelayCommand(command_id=c.command_id, account=m.account, meter_serial=m.serial,
+                            head_end=m.profile.head_end, action=RelayAction.CREDIT,
+                            expires_at=c.expires_at, reason=_AGAIN, correlation_id="", attempt=c.attempt,
+                            balance_paise=c.balance_paise)

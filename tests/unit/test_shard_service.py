@@ -134,6 +134,35 @@ def test_unanswered_commands_are_sent_again_after_the_resend_delay(tmp_path: Pat
     assert [c.command_id for c in again] == [command.command_id]
 
 
+def test_an_unanswered_credit_update_is_sent_again_unchanged_after_the_resend_delay(tmp_path: Path) -> None:
+    """A prepaid meter that keeps its own credit (domain/credit.py): a lost update (a gateway restarted)
+    goes again with the same id and attempt, so the head-end applies it once; once answered, never again."""
+    from domain.commands import SetBillingMode
+    from domain.enums import BillingMode, RelayAction
+
+    clock = [1000.0]
+    store = open_shard_store(tmp_path, 0, StoreOptions(synchronous="normal"))
+    policy = load_policy('[prepaid]\nmeter_credit_head_ends = ["hes-1"]\n')
+    s = ShardService(group=0, groups=1, shards=256, store=store, policy=policy, wall=lambda: clock[0])
+    s.recover(T0)
+    s.apply(registrations(1, relay=RelayState.CONNECTED, dues=0), T0)
+    account = registrations(1)[0].account
+    out = s.apply([SetBillingMode(account=account, mode=BillingMode.PREPAID, opening_balance_paise=5_000,
+                                  request_id="bm")], T0)
+    [update] = out.relay["hes-1"]
+    assert (update.action, update.balance_paise) == (RelayAction.CREDIT, 5_000)
+    s.mark_sent([update])
+    clock[0] += 31
+    [again] = s.tick(T0 + 2, limit=100, resend_after=30).relay["hes-1"]
+    assert (again.command_id, again.attempt, again.balance_paise) == (update.command_id, 1, 5_000)
+    s.mark_sent([again])
+    s.apply([ReportRelayResult(account=account, command_id=update.command_id,
+                               status=RelayResultStatus.PROCESSED)], T0 + 3)
+    clock[0] += 31
+    assert not s.tick(T0 + 4, limit=100, resend_after=30).relay
+    assert update.command_id not in s.sent_at
+
+
 def test_a_bill_for_an_unknown_account_is_refused_without_sinking_the_batch(tmp_path: Path) -> None:
     s = service(tmp_path)
     s.apply(registrations(1, relay=RelayState.CONNECTED, dues=0), T0)
