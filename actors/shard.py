@@ -40,6 +40,8 @@ from protocols.runtime import (
     MeterCommandBatch,
     MeterCommandBatchResult,
     MeterQuery,
+    MeterSerialsFound,
+    MeterSerialsQuery,
     MeterView,
     RelayResultsApplied,
     ShardFlush,
@@ -312,6 +314,16 @@ class MeterShard(JodoActor):
         ))
         self.reply_to.append(sender)
         self._request_flush()
+
+    def receiveMsg_MeterSerialsQuery(self, msg: MeterSerialsQuery, sender: Address) -> None:
+        """A gateway routing consumption reads: which of these serials are ours (actors/gateway.py)."""
+        service = self.service
+        group = self.init.group if self.init else -1
+        if service is None:
+            self.tell(sender, MeterSerialsFound(request_id=msg.request_id, group=group, serving=False))
+            return
+        found = service.host.with_serials(msg.head_end, msg.serials)
+        self.tell(sender, MeterSerialsFound(request_id=msg.request_id, group=group, found=tuple(found)))
 
     def receiveMsg_RelayResultBatch(self, msg: RelayResultBatch, sender: Address) -> None:
         service = self.service

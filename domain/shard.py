@@ -237,6 +237,14 @@ class MeterHost:
         for shard in list(self._by_shard):
             yield from self.shard_meters(shard)
 
+    def with_serials(self, head_end: str, serials: Collection[str]) -> list[tuple[str, str, bool]]:
+        """(serial, account, prepaid) of the meters on ``head_end`` whose serial is in ``serials``.
+        A scan of every meter (no serial index is kept: it would cost every meter its serial twice);
+        the gateway asks once per batch of a head-end's reads, a day's reads in a few asks."""
+        wanted = serials if isinstance(serials, (set, frozenset)) else set(serials)
+        return [(m.serial, m.account, m.prepaid is not None) for m in self.meters()
+                if m.serial in wanted and m.profile.head_end == head_end]
+
     # ------------------------------------------------------------ compute, then assign
 
     def step(
