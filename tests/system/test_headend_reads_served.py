@@ -56,6 +56,12 @@ def _expected(serial: str, days: list[date]) -> int:
     return OPENING - month_charge_paise(reads, "2026-11", load_policy(None))
 
 
+def _next(h: int, m: int) -> str:
+    """The end of the half hour starting at h:m on 1 November 2026 (24:00 is 2 November 00:00)."""
+    h, m = (h, 30) if m == 0 else (h + 1, 0)
+    return "2026-11-02T00:00" if h == 24 else f"2026-11-01T{h:02d}:{m:02d}"
+
+
 def _until_balances(node: Serving, days: list[date]) -> None:
     want = {account: _expected(serial, days) for account, serial in PREPAID.items()}
     deadline = time.monotonic() + 60
@@ -103,6 +109,26 @@ def test_a_lab_clock_past_midnight_debits_prepaid_meters_from_the_simulators_rea
         assert _metric(node, 'jodo_headend_reads_total{head_end="hes-sim",outcome="forwarded"}') == 2 * 3
         assert _metric(node, 'jodo_headend_reads_total{head_end="hes-sim",outcome="postpaid"}') == 3
         assert _metric(node, 'jodo_prepaid_reads_total{outcome="debited"}') == 2 * 3
+        # an interval file for a meter the head-end does not read: summed per day by `jodo import reads`
+        _inject(node, "message", "RegisterMeter", "account=N0000000004", "serial=EXT0001",
+                "install_year=2022")
+        _inject(node, "message", "SetBillingMode", "account=N0000000004", "mode=prepaid",
+                f"opening_balance_paise={OPENING}", "request_id=bm-4")
+        rows = ["account,interval_start,interval_end,energy_wh"]
+        rows += [f"N0000000004,2026-11-01T{h:02d}:{m:02d},{_next(h, m)},{150 + h}"
+                 for h in range(24) for m in (0, 30)]
+        (tmp_path / "intervals.csv").write_text("\n".join(rows) + "\n")
+        done = node.jodo("import", "reads", str(tmp_path / "intervals.csv"), "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["applied"] == 1
+        wh = sum(2 * (150 + h) for h in range(24))
+        day = [DayRead(day="2026-11-01", read_id="N0000000004:2026-11-01", energy_wh=wh)]
+        want = OPENING - month_charge_paise(day, "2026-11", load_policy(None))
+        deadline = time.monotonic() + 30
+        while _show(node, "N0000000004").get("balance_paise") != want:
+            assert time.monotonic() < deadline, _show(node, "N0000000004")
+            time.sleep(0.1)
+
         history = node.jodo("meter", "history", "N0000000001", "--json")
         debits = [e for e in json.loads(history.stdout)["events"] if e["event"] == "ConsumptionDebited"]
         assert [(d["read_id"], d["source"]) for d in debits] == [

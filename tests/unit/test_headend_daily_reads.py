@@ -12,7 +12,7 @@ from headend.sim.core import SimCore
 from headend.sim.load import daily_wh
 from headend.sim.reads import IST, MAX_CATCH_UP_DAYS
 from protocols import codec
-from protocols.headend import HesHello, HesRead, HesReads
+from protocols.headend import HesError, HesHello, HesRead, HesReads
 from protocols.runtime import MeterCommandBatch, MeterSerialsFound, MeterSerialsQuery
 
 
@@ -78,6 +78,11 @@ def test_reads_wait_for_a_session_that_said_hello_and_go_to_one_session_only() -
         core.handle(sid, HesHello(client="t"), now)
     frames = core.on_tick(now).frames
     assert set(frames) == {first}
+
+
+def test_an_older_clients_unknown_frame_answer_is_taken_quietly() -> None:
+    core, sid = _core(DailyReadsMode.LAB, _at("2024-05-01T10:00:00"))
+    assert core.handle(sid, HesError(code="unknown_frame", detail="unknown frame tag 9"), 0.0) == []
 
 
 def test_the_library_default_sends_no_unasked_frames() -> None:
