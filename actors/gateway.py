@@ -131,7 +131,6 @@ class HeadEndGateway(JodoActor):
                                       GuardStore.in_dir(msg.data_dir), time.time())
         self._guard_gauges()  # every guard series reads 0 from the start
         self.reads = ReadsRouter(msg.head_end)
-        self.metric("headend_reads", msg.head_end, "forwarded", 0)  # every series reads 0 from the start
         self.tell(self.createActor("supervisors.supervisor.RootSupervisor", globalName=ROOT_NAME),
                   self.shards.subscribe_message())
         self.report_started(sender)
