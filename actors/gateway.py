@@ -24,6 +24,8 @@ from typing import Any, cast
 from thespian.actors import ThespianWatch, WakeupMessage, WatchMessage
 
 from actors.base import JodoActor
+from actors.directory import Directory
+from actors.gateway_reads import ReadsRouter
 from actors.guard_shell import GatewayGuard, GroupReport
 from domain.commands import ReportRelayResult
 from domain.effects import CancelRelayCommand, SendRelayCommand
@@ -36,12 +38,21 @@ from headend.threaded import LoopDriver
 from protocols import codec
 from protocols.cim import CimGatewayOptions
 from protocols.cluster import RateShare
-from protocols.control import Address
+from protocols.control import Address, ChildAddressChanged, SubscribeChildAddresses
 from protocols.dlms import DlmsGatewayOptions
 from protocols.headend import HesAction, HesCommand
 from protocols.relay import RelayBatchReceived, RelayCommandBatch, RelayResultBatch
-from protocols.runtime import CrashActor, GatewayInit, GatewayStatus, GatewayStatusQuery, RelayResultsApplied
+from protocols.runtime import (
+    CrashActor,
+    GatewayInit,
+    GatewayStatus,
+    GatewayStatusQuery,
+    MeterCommandBatchResult,
+    MeterSerialsFound,
+    RelayResultsApplied,
+)
 from storage.sqlite_guard import GuardStore
+from supervisors.supervisor import ROOT_NAME
 
 __all__ = ["HeadEndGateway", "report_of"]
 
@@ -92,6 +103,8 @@ class HeadEndGateway(JodoActor):
         self.tick_due = 0.0
         self.counts: dict[str, int] = defaultdict(int)
         self.guard: GatewayGuard | None = None  # the mass-disconnect guard (actors/guard_shell.py)
+        self.shards = Directory(follow="shards")  # where consumption reads go (actors/gateway_reads.py)
+        self.reads: ReadsRouter | None = None
 
     def receiveMessage(self, msg: Any, sender: Address) -> Any:
         try:
@@ -121,6 +134,9 @@ class HeadEndGateway(JodoActor):
             self.guard = GatewayGuard(msg.head_end, GuardPolicy(**json.loads(msg.guard)),
                                       GuardStore.in_dir(msg.data_dir), time.time())
         self._guard_gauges()  # every guard series reads 0 from the start
+        self.reads = ReadsRouter(msg.head_end)
+        self.tell(self.createActor("supervisors.supervisor.RootSupervisor", globalName=ROOT_NAME),
+                  self.shards.subscribe_message())
         self.report_started(sender)
         self._outcomes(self.driver.on_tick())
 
@@ -195,6 +211,7 @@ class HeadEndGateway(JodoActor):
     def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Address) -> None:
         if self.driver is not None:
             self._outcomes(self.driver.on_readable())
+            self._consumption()
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Address) -> None:
         if msg.payload != _TICK:
@@ -208,10 +225,62 @@ class HeadEndGateway(JodoActor):
                 self.metric(family, self._head_end(), event, n)
             self.metric("set_relay_commands_pending", self._head_end(), len(self.running))
             self.sample_memory()
+        if self.reads is not None and self.reads.busy:
+            self._route(self.reads.tick(self._groups(), time.monotonic()))
         guard = self.guard
         if guard is not None and guard.due(time.time()):
             self._guard_reports(guard.tick(time.time()))
             self._guard_gauges()
+
+    # ------------------------------------------------------------ consumption reads (gateway_reads.py)
+
+    def _consumption(self) -> None:
+        take = getattr(self.driver.core, "take_consumption", None) if self.driver is not None else None
+        reads = take() if take is not None else []
+        if reads and self.reads is not None:
+            self._route(self.reads.add(reads, self._groups(), time.monotonic()))
+
+    def receiveMsg_MeterSerialsFound(self, msg: MeterSerialsFound, sender: Address) -> None:
+        if self.reads is not None:
+            self._route(self.reads.answer(msg, self._groups(), time.monotonic()))
+
+    def receiveMsg_MeterCommandBatchResult(self, msg: MeterCommandBatchResult, sender: Address) -> None:
+        if self.reads is None:
+            return
+        if msg.rejected:
+            log.warning("head-end reads refused by the shard", extra={
+                "head_end": self._head_end(), "group": msg.group, "batch_id": msg.batch_id,
+                "accepted": msg.accepted, "refused": len(msg.rejected),
+                "first": [why for _, why in msg.rejected[:3]]})
+        self._route(self.reads.batch_answered(msg.group, msg.batch_id, time.monotonic()))
+
+    def receiveMsg_ChildAddressChanged(self, msg: ChildAddressChanged, sender: Address) -> None:
+        learnt = self.shards.learn(msg)
+        if learnt is not None and not isinstance(learnt, tuple):
+            self.tell(learnt, SubscribeChildAddresses())
+
+    def _groups(self) -> dict[int, Address]:
+        return {int(child.removeprefix("shard-")): address
+                for child, (_, address) in self.shards.peers.items() if child.startswith("shard-")}
+
+    def _route(self, sends: list[tuple[int, object]]) -> None:
+        """Tell each shard group its messages; log and count the rounds that ended."""
+        groups = self._groups()
+        for group, message in sends:
+            target = groups.get(group)
+            if target is not None:
+                self.tell(target, message)
+        router = self.reads
+        if router is None:
+            return
+        for end in router.ended:
+            for outcome, n in end.counts.items():
+                self.metric("headend_reads", self._head_end(), outcome, n)
+            if end.unknown:
+                log.warning("head-end reads for unknown serials (no shard group has them on this head-end)",
+                            extra={"head_end": self._head_end(), "count": len(end.unknown),
+                                   "serials": list(end.unknown[:20])})
+        router.ended.clear()
 
     def _guard_reports(self, reports: list[GroupReport]) -> None:
         for group, report in reports:

@@ -23,6 +23,7 @@ from actors.clock import ActorClock
 from actors.directory import Directory
 from actors.notices import FileNoticeSender
 from actors.sendpatch import send_to_self_without_wakeup
+from actors.shard_serials import SerialAnswers, ShardSerialsSlice
 from actors.shard_service import Outgoing, RelayEffect, ShardService
 from actors.stores import open_desk, open_shard
 from domain.commands import ClearPayment, MeterCommand
@@ -40,6 +41,8 @@ from protocols.runtime import (
     MeterCommandBatch,
     MeterCommandBatchResult,
     MeterQuery,
+    MeterSerialsFound,
+    MeterSerialsQuery,
     MeterView,
     RelayResultsApplied,
     ShardFlush,
@@ -57,6 +60,7 @@ from supervisors.supervisor import ROOT_NAME
 __all__ = ["MeterShard", "gateway_child_id", "shard_child_id"]
 
 send_to_self_without_wakeup(ShardFlush)  # its group-commit note, told from handlers only
+send_to_self_without_wakeup(ShardSerialsSlice)  # its serial-question note, told from handlers only
 
 log = logging.getLogger("jodo.shard")
 _TICK = "jodo-shard-tick"
@@ -130,6 +134,7 @@ class MeterShard(JodoActor):
         self.results_taken: list[tuple[Address, str]] = []  # (gateway, result batch id) to acknowledge
         self.epoch = 0  # cluster mode: the lease epoch the group is served under (0: dormant)
         self.keeper: Address | None = None  # cluster mode: who granted it (told when fenced)
+        self.serial_answers = SerialAnswers()  # the gateway's serial questions, answered in slices
 
     # ------------------------------------------------------------ start
 
@@ -312,6 +317,32 @@ class MeterShard(JodoActor):
         ))
         self.reply_to.append(sender)
         self._request_flush()
+
+    def receiveMsg_MeterSerialsQuery(self, msg: MeterSerialsQuery, sender: Address) -> None:
+        """A gateway routing consumption reads: which of these serials are ours (actors/gateway.py).
+        Answered from the serial index in slices (actors/shard_serials.py)."""
+        if self.service is None:
+            group = self.init.group if self.init else -1
+            self.tell(sender, MeterSerialsFound(request_id=msg.request_id, group=group, serving=False))
+            return
+        self.serial_answers.ask(msg, sender)
+        self._serial_slice()
+
+    def receiveMsg_ShardSerialsSlice(self, msg: ShardSerialsSlice, sender: Address) -> None:
+        self.serial_answers.noted = False
+        self._serial_slice()
+
+    def _serial_slice(self) -> None:
+        answers = self.serial_answers
+        group = self.init.group if self.init else -1
+        service = self.service
+        out = (answers.unserved(group) if service is None
+               else answers.run(service.host, group))
+        for to, reply in out:
+            self.tell(to, reply)
+        if len(answers) and not answers.noted:
+            answers.noted = True
+            self.tell(self.address, ShardSerialsSlice())
 
     def receiveMsg_RelayResultBatch(self, msg: RelayResultBatch, sender: Address) -> None:
         service = self.service

@@ -174,6 +174,27 @@ class PackedTable(Mapping[str, object]):
         base = [blob[o + 1 : o + 1 + blob[o]].decode() for o in self._offsets]
         return list(hot) + ([a for a in base if a not in hot] if hot else base)
 
+    def base_accounts(self, h: int) -> list[str]:
+        """The accounts of the base records whose CRC-32 is ``h`` (one bisection; a serial index keeps
+        only that hash of each account: domain/serials.py)."""
+        hashes = self._hashes
+        i = bisect_left(hashes, h)
+        n = len(hashes)
+        blob, offsets = self._blob, self._offsets
+        out: list[str] = []
+        while i < n and hashes[i] == h:
+            o = offsets[i]
+            out.append(blob[o + 1 : o + 1 + blob[o]].decode())
+            i += 1
+        return out
+
+    def in_base(self, account: str) -> bool:
+        """Whether the account has a record in the base (assigned since or not)."""
+        if not self._hashes:
+            return False
+        key = account.encode()
+        return self._find(key, _crc(key)) >= 0
+
     def copy(self) -> PackedTable:
         """A table with the same meters that later assignments to this one do not change (the base
         is shared: it is never changed in place)."""

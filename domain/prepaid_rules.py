@@ -99,8 +99,11 @@ def report_consumption(d: Draft, c: ReportConsumption) -> str | None:
     if m.prepaid is None:
         return None
     if c.interval_start is not None:
-        _reject(d, m.account, c, c.read_id, "interval reads are not debited yet: send whole-day reads "
-                                            "(docs/prepaid.md)")
+        # Summed at the edge instead (jodo/intervals.py, `jodo import reads` with interval rows): a
+        # meter keeps one read id a day (~2 B packed); per-interval idempotency would need every
+        # interval's id, 48-96 a day, in every prepaid meter's state.
+        _reject(d, m.account, c, c.read_id, "interval reads are not debited: send the day's sum as one "
+                                            "whole-day read (jodo import reads sums interval files)")
         return None
     today = local_date(d.now, d.policy).isoformat()
     if c.read_date > today:

@@ -20,8 +20,9 @@ again against its *current* next check, so a stale entry costs one look-up and i
 from __future__ import annotations
 
 import heapq
+import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -34,6 +35,7 @@ from domain.packed import PackedTable
 from domain.payment_path import handle_batched
 from domain.policy import Policy
 from domain.prepaid import balance_band
+from domain.serials import SerialIndex, serial_hash
 from domain.sharding import DEFAULT_LOGICAL_SHARDS, logical_shard
 from domain.state import Meter
 
@@ -60,6 +62,8 @@ OFF_FIELD = -1
 OFF_UNSENT = -2
 _LOADED_KEPT = 250_000  # unpacked meters remembered between step and assign, at most
 _SECONDS_KEPT = 65_536  # distinct next-check seconds shared (many meters share a due date)
+#: fresh serials (registered or re-assigned since the index was built) that make a snapshot fold them
+_FOLD_AT = 1_024
 
 
 def meter_status(m: Meter, policy: Policy) -> tuple[RelayState, bool]:
@@ -180,6 +184,9 @@ class MeterHost:
         self._loaded: dict[str, tuple[object, Meter, int]] = {}
         self._replayed: dict[str, Meter] = {}  # recovery: states of the journal tail, packed at the end
         self.changes = 0  # meters made current so far: equal counts, same meters
+        self._serials: SerialIndex | None = None  # built on the first serial question (domain/serials.py)
+        self.serial_hash: Callable[[str], int] = serial_hash  # tests force collisions
+        self._fold_at = _FOLD_AT
 
     # ------------------------------------------------------------ looking up
 
@@ -236,6 +243,91 @@ class MeterHost:
         self.settle()
         for shard in list(self._by_shard):
             yield from self.shard_meters(shard)
+
+    def with_serials(self, head_end: str, serials: Collection[str]) -> list[tuple[str, str, bool]]:
+        """(serial, account, prepaid) of the meters on ``head_end`` whose serial is in ``serials``, in
+        one call (tools, tests; builds the serial index first if there is none). The shard actor asks
+        in slices: `build_serial_index`, then `serials_from`."""
+        while not self.build_serial_index(1.0):
+            pass
+        asked = list(dict.fromkeys(serials))
+        return self.serials_from(head_end, asked, 0, None)[0]
+
+    @property
+    def serial_index_ready(self) -> bool:
+        return self._serials is not None and self._serials.ready
+
+    @property
+    def serial_index(self) -> SerialIndex | None:
+        """The serial index (None: not built yet, or dropped with a logical shard)."""
+        return self._serials
+
+    def build_serial_index(self, budget_s: float) -> bool:
+        """Build the serial index for about ``budget_s`` seconds (it scans every meter once, then
+        sorts); True once it is complete. Meters assigned meanwhile are noted as they come."""
+        index = self._serials
+        if index is None:
+            self.settle()
+            index = self._serials = SerialIndex(self._serial_scan(), self.serial_hash)
+        return index.build(budget_s)
+
+    def _serial_scan(self) -> Iterator[tuple[str, str, bool]]:
+        """(account, serial, in its table's base) of every meter, each table as it was when the scan
+        reached it (what is assigned after is noted in the index by `_put`)."""
+        unpack = self._unpack
+        for shard in list(self._by_shard):
+            held = self._by_shard.get(shard)
+            if held is None:
+                continue
+            table = held.copy()  # what it holds now: a later assignment is noted, not scanned
+            hot = table.hot
+            for account, value in table.items():
+                yield account, unpack(account, value).serial, not hot or table.in_base(account)
+
+    def _base_accounts(self, account_hash: int) -> list[str]:
+        # the logical shard is the account's CRC-32 modulo the shard count (domain/sharding.py)
+        table = self._by_shard.get(account_hash % self.shards)
+        return [] if table is None else table.base_accounts(account_hash)
+
+    def fold_serials(self) -> int:
+        """Fold the serial index's fresh entries whose meters are in a table's base into its array
+        (a snapshot compacts the tables); returns how many stay fresh."""
+        index = self._serials
+        if index is None:
+            return 0
+        by_shard, shards = self._by_shard, self.shards
+
+        def in_base(account: str) -> bool:
+            table = by_shard.get(logical_shard(account, shards))
+            return table is not None and table.in_base(account)
+
+        return index.fold(in_base)
+
+    def serials_from(
+        self, head_end: str, serials: Sequence[str], start: int, budget_s: float | None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> tuple[list[tuple[str, str, bool]], int]:
+        """`with_serials` for ``serials[start:]`` (distinct serials) until about ``budget_s`` seconds
+        have passed (None: all); returns what was found and where to go on (``len(serials)``: done).
+        Needs a complete serial index (`build_serial_index`)."""
+        index = self._serials
+        if index is None or not index.ready:
+            raise RuntimeError("serials_from before the serial index is built")
+        self.settle()
+        found: list[tuple[str, str, bool]] = []
+        resolve, get = self._base_accounts, self.get
+        deadline = None if budget_s is None else clock() + budget_s
+        i, n = start, len(serials)
+        while i < n:
+            serial = serials[i]
+            i += 1
+            for account in index.candidates(serial, resolve):
+                m = get(account)
+                if m is not None and m.serial == serial and m.profile.head_end == head_end:
+                    found.append((serial, account, m.prepaid is not None))
+            if deadline is not None and not i & 63 and clock() >= deadline:
+                break
+        return found, i
 
     # ------------------------------------------------------------ compute, then assign
 
@@ -309,10 +401,14 @@ class MeterHost:
         old = table.swap(account, self._pack(meter))
         if old is None:
             self._count(shard, account, meter, +1)
+            if self._serials is not None:
+                self._serials.note(account, meter.serial)
         else:  # unpacked again unless `step` just did (a value from the base is a new slice: ==)
             known = (loaded[1] if loaded is not None and (loaded[0] is old or loaded[0] == old)
                      else self._unpack(account, old))
             self._recount(shard, account, known, meter)
+            if self._serials is not None and known.serial != meter.serial:
+                self._serials.note(account, meter.serial)  # re-assigned (UpdateMeter)
         self.changes += 1
         if self._replayed:
             self._replayed.pop(account, None)
@@ -408,6 +504,8 @@ class MeterHost:
         held = self._by_shard.get(shard)
         if held is not None:
             held.compact()
+            if self._serials is not None and self._serials.fresh >= self._fold_at:
+                self._fold_at = max(_FOLD_AT, 2 * self.fold_serials())  # hot-only meters stay fresh
         table = PackedTable() if held is None else held.copy()
         nxt = self._next
         accounts: list[str] = []  # the table's accounts, decoded only if a scan needs them
@@ -442,6 +540,7 @@ class MeterHost:
         """
         if self._by_shard.get(image.shard):
             self._drop(image.shard)
+        self._serials = None  # the image's serials are not in it: built again when next asked
         shard = image.shard
         self.changes += 1
         meters = image.meters
@@ -471,6 +570,7 @@ class MeterHost:
         self.settle()
         self.changes += 1
         table = self._by_shard.pop(shard, None) or PackedTable()
+        self._serials = None
         for account in table:
             self._paid_off.pop(account, None)
             self.pending.discard(account)

@@ -27,6 +27,8 @@ What it guarantees, per command (by command_id): exactly one `HeadEndOutcome`.
 - One persistent connection: hello/version negotiation, heartbeats, reconnect with backoff, and a
   circuit breaker (`headend.breaker`): while it is open no connection is attempted except one probe,
   and commands wait in the queue (expiring on time) rather than storm.
+- Consumption reads (`HesReads`, unasked) are kept for the driver's owner to `take_consumption`; they
+  carry no command id and change nothing here.
 - Pacing: batches of up to `max_batch` commands per frame, at most `max_in_flight` outstanding, and a
   client-side token bucket at `rate_headroom` x the head-end's announced rate limits.
 
@@ -69,6 +71,8 @@ from protocols.headend import (
     HesFrameReader,
     HesHeartbeat,
     HesHello,
+    HesRead,
+    HesReads,
     HesRejectReason,
     HesResults,
     HesResultStatus,
@@ -181,6 +185,7 @@ class AdapterStats:
     connection_losses: int = 0
     heartbeats: int = 0
     unsupported: int = 0  # commands this protocol cannot carry (a credit update), failed at once
+    reads_received: int = 0  # consumption reads in HesReads frames (passed up by `take_consumption`)
 
 
 # job phases
@@ -302,6 +307,7 @@ class HeadEndAdapterCore:
         self._outcomes: list[HeadEndOutcome] = []
         self._connect = False
         self._close = False
+        self._reads: list[HesRead] = []  # consumption reads received, not yet taken
 
     # --- inspection -------------------------------------------------------------------------
 
@@ -317,6 +323,11 @@ class HeadEndAdapterCore:
     @property
     def breaker_phase(self) -> BreakerPhase:
         return self.breaker.phase
+
+    def take_consumption(self) -> list[HesRead]:
+        """The consumption reads received since the last call (`HesReads` frames, in arrival order)."""
+        reads, self._reads = self._reads, []
+        return reads
 
     # --- events -----------------------------------------------------------------------------
 
@@ -409,6 +420,9 @@ class HeadEndAdapterCore:
                 self._prove()
             if isinstance(frame, HesResults):
                 self._on_results(frame.results, now)
+            elif isinstance(frame, HesReads):
+                self.stats.reads_received += len(frame.reads)
+                self._reads.extend(frame.reads)
             elif isinstance(frame, HesBatchAccepted):
                 self._on_accepted(frame, now)
             elif isinstance(frame, HesBatchRejected):

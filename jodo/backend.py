@@ -505,7 +505,11 @@ class ActorBackend:
                 raise RequestRefused(409, "clock_backwards", f"the clock is at {was}; {now} is earlier "
                                      "and a lab clock only moves forward", where="body")
             client.set_clock(now)
-            return {"clock": now, "was": was, "moved_s": now - was}
+            # built-in simulators in lab mode report the days that ended (after the shards moved:
+            # a read is never dated after the meter's today)
+            days = {name: sim.lab_clock(was, now) for name, sim in self.simulators.items()}
+            return {"clock": now, "was": was, "moved_s": now - was,
+                    **({"read_days": days} if any(days.values()) else {})}
 
         return await self.call(run, timeout=120.0)
 

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sim-disconnected-fraction", type=float, default=0.0,
                        help="fraction of simulated meters whose relay starts open (default 0)")
     serve.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated fleet (default 0)")
+    serve.add_argument("--sim-daily-reads", choices=["on", "off"], default="on",
+                       help="on: the built-in simulator sends every meter's read of a day when the day ends "
+                            "(midnight IST on the node's clock, the lab clock with --lab-clock); prepaid "
+                            "meters are debited from them (default %(default)s)")
     serve.add_argument("--lab-clock", metavar="WHEN", default=None,
                        type=_typed("--lab-clock", parse_datetime, "2026-11-02T10:00"),
                        help="a lab node: its clock starts at WHEN (ISO date-time, IST without an offset, or "
@@ -267,12 +271,14 @@ def _out(args: argparse.Namespace, doc: Any, human: Callable[[Any], str]) -> Non
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from headend.sim.config import SimConfig
+    from headend.sim.config import DailyReadsMode, SimConfig
     from jodo.serve import ServeOptions, StackOptions, serve
 
+    reads = (DailyReadsMode.OFF if args.sim_daily_reads == "off"
+             else DailyReadsMode.LAB if args.lab_clock is not None else DailyReadsMode.WALL)
     try:
         sim = SimConfig(meters=args.sim_meters, disconnected_fraction=args.sim_disconnected_fraction,
-                        seed=args.sim_seed)
+                        seed=args.sim_seed, daily_reads=reads)
     except ValueError as exc:
         raise CliError(ExitCode.USAGE, str(exc)) from None
     if args.lab_clock is not None and config.cluster.enabled:

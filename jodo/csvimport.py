@@ -6,12 +6,17 @@ Files (UTF-8, a BOM is allowed; header row first; columns in any order; cells ar
     bills     account, bill_id, amount_paise, due_date, issued_at
     payments  payment_id, account, amount_paise, channel, paid_at
     reads     read_id, account, read_date, energy_wh
+    reads     account, interval_start, interval_end, energy_wh       (interval reads: summed per day)
 
 Values: money in integer paise (``12050``; ``120.50`` is refused, never rounded); booleans
 ``true/false/yes/no/y/n/1/0``; ``control_mode`` the DLMS disconnect-control mode 0-6; ``due_date`` an
 ISO date (``2024-05-10``) or unix seconds; ``issued_at``/``paid_at`` unix seconds or ISO 8601 date-time
 (no offset means IST); ``read_date`` the IST day the energy was used (not after today), ``energy_wh`` the
-day's energy in whole watt-hours (``8250``; ``8.25`` kWh is refused, energy is never a float). Ids are
+day's energy in whole watt-hours (``8250``; ``8.25`` kWh is refused, energy is never a float). An interval
+reads file (``interval_start``/``interval_end``: unix seconds or ISO 8601, no offset means IST; any
+whole-minute lengths) is summed per meter and IST day into day reads with read id ``"{account}:{day}"``,
+only where a day's intervals cover it exactly; gaps, overlaps and intervals crossing midnight are refused
+with the line and what is wrong (`jodo.intervals`, which also says why the meter does not sum them). Ids are
 checked like `protocols.payments` checks them. Duplicates within a file
 (meters: account and serial; bills: bill_id; payments: payment_id; reads: read_id) are errors on the later
 line.
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from jodo.errors import JodoError
+from jodo.intervals import DayIntervals, day_read_id
 from jodo.values import IST, BadValue, parse_bool, parse_date, parse_datetime, parse_int, parse_paise
 from protocols.payments import MAX_PAYMENT_PAISE, PaymentReceived, validate_account, validate_payment_id
 
@@ -50,6 +56,7 @@ __all__ = [
     "CsvRejected",
     "ImportKind",
     "ImportReport",
+    "IntervalRecord",
     "MeterRecord",
     "ParsedRow",
     "PaymentRecord",
@@ -128,7 +135,18 @@ class ReadRecord:
     energy_wh: int
 
 
-Record = MeterRecord | BillRecord | PaymentRecord | ReadRecord
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntervalRecord:
+    """One interval's energy (a row of an interval reads file); `CsvImport` sums a day's into a
+    `ReadRecord` and never yields these."""
+
+    account: str
+    interval_start: int  # unix seconds
+    interval_end: int
+    energy_wh: int
+
+
+Record = MeterRecord | BillRecord | PaymentRecord | ReadRecord | IntervalRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +272,26 @@ class _Schema:
     build: Callable[..., Record]
 
 
+def _interval_schema(now: float) -> _Schema:
+    def ends(value: str) -> int:
+        seconds: int = _typed(parse_datetime)(value)
+        if seconds > now:
+            raise _Bad(f"{value[:40]!r} is after now: that energy is not used yet")
+        return seconds
+
+    return _Schema(
+        ("account", "interval_start", "interval_end", "energy_wh"),
+        {
+            "account": _check(validate_account),
+            "interval_start": _typed(parse_datetime),
+            "interval_end": ends,
+            "energy_wh": _whole(0, MAX_DAILY_WH),
+        },
+        (),
+        IntervalRecord,
+    )
+
+
 def _schema(kind: ImportKind, now: float, head_ends: Collection[str] | None) -> _Schema:
     account = _check(validate_account)
     if kind is ImportKind.METERS:
@@ -351,7 +389,8 @@ def parse_rows(
     physical lines from 1 (the header), so a quoted cell spanning lines moves the count on correctly.
     """
     kind = ImportKind(kind)
-    schema = _schema(kind, time.time() if now is None else now, head_ends)
+    now = time.time() if now is None else now
+    schema = _schema(kind, now, head_ends)
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
@@ -360,6 +399,8 @@ def parse_rows(
     if header is None:
         raise _header_rejected(kind, f"file is empty; expected the header {', '.join(schema.columns)}")
     names = [h.strip().lstrip("\ufeff").lower() for h in header]
+    if kind is ImportKind.READS and "interval_start" in names:
+        schema = _interval_schema(now)
     problems = []
     missing = [c for c in schema.columns if c not in names]
     unknown = [n for n in names if n not in schema.columns and n not in _IGNORED_COLUMNS]
@@ -461,6 +502,8 @@ class CsvImport:
             return exc.report
 
     def _validate(self) -> ImportReport:
+        if self._is_intervals():
+            return self._sum_intervals()[0]
         report = ImportReport(kind=self.kind, path=self.path)
         with self._open() as f:
             _, rows = self._parse(f)
@@ -472,7 +515,84 @@ class CsvImport:
         if self._started:
             raise RuntimeError("a CsvImport is read once; make a new one")
         self._started = True
+        if self._is_intervals():
+            return self._interval_reads()
         return self._skip_bad() if self.skip_bad else self._all_or_nothing()
+
+    # ------------------------------------------------------------ interval reads (jodo/intervals.py)
+
+    def _is_intervals(self) -> bool:
+        if self.kind is not ImportKind.READS:
+            return False
+        with self._open() as f:
+            names, _ = self._parse(f)
+        return "interval_start" in names
+
+    def _sum_intervals(self) -> tuple[ImportReport, list[ReadRecord], dict[int, str]]:
+        """One pass over an interval file: the report, the day reads of the days covered exactly, and
+        why each refused row is refused (by line: its own errors, or its day's)."""
+        report = ImportReport(kind=self.kind, path=self.path)
+        summed = DayIntervals()
+        refused: dict[int, str] = {}
+        errors: list[RowError] = []
+        lines_of: dict[tuple[str, date], list[int]] = {}
+        with self._open() as f:
+            _, rows = self._parse(f)
+            for row in rows:
+                report.rows += 1
+                record = row.record
+                if not isinstance(record, IntervalRecord):
+                    errors.extend(row.errors)
+                    refused[row.line] = "; ".join(str(e) for e in row.errors)
+                    continue
+                d, why = summed.add(row.line, record.account, record.interval_start, record.interval_end,
+                                    record.energy_wh)
+                if d is not None:
+                    lines_of.setdefault((d.account, d.day), []).append(row.line)
+                if why is not None:
+                    errors.append(RowError(row.line, "interval_start", why))
+                    refused[row.line] = f"line {row.line}, interval_start: {why}"
+        days: list[ReadRecord] = []
+        for key, d in summed.days.items():
+            problem = summed.problem(d, MAX_DAILY_WH)
+            if problem is None:
+                days.append(ReadRecord(read_id=day_read_id(d.account, d.day), account=d.account,
+                                       read_date=d.day, energy_wh=d.energy_wh))
+                continue
+            if not d.bad_rows:  # a day refused for its own rows already says so on those lines
+                errors.append(RowError(d.first_line, "interval_start", problem))
+            for line in lines_of.get(key, ()):
+                refused.setdefault(line, problem)
+        report.rejected = len(refused)
+        report.accepted = report.rows - report.rejected
+        errors.sort(key=lambda e: e.line)
+        report.errors = errors[: self.max_errors]
+        report.errors_dropped = max(len(errors) - self.max_errors, 0)
+        return report, days, refused
+
+    def _interval_reads(self) -> Iterator[Record]:
+        report, days, refused = self._sum_intervals()
+        self.report = report
+        if not self.skip_bad:
+            if not report.ok:
+                first = report.errors[0]
+                message = f"{self.kind} file {self.path} rejected: {report.rejected} bad rows; first: {first}"
+                raise CsvRejected(message, report)
+        elif refused:
+            self._write_interval_rejects(refused)
+        yield from days
+
+    def _write_interval_rejects(self, refused: dict[int, str]) -> None:
+        with self._open() as f, self.reject_path.open("w", newline="", encoding="utf-8") as out:
+            names, rows = self._parse(f)
+            writer = csv.writer(out)
+            writer.writerow([n for n in names if n not in _IGNORED_COLUMNS] + ["error"])
+            for row in rows:
+                why = refused.get(row.line)
+                if why is not None:
+                    kept = _reject_cells(names, ParsedRow(row.line, row.cells, None, ()))[:-1]
+                    writer.writerow([*kept, why])
+        self.report.reject_path = self.reject_path
 
     def batches(self, size: int) -> Iterator[list[Record]]:
         """The records in lists of up to ``size`` (for group-committed commands)."""

@@ -15,6 +15,7 @@ Conversation (IEC 61968-9 style: answer now, results later)::
                                   ◄─────     HesBatchAccepted(batch_id, rejected=per-command reasons)
                                              | HesBatchRejected(batch_id, reason)   (whole batch)
                                   ◄─────     HesResults(results)   later, any order, maybe duplicated
+                                  ◄─────     HesReads(reads)       unsolicited: consumption reads (a day's)
     HesHeartbeat(seq)             ─────►
                                   ◄─────     HesHeartbeat(seq)     (echo)
     anything malformed            ─────►
@@ -23,11 +24,15 @@ Conversation (IEC 61968-9 style: answer now, results later)::
 A command's `command_id` is the correlation id of its result. A result is the head-end's word, not proof:
 the adapter reads the relay back (action ``READ``) before it calls a command done.
 
+`HesReads` (tag 9, appended in session 8) carries consumption reads, head-end → client, unasked: a
+client that predates it answers ``HesError(code="unknown_frame")`` and goes on; nothing is answered to
+a client that knows it (a read is idempotent by `read_id`, so a head-end may send it again).
+
 Simulator-only frames (a real head-end answers ``HesError(code="unsupported")``): `HesInspect` and
 `HesPressButton`, both answered by `HesInspection` with the meters' true relay states.
 
 Frames are frozen, slotted, keyword-only dataclasses; the records inside batch frames (`HesCommand`,
-`HesRejection`, `HesCommandResult`, `HesMeterState`) are NamedTuples, because a 10 000-record frame
+`HesRejection`, `HesCommandResult`, `HesMeterState`, `HesRead`) are NamedTuples, because a 10 000-record frame
 builds them ~4x faster than frozen dataclasses and msgpack packs them as arrays as they are.
 Decoding anything malformed raises `protocols.errors.FrameError` and nothing else.
 """
@@ -37,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
 
@@ -48,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "MAX_BATCH",
     "MAX_ID_CHARS",
+    "MAX_READ_WH",
     "PROTOCOL_VERSION",
     "RETRYABLE_ERRORS",
     "SUPPORTED_VERSIONS",
@@ -67,6 +74,8 @@ __all__ = [
     "HesInspection",
     "HesMeterState",
     "HesPressButton",
+    "HesRead",
+    "HesReads",
     "HesRejectReason",
     "HesRejection",
     "HesResultStatus",
@@ -84,6 +93,7 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 100_000
 MAX_ID_CHARS = 128
+MAX_READ_WH = 10_000_000  # one read's energy (docs/prepaid-contract.md: energy_wh ≤ 10^7)
 _MAX_TEXT_CHARS = 4096
 _PREFIX = 4
 
@@ -193,6 +203,18 @@ class HesMeterState(NamedTuple):
     control_mode: int | None
 
 
+class HesRead(NamedTuple):
+    """One meter's consumption over one IST day: `day` ISO ``YYYY-MM-DD``, `energy_wh` whole Wh imported
+    that day, `register_wh` the cumulative import register (OBIS 1.0.1.8.0.255) at its end, or None.
+    `read_id` is the idempotency key (the simulator's: ``"{serial}:{day}"``)."""
+
+    serial: str
+    read_id: str
+    day: str
+    energy_wh: int
+    register_wh: int | None = None
+
+
 # --- frames ----------------------------------------------------------------------------------
 
 
@@ -261,6 +283,16 @@ class HesResults:
         return f"HesResults(results=<{len(self.results)}>)"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class HesReads:
+    """Consumption reads, head-end → client, unasked (tag 9; an older client answers unknown_frame)."""
+
+    reads: tuple[HesRead, ...]
+
+    def __repr__(self) -> str:
+        return f"HesReads(reads=<{len(self.reads)}>)"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HesHeartbeat:
     """Liveness: the head-end echoes every heartbeat it receives with the same `seq`."""
@@ -312,6 +344,7 @@ HesFrame = (
     | HesBatchAccepted
     | HesBatchRejected
     | HesResults
+    | HesReads
     | HesHeartbeat
     | HesError
     | HesInspect
@@ -338,6 +371,7 @@ _TAG_BATCH_REJECTED = 5
 _TAG_RESULTS = 6
 _TAG_HEARTBEAT = 7
 _TAG_ERROR = 8
+_TAG_READS = 9
 _TAG_INSPECT = 20
 _TAG_PRESS_BUTTON = 21
 _TAG_INSPECTION = 22
@@ -349,6 +383,8 @@ def _to_wire(frame: HesFrame) -> list[Any]:
         return [_TAG_SUBMIT, frame.batch_id, frame.commands]
     if isinstance(frame, HesResults):
         return [_TAG_RESULTS, frame.results]
+    if isinstance(frame, HesReads):
+        return [_TAG_READS, frame.reads]
     if isinstance(frame, HesBatchAccepted):
         return [_TAG_BATCH_ACCEPTED, frame.batch_id, frame.rejected]
     if isinstance(frame, HesBatchRejected):
@@ -597,6 +633,30 @@ def _decode_results(f: list[Any]) -> HesResults:
     return HesResults(results=_decode_result_records(_seq(f[1], "results")))
 
 
+def _decode_read(rec: object) -> HesRead:
+    if type(rec) is not list or len(rec) < 4:
+        raise _fail("reads[]: expected [serial, read_id, day, energy_wh, register_wh]")
+    day = _text(rec[2], "day", 10)
+    try:
+        if len(day) != 10:
+            raise ValueError(day)
+        date.fromisoformat(day)
+    except ValueError:
+        raise _fail(f"day: expected an ISO date YYYY-MM-DD, got {day!r}") from None
+    energy = _int(rec[3], "energy_wh")
+    if not 0 <= energy <= MAX_READ_WH:
+        raise _fail(f"energy_wh: {energy} is outside 0..{MAX_READ_WH}")
+    register = rec[4] if len(rec) > 4 else None
+    if register is not None and (type(register) is not int or not 0 <= register <= 2**63 - 1):
+        raise _fail("register_wh: expected an int ≥ 0 or nil")
+    return HesRead(_ident(rec[0], "serial"), _ident(rec[1], "read_id"), day, energy, register)
+
+
+def _decode_reads(f: list[Any]) -> HesReads:
+    _fields(f, 2, "reads")
+    return HesReads(reads=tuple([_decode_read(r) for r in _seq(f[1], "reads")]))
+
+
 def _decode_rejection(rec: object) -> HesRejection:
     if type(rec) is not list or len(rec) < 2:
         raise _fail("rejected[]: expected [command_id, reason]")
@@ -701,6 +761,7 @@ _DECODERS: dict[int, Callable[[list[Any]], HesFrame]] = {
     _TAG_BATCH_ACCEPTED: _decode_batch_accepted,
     _TAG_BATCH_REJECTED: _decode_batch_rejected,
     _TAG_RESULTS: _decode_results,
+    _TAG_READS: _decode_reads,
     _TAG_HEARTBEAT: _decode_heartbeat,
     _TAG_ERROR: _decode_error,
     _TAG_INSPECT: _decode_inspect,

@@ -24,6 +24,8 @@ __all__ = [
     "MeterCommandBatch",
     "MeterCommandBatchResult",
     "MeterQuery",
+    "MeterSerialsFound",
+    "MeterSerialsQuery",
     "MeterView",
     "PaymentTraceQuery",
     "PaymentTraceView",
@@ -101,6 +103,27 @@ class MeterCommandBatch(BatchCarrier):
 
     batch_id: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class MeterSerialsQuery(Carrier):
+    """Gateway → every shard group: which of ``serials`` are meters of yours on ``head_end``? (to route
+    the head-end's consumption reads, which name meters by serial, to accounts)."""
+
+    request_id: str
+    head_end: str
+    serials: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class MeterSerialsFound(Carrier):
+    """Shard → gateway: (serial, account, prepaid) of each asked serial the group hosts on that
+    head-end. ``serving`` False: the group is dormant here (cluster), so it could not say."""
+
+    request_id: str
+    group: int
+    found: tuple[tuple[str, str, bool], ...] = ()
+    serving: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)

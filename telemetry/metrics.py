@@ -105,6 +105,7 @@ __all__ = [
     "emergency_credit",
     "fencing_refusal",
     "forget_dead_processes",
+    "headend_reads",
     "headend_roundtrip",
     "journal_commit",
     "mark_dead",
@@ -607,14 +608,24 @@ PREPAID_RECHARGES_OFF_RULE_TOTAL: Final = Counter(
     ["rule"],
     registry=_REGISTRY,
 )
+HEADEND_READS_TOTAL: Final = Counter(
+    "jodo_headend_reads",
+    "Consumption reads from a head-end (HesReads), by outcome (forwarded to the meter's shard group; "
+    "postpaid: ignored, the billing system bills it; unknown_serial: no meter has that serial on this "
+    "head-end; unrouted: a shard group did not answer the gateway's serial question in time).",
+    ["head_end", "outcome"],
+    registry=_REGISTRY,
+)
+HEADEND_READ_OUTCOMES: Final = frozenset({"forwarded", "postpaid", "unknown_serial", "unrouted"})
 PREPAID_BANDS: Final = ("negative", "zero_to_100", "100_to_500", "500_plus")
 RECHARGE_RULES: Final = frozenset({"multiple", "week_average"})
 PREPAID_READ_OUTCOMES: Final = frozenset({"debited", "duplicate", "estimated", "trued_up", "rejected"})
 EMERGENCY_CREDIT_EVENTS: Final = frozenset({"granted", "recovered"})
 
 
-_PREPAID: Final = (PREPAID_METERS, PREPAID_READS_TOTAL, PREPAID_DISCONNECTIONS_HELD_TOTAL,
-                   EMERGENCY_CREDITS_TOTAL, PREPAID_RECHARGES_OFF_RULE_TOTAL)
+_PREPAID: Final = (HEADEND_READS_TOTAL, PREPAID_METERS, PREPAID_READS_TOTAL,
+                   PREPAID_DISCONNECTIONS_HELD_TOTAL, EMERGENCY_CREDITS_TOTAL,
+                   PREPAID_RECHARGES_OFF_RULE_TOTAL)
 
 _ALL: Final = (
     *_RECONCILE,
@@ -855,6 +866,8 @@ def _touch_series() -> None:
             CIM_EVENTS_TOTAL.labels(head_end, event)
         for outcome in CREDIT_UPDATE_OUTCOMES:
             METER_CREDIT_UPDATES_TOTAL.labels(head_end, outcome)
+        for outcome in HEADEND_READ_OUTCOMES:
+            HEADEND_READS_TOTAL.labels(head_end, outcome)
     for action in RELAY_ACTIONS:
         for outcome in RELAY_OUTCOMES:
             RELAY_COMMANDS_TOTAL.labels(action, outcome)
@@ -983,6 +996,12 @@ def relay_command_finished(action: str, outcome: str, count: int = 1) -> None:
     RELAY_COMMANDS_TOTAL.labels(
         _closed(action, RELAY_ACTIONS, "relay action"), _closed(outcome, RELAY_OUTCOMES, "relay outcome")
     ).inc(count)
+
+
+def headend_reads(head_end: str, outcome: str, count: int = 1) -> None:
+    if count > 0:
+        outcome = _closed(outcome, HEADEND_READ_OUTCOMES, "head-end read outcome")
+        HEADEND_READS_TOTAL.labels(_configured(head_end, _head_ends), outcome).inc(count)
 
 
 def headend_roundtrip(head_end: str, seconds: float) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from headend.sim.config import LatencySpec, OutageMode, SimConfig, parse_pairs
+from headend.sim.config import DailyReadsMode, LatencySpec, OutageMode, SimConfig, parse_pairs
 from headend.sim.server import HeadEndSimulator
 
 __all__ = ["add_arguments", "config_from_args", "run"]
@@ -116,6 +116,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--serial-width", type=int, default=_D.serial_width, help="digits after the prefix"
     )
     fleet.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    fleet.add_argument(
+        "--daily-reads",
+        choices=[m.value for m in DailyReadsMode if m is not DailyReadsMode.LAB],
+        default=DailyReadsMode.WALL.value,
+        help="wall: when midnight IST passes, send every meter's read of the day that ended "
+        "(HesReads frames, energy from headend/sim/load.py, read id SERIAL:DAY); off: never "
+        "(default %(default)s)",
+    )
+    fleet.add_argument(
+        "--load-seed", type=int, default=None, help="seed of the daily load profiles (default: --seed)"
+    )
     fleet.add_argument(
         "--modes",
         type=_modes,
@@ -269,6 +280,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         read_rate_limit=args.read_rate_limit,
         max_frame_bytes=args.max_frame_bytes,
         max_batch=args.max_batch,
+        daily_reads=DailyReadsMode(args.daily_reads),
+        load_seed=args.load_seed,
     )
 
 

@@ -9,12 +9,20 @@ from enum import StrEnum
 
 from protocols.headend import DEFAULT_MAX_FRAME_BYTES, HesErrorCode
 
-__all__ = ["LatencySpec", "OutageMode", "SimConfig", "parse_pairs"]
+__all__ = ["DailyReadsMode", "LatencySpec", "OutageMode", "SimConfig", "parse_pairs"]
 
 
 class OutageMode(StrEnum):
     REFUSE = "refuse"  # stop listening: connects fail with ECONNREFUSED
     CLOSE = "close"  # accept, then close at once
+
+
+class DailyReadsMode(StrEnum):
+    """When the simulator reports each meter's read of a day that ended (headend/sim/reads.py)."""
+
+    OFF = "off"  # never (the library default: tests and benches see no unasked frames)
+    WALL = "wall"  # when its own clock passes midnight IST (`jodo hes-sim`, `jodo serve`)
+    LAB = "lab"  # only when told the lab clock moved (`jodo serve --lab-clock`, `SimCore.lab_clock`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,8 @@ class SimConfig:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_batch: int = 10_000
     server_name: str = "jodo-hes-sim"
+    daily_reads: DailyReadsMode = DailyReadsMode.OFF
+    load_seed: int | None = None  # headend/sim/load.py's seed for the reads; None: `seed`
 
     def __post_init__(self) -> None:
         for name in ("failure_rate", "misreport_rate", "drop_rate", "duplicate_rate", "reorder_rate"):

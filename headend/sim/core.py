@@ -19,6 +19,10 @@ Semantics worth knowing:
   back shows it. Reads are never lied about and fail only with no_communication.
 - Rate limits are per session, token buckets holding `rate_burst` seconds of rate: `rate_limit` for
   connect/disconnect, `read_rate_limit` for reads; commands above them are rejected ``rate_limited``.
+- Daily reads (`SimConfig.daily_reads`): when an IST day ends on the simulator's clock (``wall``) or
+  a lab clock is moved past midnight (``lab``, `lab_clock`), every meter's read of that day goes out
+  in `HesReads` frames to one session (the oldest that said hello; held while none has), a few frames
+  per tick. A client that cannot read them answers unknown_frame, which is counted and ignored.
 - During an outage the server refuses or closes connections; commands already accepted still execute
   (the radio network has them) but results for a closed session are lost. After an outage and at
   start, `slow_start` seconds of warm-up: commands are accepted but none executes before it ends.
@@ -33,8 +37,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from headend.sim.config import SimConfig
+from headend.sim.config import DailyReadsMode, SimConfig
 from headend.sim.fleet import Fleet, remote_transition
+from headend.sim.reads import DailyReads
 from protocols.errors import FrameError
 from protocols.headend import (
     HesAction,
@@ -93,6 +98,7 @@ class SimStats:
     duplicated: int = 0
     deduplicated: int = 0  # switching commands received again by id: answered, not executed again
     lost_to_closed_sessions: int = 0
+    reads_sent: int = 0  # consumption reads sent in HesReads frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +164,10 @@ class SimCore:
         codes = [c for c, _ in config.failure_mix]
         self._codes = codes
         self._code_cdf = list(accumulate(w for _, w in config.failure_mix))
+        seed = config.seed if config.load_seed is None else config.load_seed
+        self.daily = DailyReads(self.fleet, seed, config.max_batch)
+        if config.daily_reads is DailyReadsMode.WALL:
+            self.daily.start(now)
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -207,6 +217,18 @@ class SimCore:
 
     # --- frames -----------------------------------------------------------------------------
 
+    def lab_clock(self, was: float, now: float) -> int:
+        """A lab clock moved from ``was`` to ``now`` (``daily_reads = lab``): queue the reads of every
+        IST day that ended in between; returns the days queued (0 in another mode)."""
+        if self.config.daily_reads is not DailyReadsMode.LAB:
+            return 0
+        self.daily.start(was)
+        return self.daily.report_until(now)
+
+    def _reads_session(self) -> int | None:
+        """Where reads go: the oldest session that said hello (one, not all: one copy per day)."""
+        return next((sid for sid, s in self._sessions.items() if s.hello), None)
+
     def frame_error(self, sid: int, error: FrameError) -> HesError:
         """The error frame answering an undecodable frame; the server closes after it if fatal."""
         self.stats.frame_errors += 1
@@ -233,6 +255,8 @@ class SimCore:
                 if self.fleet.index(meter) is not None:
                     self.fleet.press_button(meter)
             return [HesInspection(query_id=frame.query_id, states=self._states(frame.meters))]
+        if isinstance(frame, HesError):
+            return []  # e.g. an older client's unknown_frame answer to HesReads: counted, nothing to say
         return [HesError(code=HesErrorCode.UNSUPPORTED, detail=f"{type(frame).__name__} is not a request")]
 
     def _states(self, meters: tuple[str, ...]) -> tuple[HesMeterState, ...]:
@@ -460,8 +484,22 @@ class SimCore:
         while deliveries and deliveries[0][0] <= now:
             _, _, sid, result = heapq.heappop(deliveries)
             self._outbox[sid].append(result)
+        if self.config.daily_reads is DailyReadsMode.WALL:
+            self.daily.report_until(now)
         tick.frames = self.take_results()
+        self._add_reads(tick.frames)
         return tick
+
+    def _add_reads(self, frames: dict[int, list[HesFrame]], max_frames: int = 2) -> None:
+        """A few frames of queued daily reads for the reads session (the rest on the next ticks)."""
+        if not self.daily.pending:
+            return
+        sid = self._reads_session()
+        if sid is None:
+            return
+        reads = self.daily.frames(max_frames)
+        self.stats.reads_sent += sum(len(f.reads) for f in reads)
+        frames.setdefault(sid, []).extend(reads)
 
     def _reschedule_for_warmup(self) -> None:
         """Executions due before the new warm-up ends wait for it."""
@@ -490,6 +528,8 @@ class SimCore:
     def next_due(self, now: float) -> float | None:
         """When `on_tick` has work next (scheduled commands, results, an outage edge)."""
         times = [h[0][0] for h in (self._runs, self._deliveries) if h]
+        if self.daily.pending and self._reads_session() is not None:
+            times.append(now)
         edge = self._next_outage_edge(now)
         if edge is not None:
             times.append(edge)

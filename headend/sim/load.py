@@ -15,9 +15,10 @@ seasonal and weekly factors are plausible guesses, no public MP West load curve 
 
 `daily_wh` is the one function; `DailyRead` is what the simulator reports for a day.
 
-Until the reference protocol carries reads (no head-end frame for them yet: see docs/prepaid-headend.md),
-the explicit trigger is a file: ``python -m headend.sim.load --meters meters.csv --from D --to D`` writes
-the days' reads of the meters in a `jodo import meters` file as a `jodo import reads` file.
+The simulator sends these reads itself when a day ends (`headend.sim.reads`, the `HesReads` frame:
+docs/prepaid-headend.md); a file of them is still one command away:
+``python -m headend.sim.load --meters meters.csv --from D --to D`` writes the days' reads of the meters in
+a `jodo import meters` file as a `jodo import reads` file.
 """
 
 from __future__ import annotations

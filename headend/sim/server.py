@@ -214,6 +214,12 @@ class HeadEndSimulator:
         self.core.begin_outage(self.clock.now(), seconds)
         self.kick()
 
+    def lab_clock(self, was: float, now: float) -> int:
+        """A lab clock moved from ``was`` to ``now``: report the days that ended (daily_reads = lab)."""
+        days = self.core.lab_clock(was, now)
+        self.kick()
+        return days
+
     def end_outage(self) -> None:
         self.core.end_outage(self.clock.now())
         self.kick()
@@ -321,6 +327,10 @@ class SimulatorThread:
 
     def end_outage(self) -> None:
         self.call(lambda s: s.end_outage())
+
+    def lab_clock(self, was: float, now: float) -> int:
+        """See `HeadEndSimulator.lab_clock`; returns the days queued for reporting."""
+        return self.call(lambda s: s.lab_clock(was, now))
 
     def stats(self) -> SimStats:
         """A copy of the counters."""

@@ -61,6 +61,7 @@ SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
     "relay_command_attempted": ("hes-1", "connect", 2),
     "relay_command_finished": ("connect", "confirmed", 2),
     "headend_roundtrip": ("hes-1", 0.1),
+    "headend_reads": ("hes-1", "forwarded", 2),
     "set_relay_commands_pending": ("hes-1", 0),
     "set_breaker_state": ("hes-1", "closed"),
     "set_meters_by_relay_state": ({"connected": 0},),

@@ -9,14 +9,14 @@ import sys
 import pytest
 
 from headend.sim.cli import add_arguments, config_from_args
-from headend.sim.config import LatencySpec, OutageMode, SimConfig
+from headend.sim.config import DailyReadsMode, LatencySpec, OutageMode, SimConfig
 
 KNOBS = [
     "--host", "--port", "--port-file", "--max-frame-bytes", "--max-batch", "--meters", "--serial-prefix",
     "--serial-width", "--seed", "--modes", "--disconnected-fraction", "--latency", "--failure-rate",
     "--failure-mix", "--misreport-rate", "--drop-rate", "--duplicate-rate", "--reorder-rate",
     "--reorder-window", "--outage", "--outage-mode", "--slow-start", "--rate-limit", "--read-rate-limit",
-    "--rate-burst", "--stats-interval",
+    "--rate-burst", "--stats-interval", "--daily-reads", "--load-seed",
     "--protocol", "--password-file", "--wport-base", "--refuse", "--mute", "--stick", "--unreachable",
     "--cim-delay", "--cim-duplicate-rate", "--cim-fail-rate", "--cim-reply-fail-rate", "--cim-silent-rate",
     "--cim-token-file",
@@ -48,7 +48,8 @@ def test_the_help_names_the_failure_codes_and_which_are_retryable() -> None:
 
 
 def test_the_defaults_are_the_config_defaults() -> None:
-    assert config_from_args(parser().parse_args([])) == SimConfig()
+    # but one: the library's simulator sends no unasked reads; `jodo hes-sim` sends a day's at midnight IST
+    assert config_from_args(parser().parse_args([])) == SimConfig(daily_reads=DailyReadsMode.WALL)
 
 
 def test_every_knob_reaches_the_config() -> None:
@@ -60,7 +61,7 @@ def test_every_knob_reaches_the_config() -> None:
             "--drop-rate", "0.02", "--duplicate-rate", "0.03", "--reorder-rate", "0.04",
             "--reorder-window", "0.5", "--outage", "5:10", "--outage", "60:1", "--outage-mode", "close",
             "--slow-start", "2", "--rate-limit", "2000", "--read-rate-limit", "5000", "--rate-burst", "0.5",
-            "--max-frame-bytes", "65536", "--max-batch", "100",
+            "--max-frame-bytes", "65536", "--max-batch", "100", "--daily-reads", "off", "--load-seed", "3",
         ]
     )  # fmt: skip
     assert config_from_args(args) == SimConfig(
@@ -78,6 +79,8 @@ def test_every_knob_reaches_the_config() -> None:
         duplicate_rate=0.03,
         reorder_rate=0.04,
         reorder_window=0.5,
+        daily_reads=DailyReadsMode.OFF,
+        load_seed=3,
         outages=((5.0, 10.0), (60.0, 1.0)),
         outage_mode=OutageMode.CLOSE,
         slow_start=2.0,

@@ -9,6 +9,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,8 @@ from protocols.headend import (
     HesFrameReader,
     HesHeartbeat,
     HesHello,
+    HesRead,
+    HesReads,
     HesRejection,
     HesResults,
     HesResultStatus,
@@ -741,3 +744,21 @@ def test_pacing_takes_the_lower_of_the_configured_and_announced_limits(
     s = Scripted(AdapterConfig(linger=0, rate_limit=configured, rate_headroom=0.99))
     s.ready(HesWelcome(version=1, server="p", rate_limit=announced))
     assert s.core._rate == pytest.approx(paced)
+
+
+# --- consumption reads (HesReads) ------------------------------------------------------------
+
+
+def test_consumption_reads_are_kept_for_the_owner_and_a_malformed_reads_frame_is_answered() -> None:
+    s = Scripted()
+    s.ready()
+    read = HesRead("MPW00000001", "MPW00000001:2024-05-01", "2024-05-01", 8_250, None)
+    s.receive(HesReads(reads=(read, read._replace(read_id="again"))))
+    assert s.core.take_consumption() == [read, read._replace(read_id="again")]
+    assert s.core.take_consumption() == []  # taken once
+    bad = msgpack.packb([9, [["MPW00000001", "r", "2024-05-01", -4]]])
+    s._take(s.core.on_bytes(len(bad).to_bytes(4, "big") + bad, s.now))
+    errors = [f for f in s.sent if isinstance(f, HesError)]
+    assert errors and errors[-1].code == "malformed" and "energy_wh" in errors[-1].detail
+    assert s.core.phase is ConnectionPhase.READY and s.core.take_consumption() == []
+    assert s.core.stats.reads_received == 2
