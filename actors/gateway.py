@@ -220,6 +220,7 @@ class HeadEndGateway(JodoActor):
 
     def _outcomes(self, outcomes: list[HeadEndOutcome]) -> None:
         wall = time.time()
+        rounds: list[float] = []
         for o in outcomes:
             meta = self.running.pop(o.command_id, None)
             if meta is None:
@@ -230,7 +231,9 @@ class HeadEndGateway(JodoActor):
             self.finished[o.command_id] = report
             self.results[group].append(report)
             self.counts[str(o.kind)] += 1
-            self.metric("headend_roundtrip", self._head_end(), wall - submitted)
+            rounds.append(wall - submitted)
+        if rounds:  # one call per batch of outcomes (the labels resolved once)
+            self.metric("headend_roundtrip", self._head_end(), *rounds)
         cap = self.init.outcome_cache if self.init is not None else 100_000
         while len(self.finished) > cap:
             self.finished.popitem(last=False)
