@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gzip
 import json
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def shares(raw: Path, top: int) -> str:
     total = 0
     incl: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
-    for line in raw.read_text().splitlines():
+    text = gzip.decompress(raw.read_bytes()).decode() if raw.suffix == ".gz" else raw.read_text()
+    for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack:
             continue
