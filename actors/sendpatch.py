@@ -25,7 +25,7 @@ process that starts the actor system, so the admin and every actor process inher
   socket, closed again) on every pass of its loop, and a message costs several passes at each end.
   `apply_send_patch` gives the transport module a ``selectors`` whose ``DefaultSelector`` is
   `_PollPass`: the same three calls on one ``select.poll`` object (no descriptor of its own, one
-  system call per pass), ~12 → ~2.4 µs a pass with six sockets. A descriptor poll reports as invalid
+  system call per pass), ~11.8 → ~2.4 µs a pass with six sockets. A descriptor poll reports as invalid
   raises ``OSError(EBADF)`` from ``select``, as epoll's ``register`` would, so the transport's own
   recovery from a bad descriptor runs unchanged.
 
