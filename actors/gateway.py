@@ -296,6 +296,7 @@ class HeadEndGateway(JodoActor):
 
     def _outcomes(self, outcomes: list[HeadEndOutcome]) -> None:
         wall = time.time()
+        rounds: list[float] = []
         for o in outcomes:
             meta = self.running.pop(o.command_id, None)
             if meta is None:
@@ -308,7 +309,9 @@ class HeadEndGateway(JodoActor):
             self.counts[str(o.kind)] += 1
             if o.action is _HES_CREDIT:
                 self.metric("meter_credit_updates", self._head_end(), str(o.kind), 1)
-            self.metric("headend_roundtrip", self._head_end(), wall - submitted)
+            rounds.append(wall - submitted)
+        if rounds:  # one call per batch of outcomes (the labels resolved once)
+            self.metric("headend_roundtrip", self._head_end(), *rounds)
         cap = self.init.outcome_cache if self.init is not None else 100_000
         while len(self.finished) > cap:
             self.finished.popitem(last=False)

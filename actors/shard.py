@@ -566,8 +566,11 @@ class MeterShard(JodoActor):
             self._deliver_notices(out.notices)
         if out.work_orders and self.notices is not None:
             self.notices.work_orders(out.work_orders)
+        reconnected: defaultdict[str, list[float]] = defaultdict(list)
         for head_end, seconds in out.reconnected:
-            self.metric("payment_reconnected", head_end, seconds)
+            reconnected[head_end].append(seconds)
+        for head_end, all_seconds in reconnected.items():  # one call per head-end and batch
+            self.metric("payment_reconnected", head_end, *all_seconds)
         for (action, outcome), count in Counter(out.finished).items():  # one increment per label set
             self.metric("relay_command_finished", action, outcome, count)
         for (name, label), count in out.prepaid.items():  # domain.prepaid_rules.tally

@@ -34,7 +34,7 @@ from collections import deque
 from pathlib import Path
 
 from actors.facade import RuntimeConfig
-from bench.common import cpu_seconds, emit, free_port, rss_bytes, wait
+from bench.common import cpu_seconds, emit, free_port, note_pids, rss_bytes, wait
 from domain.commands import RegisterMeter, SetBillingMode
 from domain.enums import BillingMode, RelayState
 from headend.sim.config import SimConfig
@@ -310,6 +310,7 @@ def main() -> None:
         if n <= 0:
             raise SystemExit(f"--meters {args.meters} leaves no meters for the throughput runs")
         pids = roles(node)
+        note_pids({str(p): r for r, p in pids.items()})
         cpu_before = {r: cpu_seconds(p) for r, p in pids.items()}
         pg_before = _postgres_cpu(pg)
         runs: list[dict[str, object]] = []

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_http import RunResult, _load
+from bench.common import note_pids
 
 SECRETS = {"razorpay": "bench-razorpay-secret-0123", "bbps": "bench-bbps-secret-0123456"}
 DUES = 150_000
@@ -117,6 +118,8 @@ def _serve_node(conn: Connection, config: Any, stack: Any, meters: int) -> None:
         for child in view.status.children:
             if child.pid and child.type.value == "worker":
                 processes[str(child.pid)] = child.kind.rsplit(".", 1)[-1]
+
+    note_pids(processes)
 
     def observe(gateway: str, status: int) -> None:
         if status >= 400:

@@ -18,6 +18,14 @@ def emit(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
+def note_pids(roles: dict[str, str]) -> None:
+    """Write pid → role as JSON to ``$JODO_BENCH_PIDS`` when it is set (for a profiler run alongside,
+    e.g. ``bench/results/issue13-s8/profile.py``); nothing otherwise."""
+    target = os.environ.get("JODO_BENCH_PIDS")
+    if target:
+        Path(target).write_text(json.dumps(roles))
+
+
 def wait(check: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll ``check`` until it holds; seconds it took. `TimeoutError` naming ``what`` at the deadline."""
     start = time.perf_counter()

@@ -953,9 +953,12 @@ def payment_received(gateway: str, outcome: str, count: int = 1) -> None:
     ).inc(count)
 
 
-def payment_reconnected(head_end: str, seconds: float) -> None:
-    """A paid meter's relay was confirmed connected ``seconds`` after the payment was received."""
-    PAYMENT_TO_RELAY_CONNECTED_SECONDS.labels(_configured(head_end, _head_ends)).observe(max(0.0, seconds))
+def payment_reconnected(head_end: str, *seconds: float) -> None:
+    """Paid meters' relays were confirmed connected ``seconds`` after their payments were received
+    (one observation each; several in one call resolve the labels once: a shard's batch)."""
+    child = PAYMENT_TO_RELAY_CONNECTED_SECONDS.labels(_configured(head_end, _head_ends))
+    for s in seconds:
+        child.observe(max(0.0, s))
 
 
 def relay_command_attempted(head_end: str, action: str, count: int = 1) -> None:
@@ -1004,8 +1007,11 @@ def headend_reads(head_end: str, outcome: str, count: int = 1) -> None:
         HEADEND_READS_TOTAL.labels(_configured(head_end, _head_ends), outcome).inc(count)
 
 
-def headend_roundtrip(head_end: str, seconds: float) -> None:
-    HEADEND_COMMAND_ROUNDTRIP_SECONDS.labels(_configured(head_end, _head_ends)).observe(max(0.0, seconds))
+def headend_roundtrip(head_end: str, *seconds: float) -> None:
+    """Commands' submit → outcome seconds (one observation each; a gateway's batch in one call)."""
+    child = HEADEND_COMMAND_ROUNDTRIP_SECONDS.labels(_configured(head_end, _head_ends))
+    for s in seconds:
+        child.observe(max(0.0, s))
 
 
 def set_relay_commands_pending(head_end: str, count: int) -> None:

@@ -167,3 +167,23 @@ def test_prepaid_series_exist_at_zero_and_balances_fall_into_their_bands() -> No
     assert after[key] == before[key] + 3
     with pytest.raises(ValueError):
         metrics.prepaid_reads("lost")
+
+
+def test_a_batch_of_observations_in_one_call_counts_each_in_its_bucket() -> None:
+    metrics.configure_labels(gateways=["razorpay"], head_ends=["hes-indore"])
+    before = _samples(metrics.render())
+    metrics.headend_roundtrip("hes-indore", 0.001, 0.2, 9999.0, -1.0)  # a clock step back counts as 0
+    metrics.payment_reconnected("hes-indore", 3.0, 4.0)
+    metrics.payment_reconnected("hes-indore")  # nothing observed
+    after = _samples(metrics.render())
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0.0)
+
+    assert grew("jodo_headend_command_roundtrip_seconds_count", head_end="hes-indore") == 4
+    assert grew("jodo_headend_command_roundtrip_seconds_bucket", head_end="hes-indore", le="+Inf") == 4
+    assert grew("jodo_headend_command_roundtrip_seconds_sum", head_end="hes-indore") == pytest.approx(
+        9_999.201, abs=0.01)
+    assert grew("jodo_payment_to_relay_connected_seconds_count", head_end="hes-indore") == 2
+    assert grew("jodo_payment_to_relay_connected_seconds_bucket", head_end="hes-indore", le="5.0") == 2
