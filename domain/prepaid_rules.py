@@ -36,7 +36,14 @@ from domain.events import (
     RelayTargetSet,
 )
 from domain.policy import Policy
-from domain.prepaid import account_of, apply_read, daily_charge_paise, grant_emergency, oldest_open_month
+from domain.prepaid import (
+    account_of,
+    apply_read,
+    daily_charge_of,
+    grant_emergency,
+    next_day_debit,
+    oldest_open_month_of,
+)
 from domain.state import Meter
 from domain.tariff import recharge_warning
 from domain.windows import local_date
@@ -106,11 +113,13 @@ def report_consumption(d: Draft, c: ReportConsumption) -> str | None:
     if c.read_date > today:
         _reject(d, m.account, c, c.read_id, f"read_date {c.read_date} is after today ({today})")
         return None
-    oldest = oldest_open_month(m.prepaid.days)
+    oldest = oldest_open_month_of(m.prepaid)
     if oldest is not None and c.read_date[:7] < oldest:
         _reject(d, m.account, c, c.read_id, f"read for {c.read_date[:7]}: months before {oldest} are closed")
         return None
-    _, debits = apply_read(account_of(m), c.read_id, c.read_date, c.energy_wh, d.policy)
+    usual = next_day_debit(m.prepaid, c.read_id, c.read_date, c.energy_wh, d.policy)
+    debits = (usual,) if usual is not None else apply_read(account_of(m), c.read_id, c.read_date,
+                                                            c.energy_wh, d.policy)[1]
     if not debits:
         return None  # that read id, or a real read of that day, was debited before
     balance = -m.dues_paise
@@ -141,7 +150,7 @@ def _low_balance_notices(d: Draft) -> None:
             and (p.funded_paise - balance) * 10_000 >= p.funded_paise * bp):
         _notice(d, used, balance, None)
     n = policy.prepaid_low_balance_days_left
-    daily = daily_charge_paise(p.days, policy)
+    daily = daily_charge_of(p, policy)
     left = f"days_left_{n}"
     if n > 0 and daily > 0 and balance // daily <= n and left not in d.m.prepaid.notified:  # type: ignore[union-attr]
         _notice(d, left, balance, balance // daily)
@@ -258,7 +267,7 @@ def recharges_off_rule(
         m = states.get(e.account)
         if m is None or m.prepaid is None:
             continue
-        why = recharge_warning(e.amount_paise, 7 * daily_charge_paise(m.prepaid.days, policy), policy)
+        why = recharge_warning(e.amount_paise, 7 * daily_charge_of(m.prepaid, policy), policy)
         if why is not None:
             found.append(("multiple" if "multiple" in why else "week_average", e.account, e.payment_id, why))
     return found
