@@ -52,7 +52,6 @@ from domain.state import (
     QUIET_CASE,
     RECENT_PAYMENT_IDS_KEPT,
     BillState,
-    DayRead,
     FieldWorkOrder,
     Meter,
     MeterCase,
@@ -386,8 +385,7 @@ def _billing_mode(m: Meter, e: BillingModeSet) -> Meter:
 
 
 def _debited(m: Meter, e: ConsumptionDebited) -> Meter:
-    p = with_read(_prepaid(m), DayRead(day=e.read_date, read_id=e.read_id, energy_wh=e.energy_wh,
-                                       estimated=e.estimated))
+    p = with_read(_prepaid(m), e.read_date, e.read_id, e.energy_wh, e.estimated)
     dues = m.dues_paise + e.debit_paise
     if -dues != e.balance_after_paise:
         raise MeterInvariantError(

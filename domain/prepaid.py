@@ -21,7 +21,7 @@ give (tests/unit/test_prepaid_days.py); every other read takes the general path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, timedelta
 
 from domain import prepaid_days
@@ -226,16 +226,31 @@ def with_days(p: PrepaidState, days: tuple[DayRead, ...]) -> PrepaidState:
     return replace(p, legacy_days=(), reads=packed_days(days))
 
 
-def with_read(p: PrepaidState, read: DayRead) -> PrepaidState:
-    """``p`` with ``read`` kept (replacing the day's row if it has one), closed months dropped."""
+def with_read(p: PrepaidState, day: str, read_id: str, energy_wh: int, estimated: bool) -> PrepaidState:
+    """``p`` keeping that day's read (replacing the day's row if it has one), closed months dropped."""
     if not p.legacy_days:
-        reads = prepaid_days.appended(p.reads, (read.day, read.read_id, read.energy_wh, read.estimated))
-        if reads is not None:  # the usual read: after the newest day, no month closes
-            return replace(p, reads=reads)
-    days = [d for d in p.days if d.day != read.day]
-    days.append(read)
+        reads = prepaid_days.appended(p.reads, (day, read_id, energy_wh, estimated))
+        if reads is not None:  # the usual read: after the newest day
+            return _with_reads(p, reads)
+    days = [d for d in p.days if d.day != day]
+    days.append(DayRead(day=day, read_id=read_id, energy_wh=energy_wh, estimated=estimated))
     days.sort(key=lambda d: d.day)
     return with_days(p, kept_days(tuple(days)))
+
+
+_OTHER_FIELDS = tuple(f.name for f in fields(PrepaidState) if f.name != "reads")
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _with_reads(p: PrepaidState, reads: bytes) -> PrepaidState:
+    """``replace(p, reads=reads)`` at a third of the cost (every field copied; no invariant is on
+    ``reads``): a read's hot path."""
+    new = _new(PrepaidState)
+    for name in _OTHER_FIELDS:
+        _set(new, name, getattr(p, name))
+    _set(new, "reads", reads)
+    return new
 
 
 def _packed(p: PrepaidState) -> prepaid_days.Packed | None:
@@ -257,11 +272,13 @@ def oldest_open_month_of(p: PrepaidState) -> str | None:
     return None if newest is None else _previous_month(newest[:7])
 
 
-def next_day_debit(p: PrepaidState, read_id: str, day: str, energy_wh: int, policy: Policy) -> Debit | None:
-    """`apply_read`'s one debit for the usual read, priced on the packed days: a real read of the day after
-    the newest day kept, that one a real read too (so no gap to estimate, nothing to true up), under the
-    meter's usual read id for the day (``prefix + day``: so not seen before). None for any other read:
-    then `apply_read`."""
+def next_day_debit(
+    p: PrepaidState, read_id: str, day: str, energy_wh: int, policy: Policy
+) -> tuple[Debit, int] | None:
+    """`apply_read`'s one debit for the usual read, priced on the packed days, and `daily_charge_paise`
+    of the days with it: a real read of the day after the newest day kept, that one a real read too (so
+    no gap to estimate, nothing to true up), under the meter's usual read id for the day (``prefix +
+    day``: so not seen before). None for any other read: then `apply_read`."""
     v = _packed(p)
     if v is None:
         return None
@@ -272,8 +289,9 @@ def next_day_debit(p: PrepaidState, read_id: str, day: str, energy_wh: int, poli
     before = month_parts(wh, n, policy)
     after = month_parts(wh + energy_wh, n + 1, policy)
     energy, fixed, duty = after[0] - before[0], after[1] - before[1], after[2] - before[2]
-    return Debit(read_id=read_id, day=day, energy_wh=energy_wh, debit_paise=energy + fixed + duty,
-                 estimated=False, energy_paise=energy, fixed_paise=fixed, duty_paise=duty)
+    debit = Debit(read_id=read_id, day=day, energy_wh=energy_wh, debit_paise=energy + fixed + duty,
+                  estimated=False, energy_paise=energy, fixed_paise=fixed, duty_paise=duty)
+    return debit, -(-sum(after) // (n + 1))  # the read's month is the newest now
 
 
 def daily_charge_of(p: PrepaidState, policy: Policy) -> int:

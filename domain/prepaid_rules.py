@@ -118,8 +118,8 @@ def report_consumption(d: Draft, c: ReportConsumption) -> str | None:
         _reject(d, m.account, c, c.read_id, f"read for {c.read_date[:7]}: months before {oldest} are closed")
         return None
     usual = next_day_debit(m.prepaid, c.read_id, c.read_date, c.energy_wh, d.policy)
-    debits = (usual,) if usual is not None else apply_read(account_of(m), c.read_id, c.read_date,
-                                                            c.energy_wh, d.policy)[1]
+    debits = (usual[0],) if usual is not None else apply_read(account_of(m), c.read_id, c.read_date,
+                                                               c.energy_wh, d.policy)[1]
     if not debits:
         return None  # that read id, or a real read of that day, was debited before
     balance = -m.dues_paise
@@ -131,14 +131,14 @@ def report_consumption(d: Draft, c: ReportConsumption) -> str | None:
             debit_paise=x.debit_paise, balance_after_paise=balance, estimated=x.estimated,
             replaces=x.replaces, source=c.source,
         ))
-    _low_balance_notices(d)
+    _low_balance_notices(d, None if usual is None else usual[1])
     return c.read_id
 
 
-def _low_balance_notices(d: Draft) -> None:
+def _low_balance_notices(d: Draft, daily: int | None = None) -> None:
     """"used_75pc": that share (policy) of the balance after the last top-up is used; "days_left_N":
-    the balance lasts N days or fewer at this month's daily charge. Each once per top-up; a balance
-    at or below zero is the standing rule's ("zero", then the cut)."""
+    the balance lasts N days or fewer at this month's daily charge (``daily``, if the caller has it).
+    Each once per top-up; a balance at or below zero is the standing rule's ("zero", then the cut)."""
     m, policy = d.m, d.policy
     p = m.prepaid
     balance = -m.dues_paise
@@ -150,7 +150,8 @@ def _low_balance_notices(d: Draft) -> None:
             and (p.funded_paise - balance) * 10_000 >= p.funded_paise * bp):
         _notice(d, used, balance, None)
     n = policy.prepaid_low_balance_days_left
-    daily = daily_charge_of(p, policy)
+    if daily is None:
+        daily = daily_charge_of(p, policy)
     left = f"days_left_{n}"
     if n > 0 and daily > 0 and balance // daily <= n and left not in d.m.prepaid.notified:  # type: ignore[union-attr]
         _notice(d, left, balance, balance // daily)

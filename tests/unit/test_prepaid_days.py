@@ -96,7 +96,9 @@ def test_the_header_says_what_the_rows_say(rs: list[prepaid_days.Row], month: st
 
 def _state(rs: list[prepaid_days.Row]) -> PrepaidState:
     days = kept_days(tuple(DayRead(day=d, read_id=r, energy_wh=w, estimated=e) for d, r, w, e in rs))
-    return with_days(PrepaidState(funded_paise=50_000), days)
+    other = PrepaidState(funded_paise=50_000, emergency_outstanding_paise=7, emergency_period="2025-01",
+                         notified=("used_75pc",), mode_request_id="BM1")  # kept as they are by a read
+    return with_days(other, days)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -107,12 +109,15 @@ def test_the_usual_read_debits_and_keeps_what_the_general_path_does(data: st.Dat
     m = Sim().register(at(2025, 1, 1, 10)).prepaid(at(2025, 1, 1, 10), 50_000).m
     m = replace(m, prepaid=p)
     usual = next_day_debit(p, rid, day, wh, POLICY)
-    if usual is not None:
-        assert (usual,) == apply_read(account_of(m), rid, day, wh, POLICY)[1]
-    read = DayRead(day=day, read_id=rid, energy_wh=wh)
     kept = _kept([(d.day, d.read_id, d.energy_wh, d.estimated) for d in p.days],
                  (day, rid, wh, False))
-    assert with_read(p, read).reads == prepaid_days.pack(kept)
+    after = with_read(p, day, rid, wh, False)
+    assert after.reads == prepaid_days.pack(kept)
+    assert replace(after, reads=p.reads) == p  # nothing else changed
+    if usual is not None:
+        debit, daily = usual
+        assert (debit,) == apply_read(account_of(m), rid, day, wh, POLICY)[1]
+        assert daily == daily_charge_paise(after.days, POLICY)
     assert newest_day(p) == (p.days[-1].day if p.days else None)
     assert oldest_open_month_of(p) == oldest_open_month(p.days)
     assert daily_charge_of(p, POLICY) == daily_charge_paise(p.days, POLICY)
