@@ -42,7 +42,6 @@ __all__ = [
     "kept_days",
     "month_charge_paise",
     "month_parts_paise",
-    "newest_day",
     "next_day_debit",
     "oldest_open_month",
     "oldest_open_month_of",
@@ -257,19 +256,12 @@ def _packed(p: PrepaidState) -> prepaid_days.Packed | None:
     return None if p.legacy_days or not p.reads else prepaid_days.parsed(p.reads)
 
 
-def newest_day(p: PrepaidState) -> str | None:
-    """The newest day ``p`` keeps (None if none)."""
-    v = _packed(p)
-    if v is not None:
-        return v.day(v.newest())
-    days = p.days
-    return days[-1].day if days else None
-
-
 def oldest_open_month_of(p: PrepaidState) -> str | None:
     """`oldest_open_month` of ``p``'s days, without unpacking them."""
-    newest = newest_day(p)
-    return None if newest is None else _previous_month(newest[:7])
+    v = _packed(p)
+    if v is not None:
+        return prepaid_days.month_name(v.newest_month() - 1)
+    return oldest_open_month(p.days)
 
 
 def next_day_debit(

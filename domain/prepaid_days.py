@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from functools import lru_cache
 
-__all__ = ["Packed", "Row", "appended", "pack", "parsed", "unpack"]
+__all__ = ["Packed", "Row", "appended", "month_name", "pack", "parsed", "unpack"]
 
 #: (ISO day, read id, Wh, estimated), sorted by day, one per day.
 Row = tuple[str, str, int, bool]
@@ -53,6 +53,9 @@ def _varint(out: bytearray, n: int) -> None:
 
 
 def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    n = data[at]
+    if n < 0x80:  # most are one byte (the lengths, the masks of a meter with no estimate)
+        return n, at + 1
     n = shift = 0
     while True:
         b = data[at]
@@ -204,6 +207,14 @@ class Packed:
         """The bit of the newest day."""
         return self.read.bit_length() - 1
 
+    def newest_month(self) -> int:
+        """The month index (year * 12 + month - 1) of the newest day."""
+        k = self.newest()
+        if k < len(self.names):
+            return self.month if k < self.length0 else self.month + 1
+        d = date.fromisoformat(self.day(k))
+        return d.year * 12 + d.month - 1
+
     def day(self, k: int) -> str:
         """The ISO day of bit ``k``."""
         if k < len(self.names):
@@ -249,6 +260,12 @@ class Packed:
 
 
 _SIZE = {"H": array("H").itemsize, "I": array("I").itemsize}
+
+
+@lru_cache(maxsize=64)
+def month_name(month: int) -> str:
+    """"YYYY-MM" of a month index (year * 12 + month - 1)."""
+    return f"{month // 12:04d}-{month % 12 + 1:02d}"
 
 
 @lru_cache(maxsize=32)

@@ -18,7 +18,6 @@ from domain.prepaid import (
     daily_charge_of,
     daily_charge_paise,
     kept_days,
-    newest_day,
     next_day_debit,
     oldest_open_month,
     oldest_open_month_of,
@@ -87,6 +86,7 @@ MONTHS = ("2024-12", "2025-01", "2025-02", "2025-03", "2025-04", "2025-05")
 def test_the_header_says_what_the_rows_say(rs: list[prepaid_days.Row], month: str) -> None:
     v = prepaid_days.parsed(prepaid_days.pack(rs))
     assert v.day(v.newest()) == rs[-1][0]
+    assert prepaid_days.month_name(v.newest_month()) == rs[-1][0][:7]
     mine = [r for r in rs if r[0].startswith(month)]
     assert v.month_totals(month) == (sum(r[2] for r in mine), len(mine))
     odd = [r[1] for r in prepaid_days.unpack(v.data) if r[1] != ("est:" if r[3] else v.prefix) + r[0]]
@@ -118,7 +118,6 @@ def test_the_usual_read_debits_and_keeps_what_the_general_path_does(data: st.Dat
         debit, daily = usual
         assert (debit,) == apply_read(account_of(m), rid, day, wh, POLICY)[1]
         assert daily == daily_charge_paise(after.days, POLICY)
-    assert newest_day(p) == (p.days[-1].day if p.days else None)
     assert oldest_open_month_of(p) == oldest_open_month(p.days)
     assert daily_charge_of(p, POLICY) == daily_charge_paise(p.days, POLICY)
 
