@@ -15,8 +15,9 @@ the last real reads, floored to the Wh), marked ``estimated``; the real read, wh
 
 The usual read (issue 16: CPU per read) — a real read of the day after the newest day read — is priced
 and kept on the packed days themselves (`next_day_debit`, `with_read`, domain/prepaid_days.py `Packed`):
-no rows are unpacked, nothing is sorted or repacked. It gives what `apply_read` and the general fold
-give (tests/unit/test_prepaid_days.py); every other read takes the general path.
+no rows are unpacked, nothing is sorted or repacked; a redelivered read is known as one the same way
+(`already_read`). They give what `apply_read` and the general fold give (tests/unit/test_prepaid_days.py);
+every other read (late, after a gap, a true-up) takes the general path.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "Debit",
     "PrepaidAccount",
     "account_of",
+    "already_read",
     "apply_read",
     "balance_band",
     "daily_charge_of",
@@ -284,6 +286,18 @@ def next_day_debit(
     debit = Debit(read_id=read_id, day=day, energy_wh=energy_wh, debit_paise=energy + fixed + duty,
                   estimated=False, energy_paise=energy, fixed_paise=fixed, duty_paise=duty)
     return debit, -(-sum(after) // (n + 1))  # the read's month is the newest now
+
+
+def already_read(p: PrepaidState, read_id: str, day: str) -> bool:
+    """Would `apply_read` change nothing, ``read_id`` being seen or ``day`` read already (a redelivered
+    read), as far as the packed days tell? False: not known, `apply_read` decides."""
+    v = _packed(p)
+    if v is None:
+        return False
+    k = v.bit(day)
+    if k is None:
+        return False
+    return bool(v.read >> k & 1 and not v.est >> k & 1) or v.has_id(read_id)
 
 
 def daily_charge_of(p: PrepaidState, policy: Policy) -> int:

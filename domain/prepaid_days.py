@@ -21,8 +21,9 @@ of any shape still work, they just cost their length.
 
 A read's usual work needs no rows (issue 16: CPU per read): `parsed` reads the header once, and the
 `Packed` it gives says the newest day, a month's Wh and day count (`month_totals`), and whether a read id
-is among the odd ones; `appended` adds a row after the newest day in place — the bytes `pack` would give
-for the rows with it, so a state is the same whichever way it was built (tests/unit/test_prepaid_days.py).
+is a row's; `appended` adds a row after the newest day in place (dropping a closed month when the row
+is a month's first) — the bytes `pack` would give for the rows kept, so a state is the same whichever
+way it was built (tests/unit/test_prepaid_days.py).
 """
 
 from __future__ import annotations
@@ -246,6 +247,19 @@ class Packed:
         a.byteswap()  # pragma: no cover
         return sum(a), n  # pragma: no cover
 
+    def has_id(self, read_id: str) -> bool:
+        """Is ``read_id`` a row's, as far as the two months from the first row's go (a row past them is
+        not looked for)?"""
+        if self.has_odd_id(read_id):
+            return True
+        day, head = read_id[-10:], read_id[:-10]
+        if head != self.prefix and head != _EST:
+            return False
+        k = self.bit(day)
+        if k is None or not self.read >> k & 1 or self.odd >> k & 1:
+            return False
+        return head == (_EST if self.est >> k & 1 else self.prefix)
+
     def has_odd_id(self, read_id: str) -> bool:
         """Is ``read_id`` one of the ids stored in full?"""
         if not self.odd:
@@ -288,8 +302,8 @@ def _month_bits(first: int, month: int) -> tuple[int, int]:
     return lo, lo + monthrange(start.year, start.month)[1]
 
 
-#: bytes -> their parsed header, for the last few meters (a read parses its meter's days once for the
-#: decision and once for the event's fold, and the new state's once more for the notices)
+#: bytes -> their parsed header, for the last few meters (the decision on a read parses its meter's days,
+#: the fold of its event finds them here)
 _PARSED: dict[bytes, Packed] = {}
 _PARSED_MAX = 64
 

@@ -37,7 +37,9 @@ from domain.events import (
 )
 from domain.policy import Policy
 from domain.prepaid import (
+    Debit,
     account_of,
+    already_read,
     apply_read,
     daily_charge_of,
     grant_emergency,
@@ -118,8 +120,12 @@ def report_consumption(d: Draft, c: ReportConsumption) -> str | None:
         _reject(d, m.account, c, c.read_id, f"read for {c.read_date[:7]}: months before {oldest} are closed")
         return None
     usual = next_day_debit(m.prepaid, c.read_id, c.read_date, c.energy_wh, d.policy)
-    debits = (usual[0],) if usual is not None else apply_read(account_of(m), c.read_id, c.read_date,
-                                                               c.energy_wh, d.policy)[1]
+    if usual is not None:
+        debits: tuple[Debit, ...] = (usual[0],)
+    elif already_read(m.prepaid, c.read_id, c.read_date):
+        return None  # a redelivered read
+    else:
+        debits = apply_read(account_of(m), c.read_id, c.read_date, c.energy_wh, d.policy)[1]
     if not debits:
         return None  # that read id, or a real read of that day, was debited before
     balance = -m.dues_paise

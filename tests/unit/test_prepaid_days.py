@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from domain import prepaid_days
 from domain.prepaid import (
     account_of,
+    already_read,
     apply_read,
     daily_charge_of,
     daily_charge_paise,
@@ -118,6 +119,12 @@ def test_the_usual_read_debits_and_keeps_what_the_general_path_does(data: st.Dat
         debit, daily = usual
         assert (debit,) == apply_read(account_of(m), rid, day, wh, POLICY)[1]
         assert daily == daily_charge_paise(after.days, POLICY)
+    nothing = apply_read(account_of(m), rid, day, wh, POLICY)[1] == ()
+    in_window = bool(p.reads) and prepaid_days.parsed(p.reads).bit(day) is not None
+    assert already_read(p, rid, day) == (nothing and in_window)  # exact for a day it can look up
+    for d in p.days:  # each row's read again, and its id on that day: nothing to debit, known as such
+        assert already_read(p, d.read_id, d.day)
+        assert already_read(p, d.read_id, day) == in_window
     assert oldest_open_month_of(p) == oldest_open_month(p.days)
     assert daily_charge_of(p, POLICY) == daily_charge_paise(p.days, POLICY)
 
