@@ -17,7 +17,9 @@ then:
   (in chunks of 10 000, compacted after each, so the transient copies stay small), over N. It includes
   allocator slack; the table figure does not.
 
-``--cpu``: also the µs to debit one read on a month-end meter (unpack, `handle`, pack), median of 5.
+``--cpu``: also the µs to debit one read (unpack, `handle`, pack), median of 5: on a month-end meter
+the read of the next month's first day (``read: month_end``), and on a meter holding March and 1-29
+April the read of 30 April (``read: usual``; see `read_cpu`).
 
 The same script runs on an older tree (``with_days`` is looked for; absent, ``dataclasses.replace``):
 copy it into ``git archive <commit>`` output to measure before/after in one session.
@@ -175,26 +177,44 @@ def build(kind: str, meters: int) -> dict[str, Any]:
             "rss_bytes_per_meter": round((after - before) / meters, 1)}
 
 
-def read_cpu(repeat: int = 2_000) -> float:
-    """µs to debit one read on a month-end meter as a shard does it: unpack the packed record, `handle`
-    a ReportConsumption (1 May), pack the new state. The days' memo is emptied before each read (a
-    shard's next read is for another meter)."""
+def _memos() -> list[Callable[[], None]]:
+    """How to empty the days' memos this tree has (domain.state's unpacked days, prepaid_days' parsed
+    headers)."""
+    import domain.prepaid_days
+    import domain.state
+
+    found = (getattr(domain.state, "_DAYS_SEEN", None), getattr(domain.prepaid_days, "_PARSED", None))
+    return [memo.clear for memo in found if memo is not None]
+
+
+def read_cpu(repeat: int = 2_000, kind: str = "month_end") -> float:
+    """µs to debit one read as a shard does it: unpack the packed record, `handle` a ReportConsumption,
+    pack the new state. ``month_end``: the meter holds all of March and 30 April, the read is for 1 May
+    (a month closes: March's days are dropped; once a month per meter). ``usual``: the meter holds March
+    and 1-29 April, the read is for 30 April (the next day, the most days a meter holds before it: a
+    day's usual read at its dearest). The days' memos are emptied before each read (a shard's next read
+    is for another meter)."""
     import time
 
-    import domain.state
     from domain.meter import handle
 
-    clear = getattr(getattr(domain.state, "_DAYS_SEEN", None), "clear", lambda: None)
+    clears = _memos()
     policy = load_policy()
     m = prototype("month_end")
+    day = dt.date(2025, 5, 1)
+    if kind == "usual":
+        assert m.prepaid is not None
+        m = dataclasses.replace(m, prepaid=_with_days(m.prepaid, m.prepaid.days[:-1]))
+        day = dt.date(2025, 4, 30)
     packed = METER_FLAT.pack(m)
-    cmd = ReportConsumption(account=m.account, read_id=f"{serial(0)}:2025-05-01", read_date="2025-05-01",
-                            energy_wh=4_321)
-    now = _noon(dt.date(2025, 5, 2))
+    cmd = ReportConsumption(account=m.account, read_id=f"{serial(0)}:{day.isoformat()}",
+                            read_date=day.isoformat(), energy_wh=4_321)
+    now = _noon(day + dt.timedelta(days=1))
     unpack, pack = METER_FLAT.unpack, METER_FLAT.pack
     t = time.perf_counter()
     for _ in range(repeat):
-        clear()
+        for clear in clears:
+            clear()
         new, events, _ = handle(unpack(m.account, packed), cmd, now, policy)
         pack(new)
     assert events
@@ -222,8 +242,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             results[kind].append(r)
             emit(stage="run", run=run, **r)
     if args.cpu:
-        cpu = [read_cpu() for _ in range(5)]
-        emit(stage="read_cpu", us_per_read=round(statistics.median(cpu), 1), runs=[round(c, 1) for c in cpu])
+        cpu: dict[str, list[float]] = {"month_end": [], "usual": []}
+        for _ in range(5):  # alternated
+            for kind, runs in cpu.items():
+                runs.append(read_cpu(kind=kind))
+        for kind, runs in cpu.items():
+            emit(stage="read_cpu", read=kind, us_per_read=round(statistics.median(runs), 1),
+                 runs=[round(c, 1) for c in runs])
     for kind, rs in results.items():
         if not rs:
             continue

@@ -48,13 +48,12 @@ from domain.events import (
     WorkOrderClosed,
     WorkOrderOpened,
 )
-from domain.prepaid import kept_days, with_days
+from domain.prepaid import with_read
 from domain.state import (
     PROTECTED_CASE,
     QUIET_CASE,
     RECENT_PAYMENT_IDS_KEPT,
     BillState,
-    DayRead,
     FieldWorkOrder,
     Meter,
     MeterCase,
@@ -389,16 +388,12 @@ def _billing_mode(m: Meter, e: BillingModeSet) -> Meter:
 
 
 def _debited(m: Meter, e: ConsumptionDebited) -> Meter:
-    p = _prepaid(m)
-    read = DayRead(day=e.read_date, read_id=e.read_id, energy_wh=e.energy_wh, estimated=e.estimated)
-    days = [d for d in p.days if d.day != e.read_date]
-    days.append(read)
-    days.sort(key=lambda d: d.day)
+    p = with_read(_prepaid(m), e.read_date, e.read_id, e.energy_wh, e.estimated)
     dues = m.dues_paise + e.debit_paise
     if -dues != e.balance_after_paise:
         raise MeterInvariantError(
             f"{m.account}: debit {e.read_id} leaves {-dues}, not {e.balance_after_paise}")
-    return _with(m, dues_paise=dues, prepaid=with_days(p, kept_days(tuple(days))))
+    return _with(m, dues_paise=dues, prepaid=p)
 
 
 def _low_balance(m: Meter, e: LowBalanceNotified) -> Meter:

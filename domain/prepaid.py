@@ -12,33 +12,45 @@ and a real read for a day that had an estimate debits the difference (the true-u
 
 Gaps: a read for a day after missing days first charges each missing day an estimate (the mean of
 the last real reads, floored to the Wh), marked ``estimated``; the real read, when it comes, replaces it.
+
+The usual read (issue 16: CPU per read) — a real read of the day after the newest day read — is priced
+and kept on the packed days themselves (`next_day_debit`, `with_read`, domain/prepaid_days.py `Packed`):
+no rows are unpacked, nothing is sorted or repacked; a redelivered read is known as one the same way
+(`already_read`). They give what `apply_read` and the general fold give (tests/unit/test_prepaid_days.py);
+every other read (late, after a gap, a true-up) takes the general path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, timedelta
 
+from domain import prepaid_days
 from domain.policy import Policy
 from domain.state import DayRead, Meter, PrepaidState, packed_days
-from domain.tariff import month_duty_paise, month_energy_paise
+from domain.tariff import month_parts
 
 __all__ = [
     "DayRead",
     "Debit",
     "PrepaidAccount",
     "account_of",
+    "already_read",
     "apply_read",
     "balance_band",
+    "daily_charge_of",
     "daily_charge_paise",
     "grant_emergency",
     "kept_days",
     "month_charge_paise",
     "month_parts_paise",
+    "next_day_debit",
     "oldest_open_month",
+    "oldest_open_month_of",
     "open_account",
     "recharge",
     "with_days",
+    "with_read",
 ]
 
 #: Real reads the estimate averages over; and how many past days a gap is filled for at most.
@@ -83,8 +95,7 @@ def month_parts_paise(
         if d.day.startswith(month):
             wh += d.energy_wh
             n += 1
-    return (month_energy_paise(wh, policy), n * policy.prepaid_fixed_charge_paise_per_day,
-            month_duty_paise(wh, policy))
+    return month_parts(wh, n, policy)
 
 
 def month_charge_paise(days: tuple[DayRead, ...] | list[DayRead], month: str, policy: Policy) -> int:
@@ -214,6 +225,88 @@ def kept_days(days: tuple[DayRead, ...]) -> tuple[DayRead, ...]:
 def with_days(p: PrepaidState, days: tuple[DayRead, ...]) -> PrepaidState:
     """``p`` keeping ``days`` (sorted, one per day), packed (domain/prepaid_days.py)."""
     return replace(p, legacy_days=(), reads=packed_days(days))
+
+
+def with_read(p: PrepaidState, day: str, read_id: str, energy_wh: int, estimated: bool) -> PrepaidState:
+    """``p`` keeping that day's read (replacing the day's row if it has one), closed months dropped."""
+    if not p.legacy_days:
+        reads = prepaid_days.appended(p.reads, (day, read_id, energy_wh, estimated))
+        if reads is not None:  # the usual read: after the newest day
+            return _with_reads(p, reads)
+    days = [d for d in p.days if d.day != day]
+    days.append(DayRead(day=day, read_id=read_id, energy_wh=energy_wh, estimated=estimated))
+    days.sort(key=lambda d: d.day)
+    return with_days(p, kept_days(tuple(days)))
+
+
+_OTHER_FIELDS = tuple(f.name for f in fields(PrepaidState) if f.name != "reads")
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _with_reads(p: PrepaidState, reads: bytes) -> PrepaidState:
+    """``replace(p, reads=reads)`` at a third of the cost (every field copied; no invariant is on
+    ``reads``): a read's hot path."""
+    new = _new(PrepaidState)
+    for name in _OTHER_FIELDS:
+        _set(new, name, getattr(p, name))
+    _set(new, "reads", reads)
+    return new
+
+
+def _packed(p: PrepaidState) -> prepaid_days.Packed | None:
+    return None if p.legacy_days or not p.reads else prepaid_days.parsed(p.reads)
+
+
+def oldest_open_month_of(p: PrepaidState) -> str | None:
+    """`oldest_open_month` of ``p``'s days, without unpacking them."""
+    v = _packed(p)
+    if v is not None:
+        return prepaid_days.month_name(v.newest_month() - 1)
+    return oldest_open_month(p.days)
+
+
+def next_day_debit(
+    p: PrepaidState, read_id: str, day: str, energy_wh: int, policy: Policy
+) -> tuple[Debit, int] | None:
+    """`apply_read`'s one debit for the usual read, priced on the packed days, and `daily_charge_paise`
+    of the days with it: a real read of the day after the newest day kept, that one a real read too (so
+    no gap to estimate, nothing to true up), under the meter's usual read id for the day (``prefix +
+    day``: so not seen before). None for any other read: then `apply_read`."""
+    v = _packed(p)
+    if v is None:
+        return None
+    k = v.newest()
+    if v.est >> k & 1 or read_id != v.prefix + day or v.day(k + 1) != day or v.has_odd_id(read_id):
+        return None
+    wh, n = v.month_totals(day[:7])
+    before = month_parts(wh, n, policy)
+    after = month_parts(wh + energy_wh, n + 1, policy)
+    energy, fixed, duty = after[0] - before[0], after[1] - before[1], after[2] - before[2]
+    debit = Debit(read_id=read_id, day=day, energy_wh=energy_wh, debit_paise=energy + fixed + duty,
+                  estimated=False, energy_paise=energy, fixed_paise=fixed, duty_paise=duty)
+    return debit, -(-sum(after) // (n + 1))  # the read's month is the newest now
+
+
+def already_read(p: PrepaidState, read_id: str, day: str) -> bool:
+    """Would `apply_read` change nothing, ``read_id`` being seen or ``day`` read already (a redelivered
+    read), as far as the packed days tell? False: not known, `apply_read` decides."""
+    v = _packed(p)
+    if v is None:
+        return False
+    k = v.bit(day)
+    if k is None:
+        return False
+    return bool(v.read >> k & 1 and not v.est >> k & 1) or v.has_id(read_id)
+
+
+def daily_charge_of(p: PrepaidState, policy: Policy) -> int:
+    """`daily_charge_paise` of ``p``'s days, without unpacking them."""
+    v = _packed(p)
+    if v is None:
+        return daily_charge_paise(p.days, policy)
+    wh, n = v.month_totals(v.day(v.newest())[:7])
+    return -(-sum(month_parts(wh, n, policy)) // n)
 
 
 def daily_charge_paise(days: tuple[DayRead, ...], policy: Policy) -> int:

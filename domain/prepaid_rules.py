@@ -36,7 +36,16 @@ from domain.events import (
     RelayTargetSet,
 )
 from domain.policy import Policy
-from domain.prepaid import account_of, apply_read, daily_charge_paise, grant_emergency, oldest_open_month
+from domain.prepaid import (
+    Debit,
+    account_of,
+    already_read,
+    apply_read,
+    daily_charge_of,
+    grant_emergency,
+    next_day_debit,
+    oldest_open_month_of,
+)
 from domain.state import Meter
 from domain.tariff import recharge_warning
 from domain.windows import local_date
@@ -109,11 +118,17 @@ def report_consumption(d: Draft, c: ReportConsumption) -> str | None:
     if c.read_date > today:
         _reject(d, m.account, c, c.read_id, f"read_date {c.read_date} is after today ({today})")
         return None
-    oldest = oldest_open_month(m.prepaid.days)
+    oldest = oldest_open_month_of(m.prepaid)
     if oldest is not None and c.read_date[:7] < oldest:
         _reject(d, m.account, c, c.read_id, f"read for {c.read_date[:7]}: months before {oldest} are closed")
         return None
-    _, debits = apply_read(account_of(m), c.read_id, c.read_date, c.energy_wh, d.policy)
+    usual = next_day_debit(m.prepaid, c.read_id, c.read_date, c.energy_wh, d.policy)
+    if usual is not None:
+        debits: tuple[Debit, ...] = (usual[0],)
+    elif already_read(m.prepaid, c.read_id, c.read_date):
+        return None  # a redelivered read
+    else:
+        debits = apply_read(account_of(m), c.read_id, c.read_date, c.energy_wh, d.policy)[1]
     if not debits:
         return None  # that read id, or a real read of that day, was debited before
     balance = -m.dues_paise
@@ -125,14 +140,14 @@ def report_consumption(d: Draft, c: ReportConsumption) -> str | None:
             debit_paise=x.debit_paise, balance_after_paise=balance, estimated=x.estimated,
             replaces=x.replaces, source=c.source,
         ))
-    _low_balance_notices(d)
+    _low_balance_notices(d, None if usual is None else usual[1])
     return c.read_id
 
 
-def _low_balance_notices(d: Draft) -> None:
+def _low_balance_notices(d: Draft, daily: int | None = None) -> None:
     """"used_75pc": that share (policy) of the balance after the last top-up is used; "days_left_N":
-    the balance lasts N days or fewer at this month's daily charge. Each once per top-up; a balance
-    at or below zero is the standing rule's ("zero", then the cut)."""
+    the balance lasts N days or fewer at this month's daily charge (``daily``, if the caller has it).
+    Each once per top-up; a balance at or below zero is the standing rule's ("zero", then the cut)."""
     m, policy = d.m, d.policy
     p = m.prepaid
     balance = -m.dues_paise
@@ -144,7 +159,8 @@ def _low_balance_notices(d: Draft) -> None:
             and (p.funded_paise - balance) * 10_000 >= p.funded_paise * bp):
         _notice(d, used, balance, None)
     n = policy.prepaid_low_balance_days_left
-    daily = daily_charge_paise(p.days, policy)
+    if daily is None:
+        daily = daily_charge_of(p, policy)
     left = f"days_left_{n}"
     if n > 0 and daily > 0 and balance // daily <= n and left not in d.m.prepaid.notified:  # type: ignore[union-attr]
         _notice(d, left, balance, balance // daily)
@@ -261,7 +277,7 @@ def recharges_off_rule(
         m = states.get(e.account)
         if m is None or m.prepaid is None:
             continue
-        why = recharge_warning(e.amount_paise, 7 * daily_charge_paise(m.prepaid.days, policy), policy)
+        why = recharge_warning(e.amount_paise, 7 * daily_charge_of(m.prepaid, policy), policy)
         if why is not None:
             found.append(("multiple" if "multiple" in why else "week_average", e.account, e.payment_id, why))
     return found

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from domain.policy import Policy
 
-__all__ = ["DayCharge", "day_charge", "month_duty_paise", "month_energy_paise", "recharge_warning"]
+__all__ = ["DayCharge", "day_charge", "month_duty_paise", "month_energy_paise", "month_parts",
+           "recharge_warning"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,12 @@ def month_energy_paise(month_wh: int, policy: Policy) -> int:
 
 def month_duty_paise(month_wh: int, policy: Policy) -> int:
     return month_energy_paise(month_wh, policy) * policy.prepaid_duty_bp // 10_000
+
+
+def month_parts(month_wh: int, days: int, policy: Policy) -> tuple[int, int, int]:
+    """(energy, fixed, duty) of a month in which ``days`` days used ``month_wh`` (the energy priced once)."""
+    energy = month_energy_paise(month_wh, policy)
+    return energy, days * policy.prepaid_fixed_charge_paise_per_day, energy * policy.prepaid_duty_bp // 10_000
 
 
 def day_charge(month_wh_before: int, wh: int, policy: Policy, *, days: int = 1) -> DayCharge:
