@@ -128,12 +128,15 @@ class SerialIndex:
         i = bisect_left(keys, sh << 32)
         n = len(keys)
         out: list[str] = []
+        first = i
         while i < n:
             k = keys[i]
             if k >> 32 != sh:
                 break
             out += resolve(k & _LOW)
             i += 1
+        if i - first > 1:  # (two accounts of one CRC-32 in a shard resolve to both, per word)
+            out = list(dict.fromkeys(out))
         fresh = self._fresh.get(serial)
         if fresh:
             out += [a for a in fresh if a not in out] if out else fresh
