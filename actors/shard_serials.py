@@ -9,6 +9,7 @@ one slice at most, never for a whole scan. Questions are answered in the order t
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from protocols.wire import Carrier
 
 __all__ = ["SERIAL_SLICE_S", "SerialAnswers", "ShardSerialsSlice"]
 
+log = logging.getLogger("jodo.shard")
 #: seconds of index building or answering per handler run (the shard's mailbox waits that long at most)
 SERIAL_SLICE_S = 0.02
 
@@ -78,7 +80,12 @@ class SerialAnswers:
                 host.build_serial_index(left)
                 continue
             q = questions[0]
-            found, q.start = host.serials_from(q.head_end, q.serials, q.start, left)
+            try:
+                found, q.start = host.serials_from(q.head_end, q.serials, q.start, left)
+            except Exception:  # a bug, or a record that does not unpack: this question goes
+                log.exception("serial question failed", extra={"request_id": q.request_id})
+                questions.popleft()  # unanswered: the gateway's round times out (`unrouted`)
+                continue
             q.found += found
             if q.start >= len(q.serials):
                 questions.popleft()

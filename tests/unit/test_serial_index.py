@@ -187,3 +187,32 @@ def test_shard_answers_questions_in_order_in_slices() -> None:
     for (_, reply), head_end in zip(replies, HEADS, strict=True):
         assert reply.group == 7 and reply.serving
         assert sorted(reply.found) == scan(host, head_end, asked)
+
+
+def test_a_question_that_fails_is_dropped_and_the_next_answered() -> None:
+    from actors.shard_serials import SerialAnswers
+    from protocols.runtime import MeterSerialsQuery
+
+    host = MeterHost(POLICY, 16, METER_PACKING)
+    apply(host, fleet(random.Random(4), 50, METER_PACKING))
+    answers = SerialAnswers()
+    bad = MeterSerialsQuery(request_id="bad", head_end="hes-1", serials=("SER1000001",))
+    good = MeterSerialsQuery(request_id="good", head_end="hes-1", serials=("SER1000001",))
+    answers.ask(bad, "gateway")  # type: ignore[arg-type]
+    answers.ask(good, "gateway")  # type: ignore[arg-type]
+    while not host.build_serial_index(1.0):
+        pass
+    real = host.serials_from
+    calls = []
+
+    def once_broken(*args: object, **kw: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a record that does not unpack")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    host.serials_from = once_broken  # type: ignore[method-assign]
+    replies = []
+    while len(answers):
+        replies += answers.run(host, 1)
+    assert [r.request_id for _, r in replies] == ["good"]
