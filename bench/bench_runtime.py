@@ -192,8 +192,12 @@ def offer(client: NodeClient, lo: int, rate: float, seconds: float,
         sends += 1
         take(0.0)  # answers are read only while listening: keep the desk's replies moving
 
+    give_up = start + seconds + 120  # a desk that answers "saturated" for ever must not hang the bench
     while sent < total or again:
         now = time.perf_counter()
+        if now > give_up:
+            raise TimeoutError(f"offered load: {sent} of {total} sent, {len(again)} batches still refused "
+                               f"as saturated ({saturated} refusals) {now - start:.0f} s after the start")
         if again and again[0][0] <= now:
             send(again.popleft()[1])
             continue
