@@ -4,6 +4,7 @@ with a deadline, SIGTERM at the end with an exit status of 0 and no process of i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,15 +12,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from supervisors.processes import process_group_members
 from tests.system.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,36 @@ class Serving:
     def jodo(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "jodo.cli", *argv], capture_output=True, text=True,
                               timeout=timeout, env=self.env, cwd=self.workdir)
+
+    def inject(self, *argv: str) -> str:
+        """`jodo inject ...`, which must succeed; its output."""
+        done = self.jodo("inject", *argv)
+        assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    def show(self, account: str) -> dict[str, Any]:
+        """`jodo meter show ACCOUNT --json`."""
+        done = self.jodo("meter", "show", account, "--json")
+        assert done.returncode == 0, done
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    def metric(self, name: str) -> float:
+        """The sum of the node's /metrics samples whose line starts with ``name`` (labels included)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def until(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """Poll ``probe`` until ``ok`` holds for its value (returned); fail with ``what`` and the last
+    value at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if ok(got):
+            return got
+        assert time.monotonic() < deadline, f"{what}: {got!r}"
+        time.sleep(0.1)
 
 
 def lab_env(workdir: Path, head_ends: str | None = None, extra: str = "") -> tuple[dict[str, str], int]:

@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.system.conftest import free_port
-from tests.system.serving import ROOT, Serving, serving
+from tests.system.serving import ROOT, serving, until
 
 pytestmark = pytest.mark.system
 
@@ -31,33 +30,6 @@ SERIAL = "MPW00000001"
 def _sim_credits(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/credits", timeout=10) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
-
-
-def _until(what: str, probe: Any, ok: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if ok(got):
-            return got
-        assert time.monotonic() < deadline, f"{what}: {got}"
-        time.sleep(0.1)
-
-
-def _show(node: Serving) -> dict[str, Any]:
-    done = node.jodo("meter", "show", ACCOUNT, "--json")
-    assert done.returncode == 0, done
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-def _metric(node: Serving, name: str) -> float:
-    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
-def _inject(node: Serving, *argv: str) -> None:
-    done = node.jodo("inject", *argv)
-    assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
 
 
 def test_a_recharge_of_a_meter_keeping_its_own_credit_reaches_the_cim_head_end_as_a_credit_update(
@@ -71,7 +43,7 @@ def test_a_recharge_of_a_meter_keeping_its_own_credit_reaches_the_cim_head_end_a
                             "--port-file", str(port_file), "--meters", "10", "--cim-token-file", str(token)],
                            stdout=sim_log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     try:
-        port = _until("the CIM simulator's port",
+        port = until("the CIM simulator's port",
                       lambda: port_file.exists() and port_file.read_text().strip(), bool)
         policy = tmp_path / "policy.toml"
         policy.write_text('[prepaid]\nmeter_credit_head_ends = ["hes-cim"]\n')
@@ -88,33 +60,33 @@ cim_callback_timeout_s = 20.0
 """
         extra = f'[policy]\npath = "{policy}"\n'
         with serving(tmp_path, ["serve"], head_ends=head_ends, extra=extra) as node:
-            _inject(node, "message", "RegisterMeter", f"account={ACCOUNT}", f"serial={SERIAL}",
+            node.inject("message", "RegisterMeter", f"account={ACCOUNT}", f"serial={SERIAL}",
                     "head_end=hes-cim", "install_year=2022", "control_mode=4")
-            _inject(node, "message", "SetBillingMode", f"account={ACCOUNT}", "mode=prepaid",
+            node.inject("message", "SetBillingMode", f"account={ACCOUNT}", "mode=prepaid",
                     "opening_balance_paise=5000", "request_id=bm-1")
-            opened = _until("the opening balance at the head-end", lambda: _sim_credits(int(port)),
+            opened = until("the opening balance at the head-end", lambda: _sim_credits(int(port)),
                             lambda d: d["credits"].get(SERIAL) == 5_000)
             assert [(s, p) for _, s, p in opened["log"]] == [(SERIAL, 5_000)]
-            _until("the opening update applied", lambda: _show(node),
+            until("the opening update applied", lambda: node.show(ACCOUNT),
                    lambda d: d.get("meter_credit", {}).get("outcome") == "applied")
 
-            _inject(node, "payment", "--account", ACCOUNT, "--amount-paise", "20050")
-            got = _until("the recharge's balance at the head-end", lambda: _sim_credits(int(port)),
+            node.inject("payment", "--account", ACCOUNT, "--amount-paise", "20050")
+            got = until("the recharge's balance at the head-end", lambda: _sim_credits(int(port)),
                          lambda d: d["credits"].get(SERIAL) == 25_050)
             assert [p for _, _, p in got["log"]] == [5_000, 25_050]  # in order, each once
             assert got["log"][0][0] != got["log"][1][0]  # a new update (command id) per balance
-            shown = _until("the recharge's update applied", lambda: _show(node),
+            shown = until("the recharge's update applied", lambda: node.show(ACCOUNT),
                            lambda d: d.get("meter_credit", {}).get("outcome") == "applied"
                            and d["meter_credit"]["sent_balance_paise"] == 25_050)
             assert shown["balance_paise"] == 25_050 and shown["relay"] == "connected"
             assert shown["meter_credit"]["applied_balance_paise"] == 25_050
             text = node.jodo("meter", "show", ACCOUNT).stdout
             assert "meter's own credit" in text and "Rs 250.50" in text and "applied" in text, text
-            _until("the credit updates counted", lambda: (
-                _metric(node, 'jodo_meter_credit_updates_total{head_end="hes-cim",outcome="sent"}'),
-                _metric(node, 'jodo_meter_credit_updates_total{head_end="hes-cim",outcome="applied"}')),
+            until("the credit updates counted", lambda: (
+                node.metric('jodo_meter_credit_updates_total{head_end="hes-cim",outcome="sent"}'),
+                node.metric('jodo_meter_credit_updates_total{head_end="hes-cim",outcome="applied"}')),
                 lambda counts: counts == (2.0, 2.0))
-            assert _metric(node, 'jodo_meter_credit_updates_total{head_end="hes-cim",outcome="failed"}') == 0
+            assert node.metric('jodo_meter_credit_updates_total{head_end="hes-cim",outcome="failed"}') == 0
     finally:
         sim.send_signal(signal.SIGTERM)
         try:

@@ -8,11 +8,8 @@ read is ignored and the simulator's unregistered serials are counted as unknown.
 from __future__ import annotations
 
 import json
-import time
-import urllib.request
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +17,7 @@ from domain.policy import load_policy
 from domain.prepaid import month_charge_paise
 from domain.state import DayRead
 from headend.sim.load import daily_wh, read_id
-from tests.system.serving import Serving, serving
+from tests.system.serving import Serving, serving, until
 
 pytestmark = pytest.mark.system
 
@@ -29,24 +26,6 @@ POSTPAID = ("N0000000003", "MPW00000003")
 OPENING = 50_000  # Rs 500
 SIM_METERS = 10
 SEED = 4
-
-
-def _show(node: Serving, account: str) -> dict[str, Any]:
-    done = node.jodo("meter", "show", account, "--json")
-    assert done.returncode == 0, done
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-def _metric(node: Serving, name: str) -> float:
-    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
-def _inject(node: Serving, *argv: str) -> str:
-    done = node.jodo("inject", *argv)
-    assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
-    return done.stdout
 
 
 def _expected(serial: str, days: list[date]) -> int:
@@ -64,13 +43,9 @@ def _next(h: int, m: int) -> str:
 
 def _until_balances(node: Serving, days: list[date]) -> None:
     want = {account: _expected(serial, days) for account, serial in PREPAID.items()}
-    deadline = time.monotonic() + 60
-    while True:
-        got = {account: _show(node, account).get("balance_paise") for account in PREPAID}
-        if got == want:
-            return
-        assert time.monotonic() < deadline, f"balances after {days}: {got}, expected {want}"
-        time.sleep(0.2)
+    until(f"balances after {days}, expected {want}",
+          lambda: {account: node.show(account).get("balance_paise") for account in PREPAID},
+          lambda got: got == want, timeout=60)
 
 
 def test_a_lab_clock_past_midnight_debits_prepaid_meters_from_the_simulators_reads(tmp_path: Path) -> None:
@@ -78,41 +53,37 @@ def test_a_lab_clock_past_midnight_debits_prepaid_meters_from_the_simulators_rea
             "--lab-clock", "2026-11-02T10:00"]
     with serving(tmp_path, argv) as node:
         for account, serial in (*PREPAID.items(), POSTPAID):
-            _inject(node, "message", "RegisterMeter", f"account={account}", f"serial={serial}",
+            node.inject("message", "RegisterMeter", f"account={account}", f"serial={serial}",
                     "install_year=2022")
         for account in PREPAID:
-            _inject(node, "message", "SetBillingMode", f"account={account}", "mode=prepaid",
+            node.inject("message", "SetBillingMode", f"account={account}", "mode=prepaid",
                     f"opening_balance_paise={OPENING}", f"request_id=bm-{account}")
         for account in PREPAID:
-            deadline = time.monotonic() + 30
-            while _show(node, account).get("balance_paise") != OPENING:
-                assert time.monotonic() < deadline, _show(node, account)
-                time.sleep(0.1)
+            until(f"{account}'s opening balance", lambda a=account: node.show(a),
+                  lambda doc: doc.get("balance_paise") == OPENING)
 
-        _inject(node, "clock", "2026-11-02T23:00")  # the same day: nothing reported
-        _inject(node, "clock", "2026-11-03T00:30")  # Monday 2 November ended
+        node.inject("clock", "2026-11-02T23:00")  # the same day: nothing reported
+        node.inject("clock", "2026-11-03T00:30")  # Monday 2 November ended
         _until_balances(node, [date(2026, 11, 2)])
         for account in PREPAID:
-            assert _show(node, account)["balance_paise"] < OPENING  # the reads really cost something
-        assert _show(node, POSTPAID[0]).get("billing_mode") == "postpaid"
+            assert node.show(account)["balance_paise"] < OPENING  # the reads really cost something
+        assert node.show(POSTPAID[0]).get("billing_mode") == "postpaid"
 
-        _inject(node, "clock", "2026-11-05T06:00")  # two more days ended: both reported
+        node.inject("clock", "2026-11-05T06:00")  # two more days ended: both reported
         days = [date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)]
         _until_balances(node, days)
 
-        deadline = time.monotonic() + 30
         unknown = 'jodo_headend_reads_total{head_end="hes-sim",outcome="unknown_serial"}'
-        while _metric(node, unknown) < (SIM_METERS - 3) * len(days):  # counted after the round ends
-            assert time.monotonic() < deadline, f"{unknown}: {_metric(node, unknown)}"
-            time.sleep(0.1)
-        assert _metric(node, unknown) == (SIM_METERS - 3) * len(days)
-        assert _metric(node, 'jodo_headend_reads_total{head_end="hes-sim",outcome="forwarded"}') == 2 * 3
-        assert _metric(node, 'jodo_headend_reads_total{head_end="hes-sim",outcome="postpaid"}') == 3
-        assert _metric(node, 'jodo_prepaid_reads_total{outcome="debited"}') == 2 * 3
+        counted = until(unknown, lambda: node.metric(unknown),  # counted after the round ends
+                        lambda n: n >= (SIM_METERS - 3) * len(days))
+        assert counted == (SIM_METERS - 3) * len(days)
+        assert node.metric('jodo_headend_reads_total{head_end="hes-sim",outcome="forwarded"}') == 2 * 3
+        assert node.metric('jodo_headend_reads_total{head_end="hes-sim",outcome="postpaid"}') == 3
+        assert node.metric('jodo_prepaid_reads_total{outcome="debited"}') == 2 * 3
         # an interval file for a meter the head-end does not read: summed per day by `jodo import reads`
-        _inject(node, "message", "RegisterMeter", "account=N0000000004", "serial=EXT0001",
+        node.inject("message", "RegisterMeter", "account=N0000000004", "serial=EXT0001",
                 "install_year=2022")
-        _inject(node, "message", "SetBillingMode", "account=N0000000004", "mode=prepaid",
+        node.inject("message", "SetBillingMode", "account=N0000000004", "mode=prepaid",
                 f"opening_balance_paise={OPENING}", "request_id=bm-4")
         rows = ["account,interval_start,interval_end,energy_wh"]
         rows += [f"N0000000004,2026-11-01T{h:02d}:{m:02d},{_next(h, m)},{150 + h}"
@@ -124,10 +95,8 @@ def test_a_lab_clock_past_midnight_debits_prepaid_meters_from_the_simulators_rea
         wh = sum(2 * (150 + h) for h in range(24))
         day = [DayRead(day="2026-11-01", read_id="N0000000004:2026-11-01", energy_wh=wh)]
         want = OPENING - month_charge_paise(day, "2026-11", load_policy(None))
-        deadline = time.monotonic() + 30
-        while _show(node, "N0000000004").get("balance_paise") != want:
-            assert time.monotonic() < deadline, _show(node, "N0000000004")
-            time.sleep(0.1)
+        until("N0000000004 debited for its interval day", lambda: node.show("N0000000004"),
+              lambda doc: doc.get("balance_paise") == want)
 
         history = node.jodo("meter", "history", "N0000000001", "--json")
         debits = [e for e in json.loads(history.stdout)["events"] if e["event"] == "ConsumptionDebited"]

@@ -14,39 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.system.serving import Serving, serving
+from tests.system.serving import Serving, serving, until
 
 pytestmark = pytest.mark.system
 
 ACCOUNT = "N0000000001"  # the simulator's first meter (serial MPW00000001)
 
 
-def _show(node: Serving) -> dict[str, Any]:
-    done = node.jodo("meter", "show", ACCOUNT, "--json")
-    assert done.returncode == 0, done
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
 def _until(node: Serving, what: str, ok: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        doc = _show(node)
-        if ok(doc):
-            return doc
-        assert time.monotonic() < deadline, f"{what}: {doc}"
-        time.sleep(0.1)
-
-
-def _metric(node: Serving, name: str) -> float:
-    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
-    return sum(values)
-
-
-def _inject(node: Serving, *argv: str) -> None:
-    done = node.jodo("inject", *argv)
-    assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
+    return until(what, lambda: node.show(ACCOUNT), ok)
 
 
 def test_a_prepaid_meter_runs_out_at_night_is_held_cut_in_the_morning_and_a_recharge_reconnects(
@@ -54,9 +30,9 @@ def test_a_prepaid_meter_runs_out_at_night_is_held_cut_in_the_morning_and_a_rech
 ) -> None:
     # Monday 2 November 2026, 19:00 IST: inside the night window (18:00-08:00)
     with serving(tmp_path, ["serve", "--sim-meters", "10", "--lab-clock", "2026-11-02T19:00"]) as node:
-        _inject(node, "message", "RegisterMeter", f"account={ACCOUNT}", "serial=MPW00000001",
+        node.inject("message", "RegisterMeter", f"account={ACCOUNT}", "serial=MPW00000001",
                 "install_year=2022")
-        _inject(node, "message", "SetBillingMode", f"account={ACCOUNT}", "mode=prepaid",
+        node.inject("message", "SetBillingMode", f"account={ACCOUNT}", "mode=prepaid",
                 "opening_balance_paise=5000", "request_id=bm-1")
         doc = _until(node, "prepaid", lambda d: d.get("billing_mode") == "prepaid")
         assert doc["balance_paise"] == 5_000 and doc["relay"] == "connected"
@@ -64,25 +40,25 @@ def test_a_prepaid_meter_runs_out_at_night_is_held_cut_in_the_morning_and_a_rech
         assert "prepaid balance" in shown.stdout and "Rs 50.00" in shown.stdout, shown.stdout
 
         for day, wh in (("2026-11-01", 4_000), ("2026-11-02", 9_000)):
-            _inject(node, "message", "ReportConsumption", f"account={ACCOUNT}", f"read_id=MPW00000001:{day}",
+            node.inject("message", "ReportConsumption", f"account={ACCOUNT}", f"read_id=MPW00000001:{day}",
                     f"read_date={day}", f"energy_wh={wh}")
         doc = _until(node, "debited to zero or below", lambda d: d["balance_paise"] <= 0)
         held = _until(node, "held by the night window",
                       lambda d: "zero" in d["low_balance_notified"] and d["switch_off_not_before"])
         assert held["relay"] == "connected" and held["desired"] == "connected"  # held, not cut
-        assert _metric(node, "jodo_prepaid_disconnections_held_total") == 1
-        assert _metric(node, 'jodo_prepaid_reads_total{outcome="debited"}') == 2
-        assert _metric(node, 'jodo_prepaid_meters{band="negative"}') == 1
+        assert node.metric("jodo_prepaid_disconnections_held_total") == 1
+        assert node.metric('jodo_prepaid_reads_total{outcome="debited"}') == 2
+        assert node.metric('jodo_prepaid_meters{band="negative"}') == 1
 
-        _inject(node, "clock", "2026-11-02T23:59")  # still night (the shards sweep before the CLI returns)
-        assert _show(node)["relay"] == "connected"
-        assert _metric(node, "jodo_prepaid_disconnections_held_total") == 1
+        node.inject("clock", "2026-11-02T23:59")  # still night (the shards sweep before the CLI returns)
+        assert node.show(ACCOUNT)["relay"] == "connected"
+        assert node.metric("jodo_prepaid_disconnections_held_total") == 1
 
-        _inject(node, "clock", "2026-11-03T08:00")  # Tuesday 08:00: the window ends
+        node.inject("clock", "2026-11-03T08:00")  # Tuesday 08:00: the window ends
         cut = _until(node, "cut at 08:00", lambda d: d["relay"] == "disconnected")
         assert cut["balance_paise"] == doc["balance_paise"]  # no reconnection charge for a prepaid cut
 
-        _inject(node, "payment", "--account", ACCOUNT, "--amount-paise", "20000")
+        node.inject("payment", "--account", ACCOUNT, "--amount-paise", "20000")
         back = _until(node, "reconnected by the recharge", lambda d: d["relay"] == "connected")
         assert back["balance_paise"] == doc["balance_paise"] + 20_000 and back["desired"] == "connected"
         history = node.jodo("meter", "history", ACCOUNT)
@@ -93,21 +69,21 @@ def test_a_prepaid_meter_runs_out_at_night_is_held_cut_in_the_morning_and_a_rech
         assert status == 200 and granted["meter"]["emergency_credit_paise"] == 20_000
         assert granted["meter"]["balance_paise"] == back["balance_paise"] + 20_000
         assert _emergency(node, ACCOUNT, "ec-1")[0] == 200  # the same request again: nothing twice
-        assert _show(node)["balance_paise"] == back["balance_paise"] + 20_000
+        assert node.show(ACCOUNT)["balance_paise"] == back["balance_paise"] + 20_000
         status, refused = _emergency(node, ACCOUNT, "ec-2")
         assert status == 409 and "outstanding" in refused["detail"]
         assert _emergency(node, "N0000000009", "ec-3")[0] == 404
-        assert _metric(node, 'jodo_emergency_credits_total{event="granted"}') == 1
+        assert node.metric('jodo_emergency_credits_total{event="granted"}') == 1
 
         # a recharge off KERC's rule (not a multiple of Rs 100) is credited in full and flagged: all of it
         # pays back the emergency credit first (20 000 outstanding), so the balance stays as it was
-        before = _show(node)["balance_paise"]
-        _inject(node, "payment", "--account", ACCOUNT, "--amount-paise", "10050")
+        before = node.show(ACCOUNT)["balance_paise"]
+        node.inject("payment", "--account", ACCOUNT, "--amount-paise", "10050")
         _until(node, "the odd recharge credited", lambda d: d["emergency_credit_paise"] == 20_000 - 10_050
                and d["balance_paise"] == before)
         flag = 'jodo_prepaid_recharges_off_rule_total{rule="multiple"}'
         deadline = time.monotonic() + 10
-        while _metric(node, flag) != 1:  # counted after the shard's commit, with the credit
+        while node.metric(flag) != 1:  # counted after the shard's commit, with the credit
             assert time.monotonic() < deadline, f"{flag} never reached 1"
             time.sleep(0.05)
 
