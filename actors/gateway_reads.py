@@ -1,7 +1,8 @@
 """A head-end's consumption reads, routed to meters: the gateway's bookkeeping for them, without Thespian.
 
-The head-end names meters by serial; meters live in shard groups by account, and no serial index is
-kept anywhere (it would cost every meter its serial twice). So reads are routed in rounds: the reads
+The head-end names meters by serial; meters live in shard groups by account, and the gateway keeps no
+serial → account map (it would cost every meter its serial again; each shard group keeps a compact
+serial index instead, `domain/serials.py`). So reads are routed in rounds: the reads
 that arrived are held, every shard group is asked which of their serials it hosts
 (`MeterSerialsQuery` → `MeterSerialsFound`), and when all have answered (or `ASK_TIMEOUT` passed) each
 prepaid meter's reads leave as `ReportConsumption` meter commands (``source`` = the head-end's name) in
